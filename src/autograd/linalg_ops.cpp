@@ -1,0 +1,142 @@
+// Differentiable matmul / mm / bmm / linear, joining and indexing ops.
+#include "autograd/function.h"
+#include "rnnkit/ops.h"
+#include "tensor/iter.h"
+#include "tensor/native.h"
+
+namespace rnnkit {
+
+using autograd::record;
+using autograd::sum_to;
+using autograd::tensor_list;
+
+Tensor mm(const Tensor& a, const Tensor& b) {
+  Tensor out = native::mm(a, b);
+  Tensor ad = a.detach(), bd = b.detach();
+  const bool need_a = a.requires_grad(), need_b = b.requires_grad();
+  return record("MmBackward0", {a, b}, out, [ad, bd, need_a, need_b](const tensor_list& g) -> tensor_list {
+    Tensor ga, gb;
+    if (need_a) ga = native::mm(g[0], bd.t());
+    if (need_b) gb = native::mm(ad.t(), g[0]);
+    return {ga, gb};
+  });
+}
+
+Tensor bmm(const Tensor& a, const Tensor& b) {
+  Tensor out = native::bmm(a, b);
+  Tensor ad = a.detach(), bd = b.detach();
+  return record("BmmBackward0", {a, b}, out, [ad, bd](const tensor_list& g) -> tensor_list {
+    return {native::bmm(g[0], bd.transpose(1, 2)), native::bmm(ad.transpose(1, 2), g[0])};
+  });
+}
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  check_floating(a, "matmul", "input");
+  check_floating(b, "matmul", "other");
+  RNNKIT_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: both arguments to matmul need to be at least 1D, but they are ",
+               a.dim(), "D and ", b.dim(), "D");
+  if (a.dim() == 1 && b.dim() == 1) {
+    RNNKIT_CHECK(a.size(0) == b.size(0), "matmul: inconsistent tensor size, expected tensor [", a.size(0),
+                 "] and src [", b.size(0), "] to have the same number of elements, but got ", a.size(0),
+                 " and ", b.size(0), " elements respectively");
+    return sum(mul(a, b));
+  }
+  if (a.dim() == 2 && b.dim() == 1) return mm(a, b.unsqueeze(1)).squeeze(1);
+  if (a.dim() == 1 && b.dim() == 2) return mm(a.unsqueeze(0), b).squeeze(0);
+  if (a.dim() == 2 && b.dim() == 2) return mm(a, b);
+  if (b.dim() <= 2) {
+    // [*, M, K] x [K, N]: fold the batch into rows, one GEMM.
+    Tensor bb = b.dim() == 1 ? b.unsqueeze(1) : b;
+    Shape lead(a.sizes().begin(), a.sizes().end() - 1);
+    Tensor r = mm(a.reshape({-1, a.size(-1)}), bb);
+    lead.push_back(bb.size(1));
+    Tensor out = r.reshape(lead);
+    return b.dim() == 1 ? out.squeeze(-1) : out;
+  }
+  // General batched case with broadcast batch dimensions.
+  Tensor aa = a.dim() == 1 ? a.unsqueeze(0) : a;
+  Tensor bb = b;
+  const int64_t M = aa.size(-2), K = aa.size(-1), N = bb.size(-1);
+  RNNKIT_CHECK(bb.size(-2) == K, "matmul: shapes cannot be multiplied (", shape_str(a.sizes()), " and ",
+               shape_str(b.sizes()), ")");
+  Shape ba(aa.sizes().begin(), aa.sizes().end() - 2), bbs(bb.sizes().begin(), bb.sizes().end() - 2);
+  Shape batch = broadcast_shapes(ba, bbs, "matmul");
+  Shape ea = batch, eb = batch;
+  ea.insert(ea.end(), {M, K});
+  eb.insert(eb.end(), {K, N});
+  int64_t B = 1;
+  for (int64_t s : batch) B *= s;
+  Tensor r = bmm(aa.expand(ea).reshape({B, M, K}), bb.expand(eb).reshape({B, K, N}));
+  Shape out_shape = batch;
+  if (a.dim() > 1) out_shape.push_back(M);
+  out_shape.push_back(N);
+  return r.reshape(out_shape);
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_floating(x, "linear", "input");
+  check_floating(weight, "linear", "weight");
+  RNNKIT_CHECK(weight.dim() == 2, "linear: weight must be 2-D [out_features, in_features], got shape ",
+               shape_str(weight.sizes()));
+  RNNKIT_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "linear: mat1 and mat2 shapes cannot be multiplied (",
+               x.dim() >= 1 ? x.numel() / std::max<int64_t>(x.size(-1), 1) : 1, "x", x.dim() >= 1 ? x.size(-1) : 0,
+               " and ", weight.size(1), "x", weight.size(0), ")");
+  Tensor y = matmul(x, weight.t());
+  if (bias.defined()) {
+    RNNKIT_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear: bias must have shape [",
+                 weight.size(0), "], got ", shape_str(bias.sizes()));
+    y = add(y, bias);
+  }
+  return y;
+}
+
+Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
+  Tensor out = native::cat(tensors, dim);
+  const int64_t d = wrap_dim(dim, tensors[0].dim(), "cat");
+  std::vector<int64_t> lengths;
+  for (const Tensor& t : tensors) lengths.push_back(t.size(d));
+  return record("CatBackward0", tensors, out, [d, lengths](const tensor_list& g) -> tensor_list {
+    tensor_list parts;
+    int64_t pos = 0;
+    for (int64_t len : lengths) {
+      parts.push_back(native::contiguous(g[0].narrow(d, pos, len)));
+      pos += len;
+    }
+    return parts;
+  });
+}
+
+Tensor stack(const std::vector<Tensor>& tensors, int64_t dim) {
+  RNNKIT_CHECK(!tensors.empty(), "stack: expects a non-empty TensorList");
+  const int64_t d = wrap_dim(dim, tensors[0].dim() + 1, "stack");
+  std::vector<Tensor> parts;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    check_defined(tensors[i], "stack", "tensors[i]");
+    RNNKIT_CHECK(tensors[i].sizes() == tensors[0].sizes(), "stack: stack expects each tensor to be equal size, but got ",
+                 shape_str(tensors[0].sizes()), " at entry 0 and ", shape_str(tensors[i].sizes()), " at entry ", i);
+    parts.push_back(tensors[i].unsqueeze(d));
+  }
+  return cat(parts, d);
+}
+
+Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
+  Tensor out = native::index_select(x, dim, index);
+  const int64_t d = wrap_dim(dim, x.dim(), "index_select");
+  const Shape in_shape = x.sizes();
+  Tensor idx = index.detach();
+  return record("IndexSelectBackward0", {x}, out, [d, in_shape, idx](const tensor_list& g) -> tensor_list {
+    return {native::index_add(in_shape, d, idx, g[0])};
+  });
+}
+
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
+  Tensor out = native::gather(x, dim, index);
+  const int64_t d = wrap_dim(dim, x.dim(), "gather");
+  const Shape in_shape = x.sizes();
+  Tensor idx = index.detach();
+  return record("GatherBackward0", {x}, out, [d, in_shape, idx](const tensor_list& g) -> tensor_list {
+    return {native::scatter_add(in_shape, d, idx, g[0])};
+  });
+}
+
+}  // namespace rnnkit

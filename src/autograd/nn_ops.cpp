@@ -1,0 +1,84 @@
+// Differentiable neural-network functions: softmax, log_softmax, embedding,
+// dropout.
+#include <cmath>
+
+#include "autograd/function.h"
+#include "rnnkit/ops.h"
+#include "tensor/native.h"
+
+namespace rnnkit {
+
+using autograd::record;
+using autograd::tensor_list;
+using native::Binary;
+
+Tensor softmax(const Tensor& x, int64_t dim) {
+  Tensor y = native::softmax(x, dim, false);
+  Tensor yd = y.detach();
+  const int64_t d = x.dim() == 0 ? 0 : wrap_dim(dim, x.dim(), "softmax");
+  return record("SoftmaxBackward0", {x}, y, [yd, d](const tensor_list& g) -> tensor_list {
+    // dx = y * (g - sum(g*y, dim))
+    Tensor gy = native::binary(g[0], yd, Binary::Mul, "softmax");
+    Tensor s = yd.dim() == 0 ? gy : native::sum(gy, {d}, true);
+    return {native::binary(yd, native::binary(g[0], s, Binary::Sub, "softmax"), Binary::Mul, "softmax")};
+  });
+}
+
+Tensor log_softmax(const Tensor& x, int64_t dim) {
+  Tensor y = native::softmax(x, dim, true);
+  Tensor yd = y.detach();
+  const int64_t d = x.dim() == 0 ? 0 : wrap_dim(dim, x.dim(), "log_softmax");
+  return record("LogSoftmaxBackward0", {x}, y, [yd, d](const tensor_list& g) -> tensor_list {
+    // dx = g - exp(y) * sum(g, dim)
+    Tensor s = yd.dim() == 0 ? g[0] : native::sum(g[0], {d}, true);
+    Tensor p = native::unary(yd, native::Unary::Exp);
+    return {native::binary(g[0], native::binary(p, s, Binary::Mul, "log_softmax"), Binary::Sub, "log_softmax")};
+  });
+}
+
+Tensor embedding(const Tensor& weight, const Tensor& indices, int64_t padding_idx) {
+  check_floating(weight, "embedding", "weight");
+  check_defined(indices, "embedding", "indices");
+  RNNKIT_CHECK(indices.dtype() == kInt64, "embedding: Expected tensor for argument #1 'indices' to have scalar type Long; but got ",
+               dtype_name(indices.dtype()), " instead");
+  RNNKIT_CHECK(weight.dim() == 2, "embedding: 'weight' must be 2-D, got shape ", shape_str(weight.sizes()));
+  const int64_t num = weight.size(0);
+  Tensor flat = native::contiguous(indices.reshape({-1}));
+  const int64_t* ip = flat.data_ptr<int64_t>();
+  for (int64_t i = 0; i < flat.numel(); ++i)
+    RNNKIT_CHECK(ip[i] >= 0 && ip[i] < num, "embedding: index out of range in self (index ", ip[i],
+                 ", num_embeddings ", num, ")");
+  Tensor rows = native::index_select(weight, 0, flat);
+  Shape out_shape = indices.sizes();
+  out_shape.push_back(weight.size(1));
+  Tensor out = rows.view(out_shape);
+  const Shape wshape = weight.sizes();
+  return record("EmbeddingBackward0", {weight}, out, [flat, wshape, padding_idx](const tensor_list& g) -> tensor_list {
+    Tensor go = native::contiguous(g[0]).reshape({-1, wshape[1]});
+    Tensor gw = native::index_add(wshape, 0, flat, go);
+    if (padding_idx >= 0 && padding_idx < wshape[0]) native::copy_into(gw.select(0, padding_idx), scalar_tensor(0.0, gw.dtype()));
+    return {gw};
+  });
+}
+
+Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
+  check_floating(x, "dropout", "input");
+  RNNKIT_CHECK(p >= 0.0 && p <= 1.0, "dropout: dropout probability has to be between 0 and 1, but got ", p);
+  if (!training || p == 0.0) return x;
+  if (p == 1.0) return mul(x, 0.0);
+  Generator& g = gen ? *gen : default_generator();
+  // mask holds 0 or 1/(1-p) so backward is one multiply.
+  Tensor mask = empty(x.sizes(), TensorOptions(x.dtype()));
+  const double scale = 1.0 / (1.0 - p);
+  dispatch_floating(x.dtype(), "dropout", [&](auto tag) {
+    using T = decltype(tag);
+    T* m = mask.data_ptr<T>();
+    for (int64_t i = 0, n = mask.numel(); i < n; ++i) m[i] = g.next_double() >= p ? static_cast<T>(scale) : T(0);
+  });
+  Tensor out = native::binary(x, mask, Binary::Mul, "dropout");
+  return record("MulBackward0", {x}, out, [mask](const tensor_list& gr) -> tensor_list {
+    return {native::binary(gr[0], mask, Binary::Mul, "dropout")};
+  });
+}
+
+}  // namespace rnnkit

@@ -1,0 +1,48 @@
+#include "kernels/cpu/gemm.h"
+
+#include <dnnl.h>
+
+#include <vector>
+
+#include "rnnkit/error.h"
+
+namespace rnnkit::kernels::cpu {
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+          const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
+          int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
+    return;
+  }
+  dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda,
+                                B, ldb, beta, C, ldc);
+  RNNKIT_CHECK(st == dnnl_success, "gemm: oneDNN sgemm failed with status ", int(st), " (M=", M,
+               ", N=", N, ", K=", K, ", lda=", lda, ", ldb=", ldb, ", ldc=", ldc, ")");
+}
+
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha,
+          const double* A, int64_t lda, const double* B, int64_t ldb, double beta, double* C,
+          int64_t ldc) {
+  // Row i of C accumulates in a local buffer so that beta is applied once.
+  std::vector<double> acc(static_cast<size_t>(N));
+#pragma omp parallel for schedule(static) firstprivate(acc) if (M * N * K > 32768)
+  for (int64_t i = 0; i < M; ++i) {
+    for (int64_t j = 0; j < N; ++j) acc[j] = 0.0;
+    for (int64_t k = 0; k < K; ++k) {
+      const double a = trans_a ? A[k * lda + i] : A[i * lda + k];
+      if (!trans_b) {
+        const double* b = B + k * ldb;
+        for (int64_t j = 0; j < N; ++j) acc[j] += a * b[j];
+      } else {
+        for (int64_t j = 0; j < N; ++j) acc[j] += a * B[j * ldb + k];
+      }
+    }
+    double* c = C + i * ldc;
+    for (int64_t j = 0; j < N; ++j) c[j] = alpha * acc[j] + (beta == 0.0 ? 0.0 : beta * c[j]);
+  }
+}
+
+}  // namespace rnnkit::kernels::cpu

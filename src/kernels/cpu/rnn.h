@@ -1,0 +1,120 @@
+#pragma once
+// Raw-pointer kernels for ONE direction of ONE recurrent layer (Elman tanh/relu,
+// LSTM with optional projection, GRU), forward and backward through time, with
+// PyTorch's semantics and gate orders (LSTM i,f,g,o; GRU r,z,n). Everything is
+// row-major, rightmost index fastest.
+//
+// Sizes: I = input_size, H = hidden_size, P = proj_size (0 = none, LSTM only),
+// Hout = P > 0 ? P : H (width of h and y), G = gate_count(cell), N = batch,
+// T = steps, rows = sum(batch_sizes).
+//
+// Packed layout: step t owns rows [off_t, off_t + batch_sizes[t]) of x, y, dy and
+// dx, with off_t = sum_{s<t} batch_sizes[s]. Row off_t + b at every step belongs to
+// batch entry b, so the entries must be sorted by decreasing length (as
+// pack_padded_sequence does). A padded batch is batch_sizes all equal to N.
+//
+// The forward direction walks t = 0..T-1; an entry whose sequence ends at step t
+// leaves the batch there and its state at that point is its h_n/c_n. The reverse
+// direction walks t = T-1..0; an entry joins the batch at its own last step,
+// starting from its rows of h0/c0, and h_n/c_n is the state after step 0.
+//
+// No allocation inside the kernels: the caller provides the workspace, sized by
+// the *_workspace_size functions, in elements of T. Accumulation rule: parameter
+// gradients are accumulated (+=), activation gradients are written (=), except dx,
+// which takes an explicit beta so that the two directions of a bidirectional layer
+// can add into one buffer. Unless stated otherwise, no output may alias any other
+// argument. Templates are instantiated for float and double in the .cpp.
+#include <cstddef>
+#include <cstdint>
+
+namespace rnnkit::kernels::cpu {
+
+enum class CellType { RNN_TANH, RNN_RELU, LSTM, GRU };
+
+// Gates per cell: 1 for Elman, 4 for LSTM (i,f,g,o), 3 for GRU (r,z,n).
+int gate_count(CellType cell);
+
+struct RnnLayerDims {
+  CellType cell = CellType::LSTM;
+  int64_t input_size = 0;              // I
+  int64_t hidden_size = 0;             // H: width of each gate and of c
+  int64_t proj_size = 0;               // P: 0 = no projection; LSTM only, 0 < P < H
+  int64_t batch = 0;                   // N = batch_sizes[0], the largest batch
+  int64_t steps = 0;                   // T >= 1
+  const int64_t* batch_sizes = nullptr;  // [T]: non-increasing, batch_sizes[0] == N, all > 0
+  bool reverse = false;                // walk t = T-1 .. 0
+  bool has_bias = true;
+};
+
+// Width of h, h0, h_n and of each row of y: P when projecting, else H.
+int64_t hidden_out_size(const RnnLayerDims& dims);
+// sum(batch_sizes): the number of rows of x, y, dy and dx.
+int64_t packed_rows(const RnnLayerDims& dims);
+// Throws rnnkit::Error naming the field when dims are inconsistent (non-positive
+// sizes, proj_size with a cell other than LSTM or not below hidden_size, a
+// batch_sizes that is null, increasing, non-positive or whose first entry is not
+// batch). Every entry point below calls it.
+void check_rnn_dims(const RnnLayerDims& dims);
+
+template <class T>
+struct RnnWeights {
+  const T* w_ih = nullptr;  // [G*H, I]
+  const T* w_hh = nullptr;  // [G*H, Hout]
+  const T* b_ih = nullptr;  // [G*H], or null (required when has_bias)
+  const T* b_hh = nullptr;  // [G*H], or null (required when has_bias)
+  const T* w_hr = nullptr;  // [P, H] when P > 0, else ignored
+};
+
+// Parameter gradients, each with its weight's shape; ACCUMULATED (+=). A null
+// pointer skips that gradient (b_* gradients are skipped anyway without bias).
+template <class T>
+struct RnnGrads {
+  T* dw_ih = nullptr;  // [G*H, I]
+  T* dw_hh = nullptr;  // [G*H, Hout]
+  T* db_ih = nullptr;  // [G*H]
+  T* db_hh = nullptr;  // [G*H]
+  T* dw_hr = nullptr;  // [P, H]
+};
+
+// Elements of T that rnn_forward needs. With training = true the workspace keeps,
+// after the call, everything rnn_backward reads (see rnn.cpp for the layout), so it
+// must be passed unchanged to rnn_backward.
+size_t rnn_forward_workspace_size(const RnnLayerDims& dims, bool training);
+// Elements of T that rnn_backward needs as scratch, besides the forward workspace.
+size_t rnn_backward_workspace_size(const RnnLayerDims& dims);
+
+// Forward pass of one direction.
+//   x:   [rows, I] read, row stride ldx >= I
+//   h0:  [N, Hout] read, or null for zeros
+//   c0:  [N, H] read (LSTM only), or null for zeros
+//   y:   [rows, Hout] written, row stride ldy >= Hout; columns beyond Hout are not
+//        touched, so two directions may write into column halves of one buffer
+//   h_n: [N, Hout] written, or null
+//   c_n: [N, H] written (LSTM only), or null
+//   workspace: [rnn_forward_workspace_size(dims, training)] read and written
+// x, h0 and c0 may alias each other but none of the written buffers.
+template <class T>
+void rnn_forward(const RnnLayerDims& dims, const RnnWeights<T>& w, const T* x, int64_t ldx,
+                 const T* h0, const T* c0, T* y, int64_t ldy, T* h_n, T* c_n, T* workspace,
+                 bool training);
+
+// Backward pass of one direction, given the inputs and outputs of a training
+// forward with the same dims and weights.
+//   x, h0, c0, y:  exactly as given to / produced by rnn_forward (read)
+//   workspace:     the training forward's workspace (read)
+//   dy:   [rows, Hout] read, row stride lddy; null = zeros
+//   dh_n: [N, Hout] read, null = zeros; dc_n: [N, H] read (LSTM), null = zeros
+//   dx:   [rows, I] row stride lddx >= I; dx = beta_dx * dx + dL/dx (beta_dx == 0
+//         does not read dx); null = not needed
+//   dh0:  [N, Hout] written, or null; dc0: [N, H] written (LSTM), or null. They are
+//         the gradients w.r.t. the initial state also when h0/c0 were null (zeros).
+//   dw:   parameter gradients, accumulated (+=)
+//   backward_workspace: [rnn_backward_workspace_size(dims)] scratch
+template <class T>
+void rnn_backward(const RnnLayerDims& dims, const RnnWeights<T>& w, const T* x, int64_t ldx,
+                  const T* h0, const T* c0, const T* y, int64_t ldy, const T* workspace,
+                  const T* dy, int64_t lddy, const T* dh_n, const T* dc_n, T* dx,
+                  int64_t lddx, T beta_dx, T* dh0, T* dc0, const RnnGrads<T>& dw,
+                  T* backward_workspace);
+
+}  // namespace rnnkit::kernels::cpu

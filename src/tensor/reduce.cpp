@@ -1,0 +1,159 @@
+// Reductions (sum, max/min with indices) and softmax (no autograd).
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "tensor/iter.h"
+#include "tensor/native.h"
+
+namespace rnnkit::native {
+
+namespace {
+
+// Views x as [outer, reduced, inner] after moving the reduced dims together:
+// returns the permuted contiguous copy and the three extents.
+struct Folded {
+  Tensor data;  // contiguous [outer..., reduced...]
+  int64_t outer = 1, reduced = 1;
+  Shape out_shape;  // with keepdim applied
+};
+
+Folded fold_for_reduction(const Tensor& x, const Shape& dims, bool keepdim, const char* op) {
+  const int64_t nd = x.dim();
+  std::vector<bool> red(static_cast<size_t>(std::max<int64_t>(nd, 1)), false);
+  if (dims.empty()) {
+    std::fill(red.begin(), red.end(), true);
+  } else {
+    for (int64_t d : dims) {
+      const int64_t w = wrap_dim(d, nd, op);
+      RNNKIT_CHECK(!red[w], op, ": dim ", w, " appears multiple times in the list of dims");
+      red[w] = true;
+    }
+  }
+  Shape perm, out_shape;
+  Folded f;
+  for (int64_t d = 0; d < nd; ++d)
+    if (!red[d]) {
+      perm.push_back(d);
+      f.outer *= x.sizes()[d];
+    }
+  for (int64_t d = 0; d < nd; ++d)
+    if (red[d]) {
+      perm.push_back(d);
+      f.reduced *= x.sizes()[d];
+    }
+  for (int64_t d = 0; d < nd; ++d) {
+    if (!red[d])
+      out_shape.push_back(x.sizes()[d]);
+    else if (keepdim)
+      out_shape.push_back(1);
+  }
+  f.out_shape = out_shape;
+  Tensor v = x.dim() == 0 ? x : x.detach().permute(perm);
+  f.data = contiguous(v);
+  return f;
+}
+
+}  // namespace
+
+Tensor sum(const Tensor& x, const Shape& dims, bool keepdim) {
+  check_defined(x, "sum", "input");
+  Folded f = fold_for_reduction(x, dims, keepdim, "sum");
+  const Dtype out_dtype = x.dtype() == kBool ? kInt64 : x.dtype();
+  Tensor out = empty(f.out_shape, TensorOptions(out_dtype));
+  dispatch_all(x.dtype(), "sum", [&](auto tag) {
+    using T = decltype(tag);
+    using Acc = std::conditional_t<std::is_same<T, float>::value, double,
+                                   std::conditional_t<std::is_same<T, bool>::value, int64_t, T>>;
+    using Out = std::conditional_t<std::is_same<T, bool>::value, int64_t, T>;
+    const T* p = f.data.template data_ptr<T>();
+    Out* o = out.template data_ptr<Out>();
+    const int64_t R = f.reduced;
+#pragma omp parallel for schedule(static) if (f.outer * R > 65536)
+    for (int64_t i = 0; i < f.outer; ++i) {
+      Acc acc = 0;
+      const T* row = p + i * R;
+      for (int64_t r = 0; r < R; ++r) acc += static_cast<Acc>(row[r]);
+      o[i] = static_cast<Out>(acc);
+    }
+  });
+  return out;
+}
+
+MaxResult max_dim(const Tensor& x, int64_t dim, bool keepdim, bool is_min) {
+  const char* op = is_min ? "min" : "max";
+  check_defined(x, op, "input");
+  RNNKIT_CHECK(x.numel() > 0 || x.dim() == 0, op,
+               ": Expected reduction dim to be specified for input.numel() == 0.");
+  const int64_t d = wrap_dim(dim, x.dim(), op);
+  if (x.dim() > 0)
+    RNNKIT_CHECK(x.sizes()[d] > 0, op, ": cannot compute over a zero-size dimension ", d);
+  Folded f = fold_for_reduction(x, x.dim() == 0 ? Shape{} : Shape{d}, keepdim, op);
+  MaxResult res;
+  res.values = empty(f.out_shape, TensorOptions(x.dtype()));
+  res.indices = empty(f.out_shape, TensorOptions(kInt64));
+  dispatch_all(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    const T* p = f.data.template data_ptr<T>();
+    T* v = res.values.template data_ptr<T>();
+    int64_t* ix = res.indices.data_ptr<int64_t>();
+    const int64_t R = f.reduced;
+    for (int64_t i = 0; i < f.outer; ++i) {
+      const T* row = p + i * R;
+      int64_t best = 0;
+      for (int64_t r = 1; r < R; ++r) {
+        const T a = row[r], b = row[best];
+        if (a != a) {  // NaN wins, like PyTorch
+          if (b == b) best = r;
+          continue;
+        }
+        if (b != b) continue;
+        if (is_min ? a < b : a > b) best = r;
+      }
+      v[i] = row[best];
+      ix[i] = best;
+    }
+  });
+  return res;
+}
+
+Tensor softmax(const Tensor& x, int64_t dim, bool log) {
+  const char* op = log ? "log_softmax" : "softmax";
+  check_floating(x, op, "input");
+  const int64_t nd = std::max<int64_t>(x.dim(), 1);
+  const int64_t d = wrap_dim(dim, x.dim(), op);
+  Tensor xc = contiguous(x.dim() == 0 ? x.reshape({1}) : x);
+  Tensor out = empty(xc.sizes(), TensorOptions(x.dtype()));
+  int64_t outer = 1, inner = 1;
+  for (int64_t i = 0; i < d; ++i) outer *= xc.sizes()[i];
+  for (int64_t i = d + 1; i < nd; ++i) inner *= xc.sizes()[i];
+  const int64_t n = xc.sizes()[d];
+  dispatch_floating(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    const T* p = xc.data_ptr<T>();
+    T* o = out.data_ptr<T>();
+#pragma omp parallel for schedule(static) if (outer * inner * n > 65536)
+    for (int64_t a = 0; a < outer; ++a) {
+      for (int64_t b = 0; b < inner; ++b) {
+        const T* row = p + a * n * inner + b;
+        T* orow = o + a * n * inner + b;
+        T m = -std::numeric_limits<T>::infinity();
+        for (int64_t i = 0; i < n; ++i) m = std::max(m, row[i * inner]);
+        if (std::isinf(m) && m < 0) m = 0;
+        double s = 0;
+        for (int64_t i = 0; i < n; ++i) s += std::exp(static_cast<double>(row[i * inner] - m));
+        if (log) {
+          const T ls = static_cast<T>(std::log(s));
+          for (int64_t i = 0; i < n; ++i) orow[i * inner] = row[i * inner] - m - ls;
+        } else {
+          const double inv = 1.0 / s;
+          for (int64_t i = 0; i < n; ++i)
+            orow[i * inner] = static_cast<T>(std::exp(static_cast<double>(row[i * inner] - m)) * inv);
+        }
+      }
+    }
+  });
+  return x.dim() == 0 ? out.reshape({}) : out;
+}
+
+}  // namespace rnnkit::native
