@@ -105,7 +105,6 @@ BackwardLayout backward_layout(const RnnLayerDims& d) {
 
 // One step of the walk, in the forward pass's processing order.
 struct Step {
-  int64_t t;            // time index
   int64_t n;            // active rows, batch_sizes[t]
   int64_t off;          // first packed row of step t
   int64_t n_cont;       // rows [0, n_cont) continue from the previous processed step,
@@ -126,7 +125,6 @@ void for_each_step(const RnnLayerDims& d, int64_t rows, bool forward_order, Fn&&
   int64_t off = ascending ? 0 : rows - bs[T - 1];
   for (int64_t k = 0; k < T; ++k) {
     Step s;
-    s.t = t;
     s.n = bs[t];
     s.off = off;
     if (!d.reverse) {

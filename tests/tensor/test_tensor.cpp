@@ -1,0 +1,159 @@
+// Tensor basics: factories, views (sharing storage), broadcasting, printing,
+// generator reproducibility, and the error messages of bad calls.
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "rnnkit/rnnkit.h"
+
+using namespace rnnkit;
+
+namespace {
+
+// Expects `stmt` to throw rnnkit::Error whose message contains every fragment.
+#define EXPECT_ERROR(stmt, ...)                                                   \
+  do {                                                                            \
+    try {                                                                         \
+      stmt;                                                                       \
+      ADD_FAILURE() << "expected rnnkit::Error from: " #stmt;                     \
+    } catch (const rnnkit::Error& e) {                                            \
+      for (const char* frag : {__VA_ARGS__})                                      \
+        EXPECT_NE(std::string(e.what()).find(frag), std::string::npos)            \
+            << "message '" << e.what() << "' lacks '" << frag << "'";             \
+    }                                                                             \
+  } while (0)
+
+TEST(Tensor, FactoriesShapesAndValues) {
+  Tensor z = zeros({2, 3});
+  EXPECT_EQ(z.sizes(), (Shape{2, 3}));
+  EXPECT_EQ(z.strides(), (Shape{3, 1}));
+  EXPECT_EQ(z.dtype(), kFloat32);
+  EXPECT_EQ(z.numel(), 6);
+  EXPECT_EQ(ones({4}, kFloat64).sum().item(), 4.0);
+  EXPECT_EQ(full({2, 2}, 2.5).sum().item(), 10.0);
+  Tensor a = arange(5);
+  EXPECT_EQ(a.dtype(), kInt64);
+  EXPECT_EQ(a.to_vector<int64_t>(), (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  Tensor f = arange(0.0, 1.0, 0.25, kFloat32);
+  EXPECT_EQ(f.to_vector<float>(), (std::vector<float>{0, 0.25f, 0.5f, 0.75f}));
+  Tensor v = from_vector(std::vector<float>{1, 2, 3, 4, 5, 6}, {2, 3});
+  EXPECT_EQ(v.select(1, 2).to_vector<float>(), (std::vector<float>{3, 6}));
+  EXPECT_EQ(tensor({1.0, 2.0}).dtype(), kFloat64);
+}
+
+TEST(Tensor, ViewsShareStorage) {
+  Tensor x = arange(0.0, 12.0, 1.0, kFloat32).view({3, 4});
+  Tensor t = x.t();
+  EXPECT_FALSE(t.is_contiguous());
+  EXPECT_EQ(t.sizes(), (Shape{4, 3}));
+  EXPECT_EQ(t.select(0, 1).to_vector<float>(), (std::vector<float>{1, 5, 9}));
+  Tensor n = x.narrow(1, 1, 2);
+  n.fill_(-1);
+  EXPECT_EQ(x.select(0, 2).to_vector<float>(), (std::vector<float>{8, -1, -1, 11}));
+  Tensor s = x.slice(1, 0, 4, 2);
+  EXPECT_EQ(s.to_vector<float>(), (std::vector<float>{0, -1, 4, -1, 8, -1}));
+  Tensor e = tensor({1.0f, 2.0f}).unsqueeze(0).expand({3, 2});
+  EXPECT_EQ(e.strides(), (Shape{0, 1}));
+  EXPECT_EQ(e.sum().item(), 9.0);
+  Tensor p = randn({2, 3, 4}).permute({2, 0, 1});
+  EXPECT_EQ(p.sizes(), (Shape{4, 2, 3}));
+  EXPECT_TRUE(allclose(p.contiguous().permute({1, 2, 0}), p.permute({1, 2, 0})));
+  EXPECT_EQ(x.reshape({-1}).numel(), 12);
+  EXPECT_EQ(t.reshape({12}).sizes(), (Shape{12}));  // copies: t is not viewable as 1-D
+  EXPECT_EQ(x.unsqueeze(-1).sizes(), (Shape{3, 4, 1}));
+  EXPECT_EQ(x.unsqueeze(-1).squeeze().sizes(), (Shape{3, 4}));
+  EXPECT_EQ(x.chunk(2, 1)[1].sizes(), (Shape{3, 2}));
+  EXPECT_EQ(x.split(3, 1).size(), 2u);
+  EXPECT_EQ(x.unbind(0).size(), 3u);
+  Tensor c = x.clone();
+  c.fill_(0);
+  EXPECT_NE(x.sum().item(), 0.0);
+}
+
+TEST(Tensor, BroadcastingAndDtypes) {
+  Tensor a = ones({3, 1});
+  Tensor b = arange(0.0, 4.0, 1.0, kFloat32);
+  Tensor c = a + b;
+  EXPECT_EQ(c.sizes(), (Shape{3, 4}));
+  EXPECT_EQ(c.sum().item(), 3 * (4 + 6));
+  Tensor m = gt(b, 1.5);
+  EXPECT_EQ(m.dtype(), kBool);
+  EXPECT_EQ(m.to(kInt64).to_vector<int64_t>(), (std::vector<int64_t>{0, 0, 1, 1}));
+  Tensor w = where(m, b, zeros({1}));
+  EXPECT_EQ(w.to_vector<float>(), (std::vector<float>{0, 0, 2, 3}));
+  EXPECT_EQ(b.to(kFloat64).dtype(), kFloat64);
+  EXPECT_EQ(masked_fill(b, m, 9).to_vector<float>(), (std::vector<float>{0, 1, 9, 9}));
+  auto mx = max(from_vector(std::vector<float>{1, 5, 2, 7, 0, 3}, {2, 3}), 1);
+  EXPECT_EQ(mx.values.to_vector<float>(), (std::vector<float>{5, 7}));
+  EXPECT_EQ(mx.indices.to_vector<int64_t>(), (std::vector<int64_t>{1, 0}));
+}
+
+TEST(Tensor, MatmulShapes) {
+  EXPECT_EQ(matmul(randn({2, 3}), randn({3, 5})).sizes(), (Shape{2, 5}));
+  EXPECT_EQ(matmul(randn({4, 2, 3}), randn({3, 5})).sizes(), (Shape{4, 2, 5}));
+  EXPECT_EQ(matmul(randn({4, 2, 3}), randn({1, 3, 5})).sizes(), (Shape{4, 2, 5}));
+  EXPECT_EQ(matmul(randn({3}), randn({3, 5})).sizes(), (Shape{5}));
+  EXPECT_EQ(matmul(randn({3}), randn({3})).dim(), 0);
+  Tensor a = from_vector(std::vector<float>{1, 2, 3, 4}, {2, 2});
+  EXPECT_EQ(matmul(a, a.t()).to_vector<float>(), (std::vector<float>{5, 11, 11, 25}));
+}
+
+TEST(Tensor, GeneratorIsReproducible) {
+  Generator g1(42), g2(42);
+  EXPECT_TRUE(equal(randn({10}, {}, &g1), randn({10}, {}, &g2)));
+  Generator g3(43);
+  EXPECT_FALSE(equal(randn({10}, {}, &g1), randn({10}, {}, &g3)));
+  auto st = g1.state();
+  Tensor a = rand({5}, {}, &g1);
+  g1.set_state(st);
+  EXPECT_TRUE(equal(a, rand({5}, {}, &g1)));
+  manual_seed(7);
+  Tensor x = randn({3});
+  manual_seed(7);
+  EXPECT_TRUE(equal(x, randn({3})));
+  Tensor r = rand({10000}, {}, &g1);
+  EXPECT_GE(r.min().item(), 0.0);
+  EXPECT_LT(r.max().item(), 1.0);
+  EXPECT_NEAR(r.mean().item(), 0.5, 0.02);
+  Tensor perm = randperm(10, &g1);
+  std::vector<int64_t> pv = perm.to_vector<int64_t>();
+  std::sort(pv.begin(), pv.end());
+  EXPECT_EQ(pv, (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+}
+
+TEST(Tensor, Printing) {
+  std::ostringstream os;
+  os << from_vector(std::vector<float>{0.1f, -2, 3, 4}, {2, 2});
+  EXPECT_EQ(os.str(), "tensor([[ 0.1000, -2.0000],\n        [ 3.0000,  4.0000]])");
+  std::ostringstream os2;
+  os2 << tensor({int64_t{1}, int64_t{2}});
+  EXPECT_EQ(os2.str(), "tensor([1, 2])");
+  std::ostringstream os3;
+  os3 << ones({2}).requires_grad_();
+  EXPECT_EQ(os3.str(), "tensor([1.0000, 1.0000], requires_grad=True)");
+}
+
+TEST(TensorErrors, BadCallsThrowNamedErrors) {
+  EXPECT_ERROR(zeros({2, 3}) + zeros({4}), "The size of tensor a (3) must match the size of tensor b (4)");
+  EXPECT_ERROR(zeros({2, 3}).view({4, 2}), "view", "invalid for input of size 6");
+  EXPECT_ERROR(zeros({2, 3}).t().view({6}), "view size is not compatible");
+  EXPECT_ERROR(mm(zeros({2, 3}), zeros({2, 3})), "mat1 and mat2 shapes cannot be multiplied (2x3 and 2x3)");
+  EXPECT_ERROR(zeros({2}).select(0, 5), "select", "index 5 out of range");
+  EXPECT_ERROR(zeros({2}).transpose(0, 3), "Dimension out of range");
+  EXPECT_ERROR(zeros({2, 3}).expand({4, 3}), "expanded size of the tensor (4) must match the existing size (2)");
+  EXPECT_ERROR(zeros({2}, kInt64).requires_grad_(), "only Tensors of floating point dtype can require gradients");
+  EXPECT_ERROR(cat({zeros({2, 3}), zeros({2, 4})}, 0), "Sizes of tensors must match except in dimension 0");
+  EXPECT_ERROR(add(zeros({2}), zeros({2}, kFloat64)), "same dtype", "torch.float32", "torch.float64");
+  EXPECT_ERROR(index_select(zeros({3}), 0, tensor({int64_t{3}})), "index out of range");
+  EXPECT_ERROR(embedding(zeros({3, 2}), tensor({int64_t{5}})), "index out of range");
+  EXPECT_ERROR(zeros({-1}), "negative dimension");
+  EXPECT_ERROR(dropout(zeros({2}), 1.5, true), "dropout probability has to be between 0 and 1, but got 1.5");
+  EXPECT_ERROR(zeros({2, 2}).item(), "cannot be converted to Scalar");
+  EXPECT_ERROR(zeros({2}).data_ptr<double>(), "expected dtype torch.float64");
+  EXPECT_ERROR(Tensor().sizes(), "undefined tensor");
+  EXPECT_ERROR(log_softmax(zeros({2, 3}), 2), "Dimension out of range (expected to be in range of [-2, 1], but got 2)");
+  Tensor leaf = zeros({2}).requires_grad_();
+  EXPECT_ERROR(leaf.fill_(1), "a leaf Variable that requires grad is being used in an in-place operation");
+}
+
+}  // namespace

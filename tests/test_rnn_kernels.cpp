@@ -1,0 +1,712 @@
+// Tests of the raw-pointer recurrent kernels (src/kernels/cpu/rnn.h) against a
+// naive reference written here: one sequence at a time, one step at a time, plain
+// loops in double. Forward outputs are compared with the reference; gradients of
+// the double kernel with central finite differences of the reference's scalar loss
+// sum(y*R1) + sum(h_n*R2) + sum(c_n*R3); the float kernel with the double one.
+// Every configuration is random and its seed is printed on failure.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/rnn.h"
+#include "rnnkit/error.h"
+
+namespace {
+
+using rnnkit::kernels::cpu::CellType;
+using rnnkit::kernels::cpu::RnnGrads;
+using rnnkit::kernels::cpu::RnnLayerDims;
+using rnnkit::kernels::cpu::RnnWeights;
+namespace k = rnnkit::kernels::cpu;
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kSentinel = 777.0;  // fills columns past the row width; must survive
+
+const char* cell_name(CellType cell) {
+  switch (cell) {
+    case CellType::RNN_TANH: return "RNN_TANH";
+    case CellType::RNN_RELU: return "RNN_RELU";
+    case CellType::LSTM: return "LSTM";
+    case CellType::GRU: return "GRU";
+  }
+  return "?";
+}
+
+struct Config {
+  uint64_t seed = 0;
+  CellType cell = CellType::LSTM;
+  int64_t I = 1, H = 1, P = 0, N = 1, T = 1;
+  std::vector<int64_t> batch_sizes;  // [T]
+  bool reverse = false, has_bias = true;
+  bool use_h0 = true, use_c0 = true;          // false: the kernel gets null (zeros)
+  bool use_dy = true, use_dh_n = true, use_dc_n = true;  // false: the kernel gets null
+  bool accumulate = false;  // prefilled dW and dx with beta_dx = 1, else dW = 0, beta_dx = 0
+  int64_t ldx_pad = 0, ldy_pad = 0, lddy_pad = 0, lddx_pad = 0;
+  double weight_scale = 0.6;
+
+  int64_t G() const { return k::gate_count(cell); }
+  int64_t Hout() const { return P > 0 ? P : H; }
+  int64_t rows() const {
+    int64_t r = 0;
+    for (int64_t b : batch_sizes) r += b;
+    return r;
+  }
+  bool is_lstm() const { return cell == CellType::LSTM; }
+  RnnLayerDims dims() const {
+    RnnLayerDims d;
+    d.cell = cell;
+    d.input_size = I;
+    d.hidden_size = H;
+    d.proj_size = P;
+    d.batch = N;
+    d.steps = T;
+    d.batch_sizes = batch_sizes.data();
+    d.reverse = reverse;
+    d.has_bias = has_bias;
+    return d;
+  }
+  std::string describe() const {
+    std::ostringstream os;
+    os << "seed=" << seed << " cell=" << cell_name(cell) << " I=" << I << " H=" << H << " P=" << P
+       << " N=" << N << " T=" << T << " batch_sizes=[";
+    for (size_t t = 0; t < batch_sizes.size(); ++t) os << (t ? "," : "") << batch_sizes[t];
+    os << "] reverse=" << reverse << " bias=" << has_bias << " h0=" << use_h0 << " c0=" << use_c0
+       << " dy=" << use_dy << " dh_n=" << use_dh_n << " dc_n=" << use_dc_n
+       << " accumulate=" << accumulate << " pads(x,y,dy,dx)=" << ldx_pad << "," << ldy_pad << ","
+       << lddy_pad << "," << lddx_pad;
+    return os.str();
+  }
+};
+
+// Batch sizes from sequence lengths sorted longest first: batch_sizes[t] is the
+// number of sequences longer than t.
+std::vector<int64_t> batch_sizes_from_lengths(const std::vector<int64_t>& lengths) {
+  std::vector<int64_t> bs(static_cast<size_t>(lengths[0]), 0);
+  for (int64_t len : lengths)
+    for (int64_t t = 0; t < len; ++t) ++bs[static_cast<size_t>(t)];
+  return bs;
+}
+
+Config random_config(CellType cell, uint64_t seed, int64_t max_size = 6) {
+  std::mt19937_64 rng(seed);
+  auto uni = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  Config c;
+  c.seed = seed;
+  c.cell = cell;
+  c.I = uni(1, max_size - 1);
+  c.H = uni(1, max_size);
+  c.P = (cell == CellType::LSTM && c.H >= 2 && uni(0, 1)) ? uni(1, c.H - 1) : 0;
+  c.N = uni(1, 5);
+  c.T = uni(1, 6);
+  std::vector<int64_t> lengths(static_cast<size_t>(c.N), c.T);
+  if (uni(0, 2) > 0) {  // packed: random lengths, the longest being T
+    for (size_t b = 1; b < lengths.size(); ++b) lengths[b] = uni(1, c.T);
+    std::sort(lengths.begin(), lengths.end(), std::greater<int64_t>());
+  }
+  c.batch_sizes = batch_sizes_from_lengths(lengths);
+  c.reverse = uni(0, 1);
+  c.has_bias = uni(0, 3) > 0;
+  c.use_h0 = uni(0, 1);
+  c.use_c0 = uni(0, 1);
+  c.use_dy = uni(0, 4) > 0;
+  c.use_dh_n = uni(0, 2) > 0;
+  c.use_dc_n = uni(0, 2) > 0;
+  if (!c.use_dh_n && !(c.use_dc_n && cell == CellType::LSTM)) c.use_dy = true;
+  c.accumulate = uni(0, 1);
+  c.ldx_pad = uni(0, 2);
+  c.ldy_pad = uni(0, 3);
+  c.lddy_pad = uni(0, 2);
+  c.lddx_pad = uni(0, 2);
+  return c;
+}
+
+// Everything the loss depends on, dense, in double; plus the loss weights and the
+// prefills of accumulated gradients.
+struct Problem {
+  std::vector<double> x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr;
+  std::vector<double> r_y, r_hn, r_cn;  // R1 [rows, Hout], R2 [N, Hout], R3 [N, H]
+  std::vector<double> dx0, dw_ih0, dw_hh0, db_ih0, db_hh0, dw_hr0;
+};
+
+Problem random_problem(const Config& c) {
+  std::mt19937_64 rng(c.seed * 7919 + 17);
+  auto fill = [&](size_t n, double scale) {
+    std::uniform_real_distribution<double> dist(-scale, scale);
+    std::vector<double> v(n);
+    for (double& e : v) e = dist(rng);
+    return v;
+  };
+  const size_t rows = c.rows(), I = c.I, H = c.H, Hout = c.Hout(), N = c.N, P = c.P;
+  const size_t GH = c.G() * H;
+  const double ws = c.weight_scale;
+  Problem p;
+  p.x = fill(rows * I, 1.0);
+  p.h0 = c.use_h0 ? fill(N * Hout, 1.0) : std::vector<double>(N * Hout, 0.0);
+  p.c0 = c.use_c0 ? fill(N * H, 1.0) : std::vector<double>(N * H, 0.0);
+  p.w_ih = fill(GH * I, ws);
+  p.w_hh = fill(GH * Hout, ws);
+  p.b_ih = fill(GH, ws);
+  p.b_hh = fill(GH, ws);
+  p.w_hr = fill(P * H, ws);
+  p.r_y = c.use_dy ? fill(rows * Hout, 1.0) : std::vector<double>(rows * Hout, 0.0);
+  p.r_hn = c.use_dh_n ? fill(N * Hout, 1.0) : std::vector<double>(N * Hout, 0.0);
+  p.r_cn = (c.use_dc_n && c.is_lstm()) ? fill(N * H, 1.0) : std::vector<double>(N * H, 0.0);
+  const double pre = c.accumulate ? 0.5 : 0.0;
+  p.dx0 = fill(rows * I, pre);
+  p.dw_ih0 = fill(GH * I, pre);
+  p.dw_hh0 = fill(GH * Hout, pre);
+  p.db_ih0 = fill(GH, pre);
+  p.db_hh0 = fill(GH, pre);
+  p.dw_hr0 = fill(P * H, pre);
+  return p;
+}
+
+// ---------------------------------------------------------------------------
+// Reference: one sequence at a time, straight from the PyTorch equations.
+
+double sigmoid(double v) { return 1.0 / (1.0 + std::exp(-v)); }
+
+struct ReferenceOutputs {
+  std::vector<double> y, h_n, c_n;  // [rows, Hout], [N, Hout], [N, H]
+};
+
+ReferenceOutputs reference_forward(const Config& c, const Problem& p) {
+  const int64_t I = c.I, H = c.H, Hout = c.Hout(), G = c.G(), N = c.N, T = c.T;
+  std::vector<int64_t> off(static_cast<size_t>(T), 0);
+  for (int64_t t = 1; t < T; ++t) off[t] = off[t - 1] + c.batch_sizes[t - 1];
+  ReferenceOutputs out;
+  out.y.assign(c.rows() * Hout, 0.0);
+  out.h_n.assign(N * Hout, 0.0);
+  out.c_n.assign(N * H, 0.0);
+  std::vector<double> gi(G * H), gh(G * H), h(Hout), cell(H), m(H);
+  for (int64_t b = 0; b < N; ++b) {
+    int64_t len = 0;
+    while (len < T && c.batch_sizes[len] > b) ++len;
+    for (int64_t j = 0; j < Hout; ++j) h[j] = p.h0[b * Hout + j];
+    for (int64_t j = 0; j < H; ++j) cell[j] = p.c0[b * H + j];
+    for (int64_t step = 0; step < len; ++step) {
+      const int64_t t = c.reverse ? len - 1 - step : step;
+      const double* x = &p.x[(off[t] + b) * I];
+      for (int64_t r = 0; r < G * H; ++r) {
+        double si = c.has_bias ? p.b_ih[r] : 0.0;
+        for (int64_t i = 0; i < I; ++i) si += p.w_ih[r * I + i] * x[i];
+        double sh = c.has_bias ? p.b_hh[r] : 0.0;
+        for (int64_t j = 0; j < Hout; ++j) sh += p.w_hh[r * Hout + j] * h[j];
+        gi[r] = si;
+        gh[r] = sh;
+      }
+      switch (c.cell) {
+        case CellType::RNN_TANH:
+          for (int64_t j = 0; j < H; ++j) h[j] = std::tanh(gi[j] + gh[j]);
+          break;
+        case CellType::RNN_RELU:
+          for (int64_t j = 0; j < H; ++j) h[j] = std::max(0.0, gi[j] + gh[j]);
+          break;
+        case CellType::LSTM:
+          for (int64_t j = 0; j < H; ++j) {
+            const double in = sigmoid(gi[j] + gh[j]);
+            const double forget = sigmoid(gi[H + j] + gh[H + j]);
+            const double g = std::tanh(gi[2 * H + j] + gh[2 * H + j]);
+            const double o = sigmoid(gi[3 * H + j] + gh[3 * H + j]);
+            cell[j] = forget * cell[j] + in * g;
+            m[j] = o * std::tanh(cell[j]);
+          }
+          if (c.P > 0) {
+            for (int64_t q = 0; q < c.P; ++q) {
+              double s = 0.0;
+              for (int64_t j = 0; j < H; ++j) s += p.w_hr[q * H + j] * m[j];
+              h[q] = s;
+            }
+          } else {
+            h = m;
+          }
+          break;
+        case CellType::GRU:
+          for (int64_t j = 0; j < H; ++j) {
+            const double r = sigmoid(gi[j] + gh[j]);
+            const double z = sigmoid(gi[H + j] + gh[H + j]);
+            const double n = std::tanh(gi[2 * H + j] + r * gh[2 * H + j]);
+            h[j] = (1.0 - z) * n + z * h[j];
+          }
+          break;
+      }
+      for (int64_t j = 0; j < Hout; ++j) out.y[(off[t] + b) * Hout + j] = h[j];
+    }
+    for (int64_t j = 0; j < Hout; ++j) out.h_n[b * Hout + j] = h[j];
+    for (int64_t j = 0; j < H; ++j) out.c_n[b * H + j] = cell[j];
+  }
+  if (!c.is_lstm()) std::fill(out.c_n.begin(), out.c_n.end(), 0.0);
+  return out;
+}
+
+double dot(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+double reference_loss(const Config& c, const Problem& p) {
+  const ReferenceOutputs o = reference_forward(c, p);
+  return dot(o.y, p.r_y) + dot(o.h_n, p.r_hn) + dot(o.c_n, p.r_cn);
+}
+
+// ---------------------------------------------------------------------------
+// Kernel runner: strided, NaN-poisoned buffers around the real data.
+
+struct KernelOutputs {
+  std::vector<double> y, h_n, c_n;                      // training forward
+  std::vector<double> y_inf, h_n_inf, c_n_inf;          // inference forward
+  std::vector<double> dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr;  // minus prefills
+  // Second backward with dx, dh0, dc0, dW_ih and dB_ih not requested.
+  std::vector<double> dw_hh_partial, db_hh_partial, dw_hr_partial;
+};
+
+template <class T>
+std::vector<T> to(const std::vector<double>& v) {
+  return std::vector<T>(v.begin(), v.end());
+}
+
+// [rows, width] dense -> row stride ld, padding columns set to pad.
+template <class T>
+std::vector<T> strided(const std::vector<double>& dense, int64_t rows, int64_t width, int64_t ld,
+                       double pad) {
+  std::vector<T> out(static_cast<size_t>(rows * ld), static_cast<T>(pad));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < width; ++j) out[r * ld + j] = static_cast<T>(dense[r * width + j]);
+  return out;
+}
+
+// Reads back [rows, width] from row stride ld; records whether the padding kept
+// the sentinel.
+template <class T>
+std::vector<double> unstride(const std::vector<T>& buf, int64_t rows, int64_t width, int64_t ld,
+                             const char* what) {
+  std::vector<double> out(static_cast<size_t>(rows * width));
+  int64_t touched = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < width; ++j) out[r * width + j] = buf[r * ld + j];
+    for (int64_t j = width; j < ld; ++j) touched += buf[r * ld + j] != static_cast<T>(kSentinel);
+  }
+  EXPECT_EQ(touched, 0) << what << ": columns past the row width were written";
+  return out;
+}
+
+template <class T>
+std::vector<double> minus(const std::vector<T>& a, const std::vector<double>& b) {
+  std::vector<double> out(a.size());
+  for (size_t i = 0; i < a.size(); ++i) out[i] = static_cast<double>(a[i]) - b[i];
+  return out;
+}
+
+template <class T>
+std::vector<double> widen(const std::vector<T>& v) {
+  return std::vector<double>(v.begin(), v.end());
+}
+
+template <class T>
+KernelOutputs run_kernel(const Config& c, const Problem& p) {
+  const RnnLayerDims d = c.dims();
+  const int64_t rows = c.rows(), I = c.I, H = c.H, Hout = c.Hout(), N = c.N;
+  const int64_t ldx = I + c.ldx_pad, ldy = Hout + c.ldy_pad, lddy = Hout + c.lddy_pad,
+                lddx = I + c.lddx_pad;
+  const bool lstm = c.is_lstm();
+
+  const std::vector<T> w_ih = to<T>(p.w_ih), w_hh = to<T>(p.w_hh), b_ih = to<T>(p.b_ih),
+                       b_hh = to<T>(p.b_hh), w_hr = to<T>(p.w_hr);
+  RnnWeights<T> w;
+  w.w_ih = w_ih.data();
+  w.w_hh = w_hh.data();
+  w.b_ih = c.has_bias ? b_ih.data() : nullptr;
+  w.b_hh = c.has_bias ? b_hh.data() : nullptr;
+  w.w_hr = c.P > 0 ? w_hr.data() : nullptr;
+
+  const std::vector<T> x = strided<T>(p.x, rows, I, ldx, kNaN);
+  const std::vector<T> h0 = to<T>(p.h0), c0 = to<T>(p.c0);
+  const T* h0p = c.use_h0 ? h0.data() : nullptr;
+  const T* c0p = (lstm && c.use_c0) ? c0.data() : nullptr;
+
+  KernelOutputs out;
+  std::vector<T> y(static_cast<size_t>(rows * ldy), static_cast<T>(kSentinel));
+  std::vector<T> h_n(N * Hout, static_cast<T>(kNaN)), c_n(N * H, static_cast<T>(kNaN));
+  std::vector<T> ws(k::rnn_forward_workspace_size(d, true), static_cast<T>(kNaN));
+  k::rnn_forward<T>(d, w, x.data(), ldx, h0p, c0p, y.data(), ldy, h_n.data(),
+                    lstm ? c_n.data() : nullptr, ws.data(), true);
+  out.y = unstride(y, rows, Hout, ldy, "y");
+  out.h_n = widen(h_n);
+  out.c_n = lstm ? widen(c_n) : std::vector<double>(N * H, 0.0);
+
+  {
+    std::vector<T> y2(static_cast<size_t>(rows * ldy), static_cast<T>(kSentinel));
+    std::vector<T> h_n2(N * Hout, static_cast<T>(kNaN)), c_n2(N * H, static_cast<T>(kNaN));
+    std::vector<T> ws2(k::rnn_forward_workspace_size(d, false), static_cast<T>(kNaN));
+    k::rnn_forward<T>(d, w, x.data(), ldx, h0p, c0p, y2.data(), ldy, h_n2.data(),
+                      lstm ? c_n2.data() : nullptr, ws2.data(), false);
+    out.y_inf = unstride(y2, rows, Hout, ldy, "y (inference)");
+    out.h_n_inf = widen(h_n2);
+    out.c_n_inf = lstm ? widen(c_n2) : std::vector<double>(N * H, 0.0);
+  }
+
+  const std::vector<T> dy = strided<T>(p.r_y, rows, Hout, lddy, kNaN);
+  const std::vector<T> dh_n = to<T>(p.r_hn), dc_n = to<T>(p.r_cn);
+  const T* dyp = c.use_dy ? dy.data() : nullptr;
+  const T* dh_np = c.use_dh_n ? dh_n.data() : nullptr;
+  const T* dc_np = (lstm && c.use_dc_n) ? dc_n.data() : nullptr;
+
+  // Prefills of the accumulated outputs, as the kernel sees them (rounded to T).
+  auto prefill = [&](const std::vector<double>& v) {
+    return c.accumulate ? widen(to<T>(v)) : std::vector<double>(v.size(), 0.0);
+  };
+  const std::vector<double> dx0 = prefill(p.dx0), dw_ih0 = prefill(p.dw_ih0),
+                            dw_hh0 = prefill(p.dw_hh0), db_ih0 = prefill(p.db_ih0),
+                            db_hh0 = prefill(p.db_hh0), dw_hr0 = prefill(p.dw_hr0);
+  std::vector<T> dx = strided<T>(c.accumulate ? dx0 : std::vector<double>(rows * I, kNaN), rows,
+                                 I, lddx, kSentinel);
+  std::vector<T> dh0(N * Hout, static_cast<T>(kNaN)), dc0(N * H, static_cast<T>(kNaN));
+  std::vector<T> dw_ih = to<T>(dw_ih0), dw_hh = to<T>(dw_hh0), db_ih = to<T>(db_ih0),
+                 db_hh = to<T>(db_hh0), dw_hr = to<T>(dw_hr0);
+  RnnGrads<T> dw;
+  dw.dw_ih = dw_ih.data();
+  dw.dw_hh = dw_hh.data();
+  dw.db_ih = db_ih.data();
+  dw.db_hh = db_hh.data();
+  dw.dw_hr = c.P > 0 ? dw_hr.data() : nullptr;
+  const std::vector<T> ws_before = ws;
+  std::vector<T> bws(k::rnn_backward_workspace_size(d), static_cast<T>(kNaN));
+  k::rnn_backward<T>(d, w, x.data(), ldx, h0p, c0p, y.data(), ldy, ws.data(), dyp, lddy, dh_np,
+                     dc_np, dx.data(), lddx, c.accumulate ? T(1) : T(0), dh0.data(),
+                     lstm ? dc0.data() : nullptr, dw, bws.data());
+  const std::vector<double> dx_dense = unstride(dx, rows, I, lddx, "dx");
+  out.dx = minus(dx_dense, dx0);
+  out.dh0 = widen(dh0);
+  out.dc0 = lstm ? widen(dc0) : std::vector<double>(N * H, 0.0);
+  out.dw_ih = minus(dw_ih, dw_ih0);
+  out.dw_hh = minus(dw_hh, dw_hh0);
+  out.db_ih = minus(db_ih, db_ih0);
+  out.db_hh = minus(db_hh, db_hh0);
+  out.dw_hr = minus(dw_hr, dw_hr0);
+  EXPECT_EQ(std::memcmp(ws.data(), ws_before.data(), ws.size() * sizeof(T)), 0)
+      << "rnn_backward modified the forward workspace";
+
+  // Same backward with most outputs not requested; the rest must not change.
+  std::vector<T> dw_hh2(dw_hh.size(), T(0)), db_hh2(db_hh.size(), T(0)), dw_hr2(dw_hr.size(), T(0));
+  RnnGrads<T> dw2;
+  dw2.dw_hh = dw_hh2.data();
+  dw2.db_hh = db_hh2.data();
+  dw2.dw_hr = c.P > 0 ? dw_hr2.data() : nullptr;
+  std::fill(bws.begin(), bws.end(), static_cast<T>(kNaN));
+  k::rnn_backward<T>(d, w, x.data(), ldx, h0p, c0p, y.data(), ldy, ws.data(), dyp, lddy, dh_np,
+                     dc_np, nullptr, lddx, T(0), nullptr, nullptr, dw2, bws.data());
+  out.dw_hh_partial = widen(dw_hh2);
+  out.db_hh_partial = widen(db_hh2);
+  out.dw_hr_partial = widen(dw_hr2);
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Comparison: each element within rtol*|want| + atol*max|want| (+ a floor for
+// all-zero tensors); NaN never passes.
+
+void expect_close(const std::string& what, const std::vector<double>& got,
+                  const std::vector<double>& want, double rtol, double atol) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double scale = 0.0;
+  for (double v : want) scale = std::max(scale, std::abs(v));
+  size_t bad = 0, worst = 0;
+  double worst_ratio = 0.0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double err = std::abs(got[i] - want[i]);
+    const double tol = rtol * std::abs(want[i]) + atol * scale + 1e-14;
+    if (!(err <= tol)) {
+      ++bad;
+      const double ratio = std::isnan(err) ? std::numeric_limits<double>::infinity() : err / tol;
+      if (ratio >= worst_ratio) {
+        worst_ratio = ratio;
+        worst = i;
+      }
+    }
+  }
+  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size()
+                     << " elements off; worst at " << worst << ": got " << got[worst] << ", want "
+                     << want[worst] << " (max|want| " << scale << ")";
+}
+
+// Central differences of the reference loss w.r.t. every element of v.
+std::vector<double> finite_differences(const Config& c, Problem& p, std::vector<double>& v) {
+  constexpr double eps = 1e-6;
+  std::vector<double> grad(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    const double saved = v[i];
+    v[i] = saved + eps;
+    const double up = reference_loss(c, p);
+    v[i] = saved - eps;
+    const double down = reference_loss(c, p);
+    v[i] = saved;
+    grad[i] = (up - down) / (2 * eps);
+  }
+  return grad;
+}
+
+void check_config(const Config& c) {
+  SCOPED_TRACE(c.describe());
+  Problem p = random_problem(c);
+  const ReferenceOutputs ref = reference_forward(c, p);
+  const KernelOutputs kd = run_kernel<double>(c, p);
+
+  expect_close("y", kd.y, ref.y, 1e-10, 1e-12);
+  expect_close("h_n", kd.h_n, ref.h_n, 1e-10, 1e-12);
+  expect_close("c_n", kd.c_n, ref.c_n, 1e-10, 1e-12);
+  EXPECT_EQ(kd.y_inf, kd.y) << "inference forward differs from training forward";
+  EXPECT_EQ(kd.h_n_inf, kd.h_n) << "inference h_n differs from training h_n";
+  EXPECT_EQ(kd.c_n_inf, kd.c_n) << "inference c_n differs from training c_n";
+
+  constexpr double fd_rtol = 1e-6, fd_atol = 1e-6;
+  expect_close("dx", kd.dx, finite_differences(c, p, p.x), fd_rtol, fd_atol);
+  expect_close("dh0", kd.dh0, finite_differences(c, p, p.h0), fd_rtol, fd_atol);
+  if (c.is_lstm()) expect_close("dc0", kd.dc0, finite_differences(c, p, p.c0), fd_rtol, fd_atol);
+  expect_close("dw_ih", kd.dw_ih, finite_differences(c, p, p.w_ih), fd_rtol, fd_atol);
+  expect_close("dw_hh", kd.dw_hh, finite_differences(c, p, p.w_hh), fd_rtol, fd_atol);
+  if (c.has_bias) {
+    expect_close("db_ih", kd.db_ih, finite_differences(c, p, p.b_ih), fd_rtol, fd_atol);
+    expect_close("db_hh", kd.db_hh, finite_differences(c, p, p.b_hh), fd_rtol, fd_atol);
+  } else {
+    expect_close("db_ih (no bias: untouched)", kd.db_ih, std::vector<double>(kd.db_ih.size()), 0, 0);
+    expect_close("db_hh (no bias: untouched)", kd.db_hh, std::vector<double>(kd.db_hh.size()), 0, 0);
+  }
+  if (c.P > 0) expect_close("dw_hr", kd.dw_hr, finite_differences(c, p, p.w_hr), fd_rtol, fd_atol);
+
+  expect_close("dw_hh (partial request)", kd.dw_hh_partial, kd.dw_hh, 1e-12, 1e-12);
+  expect_close("db_hh (partial request)", kd.db_hh_partial, kd.db_hh, 1e-12, 1e-12);
+  expect_close("dw_hr (partial request)", kd.dw_hr_partial, kd.dw_hr, 1e-12, 1e-12);
+
+  // float kernel against the double kernel; accumulation is checked above, and
+  // rounding of a float prefill would hide small gradients.
+  Config cf = c;
+  cf.accumulate = false;
+  const KernelOutputs kf = run_kernel<float>(cf, p);
+  constexpr double f_tol = 1e-4;
+  expect_close("float y", kf.y, kd.y, f_tol, f_tol);
+  expect_close("float h_n", kf.h_n, kd.h_n, f_tol, f_tol);
+  expect_close("float c_n", kf.c_n, kd.c_n, f_tol, f_tol);
+  expect_close("float y (inference)", kf.y_inf, kd.y, f_tol, f_tol);
+  expect_close("float dx", kf.dx, kd.dx, f_tol, f_tol);
+  expect_close("float dh0", kf.dh0, kd.dh0, f_tol, f_tol);
+  expect_close("float dc0", kf.dc0, kd.dc0, f_tol, f_tol);
+  expect_close("float dw_ih", kf.dw_ih, kd.dw_ih, f_tol, f_tol);
+  expect_close("float dw_hh", kf.dw_hh, kd.dw_hh, f_tol, f_tol);
+  expect_close("float db_ih", kf.db_ih, kd.db_ih, f_tol, f_tol);
+  expect_close("float db_hh", kf.db_hh, kd.db_hh, f_tol, f_tol);
+  expect_close("float dw_hr", kf.dw_hr, kd.dw_hr, f_tol, f_tol);
+  expect_close("float dw_hh (partial request)", kf.dw_hh_partial, kd.dw_hh, f_tol, f_tol);
+}
+
+// Most configurations are tiny (fast finite differences, many corner cases); every
+// fifth is somewhat wider.
+void check_random_configs(CellType cell, uint64_t first_seed, int count) {
+  for (int i = 0; i < count; ++i) {
+    check_config(random_config(cell, first_seed + static_cast<uint64_t>(i), i % 5 == 4 ? 10 : 6));
+    if (::testing::Test::HasFailure()) return;  // the first failing seed is the useful one
+  }
+}
+
+TEST(RnnKernels, RnnTanhRandomConfigs) { check_random_configs(CellType::RNN_TANH, 1000, 200); }
+TEST(RnnKernels, RnnReluRandomConfigs) { check_random_configs(CellType::RNN_RELU, 2000, 200); }
+TEST(RnnKernels, LstmRandomConfigs) { check_random_configs(CellType::LSTM, 3000, 300); }
+TEST(RnnKernels, GruRandomConfigs) { check_random_configs(CellType::GRU, 4000, 200); }
+
+// Fixed corner cases the random draw may miss: one step, one row, proj_size
+// H - 1, everything packed to a single long sequence.
+TEST(RnnKernels, CornerCases) {
+  for (CellType cell : {CellType::RNN_TANH, CellType::RNN_RELU, CellType::LSTM, CellType::GRU}) {
+    for (bool reverse : {false, true}) {
+      Config c = random_config(cell, 99 + static_cast<uint64_t>(reverse));
+      c.reverse = reverse;
+      c.use_dy = c.use_dh_n = c.use_dc_n = true;
+      c.T = 1;
+      c.N = 3;
+      c.batch_sizes = {3};
+      check_config(c);
+      c.N = 4;
+      c.T = 5;
+      c.batch_sizes = batch_sizes_from_lengths({5, 1, 1, 1});
+      if (cell == CellType::LSTM) {
+        c.H = 4;
+        c.P = 3;
+      }
+      check_config(c);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Large enough that the pointwise loops run on OpenMP threads. Forward against the
+// reference; gradients by one directional derivative over all inputs at once.
+
+void check_large(Config c) {
+  SCOPED_TRACE(c.describe());
+  Problem p = random_problem(c);
+  const ReferenceOutputs ref = reference_forward(c, p);
+  const KernelOutputs kd = run_kernel<double>(c, p);
+  expect_close("y", kd.y, ref.y, 1e-10, 1e-12);
+  expect_close("h_n", kd.h_n, ref.h_n, 1e-10, 1e-12);
+  expect_close("c_n", kd.c_n, ref.c_n, 1e-10, 1e-12);
+
+  std::mt19937_64 rng(c.seed + 5);
+  std::uniform_real_distribution<double> dist(-1.0, 1.0);
+  std::vector<std::pair<std::vector<double>*, const std::vector<double>*>> pairs = {
+      {&p.x, &kd.dx}, {&p.h0, &kd.dh0}, {&p.w_ih, &kd.dw_ih}, {&p.w_hh, &kd.dw_hh}};
+  if (c.is_lstm()) pairs.push_back({&p.c0, &kd.dc0});
+  if (c.has_bias) {
+    pairs.push_back({&p.b_ih, &kd.db_ih});
+    pairs.push_back({&p.b_hh, &kd.db_hh});
+  }
+  if (c.P > 0) pairs.push_back({&p.w_hr, &kd.dw_hr});
+  std::vector<std::vector<double>> dirs, saved;
+  double predicted = 0.0;
+  for (auto& [param, grad] : pairs) {
+    std::vector<double> v(param->size());
+    for (double& e : v) e = dist(rng);
+    predicted += dot(v, *grad);
+    dirs.push_back(v);
+    saved.push_back(*param);
+  }
+  constexpr double eps = 1e-5;
+  auto shifted_loss = [&](double s) {
+    for (size_t i = 0; i < pairs.size(); ++i)
+      for (size_t j = 0; j < saved[i].size(); ++j) (*pairs[i].first)[j] = saved[i][j] + s * dirs[i][j];
+    return reference_loss(c, p);
+  };
+  const double measured = (shifted_loss(eps) - shifted_loss(-eps)) / (2 * eps);
+  shifted_loss(0.0);
+  EXPECT_NEAR(measured, predicted, 1e-6 * std::max(1.0, std::abs(predicted)));
+
+  const KernelOutputs kf = run_kernel<float>(c, p);
+  expect_close("float y", kf.y, kd.y, 1e-4, 1e-4);
+  expect_close("float dx", kf.dx, kd.dx, 1e-4, 1e-4);
+  expect_close("float dw_hh", kf.dw_hh, kd.dw_hh, 1e-3, 1e-4);
+  expect_close("float dh0", kf.dh0, kd.dh0, 1e-4, 1e-4);
+}
+
+TEST(RnnKernels, LargeThreadedLstmProj) {
+  Config c = random_config(CellType::LSTM, 77);
+  c.I = 24, c.H = 264, c.P = 40, c.N = 64, c.T = 4;
+  c.batch_sizes = {64, 64, 50, 20};
+  c.weight_scale = 0.08;
+  c.reverse = true;
+  check_large(c);
+}
+
+TEST(RnnKernels, LargeThreadedGru) {
+  Config c = random_config(CellType::GRU, 78);
+  c.I = 24, c.H = 264, c.P = 0, c.N = 64, c.T = 4;
+  c.batch_sizes = {64, 64, 50, 20};
+  c.weight_scale = 0.08;
+  c.reverse = false;
+  check_large(c);
+}
+
+// Two directions writing into column halves of one [rows, 2*Hout] output and
+// adding into one dx, as a bidirectional layer does.
+TEST(RnnKernels, BidirectionalSharesBuffers) {
+  for (CellType cell : {CellType::LSTM, CellType::GRU, CellType::RNN_TANH}) {
+    Config c = random_config(cell, 555);
+    c.N = 3, c.T = 4;
+    c.batch_sizes = batch_sizes_from_lengths({4, 3, 1});
+    SCOPED_TRACE(c.describe());
+    const Problem p = random_problem(c);
+    const int64_t rows = c.rows(), I = c.I, Hout = c.Hout(), H = c.H, N = c.N;
+    RnnLayerDims dims[2] = {c.dims(), c.dims()};
+    dims[0].reverse = false;
+    dims[1].reverse = true;
+    RnnWeights<double> w;
+    w.w_ih = p.w_ih.data();
+    w.w_hh = p.w_hh.data();
+    w.b_ih = p.b_ih.data();
+    w.b_hh = p.b_hh.data();
+    w.w_hr = c.P > 0 ? p.w_hr.data() : nullptr;
+    std::vector<double> dy(rows * 2 * Hout);  // [rows, 2*Hout]: one half per direction
+    std::mt19937_64 rng(c.seed);
+    std::uniform_real_distribution<double> dist(-1.0, 1.0);
+    for (double& e : dy) e = dist(rng);
+    std::vector<double> y_both(rows * 2 * Hout, kNaN), dx_both(rows * I, kNaN);
+    std::vector<double> y_one[2], dx_one[2];
+    for (int dir = 0; dir < 2; ++dir) {
+      std::vector<double> ws(k::rnn_forward_workspace_size(dims[dir], true), kNaN);
+      std::vector<double> bws(k::rnn_backward_workspace_size(dims[dir]), kNaN);
+      std::vector<double> hn(N * Hout), cn(N * H), dw_ih(p.w_ih.size()), dw_hh(p.w_hh.size());
+      RnnGrads<double> dw;
+      dw.dw_ih = dw_ih.data();
+      dw.dw_hh = dw_hh.data();
+      k::rnn_forward<double>(dims[dir], w, p.x.data(), I, p.h0.data(), p.c0.data(),
+                             y_both.data() + dir * Hout, 2 * Hout, hn.data(), cn.data(), ws.data(),
+                             true);
+      k::rnn_backward<double>(dims[dir], w, p.x.data(), I, p.h0.data(), p.c0.data(),
+                              y_both.data() + dir * Hout, 2 * Hout, ws.data(), dy.data() + dir * Hout,
+                              2 * Hout, nullptr, nullptr, dx_both.data(), I, dir == 0 ? 0.0 : 1.0,
+                              nullptr, nullptr, dw, bws.data());
+      // The same direction alone, dense.
+      std::fill(ws.begin(), ws.end(), kNaN);
+      std::fill(bws.begin(), bws.end(), kNaN);
+      y_one[dir].assign(rows * Hout, kNaN);
+      dx_one[dir].assign(rows * I, kNaN);
+      std::vector<double> dy_one(rows * Hout);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < Hout; ++j) dy_one[r * Hout + j] = dy[r * 2 * Hout + dir * Hout + j];
+      k::rnn_forward<double>(dims[dir], w, p.x.data(), I, p.h0.data(), p.c0.data(),
+                             y_one[dir].data(), Hout, hn.data(), cn.data(), ws.data(), true);
+      k::rnn_backward<double>(dims[dir], w, p.x.data(), I, p.h0.data(), p.c0.data(),
+                              y_one[dir].data(), Hout, ws.data(), dy_one.data(), Hout, nullptr,
+                              nullptr, dx_one[dir].data(), I, 0.0, nullptr, nullptr, dw, bws.data());
+    }
+    std::vector<double> y_expect(rows * 2 * Hout), dx_expect(rows * I);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int dir = 0; dir < 2; ++dir)
+        for (int64_t j = 0; j < Hout; ++j) y_expect[r * 2 * Hout + dir * Hout + j] = y_one[dir][r * Hout + j];
+    for (size_t i = 0; i < dx_expect.size(); ++i) dx_expect[i] = dx_one[0][i] + dx_one[1][i];
+    expect_close("y (both directions)", y_both, y_expect, 0, 0);
+    expect_close("dx (both directions)", dx_both, dx_expect, 1e-13, 1e-13);
+  }
+}
+
+TEST(RnnKernels, RejectsInconsistentDims) {
+  Config c = random_config(CellType::GRU, 1);
+  c.N = 3, c.T = 3;
+  c.batch_sizes = {3, 2, 2};
+  RnnLayerDims d = c.dims();
+  EXPECT_NO_THROW(k::check_rnn_dims(d));
+  std::vector<int64_t> increasing = {3, 2, 3};
+  d.batch_sizes = increasing.data();
+  EXPECT_THROW(k::check_rnn_dims(d), rnnkit::Error);
+  std::vector<int64_t> wrong_first = {2, 2, 1};
+  d.batch_sizes = wrong_first.data();
+  EXPECT_THROW(k::rnn_forward_workspace_size(d, true), rnnkit::Error);
+  d = c.dims();
+  d.proj_size = 1;  // GRU has no projection
+  EXPECT_THROW(k::check_rnn_dims(d), rnnkit::Error);
+  d.cell = CellType::LSTM;
+  d.hidden_size = 4;
+  d.proj_size = 4;  // must be below hidden_size
+  EXPECT_THROW(k::check_rnn_dims(d), rnnkit::Error);
+  d.proj_size = 3;
+  EXPECT_NO_THROW(k::check_rnn_dims(d));
+  d.hidden_size = 0;
+  EXPECT_THROW(k::check_rnn_dims(d), rnnkit::Error);
+}
+
+TEST(RnnKernels, GateCounts) {
+  EXPECT_EQ(k::gate_count(CellType::RNN_TANH), 1);
+  EXPECT_EQ(k::gate_count(CellType::RNN_RELU), 1);
+  EXPECT_EQ(k::gate_count(CellType::LSTM), 4);
+  EXPECT_EQ(k::gate_count(CellType::GRU), 3);
+}
+
+}  // namespace
