@@ -7,3 +7,6 @@
 #include "rnnkit/ops.h"
 #include "rnnkit/tensor.h"
 #include "rnnkit/version.h"
+#include "rnnkit/nn/module.h"
+#include "rnnkit/state_dict.h"
+#include "rnnkit/io/safetensors.h"

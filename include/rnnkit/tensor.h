@@ -110,6 +110,9 @@ class Tensor {
   // Same data, no history, requires_grad false.
   Tensor detach() const;
   Tensor& detach_();
+  // Makes this tensor (and every handle sharing it) hold new_data's storage,
+  // shape and dtype, keeping its autograd flags (PyTorch's `t.data = ...`).
+  void set_data(const Tensor& new_data) const;
 
   // ---- views (share storage) ----
   Tensor view(const Shape& shape) const;     // one dim may be -1; needs compatible strides
@@ -201,6 +204,8 @@ Tensor tensor(std::initializer_list<float> data, TensorOptions options = kFloat3
 Tensor tensor(std::initializer_list<double> data, TensorOptions options = kFloat64);
 Tensor tensor(std::initializer_list<int64_t> data, TensorOptions options = kInt64);
 Tensor scalar_tensor(double value, TensorOptions options = {});
+// n x n identity matrix.
+Tensor eye(int64_t n, TensorOptions options = {});
 // Copies numel*element_size bytes of caller memory into a new contiguous tensor.
 Tensor from_blob(void* data, const Shape& shape, Dtype dtype);
 

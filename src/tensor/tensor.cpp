@@ -293,6 +293,19 @@ Tensor& Tensor::detach_() {
   return *this;
 }
 
+void Tensor::set_data(const Tensor& new_data) const {
+  RNNKIT_IMPL_OR_THROW("set_data");
+  check_defined(new_data, "set_data", "new_data");
+  if (impl_->grad.defined() && (impl_->grad.sizes() != new_data.sizes() || impl_->grad.dtype() != new_data.dtype()))
+    impl_->grad = Tensor();
+  impl_->storage = new_data.impl()->storage;
+  impl_->sizes = new_data.impl()->sizes;
+  impl_->strides = new_data.impl()->strides;
+  impl_->offset = new_data.impl()->offset;
+  impl_->dtype = new_data.impl()->dtype;
+  impl_->grad_accumulator.reset();
+}
+
 // ---------------------------------------------------------------- copies
 
 Tensor Tensor::contiguous() const {
@@ -436,6 +449,20 @@ Tensor full_like(const Tensor& t, double value) {
   return full(t.sizes(), value, TensorOptions(t.dtype()));
 }
 Tensor scalar_tensor(double value, TensorOptions options) { return full({}, value, options); }
+
+Tensor eye(int64_t n, TensorOptions options) {
+  RNNKIT_CHECK(n >= 0, "eye: n must be greater or equal to 0, got ", n);
+  const bool rg = options.requires_grad_;
+  options.requires_grad_ = false;
+  Tensor t = zeros({n, n}, options);
+  dispatch_all(t.dtype(), "eye", [&](auto tag) {
+    using T = decltype(tag);
+    T* p = t.data_ptr<T>();
+    for (int64_t i = 0; i < n; ++i) p[i * n + i] = T(1);
+  });
+  if (rg) t.requires_grad_(true);
+  return t;
+}
 
 Tensor arange(double start, double end, double step, TensorOptions options) {
   RNNKIT_CHECK(step != 0.0, "arange: step must be nonzero");
