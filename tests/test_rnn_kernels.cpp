@@ -2,7 +2,11 @@
 // naive reference written here: one sequence at a time, one step at a time, plain
 // loops in double. Forward outputs are compared with the reference; gradients of
 // the double kernel with central finite differences of the reference's scalar loss
-// sum(y*R1) + sum(h_n*R2) + sum(c_n*R3); the float kernel with the double one.
+// sum(y*R1) + sum(h_n*R2) + sum(c_n*R3); the float kernel with the double one,
+// under every instruction set this CPU has (AVX-512, AVX2, scalar), so the
+// vectorised paths (rnn_simd.h), the persistent small-batch forward included, are
+// checked against the same reference. The vectorised activations are checked
+// against the C library over the whole float range.
 // Every configuration is random and its seed is printed on failure.
 #include <gtest/gtest.h>
 
@@ -14,10 +18,14 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/rnn.h"
+#include "kernels/cpu/rnn_simd.h"
+#include "kernels/cpu/rnn_tuning.h"
 #include "rnnkit/error.h"
+#include "rnnkit/threading.h"
 
 namespace {
 
@@ -26,6 +34,34 @@ using rnnkit::kernels::cpu::RnnGrads;
 using rnnkit::kernels::cpu::RnnLayerDims;
 using rnnkit::kernels::cpu::RnnWeights;
 namespace k = rnnkit::kernels::cpu;
+namespace simd = rnnkit::kernels::cpu::simd;
+
+// The instruction sets this CPU runs, widest first; scalar always.
+std::vector<simd::Isa> available_isas() {
+  std::vector<simd::Isa> out;
+  for (simd::Isa isa : {simd::Isa::kAvx512, simd::Isa::kAvx2, simd::Isa::kScalar})
+    if (isa == simd::Isa::kScalar || simd::kernels(isa) != nullptr) out.push_back(isa);
+  return out;
+}
+
+// Runs the float kernels on one instruction set while in scope.
+class IsaScope {
+ public:
+  explicit IsaScope(simd::Isa isa) : saved_(simd::active_isa()) { simd::set_active_isa(isa); }
+  ~IsaScope() { simd::set_active_isa(saved_); }
+
+ private:
+  simd::Isa saved_;
+};
+
+class ThreadsScope {
+ public:
+  explicit ThreadsScope(int n) : saved_(rnnkit::get_num_threads()) { rnnkit::set_num_threads(n); }
+  ~ThreadsScope() { rnnkit::set_num_threads(saved_); }
+
+ private:
+  int saved_;
+};
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kSentinel = 777.0;  // fills columns past the row width; must survive
@@ -266,6 +302,7 @@ double reference_loss(const Config& c, const Problem& p) {
 struct KernelOutputs {
   std::vector<double> y, h_n, c_n;                      // training forward
   std::vector<double> y_inf, h_n_inf, c_n_inf;          // inference forward
+  std::vector<double> y_inf_packed;  // inference with rnn_pack_weights (float), else y_inf
   std::vector<double> dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr;  // minus prefills
   // Second backward with dx, dh0, dc0, dW_ih and dB_ih not requested.
   std::vector<double> dw_hh_partial, db_hh_partial, dw_hr_partial;
@@ -354,6 +391,21 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
     out.y_inf = unstride(y2, rows, Hout, ldy, "y (inference)");
     out.h_n_inf = widen(h_n2);
     out.c_n_inf = lstm ? widen(c_n2) : std::vector<double>(N * H, 0.0);
+    out.y_inf_packed = out.y_inf;
+    if constexpr (std::is_same_v<T, float>) {
+      // The same inference with W_hh packed by the caller.
+      std::vector<float> packed(k::rnn_packed_weights_size(d), static_cast<float>(kNaN));
+      if (!packed.empty()) {
+        k::rnn_pack_weights(d, w_hh.data(), packed.data());
+        RnnWeights<float> wp = w;
+        wp.w_hh_packed = packed.data();
+        std::fill(y2.begin(), y2.end(), static_cast<T>(kSentinel));
+        std::fill(ws2.begin(), ws2.end(), static_cast<T>(kNaN));
+        k::rnn_forward<float>(d, wp, x.data(), ldx, h0p, c0p, y2.data(), ldy, h_n2.data(),
+                              lstm ? c_n2.data() : nullptr, ws2.data(), false);
+        out.y_inf_packed = unstride(y2, rows, Hout, ldy, "y (inference, packed weights)");
+      }
+    }
   }
 
   const std::vector<T> dy = strided<T>(p.r_y, rows, Hout, lddy, kNaN);
@@ -380,7 +432,6 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
   dw.db_ih = db_ih.data();
   dw.db_hh = db_hh.data();
   dw.dw_hr = c.P > 0 ? dw_hr.data() : nullptr;
-  const std::vector<T> ws_before = ws;
   std::vector<T> bws(k::rnn_backward_workspace_size(d), static_cast<T>(kNaN));
   k::rnn_backward<T>(d, w, x.data(), ldx, h0p, c0p, y.data(), ldy, ws.data(), dyp, lddy, dh_np,
                      dc_np, dx.data(), lddx, c.accumulate ? T(1) : T(0), dh0.data(),
@@ -394,10 +445,10 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
   out.db_ih = minus(db_ih, db_ih0);
   out.db_hh = minus(db_hh, db_hh0);
   out.dw_hr = minus(dw_hr, dw_hr0);
-  EXPECT_EQ(std::memcmp(ws.data(), ws_before.data(), ws.size() * sizeof(T)), 0)
-      << "rnn_backward modified the forward workspace";
-
-  // Same backward with most outputs not requested; the rest must not change.
+  // Same backward again from the same forward workspace (as a second backward
+  // through a retained graph), with most outputs not requested; what is
+  // requested must not change. rnn_backward may use the forward-only part of the
+  // workspace as scratch, never what the backward reads.
   std::vector<T> dw_hh2(dw_hh.size(), T(0)), db_hh2(db_hh.size(), T(0)), dw_hr2(dw_hr.size(), T(0));
   RnnGrads<T> dw2;
   dw2.dw_hh = dw_hh2.data();
@@ -456,6 +507,8 @@ std::vector<double> finite_differences(const Config& c, Problem& p, std::vector<
   return grad;
 }
 
+void check_float_against_double(const KernelOutputs& kf, const KernelOutputs& kd);
+
 void check_config(const Config& c) {
   SCOPED_TRACE(c.describe());
   Problem p = random_problem(c);
@@ -492,7 +545,17 @@ void check_config(const Config& c) {
   // rounding of a float prefill would hide small gradients.
   Config cf = c;
   cf.accumulate = false;
-  const KernelOutputs kf = run_kernel<float>(cf, p);
+  for (simd::Isa isa : available_isas()) {
+    IsaScope scope(isa);
+    SCOPED_TRACE(std::string("float kernels on ") + simd::isa_name(isa));
+    check_float_against_double(run_kernel<float>(cf, p), kd);
+  }
+}
+
+// The float kernel against the double one (gradients without accumulation).
+void check_float_against_double(const KernelOutputs& kf, const KernelOutputs& kd) {
+  EXPECT_EQ(kf.y_inf, kf.y) << "float inference forward differs from training forward";
+  EXPECT_EQ(kf.y_inf_packed, kf.y_inf) << "packed weights change the float forward";
   constexpr double f_tol = 1e-4;
   expect_close("float y", kf.y, kd.y, f_tol, f_tol);
   expect_close("float h_n", kf.h_n, kd.h_n, f_tol, f_tol);
@@ -589,11 +652,21 @@ void check_large(Config c) {
   shifted_loss(0.0);
   EXPECT_NEAR(measured, predicted, 1e-6 * std::max(1.0, std::abs(predicted)));
 
-  const KernelOutputs kf = run_kernel<float>(c, p);
-  expect_close("float y", kf.y, kd.y, 1e-4, 1e-4);
-  expect_close("float dx", kf.dx, kd.dx, 1e-4, 1e-4);
-  expect_close("float dw_hh", kf.dw_hh, kd.dw_hh, 1e-3, 1e-4);
-  expect_close("float dh0", kf.dh0, kd.dh0, 1e-4, 1e-4);
+  for (simd::Isa isa : available_isas()) {
+    IsaScope scope(isa);
+    SCOPED_TRACE(std::string("float kernels on ") + simd::isa_name(isa));
+    const KernelOutputs kf = run_kernel<float>(c, p);
+    EXPECT_EQ(kf.y_inf, kf.y) << "float inference forward differs from training forward";
+    EXPECT_EQ(kf.y_inf_packed, kf.y_inf) << "packed weights change the float forward";
+    expect_close("float y", kf.y, kd.y, 1e-4, 1e-4);
+    expect_close("float h_n", kf.h_n, kd.h_n, 1e-4, 1e-4);
+    expect_close("float c_n", kf.c_n, kd.c_n, 1e-4, 1e-4);
+    expect_close("float dx", kf.dx, kd.dx, 1e-4, 1e-4);
+    expect_close("float dw_ih", kf.dw_ih, kd.dw_ih, 1e-3, 1e-4);
+    expect_close("float dw_hh", kf.dw_hh, kd.dw_hh, 1e-3, 1e-4);
+    expect_close("float dh0", kf.dh0, kd.dh0, 1e-4, 1e-4);
+    expect_close("float dc0", kf.dc0, kd.dc0, 1e-4, 1e-4);
+  }
 }
 
 TEST(RnnKernels, LargeThreadedLstmProj) {
@@ -700,6 +773,213 @@ TEST(RnnKernels, RejectsInconsistentDims) {
   EXPECT_NO_THROW(k::check_rnn_dims(d));
   d.hidden_size = 0;
   EXPECT_THROW(k::check_rnn_dims(d), rnnkit::Error);
+}
+
+// The backward in chunks of a few rows (normally hundreds): chunk boundaries
+// inside a step's batch never happen (a chunk holds whole steps), but between
+// steps of every kind of packing, both paths, both directions.
+TEST(RnnKernels, BackwardInChunks) {
+  struct ChunkCap {
+    explicit ChunkCap(int64_t rows) { k::tuning::set_backward_chunk_rows(rows); }
+    ~ChunkCap() { k::tuning::set_backward_chunk_rows(0); }
+  } cap(7);
+  uint64_t seed = 7000;
+  for (CellType cell : {CellType::RNN_TANH, CellType::LSTM, CellType::GRU}) {
+    for (int i = 0; i < 12; ++i) {
+      Config c = random_config(cell, ++seed);
+      if (i % 2 == 1) {  // the generic path: more than 8 sequences
+        c.N = 9 + i % 3;
+        std::vector<int64_t> lengths(static_cast<size_t>(c.N), c.T);
+        for (size_t b = 1; b < lengths.size(); ++b) lengths[b] = 1 + (b * 5 + i) % c.T;
+        std::sort(lengths.begin(), lengths.end(), std::greater<int64_t>());
+        c.batch_sizes = batch_sizes_from_lengths(lengths);
+      }
+      check_config(c);
+      if (::testing::Test::HasFailure()) return;
+    }
+  }
+}
+
+// Batches of up to 8 take the persistent small-batch forward: several 16-unit
+// blocks over two threads, a partial last block, packed sequences, both
+// directions, every cell; gradients then go through the generic backward.
+TEST(RnnKernels, SmallBatchPathMultiBlock) {
+  ThreadsScope threads(2);
+  uint64_t seed = 900;
+  for (CellType cell : {CellType::RNN_TANH, CellType::RNN_RELU, CellType::LSTM, CellType::GRU}) {
+    for (int64_t N : {1, 2, 3, 5, 8}) {
+      Config c = random_config(cell, ++seed);
+      c.I = 24, c.H = N % 2 ? 40 : 33, c.P = 0, c.N = N, c.T = 5;
+      std::vector<int64_t> lengths(static_cast<size_t>(N), c.T);
+      for (int64_t b = 1; b < N; ++b) lengths[b] = 1 + (b * 3) % c.T;
+      std::sort(lengths.begin(), lengths.end(), std::greater<int64_t>());
+      c.batch_sizes = batch_sizes_from_lengths(lengths);
+      c.reverse = N % 2 == 0;
+      c.weight_scale = 0.25;
+      ASSERT_GT(k::rnn_packed_weights_size(c.dims()), 0u) << "batch " << N << " should take the small-batch path";
+      check_large(c);
+      if (::testing::Test::HasFailure()) return;
+    }
+  }
+}
+
+// The float forward gives the same bits whatever the thread count.
+TEST(RnnKernels, ForwardDoesNotDependOnThreadCount) {
+  for (CellType cell : {CellType::LSTM, CellType::GRU, CellType::RNN_TANH}) {
+    for (int64_t N : {3, 24}) {
+      Config c = random_config(cell, 321 + N);
+      c.I = 20, c.H = 70, c.P = 0, c.N = N, c.T = 6;
+      c.batch_sizes.assign(6, N);
+      c.weight_scale = 0.2;
+      SCOPED_TRACE(c.describe());
+      const Problem p = random_problem(c);
+      KernelOutputs one, two, three;
+      {
+        ThreadsScope t(1);
+        one = run_kernel<float>(c, p);
+      }
+      {
+        ThreadsScope t(2);
+        two = run_kernel<float>(c, p);
+      }
+      {
+        ThreadsScope t(3);
+        three = run_kernel<float>(c, p);
+      }
+      EXPECT_EQ(one.y, two.y);
+      EXPECT_EQ(one.h_n, two.h_n);
+      EXPECT_EQ(one.c_n, two.c_n);
+      EXPECT_EQ(one.y, three.y);
+    }
+  }
+}
+
+// A kernel called from inside a parallel region (two directions side by side)
+// runs on its own thread and gives the same result as alone.
+TEST(RnnKernels, DirectionsRunConcurrently) {
+  Config c = random_config(CellType::LSTM, 4242);
+  c.I = 16, c.H = 48, c.P = 0, c.N = 2, c.T = 7;
+  c.batch_sizes.assign(7, 2);
+  c.weight_scale = 0.3;
+  const Problem p = random_problem(c);
+  std::vector<double> alone[2], together[2];
+  for (int dir = 0; dir < 2; ++dir) {
+    Config cd = c;
+    cd.reverse = dir == 1;
+    alone[dir] = run_kernel<float>(cd, p).y;
+  }
+#pragma omp parallel for num_threads(2)
+  for (int dir = 0; dir < 2; ++dir) {
+    EXPECT_EQ(rnnkit::get_num_threads(), 1);
+    Config cd = c;
+    cd.reverse = dir == 1;
+    together[dir] = run_kernel<float>(cd, p).y;
+  }
+  EXPECT_EQ(alone[0], together[0]);
+  EXPECT_EQ(alone[1], together[1]);
+}
+
+TEST(RnnKernels, PackWeightsRejectsOtherPaths) {
+  Config c = random_config(CellType::LSTM, 7);
+  c.H = 8, c.P = 3, c.N = 2, c.T = 2;
+  c.batch_sizes = {2, 2};
+  EXPECT_EQ(k::rnn_packed_weights_size(c.dims()), 0u);  // projection: generic path
+  std::vector<float> w(4 * 8 * 3), packed(1);
+  EXPECT_THROW(k::rnn_pack_weights(c.dims(), w.data(), packed.data()), rnnkit::Error);
+  c.P = 0, c.N = 9;
+  c.batch_sizes = {9, 9};
+  EXPECT_EQ(k::rnn_packed_weights_size(c.dims()), 0u);  // batch > 8: generic path
+}
+
+TEST(RnnKernels, ThreadCountSetting) {
+  const int before = rnnkit::get_num_threads();
+  EXPECT_GE(before, 1);
+  rnnkit::set_num_threads(3);
+  EXPECT_EQ(rnnkit::get_num_threads(), 3);
+  rnnkit::set_num_threads(0);  // back to the default
+  EXPECT_GE(rnnkit::get_num_threads(), 1);
+  EXPECT_THROW(rnnkit::set_num_threads(-1), rnnkit::Error);
+  rnnkit::set_num_threads(before);
+}
+
+// ---------------------------------------------------------------------------
+// Vectorised exp / sigmoid / tanh against the C library (double, rounded to
+// float) on a sweep of the whole float range: every 251st bit pattern, which
+// visits every binade, plus the special values. The error is in ulp of the
+// correctly rounded result (subnormals included); docs/PERFORMANCE.md quotes the
+// exhaustive figure from bench/bench_activations.
+
+int64_t ordered(float f) {
+  int32_t i;
+  std::memcpy(&i, &f, sizeof i);
+  return i >= 0 ? int64_t(i) : int64_t(INT32_MIN) - int64_t(i);
+}
+
+float exp_ref(float x) { return static_cast<float>(std::exp(static_cast<double>(x))); }
+float sigmoid_ref(float x) { return static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(x)))); }
+float tanh_ref(float x) { return static_cast<float>(std::tanh(static_cast<double>(x))); }
+
+struct ActivationError {
+  int64_t max_ulp = 0;
+  float worst_x = 0;
+  int64_t nan_mismatches = 0;
+};
+
+ActivationError activation_error(simd::ArrayFn fn, float (*ref)(float)) {
+  ActivationError e;
+  std::vector<float> x, y;
+  auto run = [&] {
+    y.resize(x.size());
+    fn(static_cast<int64_t>(x.size()), x.data(), y.data());
+    for (size_t i = 0; i < x.size(); ++i) {
+      const float want = ref(x[i]);
+      if (std::isnan(want) || std::isnan(y[i])) {
+        e.nan_mismatches += std::isnan(want) != std::isnan(y[i]);
+        continue;
+      }
+      const int64_t ulp = std::abs(ordered(y[i]) - ordered(want));
+      if (ulp > e.max_ulp) {
+        e.max_ulp = ulp;
+        e.worst_x = x[i];
+      }
+    }
+    x.clear();
+  };
+  const float specials[] = {0.f, -0.f, 1e-45f, -1e-45f, 1e-38f, 0.625f, -0.625f, 0.6249999f,
+                            88.72f, 88.8f, -87.3f, -103.9f, -104.f, 9.01f, -9.01f, 1e30f,
+                            std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(),
+                            std::numeric_limits<float>::quiet_NaN()};
+  x.assign(std::begin(specials), std::end(specials));
+  run();
+  for (uint64_t bits = 0; bits < (uint64_t(1) << 32); bits += 251) {
+    const uint32_t b32 = static_cast<uint32_t>(bits);
+    float f;
+    std::memcpy(&f, &b32, sizeof f);
+    x.push_back(f);
+    if (x.size() == 1 << 16) run();
+  }
+  run();
+  return e;
+}
+
+TEST(RnnKernels, ActivationsMatchCLibrary) {
+  for (simd::Isa isa : available_isas()) {
+    const simd::Kernels* kern = simd::kernels(isa);
+    if (kern == nullptr) continue;
+    SCOPED_TRACE(simd::isa_name(isa));
+    const std::pair<const char*, std::pair<simd::ArrayFn, float (*)(float)>> fns[] = {
+        {"exp", {kern->exp, &exp_ref}},
+        {"sigmoid", {kern->sigmoid, &sigmoid_ref}},
+        {"tanh", {kern->tanh, &tanh_ref}}};
+    for (const auto& [name, f] : fns) {
+      const ActivationError e = activation_error(f.first, f.second);
+      std::cout << "  " << simd::isa_name(isa) << " " << name << ": max " << e.max_ulp
+                << " ulp (at x = " << e.worst_x << ")\n";
+      EXPECT_LE(e.max_ulp, 3) << name << " worst at x = " << e.worst_x;
+      EXPECT_EQ(e.nan_mismatches, 0) << name << ": NaN in one result and not in the other";
+    }
+  }
 }
 
 TEST(RnnKernels, GateCounts) {

@@ -1,4 +1,11 @@
-// safetensors reader/writer and atomic file writes.
+// safetensors reader and writer.
+//
+// Reading goes in two stages so that a corrupted file is refused before any
+// tensor is allocated: parse_header validates the header completely against
+// the file's size (every tensor's bytes lie inside the data section, tile it
+// exactly, and match dtype x shape), then read_tensors copies each tensor's
+// bytes straight from the file into its storage (pread: one copy, no mmap,
+// so a file truncated under us is an error and not a SIGBUS).
 #include "rnnkit/io/safetensors.h"
 
 #include <fcntl.h>
@@ -7,65 +14,20 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
-#include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
-#include <random>
-#include <sstream>
+#include <numeric>
 
 #include "tensor/native.h"
 
-namespace rnnkit {
-
-// ---------------------------------------------------------------- StateDict
-
-void StateDict::insert(const std::string& key, const Tensor& value) {
-  auto it = index_.find(key);
-  if (it != index_.end()) {
-    items_[it->second].second = value;
-    return;
-  }
-  index_[key] = items_.size();
-  items_.emplace_back(key, value);
-}
-
-const Tensor* StateDict::find(const std::string& key) const {
-  auto it = index_.find(key);
-  return it == index_.end() ? nullptr : &items_[it->second].second;
-}
-
-const Tensor& StateDict::at(const std::string& key) const {
-  const Tensor* t = find(key);
-  RNNKIT_CHECK(t != nullptr, "StateDict: no entry named '", key, "'");
-  return *t;
-}
-
-Tensor& StateDict::at(const std::string& key) {
-  auto it = index_.find(key);
-  RNNKIT_CHECK(it != index_.end(), "StateDict: no entry named '", key, "'");
-  return items_[it->second].second;
-}
-
-bool StateDict::erase(const std::string& key) {
-  auto it = index_.find(key);
-  if (it == index_.end()) return false;
-  items_.erase(items_.begin() + static_cast<std::ptrdiff_t>(it->second));
-  index_.clear();
-  for (size_t i = 0; i < items_.size(); ++i) index_[items_[i].first] = i;
-  return true;
-}
-
-std::vector<std::string> StateDict::keys() const {
-  std::vector<std::string> k;
-  for (const auto& it : items_) k.push_back(it.first);
-  return k;
-}
-
-namespace io {
+namespace rnnkit::io {
 
 namespace {
 
-constexpr uint64_t kMaxHeaderBytes = 100u * 1024u * 1024u;  // as the reference implementation
+// The reference implementation refuses larger headers too.
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 
 const char* st_dtype(Dtype d) {
   switch (d) {
@@ -79,7 +41,7 @@ const char* st_dtype(Dtype d) {
   return "?";
 }
 
-bool parse_st_dtype(const std::string& s, Dtype* d) {
+bool rnnkit_dtype(const std::string& s, Dtype* d) {
   if (s == "F32") *d = Dtype::Float32;
   else if (s == "F64") *d = Dtype::Float64;
   else if (s == "I64") *d = Dtype::Int64;
@@ -88,196 +50,496 @@ bool parse_st_dtype(const std::string& s, Dtype* d) {
   return true;
 }
 
-}  // namespace
-
-std::string to_safetensors_bytes(const StateDict& tensors, const Metadata& metadata) {
-  nlohmann::ordered_json header = nlohmann::ordered_json::object();
-  if (!metadata.empty()) {
-    nlohmann::ordered_json md = nlohmann::ordered_json::object();
-    for (const auto& kv : metadata) md[kv.first] = kv.second;
-    header["__metadata__"] = md;
-  }
-  // The reference implementation orders data by dtype alignment then name;
-  // any order is valid as long as offsets tile the buffer. Keep insertion order.
-  uint64_t offset = 0;
-  std::vector<Tensor> contiguous;
-  for (const auto& [name, t] : tensors) {
-    RNNKIT_CHECK(!name.empty(), "save: tensor names must be non-empty");
-    RNNKIT_CHECK(name != "__metadata__", "save: '__metadata__' is reserved and cannot name a tensor");
-    RNNKIT_CHECK(t.defined(), "save: tensor '", name, "' is undefined");
-    Tensor c = native::contiguous(t.detach());
-    const uint64_t nbytes = c.nbytes();
-    header[name] = {{"dtype", st_dtype(c.dtype())}, {"shape", c.sizes()}, {"data_offsets", {offset, offset + nbytes}}};
-    offset += nbytes;
-    contiguous.push_back(c);
-  }
-  std::string h = header.dump();
-  while (h.size() % 8 != 0) h.push_back(' ');
-  std::string out;
-  out.reserve(8 + h.size() + offset);
-  uint64_t n = h.size();
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
-  out += h;
-  for (const Tensor& c : contiguous) out.append(static_cast<const char*>(c.raw_data()), c.nbytes());
-  return out;
+// Bytes per element of every dtype the reference implementation writes; 0 = unknown.
+uint64_t st_dtype_size(const std::string& s) {
+  static const std::pair<const char*, uint64_t> kSizes[] = {
+      {"BOOL", 1}, {"U8", 1}, {"I8", 1},  {"F8_E5M2", 1}, {"F8_E4M3", 1}, {"I16", 2}, {"U16", 2}, {"F16", 2},
+      {"BF16", 2}, {"I32", 4}, {"U32", 4}, {"F32", 4},    {"I64", 8},     {"U64", 8}, {"F64", 8}};
+  for (const auto& [name, size] : kSizes)
+    if (s == name) return size;
+  return 0;
 }
 
-SafetensorsContent from_safetensors_bytes(const std::string& bytes, const std::string& source) {
-  const std::string where = "load '" + source + "'";
-  RNNKIT_CHECK(bytes.size() >= 8, where, ": file is truncated (", bytes.size(),
-               " bytes; a safetensors file starts with an 8-byte header length)");
-  uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
-  RNNKIT_CHECK(n <= kMaxHeaderBytes, where, ": header length ", n, " exceeds the limit of ", kMaxHeaderBytes,
-               " bytes (not a safetensors file, or corrupted)");
-  RNNKIT_CHECK(n <= bytes.size() - 8, where, ": header length ", n, " runs past the end of the file (",
-               bytes.size(), " bytes): the file is truncated or not safetensors");
-  RNNKIT_CHECK(n >= 2 && bytes[8] == '{', where, ": header does not start with '{': not a safetensors file");
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<std::ptrdiff_t>(n));
-  } catch (const std::exception& e) {
-    throw Error(where + ": header is not valid JSON (" + e.what() + ")");
+// A short, printable excerpt of untrusted text for error messages.
+std::string excerpt(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < 40; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    out += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
   }
+  return s.size() > 40 ? out + "..." : out;
+}
+
+uint64_t load_u64le(const unsigned char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
+  return v;
+}
+
+// ------------------------------------------------------------- byte sources
+
+class Source {
+ public:
+  virtual ~Source() = default;
+  virtual uint64_t size() const = 0;
+  // Exactly n bytes at offset, or rnnkit::Error.
+  virtual void read(uint64_t offset, void* dst, size_t n) const = 0;
+};
+
+class MemorySource final : public Source {
+ public:
+  explicit MemorySource(const std::string& bytes) : bytes_(bytes) {}
+  uint64_t size() const override { return bytes_.size(); }
+  void read(uint64_t offset, void* dst, size_t n) const override {
+    if (n > 0) std::memcpy(dst, bytes_.data() + offset, n);
+  }
+
+ private:
+  const std::string& bytes_;
+};
+
+class FileSource final : public Source {
+ public:
+  explicit FileSource(const std::string& path) : path_(path) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    RNNKIT_CHECK(fd_ >= 0, "load '", path, "': cannot open file: ", std::strerror(errno));
+    struct stat st;
+    if (::fstat(fd_, &st) != 0) {
+      const int err = errno;
+      ::close(fd_);
+      throw Error("load '" + path + "': cannot stat file: " + std::strerror(err));
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd_);
+      throw Error("load '" + path + "': " + (S_ISDIR(st.st_mode) ? "is a folder" : "is not a regular file") +
+                  ", expected a safetensors file");
+    }
+    size_ = static_cast<uint64_t>(st.st_size);
+  }
+  ~FileSource() override { ::close(fd_); }
+  FileSource(const FileSource&) = delete;
+  FileSource& operator=(const FileSource&) = delete;
+
+  uint64_t size() const override { return size_; }
+  void read(uint64_t offset, void* dst, size_t n) const override {
+    char* p = static_cast<char*>(dst);
+    while (n > 0) {
+      const ssize_t r = ::pread(fd_, p, n, static_cast<off_t>(offset));
+      if (r < 0 && errno == EINTR) continue;
+      RNNKIT_CHECK(r >= 0, "load '", path_, "': read error: ", std::strerror(errno));
+      RNNKIT_CHECK(r > 0, "load '", path_, "': the file became shorter while it was read (is another process ",
+                   "writing it in place?)");
+      p += r;
+      offset += static_cast<uint64_t>(r);
+      n -= static_cast<size_t>(r);
+    }
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+};
+
+// ------------------------------------------------------------------- header
+
+struct Entry {
+  std::string name;
+  std::string dtype;
+  uint64_t element_size = 0;
+  Shape shape;
+  uint64_t begin = 0, end = 0;  // inside the data section
+};
+
+struct Header {
+  Metadata metadata;
+  std::vector<Entry> entries;  // header order
+  uint64_t header_bytes = 0;
+  uint64_t data_start = 0;
+  bool space_padded = false;  // only spaces follow the JSON object
+};
+
+using json = nlohmann::json;
+
+json parse_json(const std::string& text, const std::string& where, std::vector<std::string>* key_order) {
+  // A valid header nests three deep ({} > {} > []); refusing deeper nesting
+  // keeps a hostile header from building a huge tree. The callback also
+  // records the top-level keys in file order (json objects sort their keys).
+  auto callback = [&](int depth, json::parse_event_t event, json& parsed) {
+    if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) && depth >= 3)
+      throw Error(where + ": header nests deeper than a safetensors header can (corrupted file)");
+    if (event == json::parse_event_t::key && depth == 1) key_order->push_back(parsed.get<std::string>());
+    return true;
+  };
+  try {
+    return json::parse(text, callback);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(where + ": header is not valid JSON (" + e.what() + "): corrupted or not a safetensors file");
+  }
+}
+
+Shape parse_shape(const json& v, const std::string& key) {
+  RNNKIT_CHECK(v.is_array(), key, ": shape must be an array of non-negative integers");
+  Shape shape;
+  uint64_t nonzero_product = 1;
+  for (const json& d : v) {
+    RNNKIT_CHECK(d.is_number_unsigned(), key, ": shape entries must be non-negative integers");
+    const uint64_t s = d.get<uint64_t>();
+    // Strides are products of sizes: keep every product within int64.
+    const uint64_t limit = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+    RNNKIT_CHECK(s <= limit && (s == 0 || nonzero_product <= limit / s), key, ": shape overflows (dimension ",
+                 shape.size(), " is ", s, ")");
+    if (s != 0) nonzero_product *= s;
+    shape.push_back(static_cast<int64_t>(s));
+  }
+  return shape;
+}
+
+Header parse_header(const Source& src, const std::string& where) {
+  const uint64_t file_size = src.size();
+  RNNKIT_CHECK(file_size >= 8, where, ": file is truncated (", file_size,
+               " bytes; a safetensors file starts with an 8-byte header length)");
+  unsigned char len[8];
+  src.read(0, len, 8);
+  const uint64_t n = load_u64le(len);
+  RNNKIT_CHECK(n <= kMaxHeaderBytes, where, ": header length ", n, " exceeds the limit of ", kMaxHeaderBytes,
+               " bytes: corrupted or not a safetensors file");
+  RNNKIT_CHECK(n <= file_size - 8, where, ": header length ", n, " runs past the end of the file (", file_size,
+               " bytes): the file is truncated or not safetensors");
+  RNNKIT_CHECK(n >= 2, where, ": header length ", n, " is too small for a JSON object: corrupted file");
+  std::string text(n, '\0');
+  src.read(8, text.data(), n);
+  RNNKIT_CHECK(text[0] == '{', where, ": header does not start with '{': not a safetensors file");
+
+  Header h;
+  h.header_bytes = n;
+  h.data_start = 8 + n;
+  const size_t last = text.find_last_not_of(' ');
+  h.space_padded = last != std::string::npos && text[last] == '}';
+  const uint64_t data_size = file_size - h.data_start;
+  std::vector<std::string> order;
+  const json header = parse_json(text, where, &order);
   RNNKIT_CHECK(header.is_object(), where, ": header must be a JSON object");
-  const uint64_t data_size = bytes.size() - 8 - n;
-  const char* data = bytes.data() + 8 + n;
-  SafetensorsContent content;
-  struct Span {
-    uint64_t begin, end;
-    std::string name;
-  };
-  std::vector<Span> spans;
-  struct Parsed {
-    uint64_t offset;
-    std::string name;
-    Tensor tensor;
-  };
-  std::vector<Parsed> parsed;
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    const std::string& name = it.key();
-    const nlohmann::json& v = it.value();
+  std::vector<std::string> sorted_order = order;
+  std::sort(sorted_order.begin(), sorted_order.end());
+  const auto dup = std::adjacent_find(sorted_order.begin(), sorted_order.end());
+  RNNKIT_CHECK(dup == sorted_order.end(), where, ": header names '", *dup, "' twice");
+
+  for (const std::string& name : order) {
+    const json& v = header.at(name);
     if (name == "__metadata__") {
       RNNKIT_CHECK(v.is_object(), where, ": '__metadata__' must be an object of strings");
       for (auto m = v.begin(); m != v.end(); ++m) {
-        RNNKIT_CHECK(m.value().is_string(), where, ": metadata value '", m.key(), "' must be a string");
-        content.metadata[m.key()] = m.value().get<std::string>();
+        RNNKIT_CHECK(m.value().is_string(), where, ": metadata '", m.key(), "' must be a string");
+        h.metadata[m.key()] = m.value().get<std::string>();
       }
       continue;
     }
     const std::string key = where + ": tensor '" + name + "'";
-    RNNKIT_CHECK(v.is_object() && v.contains("dtype") && v.contains("shape") && v.contains("data_offsets"), key,
-                 ": entry must be an object with dtype, shape and data_offsets");
-    RNNKIT_CHECK(v["dtype"].is_string(), key, ": dtype must be a string");
-    Dtype dtype;
-    RNNKIT_CHECK(parse_st_dtype(v["dtype"].get<std::string>(), &dtype), key, ": unsupported dtype '",
-                 v["dtype"].get<std::string>(), "' (rnnkit reads F32, F64, I64, BOOL)");
-    RNNKIT_CHECK(v["shape"].is_array(), key, ": shape must be an array");
-    Shape shape;
-    uint64_t numel = 1;
-    for (const auto& d : v["shape"]) {
-      RNNKIT_CHECK(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0), key,
-                   ": shape entries must be non-negative integers");
-      const uint64_t s = d.get<uint64_t>();
-      RNNKIT_CHECK(s < (uint64_t{1} << 48) && (s == 0 || numel <= (uint64_t{1} << 62) / s), key,
-                   ": shape ", v["shape"].dump(), " overflows");
-      numel *= s;
-      shape.push_back(static_cast<int64_t>(s));
-    }
-    const auto& offs = v["data_offsets"];
-    RNNKIT_CHECK(offs.is_array() && offs.size() == 2 && offs[0].is_number_unsigned() && offs[1].is_number_unsigned(),
+    RNNKIT_CHECK(v.is_object(), key, ": entry must be an object with dtype, shape and data_offsets");
+    const auto dtype = v.find("dtype"), shape = v.find("shape"), offsets = v.find("data_offsets");
+    RNNKIT_CHECK(dtype != v.end() && shape != v.end() && offsets != v.end(), key,
+                 ": entry must have dtype, shape and data_offsets");
+    Entry e;
+    e.name = name;
+    RNNKIT_CHECK(dtype->is_string(), key, ": dtype must be a string");
+    e.dtype = dtype->get<std::string>();
+    e.element_size = st_dtype_size(e.dtype);
+    RNNKIT_CHECK(e.element_size != 0, key, ": unknown dtype '", excerpt(e.dtype), "'");
+    e.shape = parse_shape(*shape, key);
+    RNNKIT_CHECK(offsets->is_array() && offsets->size() == 2 && (*offsets)[0].is_number_unsigned() &&
+                     (*offsets)[1].is_number_unsigned(),
                  key, ": data_offsets must be two non-negative integers");
-    const uint64_t b = offs[0].get<uint64_t>(), e = offs[1].get<uint64_t>();
-    RNNKIT_CHECK(b <= e && e <= data_size, key, ": data_offsets [", b, ", ", e, "] lie outside the data buffer of ",
-                 data_size, " bytes (file truncated or corrupted)");
-    RNNKIT_CHECK(e - b == numel * element_size(dtype), key, ": data_offsets span ", e - b,
-                 " bytes but shape ", v["shape"].dump(), " of ", v["dtype"].get<std::string>(), " needs ",
-                 numel * element_size(dtype));
-    spans.push_back({b, e, name});
-    Tensor t = empty(shape, TensorOptions(dtype));
-    if (e > b) std::memcpy(t.raw_data(), data + b, e - b);
-    if (dtype == Dtype::Bool) {
-      const unsigned char* p = static_cast<const unsigned char*>(t.raw_data());
-      for (uint64_t i = 0; i < numel; ++i)
-        RNNKIT_CHECK(p[i] <= 1, key, ": BOOL value ", int(p[i]), " at element ", i, " is neither 0 nor 1");
-    }
-    parsed.push_back({b, name, t});
+    e.begin = (*offsets)[0].get<uint64_t>();
+    e.end = (*offsets)[1].get<uint64_t>();
+    RNNKIT_CHECK(e.begin <= e.end && e.end <= data_size, key, ": data_offsets [", e.begin, ", ", e.end,
+                 "] lie outside the data section of ", data_size, " bytes (file truncated or corrupted)");
+    uint64_t numel = 1;
+    for (int64_t s : e.shape) numel *= static_cast<uint64_t>(s);  // bounded by parse_shape
+    RNNKIT_CHECK(numel <= (e.end - e.begin) / e.element_size && numel * e.element_size == e.end - e.begin, key,
+                 ": data_offsets span ", e.end - e.begin, " bytes but shape ", shape_str(e.shape), " of ", e.dtype,
+                 " needs ", numel, " x ", e.element_size);
+    h.entries.push_back(std::move(e));
   }
-  // Offsets must tile the buffer exactly: no gaps, no overlaps.
-  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) {
-    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+
+  // The tensors' bytes must tile the data section: no gaps, no overlaps, no tail.
+  std::vector<const Entry*> by_offset;
+  for (const Entry& e : h.entries) by_offset.push_back(&e);
+  std::sort(by_offset.begin(), by_offset.end(), [](const Entry* a, const Entry* b) {
+    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
   });
   uint64_t cursor = 0;
-  for (const Span& s : spans) {
-    RNNKIT_CHECK(s.begin == cursor, where, ": tensor '", s.name, "' data starts at byte ", s.begin, " but ",
-                 s.begin < cursor ? "overlaps the previous tensor" : "leaves a gap after the previous tensor",
-                 " (expected offset ", cursor, ")");
-    cursor = s.end;
+  for (const Entry* e : by_offset) {
+    RNNKIT_CHECK(e->begin == cursor, where, ": tensor '", e->name, "' data starts at byte ", e->begin, " but ",
+                 e->begin < cursor ? "overlaps the previous tensor" : "leaves a gap after the previous tensor",
+                 " (expected offset ", cursor, "): corrupted file");
+    cursor = e->end;
   }
-  RNNKIT_CHECK(cursor == data_size, where, ": the data buffer has ", data_size, " bytes but the tensors cover ",
-               cursor, " (trailing bytes: corrupted file)");
-  // The parsed JSON object is sorted by key; data offsets keep the order the
-  // tensors were written in, which is the order a state_dict had.
-  std::sort(parsed.begin(), parsed.end(), [](const Parsed& a, const Parsed& b) {
-    return a.offset != b.offset ? a.offset < b.offset : a.name < b.name;
-  });
-  for (auto& p : parsed) content.tensors.insert(p.name, p.tensor);
+  RNNKIT_CHECK(cursor == data_size, where, ": the data section has ", data_size, " bytes but the tensors cover ",
+               cursor, ": the file is corrupted or has trailing bytes");
+  return h;
+}
+
+// ----------------------------------------------------------------- checksum
+
+// The content digest (docs/CHECKPOINTS.md): CRC-32 over the metadata without
+// the checksum itself, sorted by key, then each tensor's name, dtype, shape
+// and the CRC-32 of its bytes, sorted by name. Strings are length-prefixed.
+class Digest {
+ public:
+  void tag(char c) { crc_ = crc32(&c, 1, crc_); }
+  void u64(uint64_t v) {
+    unsigned char b[8];
+    for (int i = 0; i < 8; ++i) b[i] = static_cast<unsigned char>(v >> (8 * i));
+    crc_ = crc32(b, 8, crc_);
+  }
+  void u32(uint32_t v) {
+    unsigned char b[4];
+    for (int i = 0; i < 4; ++i) b[i] = static_cast<unsigned char>(v >> (8 * i));
+    crc_ = crc32(b, 4, crc_);
+  }
+  void str(const std::string& s) {
+    u64(s.size());
+    crc_ = crc32(s.data(), s.size(), crc_);
+  }
+  uint32_t value() const { return crc_; }
+
+ private:
+  uint32_t crc_ = 0;
+};
+
+struct DigestItem {
+  const std::string* name;
+  const std::string* dtype;
+  const Shape* shape;
+  uint32_t data_crc;
+};
+
+uint32_t content_digest(const Metadata& metadata, std::vector<DigestItem> items) {
+  Digest d;
+  for (const auto& [k, v] : metadata) {
+    if (k == kChecksumKey) continue;
+    d.tag('M');
+    d.str(k);
+    d.str(v);
+  }
+  std::sort(items.begin(), items.end(), [](const DigestItem& a, const DigestItem& b) { return *a.name < *b.name; });
+  for (const DigestItem& it : items) {
+    d.tag('T');
+    d.str(*it.name);
+    d.str(*it.dtype);
+    d.u64(it.shape->size());
+    for (int64_t s : *it.shape) d.u64(static_cast<uint64_t>(s));
+    d.u32(it.data_crc);
+  }
+  return d.value();
+}
+
+std::string hex8(uint32_t v) {
+  char buf[9];
+  std::snprintf(buf, sizeof buf, "%08x", v);
+  return buf;
+}
+
+bool parse_hex8(const std::string& s, uint32_t* v) {
+  if (s.size() != 8) return false;
+  uint32_t x = 0;
+  for (char c : s) {
+    int d;
+    if (c >= '0' && c <= '9') d = c - '0';
+    else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+    else return false;
+    x = (x << 4) | static_cast<uint32_t>(d);
+  }
+  *v = x;
+  return true;
+}
+
+// --------------------------------------------------------------------- load
+
+SafetensorsContent read_tensors(const Source& src, const std::string& where, bool require_checksum) {
+  Header h = parse_header(src, where);
+  const auto stored_it = h.metadata.find(kChecksumKey);
+  const bool checked = stored_it != h.metadata.end();
+  RNNKIT_CHECK(checked || !require_checksum, where, ": no '", kChecksumKey,
+               "' checksum in the metadata: not a file written by rnnkit, or its metadata was dropped");
+  if (!checked) {
+    // The checksum's own key may be what was damaged; a key within a few
+    // flipped bytes of it would otherwise switch the verification off.
+    const std::string expected = kChecksumKey;
+    for (const auto& kv : h.metadata) {
+      if (kv.first.size() != expected.size()) continue;
+      int differ = 0;
+      for (size_t i = 0; i < expected.size(); ++i) differ += kv.first[i] != expected[i];
+      RNNKIT_CHECK(differ > 4, where, ": metadata key '", excerpt(kv.first), "' looks like a damaged '",
+                   kChecksumKey, "' (corrupted file)");
+    }
+  }
+  uint32_t stored = 0;
+  if (checked) {
+    RNNKIT_CHECK(parse_hex8(stored_it->second, &stored), where, ": metadata '", kChecksumKey,
+                 "' must be 8 lowercase hex digits, got '", excerpt(stored_it->second), "' (corrupted file)");
+    // rnnkit and the reference implementation pad with spaces only; any
+    // other byte after the JSON is damage the checksum cannot see.
+    RNNKIT_CHECK(h.space_padded, where, ": header padding holds bytes other than spaces (corrupted file)");
+  }
+  std::vector<Dtype> dtypes(h.entries.size());
+  for (size_t i = 0; i < h.entries.size(); ++i)
+    RNNKIT_CHECK(rnnkit_dtype(h.entries[i].dtype, &dtypes[i]), where, ": tensor '", h.entries[i].name,
+                 "': dtype ", h.entries[i].dtype, " is not supported by rnnkit (it reads F32, F64, I64, BOOL; ",
+                 "convert with tools/pt2safetensors.py --float32)");
+
+  std::vector<size_t> file_order(h.entries.size());
+  std::iota(file_order.begin(), file_order.end(), size_t{0});
+  std::sort(file_order.begin(), file_order.end(),
+            [&](size_t a, size_t b) { return h.entries[a].begin < h.entries[b].begin; });
+  std::vector<Tensor> tensors(h.entries.size());
+  std::vector<uint32_t> crcs(h.entries.size(), 0);
+  for (size_t i : file_order) {
+    const Entry& e = h.entries[i];
+    Tensor t = empty(e.shape, TensorOptions(dtypes[i]));
+    const size_t nbytes = static_cast<size_t>(e.end - e.begin);
+    if (nbytes > 0) src.read(h.data_start + e.begin, t.raw_data(), nbytes);
+    if (checked) crcs[i] = crc32(t.raw_data(), nbytes);
+    tensors[i] = t;
+  }
+  if (checked) {
+    std::vector<DigestItem> items;
+    for (size_t i = 0; i < h.entries.size(); ++i)
+      items.push_back({&h.entries[i].name, &h.entries[i].dtype, &h.entries[i].shape, crcs[i]});
+    const uint32_t computed = content_digest(h.metadata, items);
+    RNNKIT_CHECK(computed == stored, where, ": checksum mismatch (stored ", hex8(stored), ", computed ",
+                 hex8(computed), "): the file is corrupted");
+  }
+  for (size_t i = 0; i < h.entries.size(); ++i) {
+    if (dtypes[i] != Dtype::Bool) continue;
+    // Any other byte in a C++ bool is undefined behaviour.
+    const unsigned char* p = static_cast<const unsigned char*>(tensors[i].raw_data());
+    for (size_t k = 0; k < static_cast<size_t>(tensors[i].nbytes()); ++k)
+      RNNKIT_CHECK(p[k] <= 1, where, ": tensor '", h.entries[i].name, "': BOOL value ", int(p[k]), " at element ",
+                   k, " is neither 0 nor 1 (corrupted file)");
+  }
+  SafetensorsContent content;
+  for (size_t i = 0; i < h.entries.size(); ++i) content.tensors.insert(h.entries[i].name, tensors[i]);
+  h.metadata.erase(kChecksumKey);
+  content.metadata = std::move(h.metadata);
   return content;
 }
 
-void write_file_atomic(const std::string& path, const std::string& bytes) {
-  RNNKIT_CHECK(!path.empty(), "save: path is empty");
-  const size_t slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  std::random_device rd;
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(rd());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  RNNKIT_CHECK(fd >= 0, "save '", path, "': cannot create temporary file '", tmp, "': ", std::strerror(errno));
-  size_t written = 0;
-  while (written < bytes.size()) {
-    ssize_t w = ::write(fd, bytes.data() + written, bytes.size() - written);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw Error("save '" + path + "': write failed: " + std::strerror(err));
-    }
-    written += static_cast<size_t>(w);
+// -------------------------------------------------------------------- write
+
+struct Serialized {
+  std::string head;            // 8-byte length + padded JSON header
+  std::vector<Tensor> data;    // contiguous, in file order
+};
+
+Serialized serialize(const StateDict& tensors, const Metadata& metadata, bool checksum) {
+  for (const auto& kv : metadata)
+    RNNKIT_CHECK(kv.first != kChecksumKey, "save: metadata key '", kChecksumKey, "' is reserved for rnnkit's checksum");
+  const size_t n = tensors.size();
+  std::vector<Tensor> contiguous(n);
+  for (size_t i = 0; i < n; ++i) {
+    const auto& [name, t] = tensors.items()[i];
+    RNNKIT_CHECK(!name.empty(), "save: tensor names must be non-empty");
+    RNNKIT_CHECK(name != "__metadata__", "save: '__metadata__' is reserved and cannot name a tensor");
+    RNNKIT_CHECK(t.defined(), "save: tensor '", name, "' is undefined");
+    RNNKIT_CHECK(t.device().is_cpu(), "save: tensor '", name, "' is on ", t.device(), "; move it to the CPU first");
+    contiguous[i] = native::contiguous(t.detach());
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw Error("save '" + path + "': fsync/close failed: " + std::strerror(err));
+  // Data grouped by element size, largest first (as the reference
+  // implementation does), so every tensor starts aligned to its element and
+  // readers that view the file in place can; the header keeps the state_dict order.
+  std::vector<size_t> file_order(n);
+  std::iota(file_order.begin(), file_order.end(), size_t{0});
+  std::stable_sort(file_order.begin(), file_order.end(), [&](size_t a, size_t b) {
+    return element_size(contiguous[a].dtype()) > element_size(contiguous[b].dtype());
+  });
+  std::vector<uint64_t> begin(n);
+  uint64_t offset = 0;
+  for (size_t i : file_order) {
+    begin[i] = offset;
+    offset += contiguous[i].nbytes();
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw Error("save '" + path + "': rename into place failed: " + std::strerror(err));
+  Metadata md = metadata;
+  std::vector<std::string> dtype_names(n);
+  for (size_t i = 0; i < n; ++i) dtype_names[i] = st_dtype(contiguous[i].dtype());
+  if (checksum) {
+    std::vector<DigestItem> items;
+    for (size_t i = 0; i < n; ++i)
+      items.push_back({&tensors.items()[i].first, &dtype_names[i], &contiguous[i].sizes(),
+                       crc32(contiguous[i].raw_data(), contiguous[i].nbytes())});
+    md[kChecksumKey] = hex8(content_digest(metadata, items));
   }
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!md.empty()) {
+    nlohmann::ordered_json m = nlohmann::ordered_json::object();
+    for (const auto& kv : md) m[kv.first] = kv.second;
+    header["__metadata__"] = m;
   }
+  for (size_t i = 0; i < n; ++i)
+    header[tensors.items()[i].first] = {{"dtype", dtype_names[i]},
+                                        {"shape", contiguous[i].sizes()},
+                                        {"data_offsets", {begin[i], begin[i] + contiguous[i].nbytes()}}};
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const std::exception& e) {
+    throw Error(std::string("save: a tensor name or metadata string is not valid UTF-8 (") + e.what() + ")");
+  }
+  while (text.size() % 8 != 0) text.push_back(' ');
+  Serialized s;
+  s.head.resize(8);
+  for (int i = 0; i < 8; ++i) s.head[i] = static_cast<char>((static_cast<uint64_t>(text.size()) >> (8 * i)) & 0xff);
+  s.head += text;
+  for (size_t i : file_order) s.data.push_back(contiguous[i]);
+  return s;
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  RNNKIT_CHECK(in.good(), "load '", path, "': cannot open file: ", std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  RNNKIT_CHECK(!in.bad(), "load '", path, "': read error");
-  return ss.str();
+}  // namespace
+
+// ------------------------------------------------------------------ public
+
+std::string to_safetensors_bytes(const StateDict& tensors, const Metadata& metadata, bool checksum) {
+  Serialized s = serialize(tensors, metadata, checksum);
+  size_t total = s.head.size();
+  for (const Tensor& t : s.data) total += t.nbytes();
+  std::string out;
+  out.reserve(total);
+  out += s.head;
+  for (const Tensor& t : s.data) out.append(static_cast<const char*>(t.raw_data()), t.nbytes());
+  return out;
+}
+
+SafetensorsContent from_safetensors_bytes(const std::string& bytes, const std::string& source,
+                                          bool require_checksum) {
+  MemorySource src(bytes);
+  return read_tensors(src, "load '" + source + "'", require_checksum);
 }
 
 void save_safetensors(const StateDict& tensors, const std::string& path, const Metadata& metadata) {
-  write_file_atomic(path, to_safetensors_bytes(tensors, metadata));
+  Serialized s = serialize(tensors, metadata, /*checksum=*/true);
+  std::vector<ByteSpan> pieces{{s.head.data(), s.head.size()}};
+  for (const Tensor& t : s.data)
+    if (t.nbytes() > 0) pieces.push_back({t.raw_data(), t.nbytes()});
+  write_file_atomic(path, pieces);
 }
 
-SafetensorsContent load_safetensors(const std::string& path) {
-  return from_safetensors_bytes(read_file(path), path);
+SafetensorsContent load_safetensors(const std::string& path, bool require_checksum) {
+  FileSource src(path);
+  return read_tensors(src, "load '" + path + "'", require_checksum);
 }
 
-}  // namespace io
-}  // namespace rnnkit
+SafetensorsInfo inspect_safetensors(const std::string& path) {
+  FileSource src(path);
+  Header h = parse_header(src, "load '" + path + "'");
+  SafetensorsInfo info;
+  for (const Entry& e : h.entries) info.tensors.push_back({e.name, e.dtype, e.shape, e.begin, e.end});
+  info.metadata = std::move(h.metadata);
+  info.header_bytes = h.header_bytes;
+  info.file_bytes = src.size();
+  return info;
+}
+
+}  // namespace rnnkit::io

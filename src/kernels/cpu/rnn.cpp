@@ -1,23 +1,32 @@
 // Time loop of one recurrent layer direction: input projection for all steps as
 // one GEMM, then per step one recurrent GEMM and one fused pointwise pass; the
 // backward mirrors it and finishes with whole-sequence GEMMs for the weight
-// gradients and dx. The cell math lives in rnn_pointwise.h.
+// gradients and dx. The cell math lives in rnn_pointwise.h (scalar, any T) and
+// rnn_simd.h (float, vectorised, chosen at run time); small batches of float go
+// to the persistent small-batch forward of rnn_simd.h after the input projection.
 #include "kernels/cpu/rnn.h"
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/rnn_pointwise.h"
+#include "kernels/cpu/rnn_simd.h"
+#include "kernels/cpu/rnn_steps.h"
+#include "kernels/cpu/rnn_tuning.h"
 #include "rnnkit/error.h"
+#include "rnnkit/threading.h"
 
 namespace rnnkit::kernels::cpu {
 
 namespace {
 
 using detail::ElmanCell;
+using detail::for_each_step;
 using detail::GruCell;
 using detail::LstmCell;
+using detail::Step;
 
 // Pointwise loops go parallel above this many elements per step (rows * H); below
 // it the OpenMP fork costs more than the loop.
@@ -32,14 +41,33 @@ int gate_stride(CellType cell) { return cell == CellType::GRU ? GruCell::kGateSt
 
 // Forward workspace, offsets in elements of T:
 //   gates [rows, S*H]  pre-activations (input projection + biases + recurrent term);
-//                      after a training forward the post-activations (rnn_pointwise.h)
+//                      after a training forward the post-activations (rnn_pointwise.h).
+//                      Absent for the Elman cells, whose single gate is h itself:
+//                      they work in y (gates_in_output).
 //   c     LSTM: training [rows, H] c_t of every packed row; inference [N, H] running c
 //   m     proj_size > 0: training [rows, H] o*tanh(c) of every packed row (the input
 //                      of the projection, kept for dW_hr); inference [N, H] one step's
 //   zeros [max(H, Hout)] a zero row standing in for a null h0/c0 row
+//   packed small-batch path only: W_hh packed for it (rnn_pack_weights), unless
+//                      the caller passes packed weights. Forward-only: the backward
+//                      keeps its dgates there (see backward_layout).
 struct ForwardLayout {
-  size_t gates = 0, c = 0, m = 0, zeros = 0, total = 0;
+  size_t gates = 0, c = 0, m = 0, zeros = 0, packed = 0, total = 0;
 };
+
+// Batches this small take the persistent small-batch forward (float, when the CPU
+// has AVX2 or AVX-512), which has no projection.
+bool small_batch_path(const RnnLayerDims& d) {
+  return d.proj_size == 0 && d.batch <= simd::kSmallBatchMax;
+}
+
+// The Elman cells keep their pre- and post-activations in y itself.
+bool gates_in_output(const RnnLayerDims& d) { return gate_count(d.cell) == 1; }
+
+size_t packed_size(const RnnLayerDims& d) {
+  if (!small_batch_path(d)) return 0;
+  return static_cast<size_t>(simd::packed_recurrent_size(gate_count(d.cell), d.hidden_size, d.hidden_size));
+}
 
 ForwardLayout forward_layout(const RnnLayerDims& d, bool training) {
   const size_t rows = static_cast<size_t>(packed_rows(d));
@@ -49,102 +77,139 @@ ForwardLayout forward_layout(const RnnLayerDims& d, bool training) {
   ForwardLayout L;
   size_t at = 0;
   L.gates = at;
-  at = align_up(at + rows * static_cast<size_t>(gate_stride(d.cell)) * H);
+  if (!gates_in_output(d)) at = align_up(at + rows * static_cast<size_t>(gate_stride(d.cell)) * H);
   L.c = at;
   if (d.cell == CellType::LSTM) at = align_up(at + state_rows * H);
   L.m = at;
   if (d.proj_size > 0) at = align_up(at + state_rows * H);
   L.zeros = at;
   at = align_up(at + std::max(H, static_cast<size_t>(hidden_out_size(d))));
+  L.packed = at;
+  at = align_up(at + packed_size(d));
   L.total = at;
   return L;
 }
 
-// Backward workspace, offsets in elements of T:
-//   dgates   [rows, S*H]  gradient w.r.t. the pre-activations of every packed row
+// Calls fn(b, j0, j1) for every row b < n and a split of its units [0, H) into
+// column slices, in parallel when the step is large enough: over rows when
+// there are enough of them, else over slices of 16-unit multiples too.
+template <class Fn>
+void parallel_rows(int64_t n, int64_t H, int nthreads, Fn&& fn) {
+  if (nthreads <= 1 || n * H < kParallelMinElements) {
+    for (int64_t b = 0; b < n; ++b) fn(b, int64_t(0), H);
+    return;
+  }
+  int64_t slices = 1;
+  while (n * slices < 4 * nthreads && H / (2 * slices) >= 64) slices *= 2;
+  const int64_t width = ((H + slices - 1) / slices + 15) / 16 * 16;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+  for (int64_t task = 0; task < n * slices; ++task) {
+    const int64_t b = task / slices, j0 = (task % slices) * width;
+    if (j0 < H) fn(b, j0, std::min(H, j0 + width));
+  }
+}
+
+// The pointwise passes of Cell for T: the vectorised ones for float when the CPU
+// has them, else the scalar templates.
+template <class T, class Cell>
+struct Pointwise {
+  const simd::Kernels* k = nullptr;
+  CellType cell;
+  explicit Pointwise(CellType c) : cell(c) {
+    if constexpr (std::is_same_v<T, float>) k = simd::active_kernels();
+  }
+  template <bool Training>
+  void forward(int64_t n, int64_t H, T* gates, const T* h_prev, const T* c_prev, T* c, T* h) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (k != nullptr) {
+        k->forward[static_cast<int>(cell)](n, H, gates, h_prev, c_prev, c, h, Training);
+        return;
+      }
+    }
+    Cell::template forward_row<Training>(n, H, gates, h_prev, c_prev, c, h);
+  }
+  void backward(int64_t n, int64_t H, const T* gates, const T* h_prev, const T* c_prev, const T* c,
+                const T* dh_a, const T* dh_b, T* dh_direct, T* dc, T* dgates) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (k != nullptr) {
+        k->backward[static_cast<int>(cell)](n, H, gates, h_prev, c_prev, c, dh_a, dh_b, dh_direct,
+                                            dc, dgates);
+        return;
+      }
+    }
+    Cell::backward_row(n, H, gates, h_prev, c_prev, c, dh_a, dh_b, dh_direct, dc, dgates);
+  }
+};
+
+// The backward walks the steps in chunks and keeps the gradient w.r.t. the
+// pre-activations (dgates) of one chunk at a time: after each chunk, its rows go
+// through the whole-chunk products (dW_ih, dx, dW_hh, biases). A chunk is at
+// least kMinChunkRows rows deep (so that those products stay efficient and the
+// extra passes over dW stay a few percent) and its dgates take about
+// kChunkElements; on the small-batch path the chunk instead fills the forward
+// workspace's packed-weights area, which the backward does not otherwise need.
+constexpr int64_t kMinChunkRows = 512;
+constexpr int64_t kChunkElements = 1 << 20;  // 4 MB of float
+
+int64_t g_chunk_rows_cap = 0;  // tuning::set_backward_chunk_rows
+
+// Rows of dgates held at once.
+int64_t chunk_rows(const RnnLayerDims& d) {
+  const int64_t rows = packed_rows(d);
+  const int64_t row_elems = gate_stride(d.cell) * d.hidden_size;
+  int64_t budget;
+  if (small_batch_path(d))
+    budget = static_cast<int64_t>(packed_size(d)) / row_elems;
+  else
+    budget = std::max(kMinChunkRows, kChunkElements / row_elems);
+  if (g_chunk_rows_cap > 0) budget = std::min(budget, g_chunk_rows_cap);
+  return std::min(rows, std::max(budget, d.batch));
+}
+
+// Backward workspace, offsets in elements of T (C = chunk_rows):
+//   dgates   [C, S*H]     gradient w.r.t. the pre-activations of the chunk's rows;
+//                         on the small-batch path in the forward workspace instead
 //   dh_state [N, Hout]    gradient w.r.t. the h entering the step being processed
 //   dc_state [N, H]       LSTM: likewise for c
-//   h_prev   [rows, Hout] the h that entered each packed row's step (0 for null h0),
-//                         so that dW_hh is one GEMM; the GRU's pointwise pass reads it
-//   dh_proj  [rows, P]    proj_size > 0: gradient w.r.t. each row's projected h
+//   dh_proj  [C, P]       proj_size > 0: gradient w.r.t. each row's projected h
 //   dm       [N, H]       proj_size > 0: one step's gradient w.r.t. o*tanh(c)
-//   ones     [rows]       ones, for the bias column sums as a GEMM
+//   ones     [C]          ones, for the bias column sums as a GEMM
 //   zeros    [max(H, Hout)]
+// The h that entered each step is not copied: dW_hh pairs runs of dgates rows
+// with the rows of y (or h0) they came from.
 struct BackwardLayout {
-  size_t dgates = 0, dh_state = 0, dc_state = 0, h_prev = 0, dh_proj = 0, dm = 0, ones = 0,
-         zeros = 0, total = 0;
+  size_t dgates = 0, dh_state = 0, dc_state = 0, dh_proj = 0, dm = 0, ones = 0, zeros = 0,
+         total = 0;
+  int64_t chunk = 0;
+  bool dgates_in_forward_workspace = false;
 };
 
 BackwardLayout backward_layout(const RnnLayerDims& d) {
-  const size_t rows = static_cast<size_t>(packed_rows(d));
   const size_t H = static_cast<size_t>(d.hidden_size);
   const size_t Hout = static_cast<size_t>(hidden_out_size(d));
   const size_t N = static_cast<size_t>(d.batch);
   const size_t P = static_cast<size_t>(d.proj_size);
   BackwardLayout L;
+  L.chunk = chunk_rows(d);
+  L.dgates_in_forward_workspace = small_batch_path(d);
+  const size_t C = static_cast<size_t>(L.chunk);
   size_t at = 0;
   L.dgates = at;
-  at = align_up(at + rows * static_cast<size_t>(gate_stride(d.cell)) * H);
+  if (!L.dgates_in_forward_workspace) at = align_up(at + C * static_cast<size_t>(gate_stride(d.cell)) * H);
   L.dh_state = at;
   at = align_up(at + N * Hout);
   L.dc_state = at;
   if (d.cell == CellType::LSTM) at = align_up(at + N * H);
-  L.h_prev = at;
-  at = align_up(at + rows * Hout);
   L.dh_proj = at;
-  if (P > 0) at = align_up(at + rows * P);
+  if (P > 0) at = align_up(at + C * P);
   L.dm = at;
   if (P > 0) at = align_up(at + N * H);
   L.ones = at;
-  at = align_up(at + rows);
+  at = align_up(at + C);
   L.zeros = at;
   at = align_up(at + std::max(H, Hout));
   L.total = at;
   return L;
-}
-
-// One step of the walk, in the forward pass's processing order.
-struct Step {
-  int64_t n;            // active rows, batch_sizes[t]
-  int64_t off;          // first packed row of step t
-  int64_t n_cont;       // rows [0, n_cont) continue from the previous processed step,
-                        // rows [n_cont, n) start from h0/c0
-  int64_t off_prev;     // first packed row of the previous processed step
-  int64_t n_next_cont;  // rows [0, n_next_cont) go on to the next processed step,
-                        // rows [n_next_cont, n) end here: their state is h_n/c_n
-};
-
-// Calls fn(Step) for every step; in the forward pass's processing order when
-// forward_order, in the opposite order otherwise.
-template <class Fn>
-void for_each_step(const RnnLayerDims& d, int64_t rows, bool forward_order, Fn&& fn) {
-  const int64_t T = d.steps;
-  const int64_t* bs = d.batch_sizes;
-  const bool ascending = forward_order != d.reverse;
-  int64_t t = ascending ? 0 : T - 1;
-  int64_t off = ascending ? 0 : rows - bs[T - 1];
-  for (int64_t k = 0; k < T; ++k) {
-    Step s;
-    s.n = bs[t];
-    s.off = off;
-    if (!d.reverse) {
-      s.n_cont = t > 0 ? s.n : 0;
-      s.off_prev = t > 0 ? off - bs[t - 1] : 0;
-      s.n_next_cont = t + 1 < T ? bs[t + 1] : 0;
-    } else {
-      s.n_cont = t + 1 < T ? bs[t + 1] : 0;
-      s.off_prev = off + s.n;
-      s.n_next_cont = t > 0 ? s.n : 0;
-    }
-    fn(s);
-    if (ascending) {
-      off += bs[t];
-      ++t;
-    } else if (t > 0) {
-      off -= bs[t - 1];
-      --t;
-    }
-  }
 }
 
 template <class T>
@@ -182,35 +247,65 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
   const int64_t S = Cell::kGateStride * H;  // row stride of the gates buffer
   const int64_t rows = packed_rows(d);
   const ForwardLayout L = forward_layout(d, Training);
-  T* gates = workspace + L.gates;  // [rows, S]
+  // Gates [rows, S] with row stride ldg: the workspace's, or y for the Elman cells.
+  const bool in_y = gates_in_output(d);
+  T* gates = in_y ? y : workspace + L.gates;
+  const int64_t ldg = in_y ? ldy : S;
   T* c_buf = workspace + L.c;      // [rows, H] training, [N, H] inference
   T* m_buf = workspace + L.m;      // [rows, H] training, [N, H] inference
   T* zeros = workspace + L.zeros;  // [max(H, Hout)]
   set_row(std::max(H, Hout), T(0), zeros);
 
+  const int nthreads = rnnkit::get_num_threads();
   const T* b_ih = d.has_bias ? w.b_ih : nullptr;
   const T* b_hh = d.has_bias ? w.b_hh : nullptr;
-#pragma omp parallel for schedule(static) if (rows * H >= kParallelMinElements)
-  for (int64_t r = 0; r < rows; ++r) Cell::fill_bias_row(H, gates + r * S, b_ih, b_hh);
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (rows * H >= kParallelMinElements)
+  for (int64_t r = 0; r < rows; ++r) Cell::fill_bias_row(H, gates + r * ldg, b_ih, b_hh);
 
   // Input projection of every step: gates += x W_ih^T. The GRU's n-part goes to
   // columns [3H, 4H) so that the recurrent GEMM's n-part lands apart in [2H, 3H).
   if constexpr (Cell::kGateStride == Cell::kGates) {
-    gemm(false, true, rows, GH, I, T(1), x, ldx, w.w_ih, I, T(1), gates, S);
+    gemm(false, true, rows, GH, I, T(1), x, ldx, w.w_ih, I, T(1), gates, ldg);
   } else {
-    gemm(false, true, rows, 2 * H, I, T(1), x, ldx, w.w_ih, I, T(1), gates, S);
-    gemm(false, true, rows, H, I, T(1), x, ldx, w.w_ih + 2 * H * I, I, T(1), gates + 3 * H, S);
+    gemm(false, true, rows, 2 * H, I, T(1), x, ldx, w.w_ih, I, T(1), gates, ldg);
+    gemm(false, true, rows, H, I, T(1), x, ldx, w.w_ih + 2 * H * I, I, T(1), gates + 3 * H, ldg);
   }
 
+  if constexpr (std::is_same_v<T, float>) {
+    const simd::Kernels* k = simd::active_kernels();
+    if (k != nullptr && small_batch_path(d)) {
+      simd::SmallBatchForward a;
+      a.dims = &d;
+      a.w_hh = w.w_hh;
+      a.pack = w.w_hh_packed == nullptr;
+      a.packed = a.pack ? workspace + L.packed : const_cast<float*>(w.w_hh_packed);
+      a.gates = gates;
+      a.ldg = ldg;
+      a.h0 = h0;
+      a.c0 = c0;
+      a.y = y;
+      a.ldy = ldy;
+      a.h_n = h_n;
+      a.c_n = c_n;
+      a.c_buf = c_buf;
+      a.zeros = zeros;
+      a.training = Training;
+      a.num_threads = nthreads;
+      k->small_batch_forward(a);
+      return;
+    }
+  }
+
+  const Pointwise<T, Cell> pointwise(d.cell);
   for_each_step(d, rows, true, [&](const Step& s) {
-    T* g = gates + s.off * S;  // [n, S]
+    T* g = gates + s.off * ldg;  // [n, S], row stride ldg
     const T* y_prev = s.n_cont > 0 ? y + s.off_prev * ldy : y;  // [n_cont, Hout]
     // Recurrent term: gates[:, 0:GH] += h_prev W_hh^T, h_prev being the previous
     // step's y rows and, for rows starting here, h0 (nothing to add when null).
-    gemm(false, true, s.n_cont, GH, Hout, T(1), y_prev, ldy, w.w_hh, Hout, T(1), g, S);
+    gemm(false, true, s.n_cont, GH, Hout, T(1), y_prev, ldy, w.w_hh, Hout, T(1), g, ldg);
     if (h0 != nullptr && s.n > s.n_cont)
       gemm(false, true, s.n - s.n_cont, GH, Hout, T(1), h0 + s.n_cont * Hout, Hout, w.w_hh, Hout,
-           T(1), g + s.n_cont * S, S);
+           T(1), g + s.n_cont * ldg, ldg);
 
     // State written this step: c [n, H] and the unprojected h [n, H] (m when
     // projecting, else straight into y).
@@ -222,8 +317,7 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
     }
     T* h_out = P > 0 ? (Training ? m_buf + s.off * H : m_buf) : y + s.off * ldy;
     const int64_t ld_h_out = P > 0 ? H : ldy;
-#pragma omp parallel for schedule(static) if (s.n * H >= kParallelMinElements)
-    for (int64_t b = 0; b < s.n; ++b) {
+    parallel_rows(s.n, H, nthreads, [&](int64_t b, int64_t j0, int64_t j1) {
       const bool cont = b < s.n_cont;
       const T* hp = cont ? y_prev + b * ldy : (h0 != nullptr ? h0 + b * Hout : zeros);
       const T* cp = nullptr;
@@ -232,8 +326,11 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
         cp = cont ? c_prev + b * H : (c0 != nullptr ? c0 + b * H : zeros);
         cc = c_cur + b * H;
       }
-      Cell::template forward_row<Training>(H, g + b * S, hp, cp, cc, h_out + b * ld_h_out);
-    }
+      pointwise.template forward<Training>(j1 - j0, H, g + b * ldg + j0, hp + j0,
+                                           cp != nullptr ? cp + j0 : nullptr,
+                                           cc != nullptr ? cc + j0 : nullptr,
+                                           h_out + b * ld_h_out + j0);
+    });
     if (P > 0) gemm(false, true, s.n, P, H, T(1), h_out, H, w.w_hr, H, T(0), y + s.off * ldy, ldy);
 
     for (int64_t b = s.n_next_cont; b < s.n; ++b) {
@@ -242,6 +339,43 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
         if (c_n != nullptr) copy_row(H, c_cur + b * H, c_n + b * H);
     }
   });
+}
+
+// dW_hh += sum over the steps of a chunk of dgates_t[:, 0:GH]^T h_{t-1}: the
+// continuing rows of consecutive steps of equal batch are contiguous both in
+// dgates and in y, so each run of them is one GEMM; rows starting from h0 add
+// their own product. dgates holds the chunk's packed rows [r0, r1).
+template <class T>
+void recurrent_weight_grad(const RnnLayerDims& d, int64_t rows, int64_t r0, int64_t r1,
+                           int64_t GH, int64_t S, const T* dgates, const T* y, int64_t ldy,
+                           const T* h0, T* dw_hh) {
+  const int64_t Hout = hidden_out_size(d);
+  int64_t run_dg = 0, run_y = 0, run_rows = 0;
+  auto flush = [&] {
+    if (run_rows > 0)
+      gemm(true, false, GH, Hout, run_rows, T(1), dgates + (run_dg - r0) * S, S, y + run_y * ldy,
+           ldy, T(1), dw_hh, Hout);
+    run_rows = 0;
+  };
+  // Ascending packed rows in both directions.
+  for_each_step(d, rows, !d.reverse, [&](const Step& s) {
+    if (s.off < r0 || s.off >= r1) return;
+    if (s.n_cont > 0) {
+      if (run_rows > 0 && s.off == run_dg + run_rows && s.off_prev == run_y + run_rows) {
+        run_rows += s.n_cont;
+      } else {
+        flush();
+        run_dg = s.off, run_y = s.off_prev, run_rows = s.n_cont;
+      }
+    }
+    if (s.n_cont < s.n) {
+      flush();
+      if (h0 != nullptr)
+        gemm(true, false, GH, Hout, s.n - s.n_cont, T(1), dgates + (s.off + s.n_cont - r0) * S, S,
+             h0 + s.n_cont * Hout, Hout, T(1), dw_hh, Hout);
+    }
+  });
+  flush();
 }
 
 template <class T, class Cell>
@@ -255,124 +389,178 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
   const int64_t S = Cell::kGateStride * H;
   const int64_t rows = packed_rows(d);
   const ForwardLayout FL = forward_layout(d, true);
-  const T* gates = workspace + FL.gates;  // [rows, S] post-activations
-  const T* c_all = workspace + FL.c;      // [rows, H]
-  const T* m_all = workspace + FL.m;      // [rows, H]
+  // Post-activations [rows, S], row stride ldg (y for the Elman cells).
+  const bool in_y = gates_in_output(d);
+  const T* gates = in_y ? y : workspace + FL.gates;
+  const int64_t ldg = in_y ? ldy : S;
+  const T* c_all = workspace + FL.c;  // [rows, H]
+  const T* m_all = workspace + FL.m;  // [rows, H]
   const BackwardLayout L = backward_layout(d);
-  T* dgates = backward_workspace + L.dgates;      // [rows, S]
+  // [C, S]: the forward's packed-weights area is free once the forward is done.
+  T* dgates = L.dgates_in_forward_workspace ? const_cast<T*>(workspace) + FL.packed
+                                            : backward_workspace + L.dgates;
   T* dh_state = backward_workspace + L.dh_state;  // [N, Hout]
   T* dc_state = backward_workspace + L.dc_state;  // [N, H]
-  T* h_prev = backward_workspace + L.h_prev;      // [rows, Hout]
-  T* dh_proj = backward_workspace + L.dh_proj;    // [rows, P]
+  T* dh_proj = backward_workspace + L.dh_proj;    // [C, P]
   T* dm = backward_workspace + L.dm;              // [N, H]
-  T* ones = backward_workspace + L.ones;          // [rows]
+  T* ones = backward_workspace + L.ones;          // [C]
   T* zeros = backward_workspace + L.zeros;        // [max(H, Hout)]
   set_row(std::max(H, Hout), T(0), zeros);
-
-  for_each_step(d, rows, true, [&](const Step& s) {
-    for (int64_t b = 0; b < s.n; ++b) {
-      T* dst = h_prev + (s.off + b) * Hout;
-      if (b < s.n_cont)
-        copy_row(Hout, y + (s.off_prev + b) * ldy, dst);
-      else if (h0 != nullptr)
-        copy_row(Hout, h0 + b * Hout, dst);
-      else
-        set_row(Hout, T(0), dst);
-    }
-  });
-
-  for_each_step(d, rows, false, [&](const Step& s) {
-    // Rows whose sequence ends at this step take dh_n/dc_n; the others already
-    // hold the recurrent gradient from the step after.
-    for (int64_t b = s.n_next_cont; b < s.n; ++b) {
-      if (dh_n != nullptr)
-        copy_row(Hout, dh_n + b * Hout, dh_state + b * Hout);
-      else
-        set_row(Hout, T(0), dh_state + b * Hout);
-      if constexpr (Cell::kHasCell) {
-        if (dc_n != nullptr)
-          copy_row(H, dc_n + b * H, dc_state + b * H);
-        else
-          set_row(H, T(0), dc_state + b * H);
-      }
-    }
-
-    // With a projection the cell sees dm = (dy + dh) W_hr; without, dy + dh itself.
-    if (P > 0) {
-      T* dhp = dh_proj + s.off * P;  // [n, P]
-      for (int64_t b = 0; b < s.n; ++b) {
-        const T* dyr = dy != nullptr ? dy + (s.off + b) * lddy : zeros;
-        const T* dhr = dh_state + b * Hout;
-        T* dst = dhp + b * P;
-        for (int64_t j = 0; j < P; ++j) dst[j] = dyr[j] + dhr[j];
-      }
-      gemm(false, false, s.n, H, P, T(1), dhp, P, w.w_hr, H, T(0), dm, H);
-    }
-
-    const T* g = gates + s.off * S;
-    T* dg = dgates + s.off * S;
-#pragma omp parallel for schedule(static) if (s.n * H >= kParallelMinElements)
-    for (int64_t b = 0; b < s.n; ++b) {
-      const T* dh_a;
-      const T* dh_b;
-      if (P > 0) {
-        dh_a = dm + b * H;
-        dh_b = zeros;
-      } else {
-        dh_a = dy != nullptr ? dy + (s.off + b) * lddy : zeros;
-        dh_b = dh_state + b * Hout;
-      }
-      const T* cp = nullptr;
-      const T* cc = nullptr;
-      T* dc = nullptr;
-      if constexpr (Cell::kHasCell) {
-        cp = b < s.n_cont ? c_all + (s.off_prev + b) * H : (c0 != nullptr ? c0 + b * H : zeros);
-        cc = c_all + (s.off + b) * H;
-        dc = dc_state + b * H;
-      }
-      Cell::backward_row(H, g + b * S, h_prev + (s.off + b) * Hout, cp, cc, dh_a, dh_b,
-                         dh_state + b * Hout, dc, dg + b * S);
-    }
-
-    // dh_prev = dgates[:, 0:GH] W_hh (+ the GRU's pointwise term already there).
-    // Rows starting here only feed dh0.
-    const int64_t m = dh0 != nullptr ? s.n : s.n_cont;
-    gemm(false, false, m, Hout, GH, T(1), dg, S, w.w_hh, Hout,
-         Cell::kDirectHiddenGrad ? T(1) : T(0), dh_state, Hout);
-    for (int64_t b = s.n_cont; b < s.n; ++b) {
-      if (dh0 != nullptr) copy_row(Hout, dh_state + b * Hout, dh0 + b * Hout);
-      if constexpr (Cell::kHasCell)
-        if (dc0 != nullptr) copy_row(H, dc_state + b * H, dc0 + b * H);
-    }
-  });
-
-  // Whole-sequence products. Input side: columns [0, GH) of dgates, except the
-  // GRU whose n-part is column block [3H, 4H).
+  set_row(L.chunk, T(1), ones);
+  const int nthreads = rnnkit::get_num_threads();
+  const simd::Kernels* small = nullptr;
+  if constexpr (std::is_same_v<T, float>)
+    if (small_batch_path(d)) small = simd::active_kernels();
+  const Pointwise<T, Cell> pointwise(d.cell);
   constexpr bool split_n = Cell::kGateStride != Cell::kGates;
   const int64_t GH_first = split_n ? 2 * H : GH;
-  if (dw.dw_ih != nullptr) {
-    gemm(true, false, GH_first, I, rows, T(1), dgates, S, x, ldx, T(1), dw.dw_ih, I);
-    if (split_n)
-      gemm(true, false, H, I, rows, T(1), dgates + 3 * H, S, x, ldx, T(1), dw.dw_ih + 2 * H * I, I);
-  }
-  if (dx != nullptr) {
-    gemm(false, false, rows, I, GH_first, T(1), dgates, S, w.w_ih, I, beta_dx, dx, lddx);
-    if (split_n)
-      gemm(false, false, rows, I, H, T(1), dgates + 3 * H, S, w.w_ih + 2 * H * I, I, T(1), dx, lddx);
-  }
-  if (dw.dw_hh != nullptr)
-    gemm(true, false, GH, Hout, rows, T(1), dgates, S, h_prev, Hout, T(1), dw.dw_hh, Hout);
-  if (d.has_bias && (dw.db_ih != nullptr || dw.db_hh != nullptr)) {
-    set_row(rows, T(1), ones);
-    if (dw.db_hh != nullptr) gemm(false, false, 1, GH, rows, T(1), ones, rows, dgates, S, T(1), dw.db_hh, GH);
-    if (dw.db_ih != nullptr) {
-      gemm(false, false, 1, GH_first, rows, T(1), ones, rows, dgates, S, T(1), dw.db_ih, GH);
-      if (split_n)
-        gemm(false, false, 1, H, rows, T(1), ones, rows, dgates + 3 * H, S, T(1), dw.db_ih + 2 * H, GH);
+
+  // The reverse walk over steps [k0, k1) (walk order), whose rows are [r0, r1).
+  auto walk_steps = [&](int64_t k0, int64_t k1, int64_t r0) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (small != nullptr) {
+        simd::SmallBatchBackward a;
+        a.dims = &d;
+        a.walk_begin = k0;
+        a.walk_end = k1;
+        a.row0 = r0;
+        a.w_hh = w.w_hh;
+        a.gates = gates;
+        a.ldg = ldg;
+        a.c_all = c_all;
+        a.h0 = h0;
+        a.c0 = c0;
+        a.y = y;
+        a.ldy = ldy;
+        a.dy = dy;
+        a.lddy = lddy;
+        a.dh_n = dh_n;
+        a.dc_n = dc_n;
+        a.dgates = dgates;
+        a.dh_state = dh_state;
+        a.dc_state = dc_state;
+        a.dh0 = dh0;
+        a.dc0 = dc0;
+        a.zeros = zeros;
+        a.num_threads = nthreads;
+        small->small_batch_backward(a);
+        return;
+      }
     }
-  }
-  if (P > 0 && dw.dw_hr != nullptr)
-    gemm(true, false, P, H, rows, T(1), dh_proj, P, m_all, H, T(1), dw.dw_hr, H);
+    int64_t k = 0;
+    for_each_step(d, rows, false, [&](const Step& s) {
+      const bool mine = k >= k0 && k < k1;
+      ++k;
+      if (!mine) return;
+      // Rows whose sequence ends at this step take dh_n/dc_n; the others already
+      // hold the recurrent gradient from the step after.
+      for (int64_t b = s.n_next_cont; b < s.n; ++b) {
+        if (dh_n != nullptr)
+          copy_row(Hout, dh_n + b * Hout, dh_state + b * Hout);
+        else
+          set_row(Hout, T(0), dh_state + b * Hout);
+        if constexpr (Cell::kHasCell) {
+          if (dc_n != nullptr)
+            copy_row(H, dc_n + b * H, dc_state + b * H);
+          else
+            set_row(H, T(0), dc_state + b * H);
+        }
+      }
+
+      // With a projection the cell sees dm = (dy + dh) W_hr; without, dy + dh itself.
+      if (P > 0) {
+        T* dhp = dh_proj + (s.off - r0) * P;  // [n, P]
+        for (int64_t b = 0; b < s.n; ++b) {
+          const T* dyr = dy != nullptr ? dy + (s.off + b) * lddy : zeros;
+          const T* dhr = dh_state + b * Hout;
+          T* dst = dhp + b * P;
+          for (int64_t j = 0; j < P; ++j) dst[j] = dyr[j] + dhr[j];
+        }
+        gemm(false, false, s.n, H, P, T(1), dhp, P, w.w_hr, H, T(0), dm, H);
+      }
+
+      const T* g = gates + s.off * ldg;
+      T* dg = dgates + (s.off - r0) * S;
+      parallel_rows(s.n, H, nthreads, [&](int64_t b, int64_t j0, int64_t j1) {
+        const T* dh_a;
+        const T* dh_b;
+        if (P > 0) {
+          dh_a = dm + b * H;
+          dh_b = zeros;
+        } else {
+          dh_a = dy != nullptr ? dy + (s.off + b) * lddy : zeros;
+          dh_b = dh_state + b * Hout;
+        }
+        const T* hp = b < s.n_cont ? y + (s.off_prev + b) * ldy : (h0 != nullptr ? h0 + b * Hout : zeros);
+        const T* cp = nullptr;
+        const T* cc = nullptr;
+        T* dc = nullptr;
+        if constexpr (Cell::kHasCell) {
+          cp = (b < s.n_cont ? c_all + (s.off_prev + b) * H : (c0 != nullptr ? c0 + b * H : zeros)) + j0;
+          cc = c_all + (s.off + b) * H + j0;
+          dc = dc_state + b * H + j0;
+        }
+        pointwise.backward(j1 - j0, H, g + b * ldg + j0, hp + j0, cp, cc, dh_a + j0, dh_b + j0,
+                           dh_state + b * Hout + j0, dc, dg + b * S + j0);
+      });
+
+      // dh_prev = dgates[:, 0:GH] W_hh (+ the GRU's pointwise term already there).
+      // Rows starting here only feed dh0.
+      const int64_t m = dh0 != nullptr ? s.n : s.n_cont;
+      gemm(false, false, m, Hout, GH, T(1), dg, S, w.w_hh, Hout,
+           Cell::kDirectHiddenGrad ? T(1) : T(0), dh_state, Hout);
+      for (int64_t b = s.n_cont; b < s.n; ++b) {
+        if (dh0 != nullptr) copy_row(Hout, dh_state + b * Hout, dh0 + b * Hout);
+        if constexpr (Cell::kHasCell)
+          if (dc0 != nullptr) copy_row(H, dc_state + b * H, dc0 + b * H);
+      }
+    });
+  };
+
+  // Products over the chunk's rows [r0, r1). Input side: columns [0, GH) of
+  // dgates, except the GRU whose n-part is column block [3H, 4H).
+  auto chunk_products = [&](int64_t r0, int64_t r1) {
+    const int64_t R = r1 - r0;
+    const T* xr = x + r0 * ldx;
+    if (dw.dw_ih != nullptr) {
+      gemm(true, false, GH_first, I, R, T(1), dgates, S, xr, ldx, T(1), dw.dw_ih, I);
+      if (split_n)
+        gemm(true, false, H, I, R, T(1), dgates + 3 * H, S, xr, ldx, T(1), dw.dw_ih + 2 * H * I, I);
+    }
+    if (dx != nullptr) {
+      T* dxr = dx + r0 * lddx;
+      gemm(false, false, R, I, GH_first, T(1), dgates, S, w.w_ih, I, beta_dx, dxr, lddx);
+      if (split_n)
+        gemm(false, false, R, I, H, T(1), dgates + 3 * H, S, w.w_ih + 2 * H * I, I, T(1), dxr, lddx);
+    }
+    if (dw.dw_hh != nullptr) recurrent_weight_grad(d, rows, r0, r1, GH, S, dgates, y, ldy, h0, dw.dw_hh);
+    if (d.has_bias && (dw.db_ih != nullptr || dw.db_hh != nullptr)) {
+      if (dw.db_hh != nullptr) gemm(false, false, 1, GH, R, T(1), ones, R, dgates, S, T(1), dw.db_hh, GH);
+      if (dw.db_ih != nullptr) {
+        gemm(false, false, 1, GH_first, R, T(1), ones, R, dgates, S, T(1), dw.db_ih, GH);
+        if (split_n)
+          gemm(false, false, 1, H, R, T(1), ones, R, dgates + 3 * H, S, T(1), dw.db_ih + 2 * H, GH);
+      }
+    }
+    if (P > 0 && dw.dw_hr != nullptr)
+      gemm(true, false, P, H, R, T(1), dh_proj, P, m_all + r0 * H, H, T(1), dw.dw_hr, H);
+  };
+
+  // Chunks: runs of consecutive walk steps of at most L.chunk rows (at least one
+  // step); their rows are contiguous in the packed layout.
+  int64_t k = 0, k0 = 0, r0 = rows, r1 = 0;
+  for_each_step(d, rows, false, [&](const Step& s) {
+    if (k > k0 && r1 - r0 + s.n > L.chunk) {
+      walk_steps(k0, k, r0);
+      chunk_products(r0, r1);
+      k0 = k, r0 = rows, r1 = 0;
+    }
+    r0 = std::min(r0, s.off);
+    r1 = std::max(r1, s.off + s.n);
+    ++k;
+  });
+  walk_steps(k0, k, r0);
+  chunk_products(r0, r1);
 }
 
 template <class Fn>
@@ -437,6 +625,27 @@ size_t rnn_forward_workspace_size(const RnnLayerDims& dims, bool training) {
 size_t rnn_backward_workspace_size(const RnnLayerDims& dims) {
   check_rnn_dims(dims);
   return backward_layout(dims).total;
+}
+
+namespace tuning {
+void set_backward_chunk_rows(int64_t rows) { g_chunk_rows_cap = rows > 0 ? rows : 0; }
+}  // namespace tuning
+
+size_t rnn_packed_weights_size(const RnnLayerDims& dims) {
+  check_rnn_dims(dims);
+  if (!small_batch_path(dims)) return 0;
+  return static_cast<size_t>(
+      simd::packed_recurrent_size(gate_count(dims.cell), dims.hidden_size, dims.hidden_size));
+}
+
+void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed) {
+  const size_t size = rnn_packed_weights_size(dims);
+  RNNKIT_CHECK(size > 0, "rnn_pack_weights: these dims do not take the small-batch path (batch ",
+               dims.batch, ", proj_size ", dims.proj_size, ")");
+  RNNKIT_CHECK(w_hh != nullptr && packed != nullptr, "rnn_pack_weights: w_hh and packed are required");
+  const int64_t H = dims.hidden_size;
+  simd::pack_recurrent(gate_count(dims.cell), H, H, w_hh, packed, 0,
+                       (H + simd::kPackBlock - 1) / simd::kPackBlock);
 }
 
 template <class T>

@@ -63,6 +63,11 @@ struct RnnWeights {
   const T* b_ih = nullptr;  // [G*H], or null (required when has_bias)
   const T* b_hh = nullptr;  // [G*H], or null (required when has_bias)
   const T* w_hr = nullptr;  // [P, H] when P > 0, else ignored
+  // Optional, float only: w_hh as rnn_pack_weights wrote it for these dims. The
+  // small-batch forward then skips packing w_hh into the workspace at every call
+  // (worth it when the weights do not change between calls, as in inference).
+  // Read only when rnn_packed_weights_size(dims) > 0; w_hh is still required.
+  const T* w_hh_packed = nullptr;
 };
 
 // Parameter gradients, each with its weight's shape; ACCUMULATED (+=). A null
@@ -83,7 +88,19 @@ size_t rnn_forward_workspace_size(const RnnLayerDims& dims, bool training);
 // Elements of T that rnn_backward needs as scratch, besides the forward workspace.
 size_t rnn_backward_workspace_size(const RnnLayerDims& dims);
 
-// Forward pass of one direction.
+// Floats that rnn_pack_weights writes for dims: non-zero when batches of this
+// size take the small-batch forward path (batch <= 8, no projection).
+size_t rnn_packed_weights_size(const RnnLayerDims& dims);
+// Writes w_hh [G*H, H] re-laid out for the small-batch forward path (its layout
+// is internal; it depends only on cell, hidden_size and proj_size, not on the
+// batch, the CPU or the thread count). packed: [rnn_packed_weights_size(dims)].
+void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed);
+
+// Forward pass of one direction. Threads: rnnkit::get_num_threads()
+// (rnnkit/threading.h), so a call from inside an OpenMP parallel region runs on
+// the calling thread alone; that is how the two directions of a bidirectional
+// layer run concurrently on two cores. Float results do not depend on the thread
+// count, and inference and training forwards agree exactly.
 //   x:   [rows, I] read, row stride ldx >= I
 //   h0:  [N, Hout] read, or null for zeros
 //   c0:  [N, H] read (LSTM only), or null for zeros

@@ -9,8 +9,12 @@
 //   kHasCell      keeps a cell state c (LSTM)
 //   kDirectHiddenGrad  dh_{t-1} has a pointwise term besides dgates x W_hh (GRU)
 //   fill_bias_row(H, row, b_ih, b_hh)        row: [kGateStride*H] written
-//   forward_row<Training>(H, gates, h_prev, c_prev, c, h)
-//   backward_row(H, gates, h_prev, c_prev, c, dh_a, dh_b, dh_direct, dc, dgates)
+//   forward_row<Training>(n, H, gates, h_prev, c_prev, c, h)
+//   backward_row(n, H, gates, h_prev, c_prev, c, dh_a, dh_b, dh_direct, dc, dgates)
+// The row functions cover units [0, n) of a row, n <= H: gates points at unit 0
+// of the first gate block and the gate blocks are H apart; the other pointers
+// point at unit 0 of theirs. Callers split a row into column slices this way.
+// rnn_simd.h has the same passes vectorised for float.
 //
 // Saved-gates row (one per packed row; it first holds the pre-activations, then,
 // when training, the post-activations that backward reads):
@@ -68,8 +72,8 @@ struct ElmanCell {
   }
 
   template <bool Training, class T>
-  static void forward_row(int64_t H, T* gates, const T*, const T*, T*, T* h) {
-    for (int64_t j = 0; j < H; ++j) {
+  static void forward_row(int64_t n, int64_t H, T* gates, const T*, const T*, T*, T* h) {
+    for (int64_t j = 0; j < n; ++j) {
       const T pre = gates[j];
       // Relu keeps a NaN as NaN, as PyTorch does.
       const T v = Relu ? (pre < T(0) ? T(0) : pre) : std::tanh(pre);
@@ -79,9 +83,9 @@ struct ElmanCell {
   }
 
   template <class T>
-  static void backward_row(int64_t H, const T* gates, const T*, const T*, const T*,
+  static void backward_row(int64_t n, int64_t H, const T* gates, const T*, const T*, const T*,
                            const T* dh_a, const T* dh_b, T*, T*, T* dgates) {
-    for (int64_t j = 0; j < H; ++j) {
+    for (int64_t j = 0; j < n; ++j) {
       const T h = gates[j];
       const T dh = dh_a[j] + dh_b[j];
       dgates[j] = Relu ? (h > T(0) ? dh : T(0)) : dh * (T(1) - h * h);
@@ -101,12 +105,12 @@ struct LstmCell {
   }
 
   template <bool Training, class T>
-  static void forward_row(int64_t H, T* gates, const T*, const T* c_prev, T* c, T* h) {
+  static void forward_row(int64_t n, int64_t H, T* gates, const T*, const T* c_prev, T* c, T* h) {
     T* gi = gates;
     T* gf = gates + H;
     T* gg = gates + 2 * H;
     T* go = gates + 3 * H;
-    for (int64_t j = 0; j < H; ++j) {
+    for (int64_t j = 0; j < n; ++j) {
       const T i = sigmoid(gi[j]);
       const T f = sigmoid(gf[j]);
       const T g = std::tanh(gg[j]);
@@ -124,13 +128,13 @@ struct LstmCell {
   }
 
   template <class T>
-  static void backward_row(int64_t H, const T* gates, const T*, const T* c_prev, const T* c,
-                           const T* dh_a, const T* dh_b, T*, T* dc, T* dgates) {
+  static void backward_row(int64_t n, int64_t H, const T* gates, const T*, const T* c_prev,
+                           const T* c, const T* dh_a, const T* dh_b, T*, T* dc, T* dgates) {
     const T* gi = gates;
     const T* gf = gates + H;
     const T* gg = gates + 2 * H;
     const T* go = gates + 3 * H;
-    for (int64_t j = 0; j < H; ++j) {
+    for (int64_t j = 0; j < n; ++j) {
       const T i = gi[j], f = gf[j], g = gg[j], o = go[j];
       const T tanh_c = std::tanh(c[j]);
       const T dh = dh_a[j] + dh_b[j];
@@ -164,12 +168,12 @@ struct GruCell {
   }
 
   template <bool Training, class T>
-  static void forward_row(int64_t H, T* gates, const T* h_prev, const T*, T*, T* h) {
+  static void forward_row(int64_t n, int64_t H, T* gates, const T* h_prev, const T*, T*, T* h) {
     T* gr = gates;
     T* gz = gates + H;
     const T* hn = gates + 2 * H;
     T* gn = gates + 3 * H;
-    for (int64_t j = 0; j < H; ++j) {
+    for (int64_t j = 0; j < n; ++j) {
       const T r = sigmoid(gr[j]);
       const T z = sigmoid(gz[j]);
       const T n = std::tanh(gn[j] + r * hn[j]);
@@ -184,13 +188,13 @@ struct GruCell {
   }
 
   template <class T>
-  static void backward_row(int64_t H, const T* gates, const T* h_prev, const T*, const T*,
-                           const T* dh_a, const T* dh_b, T* dh_direct, T*, T* dgates) {
+  static void backward_row(int64_t n, int64_t H, const T* gates, const T* h_prev, const T*,
+                           const T*, const T* dh_a, const T* dh_b, T* dh_direct, T*, T* dgates) {
     const T* gr = gates;
     const T* gz = gates + H;
     const T* hn = gates + 2 * H;
     const T* gn = gates + 3 * H;
-    for (int64_t j = 0; j < H; ++j) {
+    for (int64_t j = 0; j < n; ++j) {
       const T r = gr[j], z = gz[j], n = gn[j];
       const T dh = dh_a[j] + dh_b[j];
       const T dn_pre = dh * (T(1) - z) * (T(1) - n * n);

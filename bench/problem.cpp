@@ -1,0 +1,168 @@
+#include "problem.h"
+
+#include <malloc.h>
+
+#include <cmath>
+#include <fstream>
+#include <random>
+#include <string>
+
+#include "rnnkit/error.h"
+
+namespace rnnkit::bench {
+
+namespace k = rnnkit::kernels::cpu;
+
+k::CellType cell_type(const std::string& cell) {
+  if (cell == "lstm") return k::CellType::LSTM;
+  if (cell == "gru") return k::CellType::GRU;
+  if (cell == "rnn_tanh") return k::CellType::RNN_TANH;
+  if (cell == "rnn_relu") return k::CellType::RNN_RELU;
+  RNNKIT_CHECK(false, "bench: unknown cell '", cell, "' (expected lstm, gru, rnn_tanh or rnn_relu)");
+  return k::CellType::LSTM;
+}
+
+namespace {
+
+int64_t proc_status_kib(const char* field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  const std::string prefix = std::string(field) + ":";
+  while (std::getline(in, line))
+    if (line.compare(0, prefix.size(), prefix) == 0) return std::stoll(line.substr(prefix.size()));
+  return -1;
+}
+
+std::vector<float> uniform(size_t n, float bound, std::mt19937_64& rng) {
+  std::uniform_real_distribution<float> dist(-bound, bound);
+  std::vector<float> v(n);
+  for (float& e : v) e = dist(rng);
+  return v;
+}
+
+}  // namespace
+
+int64_t peak_rss_growth(const std::function<void()>& fn) {
+  const int64_t before = proc_status_kib("VmRSS");
+  {
+    std::ofstream clear("/proc/self/clear_refs");
+    if (!clear) return -1;
+    clear << "5";  // VmHWM := VmRSS
+    clear.flush();
+    if (!clear) return -1;
+  }
+  fn();
+  const int64_t peak = proc_status_kib("VmHWM");
+  if (before < 0 || peak < 0) return -1;
+  return (peak - before) * 1024;
+}
+
+void use_mmap_for_large_allocations() {
+  mallopt(M_MMAP_THRESHOLD, 64 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 0);
+}
+
+Problem::Problem(const SuiteRow& r, uint64_t seed) : row(r) {
+  const k::CellType cell = cell_type(r.cell);
+  G = k::gate_count(cell);
+  const size_t H = static_cast<size_t>(r.hidden), I = H, GH = static_cast<size_t>(G) * H;
+  const size_t n = static_cast<size_t>(r.steps * r.batch);
+  std::mt19937_64 rng(seed);
+  // PyTorch's initialisation, U(-1/sqrt(H), 1/sqrt(H)); inputs of unit scale.
+  const float bound = 1.0f / std::sqrt(static_cast<float>(H));
+  w_ih = uniform(GH * I, bound, rng);
+  w_hh = uniform(GH * H, bound, rng);
+  b_ih = uniform(GH, bound, rng);
+  b_hh = uniform(GH, bound, rng);
+  x = uniform(n * I, 1.0f, rng);
+  dy = uniform(n * H, 1.0f, rng);
+  batch_sizes.assign(static_cast<size_t>(r.steps), r.batch);
+}
+
+namespace {
+
+k::RnnLayerDims dims_of(const Problem& p) {
+  k::RnnLayerDims d;
+  d.cell = cell_type(p.row.cell);
+  d.input_size = p.row.hidden;
+  d.hidden_size = p.row.hidden;
+  d.batch = p.row.batch;
+  d.steps = p.row.steps;
+  d.batch_sizes = p.batch_sizes.data();
+  return d;
+}
+
+k::RnnWeights<float> weights_of(const Problem& p) {
+  k::RnnWeights<float> w;
+  w.w_ih = p.w_ih.data();
+  w.w_hh = p.w_hh.data();
+  w.b_ih = p.b_ih.data();
+  w.b_hh = p.b_hh.data();
+  return w;
+}
+
+}  // namespace
+
+RnnkitRnn::RnnkitRnn(const Problem& p) : p_(p), dims_(dims_of(p)), w_(weights_of(p)) {
+  const size_t rows = static_cast<size_t>(p.rows()), H = static_cast<size_t>(p.row.hidden);
+  const size_t N = static_cast<size_t>(p.row.batch);
+  y_.assign(rows * H, 0.f);
+  h_n_.assign(N * H, 0.f);
+  c_n_.assign(N * H, 0.f);
+  dx_.assign(rows * H, 0.f);
+  ws_training_.assign(k::rnn_forward_workspace_size(dims_, true), 0.f);
+  ws_backward_.assign(k::rnn_backward_workspace_size(dims_), 0.f);
+  dw_ih_.assign(p.w_ih.size(), 0.f);
+  dw_hh_.assign(p.w_hh.size(), 0.f);
+  db_ih_.assign(p.b_ih.size(), 0.f);
+  db_hh_.assign(p.b_hh.size(), 0.f);
+  packed_.assign(k::rnn_packed_weights_size(dims_), 0.f);
+  if (!packed_.empty()) k::rnn_pack_weights(dims_, p.w_hh.data(), packed_.data());
+}
+
+void RnnkitRnn::forward_inference(bool prepacked) {
+  const int64_t H = p_.row.hidden;
+  if (ws_inference_.empty()) ws_inference_.assign(k::rnn_forward_workspace_size(dims_, false), 0.f);
+  k::RnnWeights<float> w = w_;
+  if (prepacked && !packed_.empty()) w.w_hh_packed = packed_.data();
+  k::rnn_forward<float>(dims_, w, p_.x.data(), H, nullptr, nullptr, y_.data(), H, h_n_.data(),
+                        dims_.cell == k::CellType::LSTM ? c_n_.data() : nullptr,
+                        ws_inference_.data(), false);
+}
+
+void RnnkitRnn::train_step() {
+  const int64_t H = p_.row.hidden;
+  const bool lstm = dims_.cell == k::CellType::LSTM;
+  k::rnn_forward<float>(dims_, w_, p_.x.data(), H, nullptr, nullptr, y_.data(), H, h_n_.data(),
+                        lstm ? c_n_.data() : nullptr, ws_training_.data(), true);
+  k::RnnGrads<float> dw;
+  dw.dw_ih = dw_ih_.data();
+  dw.dw_hh = dw_hh_.data();
+  dw.db_ih = db_ih_.data();
+  dw.db_hh = db_hh_.data();
+  k::rnn_backward<float>(dims_, w_, p_.x.data(), H, nullptr, nullptr, y_.data(), H,
+                         ws_training_.data(), p_.dy.data(), H, nullptr, nullptr, dx_.data(), H,
+                         0.f, nullptr, nullptr, dw, ws_backward_.data());
+}
+
+int64_t RnnkitRnn::training_buffer_bytes(const Problem& p) {
+  const k::RnnLayerDims d = dims_of(p);
+  const int64_t rows = p.rows(), H = p.row.hidden, N = p.row.batch;
+  int64_t floats = static_cast<int64_t>(k::rnn_forward_workspace_size(d, true) +
+                                        k::rnn_backward_workspace_size(d));
+  floats += 2 * rows * H;  // y, dx
+  floats += 2 * N * H;     // h_n, c_n
+  floats += static_cast<int64_t>(p.w_ih.size() + p.w_hh.size() + p.b_ih.size() + p.b_hh.size());
+  return floats * static_cast<int64_t>(sizeof(float));
+}
+
+int64_t RnnkitRnn::peak_training_bytes(const Problem& p) {
+  // The buffers a module's training step allocates, zero-filled as new
+  // gradients are; everything else (weights, x, dy) exists before.
+  return peak_rss_growth([&] {
+    RnnkitRnn r(p);
+    r.train_step();
+  });
+}
+
+}  // namespace rnnkit::bench

@@ -1,0 +1,100 @@
+// Run-time choice of the instruction set for the vectorised kernels, and the
+// weight packing they share.
+#include "kernels/cpu/rnn_simd.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+namespace rnnkit::kernels::cpu::simd {
+
+// Defined in rnn_simd_avx512.cpp / rnn_simd_avx2.cpp.
+const Kernels* avx512_kernels();
+const Kernels* avx2_kernels();
+
+namespace {
+
+Isa isa_from_environment(Isa detected) {
+  const char* env = std::getenv("RNNKIT_ISA");
+  if (env == nullptr) return detected;
+  const std::string v = env;
+  Isa want = detected;
+  if (v == "scalar") want = Isa::kScalar;
+  if (v == "avx2") want = Isa::kAvx2;
+  if (v == "avx512") want = Isa::kAvx512;
+  return static_cast<int>(want) < static_cast<int>(detected) ? want : detected;
+}
+
+std::atomic<int>& active() {
+  static std::atomic<int> isa{static_cast<int>(isa_from_environment(detected_isa()))};
+  return isa;
+}
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kScalar: return "scalar";
+  }
+  return "?";
+}
+
+Isa detected_isa() {
+  static const Isa isa = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("fma"))
+      return Isa::kAvx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+    return Isa::kScalar;
+  }();
+  return isa;
+}
+
+Isa active_isa() { return static_cast<Isa>(active().load(std::memory_order_relaxed)); }
+
+Isa set_active_isa(Isa isa) {
+  const Isa capped = static_cast<int>(isa) < static_cast<int>(detected_isa()) ? isa : detected_isa();
+  active().store(static_cast<int>(capped));
+  return capped;
+}
+
+const Kernels* kernels(Isa isa) {
+  if (static_cast<int>(isa) > static_cast<int>(detected_isa())) return nullptr;
+  switch (isa) {
+    case Isa::kAvx512: return avx512_kernels();
+    case Isa::kAvx2: return avx2_kernels();
+    case Isa::kScalar: return nullptr;
+  }
+  return nullptr;
+}
+
+const Kernels* active_kernels() { return kernels(active_isa()); }
+
+int64_t packed_recurrent_size(int64_t G, int64_t H, int64_t K) {
+  return (H + kPackBlock - 1) / kPackBlock * K * G * kPackBlock;
+}
+
+void pack_recurrent(int64_t G, int64_t H, int64_t K, const float* w_hh, float* packed,
+                    int64_t block_begin, int64_t block_end) {
+  for (int64_t jb = block_begin; jb < block_end; ++jb) {
+    float* dst = packed + jb * K * G * kPackBlock;  // [K][G][16]
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t u = 0; u < kPackBlock; ++u) {
+        const int64_t unit = jb * kPackBlock + u;
+        float* col = dst + g * kPackBlock + u;
+        if (unit >= H) {
+          for (int64_t k = 0; k < K; ++k) col[k * G * kPackBlock] = 0.f;
+          continue;
+        }
+        const float* row = w_hh + (g * H + unit) * K;
+        for (int64_t k = 0; k < K; ++k) col[k * G * kPackBlock] = row[k];
+      }
+  }
+}
+
+}  // namespace rnnkit::kernels::cpu::simd

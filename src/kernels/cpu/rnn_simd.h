@@ -1,0 +1,116 @@
+#pragma once
+// Vectorised float32 kernels of the recurrent layer, compiled once per instruction
+// set (rnn_simd_avx512.cpp, rnn_simd_avx2.cpp) from one template body
+// (rnn_simd_impl.h) and picked at run time from what the CPU supports, so the
+// binary stays portable (no -march=native). Internal to the kernel layer.
+//
+// What is here: exp/sigmoid/tanh over arrays; the fused pointwise pass of every
+// cell, forward and backward, over a slice of one row (same math and argument
+// conventions as the scalar cells of rnn_pointwise.h); and the small-batch
+// forward, a persistent loop over the whole sequence (see rnn_simd_impl.h).
+#include <cstdint>
+
+#include "kernels/cpu/rnn.h"
+
+namespace rnnkit::kernels::cpu::simd {
+
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+
+const char* isa_name(Isa isa);
+// The widest instruction set of this CPU that rnnkit has kernels for.
+Isa detected_isa();
+// The one in use: detected_isa(), lowered by the environment variable
+// RNNKIT_ISA=scalar|avx2|avx512 read once, or by set_active_isa.
+Isa active_isa();
+// For tests and benchmarks: use isa from now on, capped at detected_isa().
+// Returns the one now in use.
+Isa set_active_isa(Isa isa);
+
+// Pointwise pass over units [0, n) of one row: gates points at unit 0 of the
+// first gate block, the gate blocks are H apart; h_prev, c_prev, c, h, dh_*, dc
+// point at unit 0 of their rows. Semantics as the scalar cells (rnn_pointwise.h).
+using RowForward = void (*)(int64_t n, int64_t H, float* gates, const float* h_prev,
+                            const float* c_prev, float* c, float* h, bool training);
+using RowBackward = void (*)(int64_t n, int64_t H, const float* gates, const float* h_prev,
+                             const float* c_prev, const float* c, const float* dh_a,
+                             const float* dh_b, float* dh_direct, float* dc, float* dgates);
+// y[i] = f(x[i]) for i < n; x and y may be equal.
+using ArrayFn = void (*)(int64_t n, const float* x, float* y);
+
+// Units per block of the packed recurrent weights (all instruction sets).
+constexpr int64_t kPackBlock = 16;
+// Largest batch the small-batch forward takes.
+constexpr int64_t kSmallBatchMax = 8;
+// Floats of W_hh [G*H, K] packed for the small-batch path: ceil(H/16) blocks,
+// each [K][G][16] (unit fastest, then gate, then input column k; units past H
+// are zero).
+int64_t packed_recurrent_size(int64_t G, int64_t H, int64_t K);
+// Packs blocks [block_begin, block_end) of w_hh into packed (same layout).
+void pack_recurrent(int64_t G, int64_t H, int64_t K, const float* w_hh, float* packed,
+                    int64_t block_begin, int64_t block_end);
+
+// Arguments of the small-batch forward: everything of rnn_forward's time loop
+// after the input projection (see rnn.cpp, forward_impl).
+struct SmallBatchForward {
+  const RnnLayerDims* dims = nullptr;  // proj_size == 0
+  const float* w_hh = nullptr;         // [G*H, H], packed by the threads when pack
+  float* packed = nullptr;             // packed W_hh: written when pack, else read
+  bool pack = true;
+  float* gates = nullptr;              // [rows, S*H] input projection + biases
+  int64_t ldg = 0;                     // row stride of gates (S*H, or ldy when gates is y)
+  const float* h0 = nullptr;           // [N, H] or null
+  const float* c0 = nullptr;           // [N, H] or null (LSTM)
+  float* y = nullptr;                  // [rows, ldy]
+  int64_t ldy = 0;
+  float* h_n = nullptr;                // [N, H] or null
+  float* c_n = nullptr;                // [N, H] or null (LSTM)
+  float* c_buf = nullptr;              // LSTM: training [rows, H], inference [N, H]
+  const float* zeros = nullptr;        // [H] zeros
+  bool training = false;
+  int num_threads = 1;
+};
+
+// Arguments of the small-batch backward: the reverse walk of rnn_backward
+// (pointwise backward and dh = dgates W_hh per step), everything but the
+// whole-sequence products that follow it (see rnn.cpp, backward_impl).
+struct SmallBatchBackward {
+  const RnnLayerDims* dims = nullptr;  // proj_size == 0
+  int64_t walk_begin = 0;              // the steps [walk_begin, walk_end) of the reverse walk
+  int64_t walk_end = 0;
+  int64_t row0 = 0;                    // first packed row of those steps: dgates' row 0
+  const float* w_hh = nullptr;         // [G*H, H]
+  const float* gates = nullptr;        // [rows, S*H] post-activations of the forward
+  int64_t ldg = 0;                     // row stride of gates
+  const float* c_all = nullptr;        // [rows, H] LSTM
+  const float* h0 = nullptr;           // [N, H] or null
+  const float* c0 = nullptr;           // [N, H] or null (LSTM)
+  const float* y = nullptr;            // [rows, ldy]
+  int64_t ldy = 0;
+  const float* dy = nullptr;           // [rows, lddy] or null
+  int64_t lddy = 0;
+  const float* dh_n = nullptr;         // [N, H] or null
+  const float* dc_n = nullptr;         // [N, H] or null (LSTM)
+  float* dgates = nullptr;             // [rows of the walked steps, S*H] written
+  float* dh_state = nullptr;           // [N, H] scratch
+  float* dc_state = nullptr;           // [N, H] scratch (LSTM)
+  float* dh0 = nullptr;                // [N, H] or null
+  float* dc0 = nullptr;                // [N, H] or null (LSTM)
+  const float* zeros = nullptr;        // [H] zeros
+  int num_threads = 1;
+};
+
+struct Kernels {
+  Isa isa;
+  ArrayFn exp, sigmoid, tanh;
+  RowForward forward[4];    // indexed by CellType
+  RowBackward backward[4];
+  void (*small_batch_forward)(const SmallBatchForward& args);
+  void (*small_batch_backward)(const SmallBatchBackward& args);
+};
+
+// The kernels of isa; null for kScalar and for an instruction set this CPU lacks.
+const Kernels* kernels(Isa isa);
+// kernels(active_isa()).
+const Kernels* active_kernels();
+
+}  // namespace rnnkit::kernels::cpu::simd

@@ -1,0 +1,37 @@
+// The vectorised kernels (rnn_simd.h) for AVX-512: the template body of
+// rnn_simd_impl.h compiled for this target only; rnn_simd.cpp calls it only on
+// CPUs that have AVX-512F/DQ/BW/VL. Everything after the pragma is this file's.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/cpu/rnn_simd.h"
+#include "kernels/cpu/rnn_steps.h"
+#include "kernels/cpu/spin_barrier.h"
+
+#pragma GCC push_options
+// GCC 12's intrinsic headers leave the "undefined" source operand of the
+// unmasked forms uninitialised on purpose; its maybe-uninitialized warning on
+// them is noise.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,bmi,bmi2,f16c")
+
+#include "kernels/cpu/simd_math.h"
+#include "kernels/cpu/simd_vec_avx512.h"
+
+namespace rnnkit::kernels::cpu::simd {
+namespace avx512 {
+using Vec = VecAvx512;
+constexpr Isa kIsa = Isa::kAvx512;
+#include "kernels/cpu/rnn_simd_impl.h"
+}  // namespace avx512
+
+const Kernels* avx512_kernels() { return &avx512::kKernels; }
+
+}  // namespace rnnkit::kernels::cpu::simd
+
+#pragma GCC diagnostic pop
+#pragma GCC pop_options

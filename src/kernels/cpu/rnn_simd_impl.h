@@ -1,0 +1,486 @@
+// Template body of the vectorised kernels (rnn_simd.h), included once per
+// instruction set by rnn_simd_<isa>.cpp after its `#pragma GCC target` and the
+// vector type `Vec`, inside namespace rnnkit::kernels::cpu::simd::<isa>. No
+// include guard on purpose; include nowhere else.
+//
+// Small-batch forward (N <= kSmallBatchMax, no projection). Per step the
+// recurrent product is N rows times W_hh: a matrix-vector product whose cost is
+// reading W_hh, so the aim is to read it from the nearest cache and to spend
+// nothing else per step. One OpenMP region covers the whole sequence; thread t
+// owns a fixed range of 16-unit blocks of the hidden state, for ALL gates of
+// those units, for every step:
+//   - it packs its own rows of W_hh once ([K][G][16] per block, so that the
+//     product runs along k with the 16 units of all G gates in registers and no
+//     horizontal sums), and then reads only that slice: it stays in the core's
+//     own L2 (or L1) across steps;
+//   - it completes the pre-activations of its units (input projection, computed
+//     before as one GEMM, + recurrent term) and runs the fused pointwise pass on
+//     them while they are in L1, writing its part of h (and c);
+//   - threads meet once per step (StepBarrier), since the next step needs all of h.
+// Blocks are walked in alternating order on alternate steps, so that the blocks
+// a step touched last (still in L1) are the first the next step reads.
+
+using reg = Vec::reg;
+
+// ---------------------------------------------------------------------------
+// Vector loop helpers: full vectors, then one partial vector for the tail.
+
+template <class F>
+inline void for_vectors(int64_t n, F&& f) {
+  int64_t j = 0;
+  for (; j + Vec::kLanes <= n; j += Vec::kLanes) f(j, int64_t(Vec::kLanes));
+  if (j < n) f(j, n - j);
+}
+
+inline reg ld(const float* p, int64_t cnt) {
+  return cnt == Vec::kLanes ? Vec::load(p) : Vec::load_n(p, cnt);
+}
+
+inline void st(float* p, reg v, int64_t cnt) {
+  if (cnt == Vec::kLanes)
+    Vec::store(p, v);
+  else
+    Vec::store_n(p, v, cnt);
+}
+
+inline reg one_minus(reg v) { return Vec::sub(Vec::set1(1.0f), v); }
+
+// ---------------------------------------------------------------------------
+// Arrays (tests, tools).
+
+void exp_array(int64_t n, const float* x, float* y) {
+  for_vectors(n, [&](int64_t j, int64_t c) { st(y + j, simd::exp<Vec>(ld(x + j, c)), c); });
+}
+void sigmoid_array(int64_t n, const float* x, float* y) {
+  for_vectors(n, [&](int64_t j, int64_t c) { st(y + j, simd::sigmoid<Vec>(ld(x + j, c)), c); });
+}
+void tanh_array(int64_t n, const float* x, float* y) {
+  for_vectors(n, [&](int64_t j, int64_t c) { st(y + j, simd::tanh<Vec>(ld(x + j, c)), c); });
+}
+
+// ---------------------------------------------------------------------------
+// Pointwise passes; see rnn_pointwise.h for the math and the buffer contents.
+
+template <bool Relu>
+void elman_forward(int64_t n, int64_t H, float* gates, const float*, const float*, float*,
+                   float* h, bool training) {
+  for_vectors(n, [&](int64_t j, int64_t c) {
+    const reg pre = ld(gates + j, c);
+    // Relu keeps a NaN (it is not below 0), as PyTorch does.
+    const reg v = Relu ? Vec::select(Vec::lt(pre, Vec::zero()), Vec::zero(), pre)
+                       : simd::tanh<Vec>(pre);
+    st(h + j, v, c);
+    if (training) st(gates + j, v, c);
+  });
+}
+
+template <bool Relu>
+void elman_backward(int64_t n, int64_t H, const float* gates, const float*, const float*,
+                    const float*, const float* dh_a, const float* dh_b, float*, float*,
+                    float* dgates) {
+  for_vectors(n, [&](int64_t j, int64_t c) {
+    const reg h = ld(gates + j, c);
+    const reg dh = Vec::add(ld(dh_a + j, c), ld(dh_b + j, c));
+    const reg dg = Relu ? Vec::select(Vec::gt(h, Vec::zero()), dh, Vec::zero())
+                        : Vec::mul(dh, Vec::fnmadd(h, h, Vec::set1(1.0f)));
+    st(dgates + j, dg, c);
+  });
+}
+
+void lstm_forward(int64_t n, int64_t H, float* gates, const float*, const float* c_prev, float* c,
+                  float* h, bool training) {
+  float* gi = gates;
+  float* gf = gates + H;
+  float* gg = gates + 2 * H;
+  float* go = gates + 3 * H;
+  for_vectors(n, [&](int64_t j, int64_t cnt) {
+    const reg i = simd::sigmoid<Vec>(ld(gi + j, cnt));
+    const reg f = simd::sigmoid<Vec>(ld(gf + j, cnt));
+    const reg g = simd::tanh<Vec>(ld(gg + j, cnt));
+    const reg o = simd::sigmoid<Vec>(ld(go + j, cnt));
+    const reg c_new = Vec::fmadd(f, ld(c_prev + j, cnt), Vec::mul(i, g));
+    st(c + j, c_new, cnt);
+    st(h + j, Vec::mul(o, simd::tanh<Vec>(c_new)), cnt);
+    if (training) {
+      st(gi + j, i, cnt);
+      st(gf + j, f, cnt);
+      st(gg + j, g, cnt);
+      st(go + j, o, cnt);
+    }
+  });
+}
+
+void lstm_backward(int64_t n, int64_t H, const float* gates, const float*, const float* c_prev,
+                   const float* c, const float* dh_a, const float* dh_b, float*, float* dc,
+                   float* dgates) {
+  for_vectors(n, [&](int64_t j, int64_t cnt) {
+    const reg i = ld(gates + j, cnt), f = ld(gates + H + j, cnt);
+    const reg g = ld(gates + 2 * H + j, cnt), o = ld(gates + 3 * H + j, cnt);
+    const reg tanh_c = simd::tanh<Vec>(ld(c + j, cnt));
+    const reg dh = Vec::add(ld(dh_a + j, cnt), ld(dh_b + j, cnt));
+    const reg dc_total =
+        Vec::fmadd(Vec::mul(dh, o), Vec::fnmadd(tanh_c, tanh_c, Vec::set1(1.0f)), ld(dc + j, cnt));
+    st(dgates + j, Vec::mul(Vec::mul(dc_total, g), Vec::mul(i, one_minus(i))), cnt);
+    st(dgates + H + j,
+       Vec::mul(Vec::mul(dc_total, ld(c_prev + j, cnt)), Vec::mul(f, one_minus(f))), cnt);
+    st(dgates + 2 * H + j, Vec::mul(Vec::mul(dc_total, i), Vec::fnmadd(g, g, Vec::set1(1.0f))),
+       cnt);
+    st(dgates + 3 * H + j, Vec::mul(Vec::mul(dh, tanh_c), Vec::mul(o, one_minus(o))), cnt);
+    st(dc + j, Vec::mul(dc_total, f), cnt);
+  });
+}
+
+void gru_forward(int64_t n, int64_t H, float* gates, const float* h_prev, const float*, float*,
+                 float* h, bool training) {
+  float* gr = gates;
+  float* gz = gates + H;
+  const float* hn = gates + 2 * H;
+  float* gn = gates + 3 * H;
+  for_vectors(n, [&](int64_t j, int64_t cnt) {
+    const reg r = simd::sigmoid<Vec>(ld(gr + j, cnt));
+    const reg z = simd::sigmoid<Vec>(ld(gz + j, cnt));
+    const reg nv = simd::tanh<Vec>(Vec::fmadd(r, ld(hn + j, cnt), ld(gn + j, cnt)));
+    // (h - n) * z + n: PyTorch's evaluation order of (1 - z) * n + z * h.
+    st(h + j, Vec::fmadd(Vec::sub(ld(h_prev + j, cnt), nv), z, nv), cnt);
+    if (training) {
+      st(gr + j, r, cnt);
+      st(gz + j, z, cnt);
+      st(gn + j, nv, cnt);
+    }
+  });
+}
+
+void gru_backward(int64_t n, int64_t H, const float* gates, const float* h_prev, const float*,
+                  const float*, const float* dh_a, const float* dh_b, float* dh_direct, float*,
+                  float* dgates) {
+  for_vectors(n, [&](int64_t j, int64_t cnt) {
+    const reg r = ld(gates + j, cnt), z = ld(gates + H + j, cnt);
+    const reg hn = ld(gates + 2 * H + j, cnt), nv = ld(gates + 3 * H + j, cnt);
+    const reg dh = Vec::add(ld(dh_a + j, cnt), ld(dh_b + j, cnt));
+    const reg dn_pre = Vec::mul(Vec::mul(dh, one_minus(z)), Vec::fnmadd(nv, nv, Vec::set1(1.0f)));
+    const reg dz = Vec::mul(dh, Vec::sub(ld(h_prev + j, cnt), nv));
+    st(dgates + j, Vec::mul(Vec::mul(dn_pre, hn), Vec::mul(r, one_minus(r))), cnt);
+    st(dgates + H + j, Vec::mul(dz, Vec::mul(z, one_minus(z))), cnt);
+    st(dgates + 2 * H + j, Vec::mul(dn_pre, r), cnt);
+    st(dgates + 3 * H + j, dn_pre, cnt);
+    st(dh_direct + j, Vec::mul(dh, z), cnt);
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Small-batch forward.
+
+// Vectors per 16-unit block.
+constexpr int kSub = static_cast<int>(kPackBlock) / Vec::kLanes;
+
+// Rows of the batch handled per pass over a block's weights, so that the
+// accumulators (NB * G * kSub) leave a few registers free.
+constexpr int batch_per_pass(int G) {
+  const int fit = (Vec::kRegisters - 4) / (G * kSub);
+  return fit < 1 ? 1 : fit > 4 ? 4 : fit;
+}
+
+// Independent accumulator sets along k, so that enough FMA chains are in flight.
+constexpr int k_splits(int G, int NB) {
+  const int per_set = NB * G * kSub;
+  int ks = 8 / per_set;
+  while (ks > 1 && ks * per_set > Vec::kRegisters - 4) --ks;
+  return ks < 1 ? 1 : ks;
+}
+
+// For NB rows b: gates_b[g*H + u] += sum_k W_hh[g*H + j0 + u, k] * h_b[k] for the
+// cnt units u of one block (j0 is folded into g_rows); wp is the block's packed
+// weights [K][G][16].
+template <int G, int NB>
+inline void recurrent_block(const float* wp, int64_t K, int64_t H, const float* const* h,
+                            float* const* g_rows, int64_t cnt) {
+  constexpr int KS = k_splits(G, NB);
+  reg acc[KS][NB][G][kSub];
+  for (int b = 0; b < NB; ++b)
+    for (int g = 0; g < G; ++g)
+      for (int s = 0; s < kSub; ++s) {
+        const int64_t c = std::min<int64_t>(std::max<int64_t>(cnt - s * Vec::kLanes, 0), Vec::kLanes);
+        acc[0][b][g][s] = c > 0 ? ld(g_rows[b] + g * H + s * Vec::kLanes, c) : Vec::zero();
+        for (int q = 1; q < KS; ++q) acc[q][b][g][s] = Vec::zero();
+      }
+  int64_t k = 0;
+  for (; k + KS <= K; k += KS) {
+    for (int q = 0; q < KS; ++q) {
+      const float* w = wp + (k + q) * G * kPackBlock;
+      reg hb[NB];
+      for (int b = 0; b < NB; ++b) hb[b] = Vec::broadcast(h[b] + k + q);
+      for (int g = 0; g < G; ++g)
+        for (int s = 0; s < kSub; ++s) {
+          const reg wv = Vec::load(w + g * kPackBlock + s * Vec::kLanes);
+          for (int b = 0; b < NB; ++b) acc[q][b][g][s] = Vec::fmadd(wv, hb[b], acc[q][b][g][s]);
+        }
+    }
+  }
+  for (; k < K; ++k) {
+    const float* w = wp + k * G * kPackBlock;
+    for (int g = 0; g < G; ++g)
+      for (int s = 0; s < kSub; ++s) {
+        const reg wv = Vec::load(w + g * kPackBlock + s * Vec::kLanes);
+        for (int b = 0; b < NB; ++b)
+          acc[0][b][g][s] = Vec::fmadd(wv, Vec::broadcast(h[b] + k), acc[0][b][g][s]);
+      }
+  }
+  for (int b = 0; b < NB; ++b)
+    for (int g = 0; g < G; ++g)
+      for (int s = 0; s < kSub; ++s) {
+        reg sum = acc[0][b][g][s];
+        for (int q = 1; q < KS; ++q) sum = Vec::add(sum, acc[q][b][g][s]);
+        const int64_t c = std::min<int64_t>(std::max<int64_t>(cnt - s * Vec::kLanes, 0), Vec::kLanes);
+        if (c > 0) st(g_rows[b] + g * H + s * Vec::kLanes, sum, c);
+      }
+}
+
+// The last rows < batch_per_pass(G): the widest pass that fits them.
+template <int G, int NB>
+inline void recurrent_block_tail(const float* wp, int64_t K, int64_t H, const float* const* h,
+                                 float* const* g_rows, int64_t rows, int64_t cnt) {
+  if constexpr (NB > 1) {
+    if (rows < NB) {
+      recurrent_block_tail<G, NB - 1>(wp, K, H, h, g_rows, rows, cnt);
+      return;
+    }
+  }
+  recurrent_block<G, NB>(wp, K, H, h, g_rows, cnt);
+}
+
+template <int G>
+inline void recurrent_block_rows(const float* wp, int64_t K, int64_t H, const float* const* h,
+                                 float* const* g_rows, int64_t rows, int64_t cnt) {
+  constexpr int NB = batch_per_pass(G);
+  int64_t b = 0;
+  for (; b + NB <= rows; b += NB) recurrent_block<G, NB>(wp, K, H, h + b, g_rows + b, cnt);
+  if constexpr (NB > 1)
+    if (b < rows) recurrent_block_tail<G, NB - 1>(wp, K, H, h + b, g_rows + b, rows - b, cnt);
+}
+
+template <int G, int S>
+void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) {
+  const RnnLayerDims& d = *a.dims;
+  const int64_t H = d.hidden_size, K = d.hidden_size;
+  const int64_t rows = packed_rows(d);
+  const int64_t blocks = (H + kPackBlock - 1) / kPackBlock;
+  const int64_t block_floats = K * G * kPackBlock;
+  const bool lstm = d.cell == CellType::LSTM;
+  const int nthreads = static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>({a.num_threads, blocks, detail::StepBarrier::kMaxThreads})));
+  detail::StepBarrier barrier;
+
+#pragma omp parallel num_threads(nthreads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t jb0 = blocks * t / nt, jb1 = blocks * (t + 1) / nt;
+    if (a.pack) pack_recurrent(G, H, K, a.w_hh, a.packed, jb0, jb1);
+    const float* h_rows[kSmallBatchMax];
+    const float* c_prev_rows[kSmallBatchMax];
+    float* c_rows[kSmallBatchMax];
+    float* g_rows[kSmallBatchMax];
+    int64_t step = 0;
+    detail::for_each_step(d, rows, true, [&](const detail::Step& s) {
+      for (int64_t b = 0; b < s.n; ++b) {
+        const bool cont = b < s.n_cont;
+        h_rows[b] = cont ? a.y + (s.off_prev + b) * a.ldy : (a.h0 != nullptr ? a.h0 + b * H : a.zeros);
+        if (lstm) {
+          if (a.training) {
+            c_prev_rows[b] = cont ? a.c_buf + (s.off_prev + b) * H : nullptr;
+            c_rows[b] = a.c_buf + (s.off + b) * H;
+          } else {
+            c_prev_rows[b] = cont ? a.c_buf + b * H : nullptr;
+            c_rows[b] = a.c_buf + b * H;
+          }
+          if (!cont) c_prev_rows[b] = a.c0 != nullptr ? a.c0 + b * H : a.zeros;
+        } else {
+          c_prev_rows[b] = nullptr;
+          c_rows[b] = nullptr;
+        }
+        g_rows[b] = a.gates + (s.off + b) * a.ldg;
+      }
+      const bool ascending = (step & 1) == 0;
+      for (int64_t i = jb0; i < jb1; ++i) {
+        const int64_t jb = ascending ? i : jb1 - 1 - (i - jb0);
+        const int64_t j = jb * kPackBlock;
+        const int64_t cnt = std::min<int64_t>(kPackBlock, H - j);
+        float* g_at[kSmallBatchMax];
+        for (int64_t b = 0; b < s.n; ++b) g_at[b] = g_rows[b] + j;
+        recurrent_block_rows<G>(a.packed + jb * block_floats, K, H, h_rows, g_at, s.n, cnt);
+        for (int64_t b = 0; b < s.n; ++b)
+          pointwise(cnt, H, g_at[b], h_rows[b] + j, lstm ? c_prev_rows[b] + j : nullptr,
+                    lstm ? c_rows[b] + j : nullptr, a.y + (s.off + b) * a.ldy + j, a.training);
+      }
+      // Entries whose sequence ends here: this thread's units of h_n and c_n.
+      const int64_t u0 = jb0 * kPackBlock, u1 = std::min(H, jb1 * kPackBlock);
+      for (int64_t b = s.n_next_cont; b < s.n; ++b) {
+        if (a.h_n != nullptr)
+          std::memcpy(a.h_n + b * H + u0, a.y + (s.off + b) * a.ldy + u0, (u1 - u0) * sizeof(float));
+        if (lstm && a.c_n != nullptr)
+          std::memcpy(a.c_n + b * H + u0, c_rows[b] + u0, (u1 - u0) * sizeof(float));
+      }
+      ++step;
+      if (nt > 1) barrier.arrive_and_wait(t, nt, step);
+    });
+  }
+}
+
+void small_batch_forward(const SmallBatchForward& a) {
+  switch (a.dims->cell) {
+    case CellType::RNN_TANH: small_batch_forward_cell<1, 1>(a, &elman_forward<false>); return;
+    case CellType::RNN_RELU: small_batch_forward_cell<1, 1>(a, &elman_forward<true>); return;
+    case CellType::LSTM: small_batch_forward_cell<4, 4>(a, &lstm_forward); return;
+    case CellType::GRU: small_batch_forward_cell<3, 4>(a, &gru_forward); return;
+  }
+}
+
+// Small-batch backward. The same threads and unit ranges as the forward; a
+// thread's units are also its columns of dh = dgates W_hh, so per step it
+//   - runs the pointwise backward on its units (needing dh of its units only),
+//   - meets the others (dh needs every unit's dgates),
+//   - computes dh for its columns from all rows of W_hh (row-major W_hh is
+//     contiguous along those columns, so no packing).
+// One barrier per step.
+
+// dh_b[k0 + v*L ...] (+)= sum_r dg_b[r] * W[r, k0 + ...] for NB rows b and the
+// cnt <= KV*L columns from k0.
+template <int NB, int KV>
+inline void recurrent_grad_block(const float* w, int64_t R, int64_t ldw, const float* const* dg,
+                                 float* const* dh, int64_t k0, int64_t cnt, bool accumulate) {
+  reg acc[NB][KV];
+  int64_t c[KV];
+  for (int v = 0; v < KV; ++v)
+    c[v] = std::min<int64_t>(std::max<int64_t>(cnt - v * Vec::kLanes, 0), Vec::kLanes);
+  for (int b = 0; b < NB; ++b)
+    for (int v = 0; v < KV; ++v)
+      acc[b][v] = accumulate && c[v] > 0 ? ld(dh[b] + k0 + v * Vec::kLanes, c[v]) : Vec::zero();
+  const bool full = cnt == KV * Vec::kLanes;
+  for (int64_t r = 0; r < R; ++r) {
+    const float* wr = w + r * ldw + k0;
+    reg gb[NB];
+    for (int b = 0; b < NB; ++b) gb[b] = Vec::broadcast(dg[b] + r);
+    for (int v = 0; v < KV; ++v) {
+      if (!full && c[v] == 0) continue;
+      const reg wv = full ? Vec::load(wr + v * Vec::kLanes) : ld(wr + v * Vec::kLanes, c[v]);
+      for (int b = 0; b < NB; ++b) acc[b][v] = Vec::fmadd(wv, gb[b], acc[b][v]);
+    }
+  }
+  for (int b = 0; b < NB; ++b)
+    for (int v = 0; v < KV; ++v)
+      if (c[v] > 0) st(dh[b] + k0 + v * Vec::kLanes, acc[b][v], c[v]);
+}
+
+template <int NB>
+inline void recurrent_grad_rows_nb(const float* w, int64_t R, int64_t ldw, const float* const* dg,
+                                   float* const* dh, int64_t k0, int64_t k1, bool accumulate) {
+  constexpr int KV = std::max(1, std::min(8, (Vec::kRegisters - 4) / NB - 1));
+  for (int64_t k = k0; k < k1; k += KV * Vec::kLanes)
+    recurrent_grad_block<NB, KV>(w, R, ldw, dg, dh, k, std::min<int64_t>(KV * Vec::kLanes, k1 - k),
+                                 accumulate);
+}
+
+inline void recurrent_grad_rows(const float* w, int64_t R, int64_t ldw, const float* const* dg,
+                                float* const* dh, int64_t rows, int64_t k0, int64_t k1,
+                                bool accumulate) {
+  int64_t b = 0;
+  for (; b + 4 <= rows; b += 4) recurrent_grad_rows_nb<4>(w, R, ldw, dg + b, dh + b, k0, k1, accumulate);
+  switch (rows - b) {
+    case 3: recurrent_grad_rows_nb<3>(w, R, ldw, dg + b, dh + b, k0, k1, accumulate); break;
+    case 2: recurrent_grad_rows_nb<2>(w, R, ldw, dg + b, dh + b, k0, k1, accumulate); break;
+    case 1: recurrent_grad_rows_nb<1>(w, R, ldw, dg + b, dh + b, k0, k1, accumulate); break;
+    default: break;
+  }
+}
+
+template <int G, int S, bool DirectHiddenGrad>
+void small_batch_backward_cell(const SmallBatchBackward& a, RowBackward pointwise) {
+  const RnnLayerDims& d = *a.dims;
+  const int64_t H = d.hidden_size;
+  const int64_t rows = packed_rows(d);
+  const int64_t blocks = (H + kPackBlock - 1) / kPackBlock;
+  const bool lstm = d.cell == CellType::LSTM;
+  const int nthreads = static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>({a.num_threads, blocks, detail::StepBarrier::kMaxThreads})));
+  detail::StepBarrier barrier;
+
+#pragma omp parallel num_threads(nthreads)
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t u0 = std::min(H, blocks * t / nt * kPackBlock);
+    const int64_t u1 = std::min(H, blocks * (t + 1) / nt * kPackBlock);
+    const int64_t nu = u1 - u0;
+    const size_t bytes = static_cast<size_t>(nu) * sizeof(float);
+    const float* dg_rows[kSmallBatchMax];
+    float* dh_rows[kSmallBatchMax];
+    int64_t step = 0, walk = 0;
+    detail::for_each_step(d, rows, false, [&](const detail::Step& s) {
+      const bool mine = walk >= a.walk_begin && walk < a.walk_end;
+      ++walk;
+      if (!mine) return;
+      for (int64_t b = s.n_next_cont; b < s.n; ++b) {
+        float* dh = a.dh_state + b * H + u0;
+        if (a.dh_n != nullptr)
+          std::memcpy(dh, a.dh_n + b * H + u0, bytes);
+        else
+          std::memset(dh, 0, bytes);
+        if (lstm) {
+          float* dc = a.dc_state + b * H + u0;
+          if (a.dc_n != nullptr)
+            std::memcpy(dc, a.dc_n + b * H + u0, bytes);
+          else
+            std::memset(dc, 0, bytes);
+        }
+      }
+      for (int64_t b = 0; b < s.n && nu > 0; ++b) {
+        const bool cont = b < s.n_cont;
+        const float* hp = cont ? a.y + (s.off_prev + b) * a.ldy : (a.h0 != nullptr ? a.h0 + b * H : a.zeros);
+        const float* cp = nullptr;
+        const float* cc = nullptr;
+        float* dc = nullptr;
+        if (lstm) {
+          cp = cont ? a.c_all + (s.off_prev + b) * H : (a.c0 != nullptr ? a.c0 + b * H : a.zeros);
+          cp += u0;
+          cc = a.c_all + (s.off + b) * H + u0;
+          dc = a.dc_state + b * H + u0;
+        }
+        const float* dyr = a.dy != nullptr ? a.dy + (s.off + b) * a.lddy : a.zeros;
+        pointwise(nu, H, a.gates + (s.off + b) * a.ldg + u0, hp + u0, cp, cc, dyr + u0,
+                  a.dh_state + b * H + u0, a.dh_state + b * H + u0, dc,
+                  a.dgates + (s.off + b - a.row0) * S * H + u0);
+      }
+      ++step;
+      if (nt > 1) barrier.arrive_and_wait(t, nt, step);
+      // Rows starting here only feed dh0.
+      const int64_t m = a.dh0 != nullptr ? s.n : s.n_cont;
+      for (int64_t b = 0; b < m; ++b) {
+        dg_rows[b] = a.dgates + (s.off + b - a.row0) * S * H;
+        dh_rows[b] = a.dh_state + b * H;
+      }
+      if (nu > 0) recurrent_grad_rows(a.w_hh, G * H, H, dg_rows, dh_rows, m, u0, u1, DirectHiddenGrad);
+      for (int64_t b = s.n_cont; b < s.n; ++b) {
+        if (a.dh0 != nullptr) std::memcpy(a.dh0 + b * H + u0, a.dh_state + b * H + u0, bytes);
+        if (lstm && a.dc0 != nullptr) std::memcpy(a.dc0 + b * H + u0, a.dc_state + b * H + u0, bytes);
+      }
+    });
+  }
+}
+
+void small_batch_backward(const SmallBatchBackward& a) {
+  switch (a.dims->cell) {
+    case CellType::RNN_TANH: small_batch_backward_cell<1, 1, false>(a, &elman_backward<false>); return;
+    case CellType::RNN_RELU: small_batch_backward_cell<1, 1, false>(a, &elman_backward<true>); return;
+    case CellType::LSTM: small_batch_backward_cell<4, 4, false>(a, &lstm_backward); return;
+    case CellType::GRU: small_batch_backward_cell<3, 4, true>(a, &gru_backward); return;
+  }
+}
+
+const Kernels kKernels = {
+    kIsa,
+    &exp_array,
+    &sigmoid_array,
+    &tanh_array,
+    {&elman_forward<false>, &elman_forward<true>, &lstm_forward, &gru_forward},
+    {&elman_backward<false>, &elman_backward<true>, &lstm_backward, &gru_backward},
+    &small_batch_forward,
+    &small_batch_backward,
+};

@@ -1,0 +1,62 @@
+#pragma once
+// The fused recurrent op behind nn::RNN, nn::LSTM, nn::GRU and the cells: all
+// layers, directions and steps of one call in ONE autograd node, whose backward
+// runs the backward-through-time kernels layer by layer from the top. Internal;
+// the modules check the user's shapes first and describe the memory here.
+//
+// Memory: the kernels see every batch as packed time-major rows (rows =
+// sum(batch_sizes); a padded batch has batch_sizes all N). Layer l writes its
+// output [rows, D*H_out], both directions into column halves of one buffer, and
+// that buffer (after dropout) is layer l+1's input.
+#include <cstdint>
+#include <vector>
+
+#include "kernels/cpu/rnn.h"
+#include "rnnkit/generator.h"
+#include "rnnkit/tensor.h"
+
+namespace rnnkit::nn::detail {
+
+struct RecurrentSpec {
+  kernels::cpu::CellType cell = kernels::cpu::CellType::LSTM;
+  int64_t input_size = 0;   // I of layer 0
+  int64_t hidden_size = 0;  // H
+  int64_t proj_size = 0;    // P (LSTM), 0 = none
+  int64_t num_layers = 1;
+  bool bidirectional = false;
+  bool has_bias = true;
+  double dropout = 0.0;         // between layers, when dropout_active
+  bool dropout_active = false;  // training mode, dropout > 0 and num_layers > 1
+  Generator* generator = nullptr;
+  const char* node_name = "RecurrentBackward";  // the autograd node's name
+};
+
+// How the tensors given to recurrent_forward lay out in memory.
+struct RecurrentLayout {
+  std::vector<int64_t> batch_sizes;  // [T], non-increasing, batch_sizes[0] = N
+  // input and output memory is [N, T, *] (padded batches only); otherwise it
+  // is the packed rows [rows, *] (a padded time-major batch [T, N, *] included).
+  bool batch_first = false;
+  // Packed batches: h0 row j of the kernels is the user's row sorted_indices[j];
+  // h_n's user row i is the kernels' row unsorted_indices[i]. Undefined = identity.
+  Tensor sorted_indices;
+  Tensor unsorted_indices;
+  Shape output_shape;  // numel rows * D*H_out
+  Shape hidden_shape;  // h0 and h_n, numel L*D*N*H_out
+  Shape cell_shape;    // c0 and c_n (LSTM), numel L*D*N*H
+  bool return_h_n = true;  // false for the cells, whose output is h'
+};
+
+struct RecurrentResult {
+  Tensor output;
+  Tensor h_n;  // undefined unless return_h_n
+  Tensor c_n;  // LSTM only
+};
+
+// Runs the layers. input has numel rows * I in the layout above; h0/c0 are
+// undefined (zeros) or have hidden_shape/cell_shape; weights are in PyTorch's
+// _flat_weights order with their PyTorch shapes, all of input's dtype.
+RecurrentResult recurrent_forward(const RecurrentSpec& spec, const RecurrentLayout& layout, const Tensor& input,
+                                  const Tensor& h0, const Tensor& c0, const std::vector<Tensor>& weights);
+
+}  // namespace rnnkit::nn::detail

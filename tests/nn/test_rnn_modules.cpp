@@ -1,0 +1,456 @@
+// nn::RNN / LSTM / GRU and the cells as modules: printing (exact strings and
+// live against PyTorch's repr), parameter names, order and counts, the
+// initialisation, dropout (rate, scale, placement, reproducibility, eval),
+// the autograd graph (one node per call), the inference path, shapes, and
+// the errors for bad options and bad inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <sstream>
+
+#include "nn/rnn_parity_cases.h"
+#include "support/gradcheck.h"
+
+namespace {
+
+using namespace rnnkit;
+namespace nn = rnnkit::nn;
+using nlohmann::json;
+using rnnkit::testing::oracle;
+
+#define EXPECT_ERROR(stmt, substring)                                                           \
+  do {                                                                                          \
+    try {                                                                                       \
+      stmt;                                                                                     \
+      ADD_FAILURE() << "expected rnnkit::Error containing \"" << (substring) << "\": " #stmt; \
+    } catch (const rnnkit::Error& e) {                                                          \
+      EXPECT_NE(std::string(e.what()).find(substring), std::string::npos)                       \
+          << "message: " << e.what() << "\nexpected to contain: " << (substring);              \
+    }                                                                                           \
+  } while (0)
+
+template <class M>
+std::string repr(const M& module) {
+  std::ostringstream os;
+  os << *module;
+  return os.str();
+}
+
+std::string bytes_to_string(const Tensor& t) {
+  std::string s;
+  for (int64_t v : t.to_vector<int64_t>()) s += static_cast<char>(v);
+  return s;
+}
+
+// ------------------------------------------------------------------ printing
+
+TEST(RnnModules, PrintsLikePyTorch) {
+  EXPECT_EQ(repr(nn::LSTM(nn::LSTMOptions(10, 20).num_layers(2).batch_first(true).bidirectional(true))),
+            "LSTM(10, 20, num_layers=2, batch_first=True, bidirectional=True)");
+  EXPECT_EQ(repr(nn::LSTM(10, 20)), "LSTM(10, 20)");
+  EXPECT_EQ(repr(nn::LSTM(nn::LSTMOptions(10, 20).proj_size(5).num_layers(2).bias(false).dropout(0.1))),
+            "LSTM(10, 20, proj_size=5, num_layers=2, bias=False, dropout=0.1)");
+  EXPECT_EQ(repr(nn::GRU(nn::GRUOptions(3, 4).dropout(1))), "GRU(3, 4, dropout=1.0)");
+  EXPECT_EQ(repr(nn::GRU(nn::GRUOptions(3, 4).dropout(1e-5))), "GRU(3, 4, dropout=1e-05)");
+  // PyTorch's RNN repr does not show the nonlinearity; its RNNCell repr does.
+  EXPECT_EQ(repr(nn::RNN(nn::RNNOptions(10, 20).nonlinearity("relu"))), "RNN(10, 20)");
+  EXPECT_EQ(repr(nn::LSTMCell(10, 20)), "LSTMCell(10, 20)");
+  EXPECT_EQ(repr(nn::GRUCell(nn::GRUCellOptions(10, 20).bias(false))), "GRUCell(10, 20, bias=False)");
+  EXPECT_EQ(repr(nn::RNNCell(nn::RNNCellOptions(10, 20).nonlinearity("relu"))), "RNNCell(10, 20, nonlinearity=relu)");
+  EXPECT_EQ(repr(nn::RNNCell(nn::RNNCellOptions(10, 20).nonlinearity("relu").bias(false))),
+            "RNNCell(10, 20, bias=False, nonlinearity=relu)");
+}
+
+// repr(), parameter names in order, and counts, against PyTorch for random options.
+TEST(RnnModules, ReprNamesAndCountsMatchPyTorch) {
+  const uint64_t seed = rnnkit::testing::fresh_seed();
+  SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const char* kinds[] = {"RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"};
+  json configs = json::array();
+  std::vector<std::shared_ptr<nn::Module>> modules;
+  const double dropouts[] = {0.0, 0.0, 0.25, 0.5, 1.0, 1e-5, 0.1, 0.3};
+  for (int i = 0; i < 120; ++i) {
+    json c = rnnkit::testing::rnn::random_config(kinds[i % 6], rng);
+    if (c.contains("dropout")) c["dropout"] = dropouts[rnnkit::testing::rnn::pick(rng, 0, 7)];
+    c["num_layers"] = c.value("num_layers", 1);
+    modules.push_back(rnnkit::testing::rnn::build_model(c, nullptr).module);
+    configs.push_back(c);
+  }
+  StateDict want = oracle().call("rnn_repr", {{"configs", configs}}, {});
+  for (size_t i = 0; i < modules.size(); ++i) {
+    SCOPED_TRACE(configs[i].dump());
+    const std::string p = std::to_string(i) + ".";
+    std::ostringstream os;
+    os << *modules[i];
+    EXPECT_EQ(os.str(), bytes_to_string(want.at(p + "repr")));
+    std::string names;
+    for (const auto& [name, t] : modules[i]->named_parameters()) names += (names.empty() ? "" : ",") + name;
+    EXPECT_EQ(names, bytes_to_string(want.at(p + "names")));
+    const std::vector<int64_t> count = want.at(p + "count").to_vector<int64_t>();
+    EXPECT_EQ(modules[i]->parameter_count(), count[0]);
+    EXPECT_EQ(static_cast<int64_t>(modules[i]->parameters().size()), count[1]);
+  }
+}
+
+// ------------------------------------------------------------------ parameters
+
+TEST(RnnModules, ParameterCountsOfTheClassicModels) {
+  const int64_t linear = 128 * 10 + 10;  // nn.Linear(128, 10)
+  EXPECT_EQ(nn::RNN(50, 128)->parameter_count() + linear, 24330);
+  EXPECT_EQ(nn::LSTM(50, 128)->parameter_count() + linear, 93450);
+  EXPECT_EQ(nn::GRU(50, 128)->parameter_count() + linear, 70410);
+  EXPECT_EQ(nn::RNN(nn::RNNOptions(50, 128).bidirectional(true))->parameter_count() + 256 * 10 + 10, 48650);
+  EXPECT_EQ(nn::RNN(50, 128)->parameters().size(), 4u);
+  EXPECT_EQ(nn::LSTM(nn::LSTMOptions(50, 128).num_layers(2).bidirectional(true))->parameters().size(), 16u);
+}
+
+TEST(RnnModules, ParameterNamesShapesAndOrder) {
+  nn::LSTM lstm(nn::LSTMOptions(3, 8).num_layers(2).bidirectional(true).proj_size(5));
+  const std::vector<std::pair<std::string, Shape>> want = {
+      {"weight_ih_l0", {32, 3}},          {"weight_hh_l0", {32, 5}},          {"bias_ih_l0", {32}},
+      {"bias_hh_l0", {32}},               {"weight_hr_l0", {5, 8}},           {"weight_ih_l0_reverse", {32, 3}},
+      {"weight_hh_l0_reverse", {32, 5}},  {"bias_ih_l0_reverse", {32}},       {"bias_hh_l0_reverse", {32}},
+      {"weight_hr_l0_reverse", {5, 8}},   {"weight_ih_l1", {32, 10}},         {"weight_hh_l1", {32, 5}},
+      {"bias_ih_l1", {32}},               {"bias_hh_l1", {32}},               {"weight_hr_l1", {5, 8}},
+      {"weight_ih_l1_reverse", {32, 10}}, {"weight_hh_l1_reverse", {32, 5}},  {"bias_ih_l1_reverse", {32}},
+      {"bias_hh_l1_reverse", {32}},       {"weight_hr_l1_reverse", {5, 8}}};
+  const auto got = lstm->named_parameters();
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(got[i].first, want[i].first);
+    EXPECT_EQ(got[i].second.sizes(), want[i].second) << want[i].first;
+  }
+  EXPECT_EQ(lstm->all_weights().size(), 4u);
+  EXPECT_EQ(lstm->state_dict().keys().front(), "weight_ih_l0");
+  nn::GRUCell cell(nn::GRUCellOptions(4, 6).bias(false));
+  ASSERT_EQ(cell->named_parameters().size(), 2u);
+  EXPECT_EQ(cell->named_parameters()[1].first, "weight_hh");
+  EXPECT_EQ(cell->named_parameters()[1].second.sizes(), (Shape{18, 6}));
+}
+
+TEST(RnnModules, InitialisationIsUniformAndSeeded) {
+  Generator a(123), b(123), c(124);
+  nn::GRU g1(nn::GRUOptions(20, 64).generator(&a)), g2(nn::GRUOptions(20, 64).generator(&b)),
+      g3(nn::GRUOptions(20, 64).generator(&c));
+  const double bound = 1.0 / std::sqrt(64.0);
+  double sum = 0, sum_sq = 0;
+  int64_t n = 0;
+  for (size_t i = 0; i < g1->parameters().size(); ++i) {
+    const Tensor p = g1->parameters()[i];
+    EXPECT_TRUE(equal(p, g2->parameters()[i]));
+    EXPECT_FALSE(equal(p, g3->parameters()[i]));
+    for (double v : p.to_vector<double>()) {
+      EXPECT_LE(std::abs(v), bound);
+      sum += v;
+      sum_sq += v * v;
+      ++n;
+    }
+  }
+  const double mean = sum / n, var = sum_sq / n - mean * mean;
+  EXPECT_NEAR(mean, 0.0, 4 * bound / std::sqrt(3.0 * n));
+  EXPECT_NEAR(var, bound * bound / 3, 0.02 * bound * bound);
+  // The default generator follows manual_seed.
+  manual_seed(7);
+  nn::LSTM l1(5, 6);
+  manual_seed(7);
+  nn::LSTM l2(5, 6);
+  EXPECT_TRUE(equal(l1->parameters()[0], l2->parameters()[0]));
+}
+
+// ------------------------------------------------------------------ graph and shapes
+
+TEST(RnnModules, OneAutogradNodePerCall) {
+  nn::LSTM lstm(nn::LSTMOptions(4, 6).num_layers(3).bidirectional(true).batch_first(true));
+  Tensor x = randn({2, 5, 4}).requires_grad_();
+  Tensor h0 = randn({6, 2, 6}).requires_grad_(), c0 = randn({6, 2, 6}).requires_grad_();
+  auto [out, h_n, c_n] = lstm->forward(x, {h0, c0});
+  ASSERT_TRUE(out.grad_fn());
+  EXPECT_EQ(out.grad_fn()->name(), "LSTMBackward");
+  EXPECT_EQ(out.grad_fn(), h_n.grad_fn());
+  EXPECT_EQ(out.grad_fn(), c_n.grad_fn());
+  EXPECT_EQ(h_n.output_nr(), 1u);
+  EXPECT_EQ(c_n.output_nr(), 2u);
+  // Every input edge leads straight to a leaf: no intermediate nodes.
+  const auto& edges = out.grad_fn()->next_edges;
+  ASSERT_EQ(edges.size(), 3 + lstm->parameters().size());
+  for (const auto& e : edges) {
+    ASSERT_TRUE(e.valid());
+    EXPECT_EQ(e.fn->name(), "AccumulateGrad");
+  }
+  nn::GRUCell cell(4, 6);
+  Tensor h = cell->forward(randn({3, 4}).requires_grad_());
+  EXPECT_EQ(h.grad_fn()->name(), "GRUCellBackward");
+  for (const auto& e : h.grad_fn()->next_edges)
+    if (e.valid()) EXPECT_EQ(e.fn->name(), "AccumulateGrad");
+  // No graph without grad mode.
+  NoGradGuard guard;
+  EXPECT_FALSE(lstm->forward(x, {h0, c0}).output.grad_fn());
+}
+
+TEST(RnnModules, ShapesOfEveryMode) {
+  nn::LSTM lstm(nn::LSTMOptions(4, 6).num_layers(2).bidirectional(true).proj_size(3));
+  auto [o1, h1, c1] = lstm->forward(randn({7, 2, 4}));
+  EXPECT_EQ(o1.sizes(), (Shape{7, 2, 6}));
+  EXPECT_EQ(h1.sizes(), (Shape{4, 2, 3}));
+  EXPECT_EQ(c1.sizes(), (Shape{4, 2, 6}));
+  auto [o2, h2, c2] = lstm->forward(randn({7, 4}));  // unbatched
+  EXPECT_EQ(o2.sizes(), (Shape{7, 6}));
+  EXPECT_EQ(h2.sizes(), (Shape{4, 3}));
+  EXPECT_EQ(c2.sizes(), (Shape{4, 6}));
+  nn::GRU gru(nn::GRUOptions(4, 5).batch_first(true));
+  auto [o3, h3, c3] = gru->forward(randn({2, 7, 4}));
+  EXPECT_EQ(o3.sizes(), (Shape{2, 7, 5}));
+  EXPECT_EQ(h3.sizes(), (Shape{1, 2, 5}));
+  EXPECT_FALSE(c3.defined());
+  auto o4 = gru->forward(randn({7, 4}), randn({1, 5})).output;  // unbatched ignores batch_first
+  EXPECT_EQ(o4.sizes(), (Shape{7, 5}));
+  nn::LSTMCell cell(4, 5);
+  auto [h5, c5] = cell->forward(randn({4}));
+  EXPECT_EQ(h5.sizes(), (Shape{5}));
+  EXPECT_EQ(c5.sizes(), (Shape{5}));
+  // A cell's state carries over.
+  nn::LSTMState state = cell->forward(randn({3, 4}));
+  state = cell->forward(randn({3, 4}), state);
+  EXPECT_EQ(state.h.sizes(), (Shape{3, 5}));
+  EXPECT_EQ(state.c.sizes(), (Shape{3, 5}));
+}
+
+// Inputs with any strides, and gradients that arrive expanded (from sum()).
+TEST(RnnModules, StridedInputsAndExpandedGradients) {
+  Generator gen(8);
+  nn::GRU gru(nn::GRUOptions(3, 5).num_layers(2).batch_first(true).bidirectional(true).generator(&gen));
+  Tensor base = randn({4, 2, 3}, {}, &gen);
+  Tensor x = base.transpose(0, 1).requires_grad_();  // [2, 4, 3], not contiguous
+  auto [out, h_n, c_n] = gru->forward(x);
+  EXPECT_EQ(out.sizes(), (Shape{2, 4, 10}));
+  add(sum(out), sum(h_n)).backward();
+  ASSERT_TRUE(x.grad().defined());
+  EXPECT_EQ(x.grad().sizes(), (Shape{2, 4, 3}));
+  // Same as with a contiguous copy and explicit ones as the gradients.
+  Tensor x2 = x.detach().contiguous().requires_grad_();
+  auto r2 = gru->forward(x2);
+  EXPECT_TRUE(allclose(r2.output, out, 0, 0));
+  r2.output.backward(ones({2, 4, 10}), true);
+  r2.h_n.backward(ones({4, 2, 5}));
+  EXPECT_TRUE(allclose(x2.grad(), x.grad(), 1e-6, 1e-6));
+}
+
+// The inference path (no graph: two alternating layer buffers, the output
+// written in place) computes what the training path computes.
+TEST(RnnModules, InferencePathMatchesTrainingPath) {
+  const uint64_t seed = rnnkit::testing::fresh_seed();
+  SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (int i = 0; i < 60; ++i) {
+    const char* kinds[] = {"RNN", "LSTM", "GRU"};
+    json c = rnnkit::testing::rnn::random_config(kinds[i % 3], rng);
+    c["dropout"] = 0.3;  // training mode: the masks must be the same on both paths
+    SCOPED_TRACE(c.dump());
+    Generator gen(rng());
+    auto m = rnnkit::testing::rnn::build_model(c, &gen);
+    const int64_t T = c["steps"], N = c["batch"], I = c["input_size"];
+    const bool bf = c["batch_first"].get<bool>() && !c["unbatched"].get<bool>();
+    Tensor x = randn(c["unbatched"].get<bool>() ? Shape{T, I} : bf ? Shape{N, T, I} : Shape{T, N, I});
+    gen.manual_seed(99);
+    nn::RNNOutput train;
+    {
+      Tensor xg = x.detach().clone().requires_grad_();
+      train = m.forward(xg, Tensor(), Tensor());
+    }
+    gen.manual_seed(99);
+    nn::RNNOutput infer;
+    {
+      NoGradGuard guard;
+      infer = m.forward(x, Tensor(), Tensor());
+    }
+    EXPECT_TRUE(equal(train.output.detach(), infer.output));
+    EXPECT_TRUE(equal(train.h_n.detach(), infer.h_n));
+    if (train.c_n.defined()) EXPECT_TRUE(equal(train.c_n.detach(), infer.c_n));
+  }
+}
+
+// ------------------------------------------------------------------ dropout
+
+// A 2-layer Elman RNN whose second layer is tanh(x) (W_ih = I, W_hh = 0, no
+// bias): its output shows the dropout mask applied to the first layer's output.
+nn::RNN probe_rnn(int64_t H, double p, Generator* gen) {
+  nn::RNN rnn(nn::RNNOptions(4, H).num_layers(2).dropout(p).bias(false).generator(gen));
+  rnn->to(kFloat64);
+  NoGradGuard guard;
+  for (auto& [name, w] : rnn->named_parameters()) {
+    if (name == "weight_ih_l1") {
+      w.zero_();
+      for (int64_t j = 0; j < H; ++j) w[j][j].fill_(1.0);
+    } else if (name == "weight_hh_l1") {
+      w.zero_();
+    }
+  }
+  return rnn;
+}
+
+TEST(RnnModules, DropoutRateScaleAndPlacement) {
+  const double p = 0.3;
+  const int64_t H = 32;
+  Generator gen(2024);
+  nn::RNN rnn = probe_rnn(H, p, &gen);
+  Tensor x = randn({50, 8, 4}, kFloat64, &gen);
+  rnn->train();
+  auto train = rnn->forward(x);
+  rnn->eval();
+  auto eval = rnn->forward(x);
+  const std::vector<double> yt = train.output.to_vector<double>(), ye = eval.output.to_vector<double>();
+  int64_t zeros = 0;
+  double worst_scale = 0;
+  for (size_t i = 0; i < yt.size(); ++i) {
+    if (yt[i] == 0.0) {
+      ++zeros;
+      continue;
+    }
+    // tanh(y0 / (1 - p)) where eval gives tanh(y0).
+    worst_scale = std::max(worst_scale, std::abs(std::atanh(yt[i]) * (1 - p) - std::atanh(ye[i])));
+  }
+  const double rate = static_cast<double>(zeros) / yt.size();
+  EXPECT_NEAR(rate, p, 0.02) << "fraction of zeroed elements";
+  EXPECT_LT(worst_scale, 1e-9) << "kept elements are scaled by 1/(1-p)";
+  // The last layer's output is not dropped (else the rate would be 1-(1-p)^2),
+  // and the states are the layers' own: layer 0's h_n is untouched.
+  EXPECT_TRUE(allclose(train.h_n[0], eval.h_n[0], 0, 0));
+  // Eval mode is deterministic and equals the model without dropout.
+  EXPECT_TRUE(equal(rnn->forward(x).output, eval.output));
+  nn::RNN no_dropout(nn::RNNOptions(4, H).num_layers(2).bias(false));
+  no_dropout->to(kFloat64);
+  no_dropout->load_state_dict(rnn->state_dict());
+  EXPECT_TRUE(allclose(no_dropout->forward(x).output, eval.output, 0, 0));
+}
+
+TEST(RnnModules, DropoutIsReproducibleForASeed) {
+  Generator gen(5);
+  nn::LSTM lstm(nn::LSTMOptions(3, 8).num_layers(3).dropout(0.5).bidirectional(true).generator(&gen));
+  Tensor x = randn({6, 4, 3});
+  gen.manual_seed(77);
+  Tensor a = lstm->forward(x).output;
+  gen.manual_seed(77);
+  Tensor b = lstm->forward(x).output;
+  Tensor c = lstm->forward(x).output;  // the stream has moved on: other masks
+  EXPECT_TRUE(equal(a, b));
+  EXPECT_FALSE(equal(a, c));
+  // Through the default generator as well.
+  nn::GRU gru(nn::GRUOptions(3, 8).num_layers(2).dropout(0.5));
+  manual_seed(3);
+  Tensor d = gru->forward(x).output;
+  manual_seed(3);
+  EXPECT_TRUE(equal(d, gru->forward(x).output));
+  // One layer: dropout has nothing to act on (PyTorch only warns).
+  nn::GRU single(nn::GRUOptions(3, 8).dropout(0.5));
+  Tensor s1 = single->forward(x).output;
+  single->eval();
+  EXPECT_TRUE(equal(s1, single->forward(x).output));
+}
+
+// Gradients through the dropout masks (masks fixed by re-seeding), by finite
+// differences in float64; f runs without grad for the differences, so this
+// also ties the inference path to the training path.
+TEST(RnnModules, GradientsThroughDropoutByFiniteDifferences) {
+  Generator gen(17);
+  nn::LSTM lstm(nn::LSTMOptions(3, 4).num_layers(2).dropout(0.4).bidirectional(true).proj_size(2).generator(&gen));
+  lstm->to(kFloat64);
+  Tensor x = randn({4, 2, 3}, kFloat64, &gen).requires_grad_();
+  Tensor h0 = randn({4, 2, 2}, kFloat64, &gen).requires_grad_();
+  Tensor c0 = randn({4, 2, 4}, kFloat64, &gen).requires_grad_();
+  Tensor r1 = randn({4, 2, 4}, kFloat64, &gen), r2 = randn({4, 2, 2}, kFloat64, &gen);
+  std::vector<Tensor> inputs = {x, h0, c0};
+  for (const Tensor& p : lstm->parameters()) inputs.push_back(p);
+  auto f = [&](const std::vector<Tensor>& in) {
+    gen.manual_seed(1234);
+    auto [out, h_n, c_n] = lstm->forward(in[0], {in[1], in[2]});
+    return add(sum(mul(out, r1)), add(sum(mul(h_n, r2)), sum(c_n)));
+  };
+  EXPECT_TRUE(rnnkit::testing::gradcheck(f, inputs, 1e-6, 1e-6));
+
+  // The same on a packed batch with unsorted lengths (masks over packed rows).
+  nn::GRU gru(nn::GRUOptions(3, 3).num_layers(2).dropout(0.3).bidirectional(true).generator(&gen));
+  gru->to(kFloat64);
+  Tensor xp = randn({4, 3, 3}, kFloat64, &gen).requires_grad_();
+  Tensor hp = randn({4, 3, 3}, kFloat64, &gen).requires_grad_();
+  Tensor rp = randn({4, 3, 6}, kFloat64, &gen);
+  std::vector<Tensor> packed_inputs = {xp, hp};
+  for (const Tensor& p : gru->parameters()) packed_inputs.push_back(p);
+  auto g = [&](const std::vector<Tensor>& in) {
+    gen.manual_seed(99);
+    auto packed = nn::utils::rnn::pack_padded_sequence(in[0], std::vector<int64_t>{2, 4, 1}, false, false);
+    auto [out, h_n, unused] = gru->forward(packed, in[1]);
+    Tensor padded = nn::utils::rnn::pad_packed_sequence(out, false, 0.0, 4).padded;
+    return add(sum(mul(padded, rp)), sum(mul(h_n, h_n)));
+  };
+  EXPECT_TRUE(rnnkit::testing::gradcheck(g, packed_inputs, 1e-6, 1e-6));
+}
+
+// ------------------------------------------------------------------ errors
+
+TEST(RnnModules, BadOptionsThrow) {
+  EXPECT_ERROR(nn::LSTM(nn::LSTMOptions(10, 20).proj_size(20)), "proj_size has to be smaller than hidden_size");
+  EXPECT_ERROR(nn::LSTM(nn::LSTMOptions(10, 20).proj_size(-1)),
+               "proj_size should be a positive integer or zero to disable projections");
+  EXPECT_ERROR(nn::LSTM(nn::LSTMOptions(10, 20).dropout(1.5)),
+               "dropout should be a number in range [0, 1] representing the probability of an element being zeroed");
+  EXPECT_ERROR(nn::GRU(nn::GRUOptions(10, 20).dropout(-0.1)), "dropout should be a number in range [0, 1]");
+  EXPECT_ERROR(nn::GRU(nn::GRUOptions(10, 20).proj_size(5)), "proj_size argument is only supported for LSTM, not RNN or GRU");
+  EXPECT_ERROR(nn::RNN(nn::RNNOptions(10, 20).proj_size(5)), "proj_size argument is only supported for LSTM");
+  EXPECT_ERROR(nn::RNN(nn::RNNOptions(10, 20).nonlinearity("sigmoid")), "Unknown nonlinearity 'sigmoid'");
+  EXPECT_ERROR(nn::RNNCell(nn::RNNCellOptions(10, 20).nonlinearity("gelu")), "Unknown nonlinearity: gelu");
+  EXPECT_ERROR(nn::LSTM(10, 0), "hidden_size must be positive, got 0");
+  EXPECT_ERROR(nn::LSTM(0, 10), "input_size must be positive, got 0");
+  EXPECT_ERROR(nn::GRU(nn::GRUOptions(10, 20).num_layers(0)), "num_layers must be positive, got 0");
+  EXPECT_ERROR(nn::GRUCell(10, -1), "hidden_size must be positive, got -1");
+  // PyTorch warns about dropout > 0 with one layer but builds the module.
+  EXPECT_NO_THROW(nn::LSTM(nn::LSTMOptions(10, 20).dropout(0.5)));
+}
+
+TEST(RnnModules, BadInputsThrow) {
+  nn::LSTM lstm(nn::LSTMOptions(10, 20).num_layers(2));
+  nn::GRU gru(nn::GRUOptions(10, 20).num_layers(2));
+  nn::RNN rnn(10, 20);
+  EXPECT_ERROR(lstm->forward(randn({5, 3, 12})), "input.size(-1) must be equal to input_size. Expected 10, got 12");
+  EXPECT_ERROR(gru->forward(randn({5, 12})), "input.size(-1) must be equal to input_size. Expected 10, got 12");
+  EXPECT_ERROR(lstm->forward(randn({5, 3, 10, 1})), "input must have 3 dimensions");
+  EXPECT_ERROR(rnn->forward(randn({10})), "input must have 3 dimensions");
+  EXPECT_ERROR(lstm->forward(randn({5, 3, 10}), {randn({1, 3, 20}), randn({2, 3, 20})}),
+               "Expected hidden[0] size (2, 3, 20), got [1, 3, 20]");
+  EXPECT_ERROR(lstm->forward(randn({5, 3, 10}), {randn({2, 3, 20}), randn({2, 4, 20})}),
+               "Expected hidden[1] size (2, 3, 20), got [2, 4, 20]");
+  EXPECT_ERROR(gru->forward(randn({5, 3, 10}), randn({1, 3, 20})), "Expected hidden size (2, 3, 20), got [1, 3, 20]");
+  EXPECT_ERROR(gru->forward(randn({5, 3, 10}), randn({2, 4, 20})), "Expected hidden size (2, 3, 20), got [2, 4, 20]");
+  EXPECT_ERROR(nn::GRU(nn::GRUOptions(10, 20).batch_first(true))->forward(randn({3, 5, 10}), randn({1, 5, 20})),
+               "Expected hidden size (1, 3, 20), got [1, 5, 20]");
+  EXPECT_ERROR(gru->forward(randn({5, 10}), randn({2, 3, 20})),
+               "For unbatched 2-D input, hx should also be 2-D but got 3-D tensor");
+  EXPECT_ERROR(gru->forward(randn({5, 3, 10}), randn({2, 20})),
+               "For batched 3-D input, hx should also be 3-D but got 2-D tensor");
+  EXPECT_ERROR(lstm->forward(randn({5, 10}), {randn({2, 3, 20}), randn({2, 3, 20})}),
+               "For unbatched 2-D input, hx and cx should also be 2-D but got (3-D, 3-D) tensors");
+  EXPECT_ERROR(lstm->forward(randn({5, 3, 10}), {randn({2, 3, 20}), Tensor()}), "hx must hold both h0 and c0");
+  EXPECT_ERROR(lstm->forward(randn({5, 3, 10}, kFloat64)), "input and parameter dtypes must match");
+  EXPECT_ERROR(gru->forward(randn({5, 3, 10}), randn({2, 3, 20}, kFloat64)), "must have the input's dtype");
+  EXPECT_ERROR(lstm->forward(randn({0, 3, 10})), "Expected sequence length to be larger than 0");
+  // Packed input: batch = batch_sizes[0].
+  auto packed = nn::utils::rnn::pack_padded_sequence(randn({5, 3, 10}), std::vector<int64_t>{5, 3, 2});
+  EXPECT_ERROR(gru->forward(packed, randn({2, 4, 20})), "Expected hidden size (2, 3, 20), got [2, 4, 20]");
+  auto wide = nn::utils::rnn::pack_padded_sequence(randn({5, 3, 11}), std::vector<int64_t>{5, 3, 2});
+  EXPECT_ERROR(gru->forward(wide), "input.size(-1) must be equal to input_size. Expected 10, got 11");
+  // Cells.
+  nn::LSTMCell cell(10, 20);
+  nn::GRUCell gcell(10, 20);
+  EXPECT_ERROR(cell->forward(randn({3, 11})), "input has inconsistent input_size: got 11 expected 10");
+  EXPECT_ERROR(cell->forward(randn({3, 3, 10})), "LSTMCell: Expected input to be 1-D or 2-D but received 3-D tensor");
+  EXPECT_ERROR(cell->forward(randn({3, 10}), {randn({4, 20}), randn({3, 20})}),
+               "Input batch size 3 doesn't match hidden0 batch size 4");
+  EXPECT_ERROR(cell->forward(randn({3, 10}), {randn({3, 20}), randn({3, 21})}),
+               "hidden1 has inconsistent hidden_size: got 21, expected 20");
+  EXPECT_ERROR(gcell->forward(randn({3, 10}), randn({3, 21})), "hidden0 has inconsistent hidden_size: got 21, expected 20");
+  EXPECT_ERROR(gcell->forward(randn({10}), randn({3, 20})),
+               "For unbatched 1-D input, hidden0 should also be 1-D but got 2-D tensor");
+}
+
+}  // namespace
