@@ -116,15 +116,20 @@ RnnkitRnn::RnnkitRnn(const Problem& p) : p_(p), dims_(dims_of(p)), w_(weights_of
   dw_hh_.assign(p.w_hh.size(), 0.f);
   db_ih_.assign(p.b_ih.size(), 0.f);
   db_hh_.assign(p.b_hh.size(), 0.f);
-  packed_.assign(k::rnn_packed_weights_size(dims_), 0.f);
-  if (!packed_.empty()) k::rnn_pack_weights(dims_, p.w_hh.data(), packed_.data());
+  packs_ = k::rnn_packed_weights_size(dims_) > 0;
 }
 
 void RnnkitRnn::forward_inference(bool prepacked) {
   const int64_t H = p_.row.hidden;
   if (ws_inference_.empty()) ws_inference_.assign(k::rnn_forward_workspace_size(dims_, false), 0.f);
   k::RnnWeights<float> w = w_;
-  if (prepacked && !packed_.empty()) w.w_hh_packed = packed_.data();
+  if (prepacked && packs_) {
+    if (packed_.empty()) {
+      packed_.assign(k::rnn_packed_weights_size(dims_), 0.f);
+      k::rnn_pack_weights(dims_, p_.w_hh.data(), packed_.data());
+    }
+    w.w_hh_packed = packed_.data();
+  }
   k::rnn_forward<float>(dims_, w, p_.x.data(), H, nullptr, nullptr, y_.data(), H, h_n_.data(),
                         dims_.cell == k::CellType::LSTM ? c_n_.data() : nullptr,
                         ws_inference_.data(), false);

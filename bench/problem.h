@@ -50,7 +50,7 @@ class RnnkitRnn {
   // else the call packs W_hh itself.
   void forward_inference(bool prepacked = true);
   // Whether the small-batch path (and so packing) applies to this problem.
-  bool packs_weights() const { return !packed_.empty(); }
+  bool packs_weights() const { return packs_; }
   void train_step();
   const std::vector<float>& y() const { return y_; }
   const std::vector<float>& dx() const { return dx_; }
@@ -66,7 +66,8 @@ class RnnkitRnn {
   kernels::cpu::RnnWeights<float> w_;
   std::vector<float> y_, h_n_, c_n_, ws_inference_, ws_training_, ws_backward_, dx_;
   std::vector<float> dw_ih_, dw_hh_, db_ih_, db_hh_;
-  std::vector<float> packed_;  // W_hh packed for the small-batch path, or empty
+  bool packs_ = false;         // batches this small take the small-batch path
+  std::vector<float> packed_;  // W_hh packed for it, on the first prepacked inference
 };
 
 }  // namespace rnnkit::bench

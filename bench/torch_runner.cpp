@@ -221,18 +221,18 @@ TorchResult run_torch(const std::vector<SuiteRow>& rows, const TorchOptions& opt
     if (res.blas.find("openblas") == std::string::npos) break;
   }
   if (opt.memory) {
+    // One process per row: in a process that ran other rows, malloc hands out
+    // blocks that are already resident and the growth would not show.
     const auto env = environment(drop, {"OPENBLAS_NUM_THREADS=1", "OMP_NUM_THREADS=1",
                                         "MALLOC_MMAP_THRESHOLD_=65536", "MALLOC_TRIM_THRESHOLD_=0"});
-    const ProcessResult pr = run_process({opt.python, script.path(), "--mode", "memory", "--rows",
-                                          jrows.dump(), "--threads", "1"},
-                                         env, opt.verbose);
-    const json j = last_json(pr.out);
-    if (pr.status == 0 && j.contains("rows")) {
-      for (const auto& jr : j["rows"])
-        for (size_t i = 0; i < rows.size(); ++i)
-          if (jr["cell"] == rows[i].cell && jr["hidden"] == rows[i].hidden &&
-              jr["batch"] == rows[i].batch && jr["steps"] == rows[i].steps)
-            res.rows[i].peak_train_bytes = jr["peak_train_bytes"];
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const ProcessResult pr =
+          run_process({opt.python, script.path(), "--mode", "memory", "--rows",
+                       json::array({jrows[i]}).dump(), "--threads", "1"},
+                      env, opt.verbose);
+      const json j = last_json(pr.out);
+      if (pr.status == 0 && j.contains("rows") && !j["rows"].empty())
+        res.rows[i].peak_train_bytes = j["rows"][0]["peak_train_bytes"];
     }
   }
   res.ok = true;

@@ -9,7 +9,7 @@ PACKAGES=(
   libdnnl-dev libomp-dev
   libgtest-dev googletest
   nlohmann-json3-dev
-  python3 python3-torch python3-numpy
+  python3 python3-torch python3-numpy python3-pip
 )
 
 missing=()
@@ -22,6 +22,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The reference safetensors implementation (interop tests); Debian 12 has no package for it.
+if ! /usr/bin/python3 -c 'import safetensors' 2>/dev/null; then
+  echo "setup: installing the safetensors Python package (pip)"
+  /usr/bin/python3 -m pip install --quiet --break-system-packages safetensors==0.8.0
 fi
 
 BUILD_DIR="${RNNKIT_BUILD_DIR:-build}"

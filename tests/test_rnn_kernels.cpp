@@ -891,6 +891,57 @@ TEST(RnnKernels, PackWeightsRejectsOtherPaths) {
   EXPECT_EQ(k::rnn_packed_weights_size(c.dims()), 0u);  // batch > 8: generic path
 }
 
+// Packed weights carry their cell, size and precision; bfloat16 ones serve
+// inference only and stay within bfloat16's rounding of the float result.
+TEST(RnnKernels, PackedWeightsBf16AndChecks) {
+  for (CellType cell : {CellType::LSTM, CellType::GRU, CellType::RNN_TANH}) {
+    Config c = random_config(cell, 515);
+    c.I = 12, c.H = 37, c.P = 0, c.N = 3, c.T = 9;
+    c.batch_sizes.assign(9, 3);
+    c.weight_scale = 0.3;
+    SCOPED_TRACE(c.describe());
+    const Problem p = random_problem(c);
+    const RnnLayerDims d = c.dims();
+    const std::vector<float> w_ih(p.w_ih.begin(), p.w_ih.end()), w_hh(p.w_hh.begin(), p.w_hh.end()),
+        b_ih(p.b_ih.begin(), p.b_ih.end()), b_hh(p.b_hh.begin(), p.b_hh.end()),
+        x(p.x.begin(), p.x.end());
+    RnnWeights<float> w;
+    w.w_ih = w_ih.data();
+    w.w_hh = w_hh.data();
+    w.b_ih = b_ih.data();
+    w.b_hh = b_hh.data();
+    const int64_t rows = c.rows(), H = c.H;
+    std::vector<float> ws(k::rnn_forward_workspace_size(d, true)), y32(rows * H), y16(rows * H);
+    k::rnn_forward<float>(d, w, x.data(), c.I, nullptr, nullptr, y32.data(), H, nullptr, nullptr,
+                          ws.data(), false);
+    std::vector<float> packed(k::rnn_packed_weights_size(d, k::PackedPrecision::kBFloat16));
+    ASSERT_FALSE(packed.empty());
+    EXPECT_LT(packed.size(), k::rnn_packed_weights_size(d));
+    k::rnn_pack_weights(d, w_hh.data(), packed.data(), k::PackedPrecision::kBFloat16);
+    w.w_hh_packed = packed.data();
+    k::rnn_forward<float>(d, w, x.data(), c.I, nullptr, nullptr, y16.data(), H, nullptr, nullptr,
+                          ws.data(), false);
+    double max_err = 0;
+    for (size_t i = 0; i < y32.size(); ++i) max_err = std::max(max_err, double(std::abs(y16[i] - y32[i])));
+    if (simd::active_kernels() != nullptr) EXPECT_GT(max_err, 0.0) << "bfloat16 weights were not used";
+    EXPECT_LT(max_err, 2e-2);
+    // Training with bfloat16 weights, or weights packed for another size, is refused.
+    EXPECT_THROW(k::rnn_forward<float>(d, w, x.data(), c.I, nullptr, nullptr, y16.data(), H, nullptr,
+                                       nullptr, ws.data(), true),
+                 rnnkit::Error);
+    Config other = c;
+    other.H = 36;
+    std::vector<float> packed_other(k::rnn_packed_weights_size(other.dims()));
+    std::vector<float> w_other(c.G() * 36 * 36, 0.f);
+    k::rnn_pack_weights(other.dims(), w_other.data(), packed_other.data());
+    w.w_hh_packed = packed_other.data();
+    if (simd::active_kernels() != nullptr)
+      EXPECT_THROW(k::rnn_forward<float>(d, w, x.data(), c.I, nullptr, nullptr, y16.data(), H,
+                                         nullptr, nullptr, ws.data(), false),
+                   rnnkit::Error);
+  }
+}
+
 TEST(RnnKernels, ThreadCountSetting) {
   const int before = rnnkit::get_num_threads();
   EXPECT_GE(before, 1);

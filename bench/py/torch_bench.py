@@ -12,7 +12,8 @@ the driver keeps the best combination per row.
   --mode time      forward inference (inference_mode) and forward training +
                    backward (dL/dx and every parameter gradient), median ms
   --mode memory    peak resident-memory growth of one training step (run with
-                   MALLOC_MMAP_THRESHOLD_ fixed so freed buffers leave the RSS)
+                   MALLOC_MMAP_THRESHOLD_ fixed so freed buffers leave the RSS, one
+                   row per process)
 
 Timing per row and thread count: one warm-up call, then repetitions until
 --reps calls or --budget seconds, whichever comes first (at least one timed

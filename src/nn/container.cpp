@@ -6,7 +6,7 @@ namespace rnnkit::nn {
 
 namespace detail {
 
-size_t wrap_index(int64_t index, size_t size, const char* container) {
+size_t wrap_index(int64_t index, size_t size) {
   const int64_t n = static_cast<int64_t>(size);
   RNNKIT_CHECK(index >= -n && index < n, "index ", index, " is out of range");
   return static_cast<size_t>(index < 0 ? index + n : index);
@@ -24,7 +24,8 @@ void SequentialImpl::add(const std::string& name, detail::Entry entry) {
 
 void SequentialImpl::insert_entry(int64_t index, detail::Entry entry) {
   const int64_t n = static_cast<int64_t>(entries_.size());
-  RNNKIT_CHECK(index >= 0 && index <= n, "Sequential.insert: index ", index, " is out of range for size ", n);
+  RNNKIT_CHECK(index >= -n && index <= n, "Index out of range: ", index);
+  if (index < 0) index += n;
   // Children are positional: shift the tail one name up, then put the new one at `index`.
   entries_.insert(entries_.begin() + index, std::move(entry));
   modules_.insert(modules_.begin() + index, entries_[static_cast<size_t>(index)].module);
@@ -48,7 +49,7 @@ Tensor SequentialImpl::forward(const Tensor& input) {
 }
 
 std::shared_ptr<Module> SequentialImpl::ptr(int64_t index) const {
-  return modules_[detail::wrap_index(index, modules_.size(), "Sequential")];
+  return modules_[detail::wrap_index(index, modules_.size())];
 }
 
 // ---------------------------------------------------------------- ModuleList
@@ -73,7 +74,7 @@ void ModuleListImpl::extend(const ModuleListImpl& other) {
 }
 
 std::shared_ptr<Module> ModuleListImpl::ptr(int64_t index) const {
-  return modules_[detail::wrap_index(index, modules_.size(), "ModuleList")];
+  return modules_[detail::wrap_index(index, modules_.size())];
 }
 
 // ---------------------------------------------------------------- ModuleDict

@@ -65,6 +65,15 @@ void Module::register_module_impl(const std::string& name, std::shared_ptr<Modul
   children_.emplace_back(name, std::move(module));
 }
 
+Tensor& Module::replace_parameter(const std::string& name, Tensor tensor) {
+  for (auto& kv : parameters_)
+    if (kv.first == name) {
+      kv.second = std::move(tensor);
+      return kv.second;
+    }
+  throw Error("replace_parameter: no parameter named '" + name + "' in " + this->name());
+}
+
 void Module::replace_module(const std::string& name, std::shared_ptr<Module> module) {
   for (auto& kv : children_)
     if (kv.first == name) {
@@ -180,8 +189,9 @@ void Module::load_state_dict(const StateDict& state, bool strict) {
       continue;
     }
     if (src->sizes() != target.sizes()) {
-      mismatches << "\n\tsize mismatch for " << key << ": copying a param with shape " << shape_str(src->sizes())
-                 << " from checkpoint, the shape in current model is " << shape_str(target.sizes()) << ".";
+      mismatches << "\n\tsize mismatch for " << key << ": copying a param with shape torch.Size("
+                 << shape_str(src->sizes()) << ") from checkpoint, the shape in current model is torch.Size("
+                 << shape_str(target.sizes()) << ").";
     }
   }
   for (const auto& kv : state)
@@ -192,8 +202,8 @@ void Module::load_state_dict(const StateDict& state, bool strict) {
     for (size_t i = 0; i < keys.size(); ++i) s += (i ? ", \"" : "\"") + keys[i] + "\"";
     return s;
   };
-  if (strict && !unexpected.empty()) err << "\n\tUnexpected key(s) in state_dict: " << list(unexpected) << ".";
-  if (strict && !missing.empty()) err << "\n\tMissing key(s) in state_dict: " << list(missing) << ".";
+  if (strict && !missing.empty()) err << "\n\tMissing key(s) in state_dict: " << list(missing) << ". ";
+  if (strict && !unexpected.empty()) err << "\n\tUnexpected key(s) in state_dict: " << list(unexpected) << ". ";
   err << mismatches.str();
   RNNKIT_CHECK(err.str().empty(), "Error(s) in loading state_dict for ", name(), ":", err.str());
   NoGradGuard guard;

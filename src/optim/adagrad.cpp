@@ -20,8 +20,8 @@ void AdagradOptions::validate() const {
   RNNKIT_CHECK(0.0 <= lr_, "Invalid learning rate: ", python_float(lr_));
   RNNKIT_CHECK(0.0 <= lr_decay_, "Invalid lr_decay value: ", python_float(lr_decay_));
   RNNKIT_CHECK(0.0 <= weight_decay_, "Invalid weight_decay value: ", python_float(weight_decay_));
-  RNNKIT_CHECK(0.0 <= initial_accumulator_value_, "Invalid initial_accumulator_value value: ",
-               python_float(initial_accumulator_value_));
+  RNNKIT_CHECK(0.0 <= initial_accumulator_value_,
+               "Invalid initial_accumulator_value value: ", python_float(initial_accumulator_value_));
   RNNKIT_CHECK(0.0 <= eps_, "Invalid epsilon value: ", python_float(eps_));
 }
 
@@ -58,8 +58,7 @@ std::unique_ptr<OptimizerParamState> Adagrad::make_state(const Tensor&, const Op
 // Groups added later (and parameters left without state by a load) use their own value.
 void Adagrad::init_group_state(OptimizerParamGroup& group) {
   const auto& o = static_cast<const AdagradOptions&>(group.options());
-  for (const Tensor& p : group.params())
-    state_or_create<AdagradParamState>(p, [&] { return filled_state(p, o); });
+  for (const Tensor& p : group.params()) state_or_create<AdagradParamState>(p, [&] { return filled_state(p, o); });
 }
 
 void Adagrad::step_group(OptimizerParamGroup& group) {

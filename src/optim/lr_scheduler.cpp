@@ -185,8 +185,7 @@ std::vector<double> CosineAnnealingLR::get_lr() {
   const double e = static_cast<double>(last_epoch_);
   // Python's (last_epoch - 1 - T_max) % (2 * T_max) == 0; the sign of % does not matter for == 0.
   if ((last_epoch_ - 1 - T_max_) % (2 * T_max_) == 0) {
-    for (size_t g = 0; g < lrs.size(); ++g)
-      lrs[g] = lrs[g] + (base_lrs_[g] - eta_min_) * (1 - std::cos(kPi / T)) / 2;
+    for (size_t g = 0; g < lrs.size(); ++g) lrs[g] = lrs[g] + (base_lrs_[g] - eta_min_) * (1 - std::cos(kPi / T)) / 2;
     return lrs;
   }
   for (double& lr : lrs)
@@ -248,11 +247,10 @@ int64_t checked_total_steps(const OneCycleLROptions& o) {
     RNNKIT_CHECK(*o.total_steps() > 0, "Expected positive integer total_steps, but got ", *o.total_steps());
     return *o.total_steps();
   }
-  RNNKIT_CHECK(o.epochs() || o.steps_per_epoch(),
-               "You must define either total_steps OR (epochs AND steps_per_epoch)");
+  RNNKIT_CHECK(o.epochs() || o.steps_per_epoch(), "You must define either total_steps OR (epochs AND steps_per_epoch)");
   RNNKIT_CHECK(o.epochs() && *o.epochs() > 0, "Expected positive integer epochs, but got ", show(o.epochs()));
-  RNNKIT_CHECK(o.steps_per_epoch() && *o.steps_per_epoch() > 0,
-               "Expected positive integer steps_per_epoch, but got ", show(o.steps_per_epoch()));
+  RNNKIT_CHECK(o.steps_per_epoch() && *o.steps_per_epoch() > 0, "Expected positive integer steps_per_epoch, but got ",
+               show(o.steps_per_epoch()));
   return *o.epochs() * *o.steps_per_epoch();
 }
 
@@ -292,7 +290,8 @@ OneCycleLR::OneCycleLR(Optimizer& optimizer, const OneCycleLROptions& o)
     use_beta1_ = optimizer_.defaults().has("betas.0");
     max_momentums_ = per_group(o.max_momentum(), groups.size(), "max_momentum");
     base_momentums_ = per_group(o.base_momentum(), groups.size(), "base_momentum");
-    for (size_t g = 0; g < groups.size(); ++g) groups[g].options().set(use_beta1_ ? "betas.0" : "momentum", max_momentums_[g]);
+    for (size_t g = 0; g < groups.size(); ++g)
+      groups[g].options().set(use_beta1_ ? "betas.0" : "momentum", max_momentums_[g]);
   }
   build_phases();
   initial_step();
@@ -325,7 +324,9 @@ std::vector<double> OneCycleLR::get_lr() {
   auto& groups = optimizer_.param_groups();
   std::vector<double> lrs;
   for (size_t g = 0; g < groups.size(); ++g) {
-    auto lr_at = [&](Point p) { return p == Point::Initial ? base_lrs_[g] : p == Point::Max ? max_lrs_[g] : min_lrs_[g]; };
+    auto lr_at = [&](Point p) {
+      return p == Point::Initial ? base_lrs_[g] : p == Point::Max ? max_lrs_[g] : min_lrs_[g];
+    };
     auto momentum_at = [&](Point p) { return p == Point::Max ? max_momentums_[g] : base_momentums_[g]; };
     double start_step = 0, lr = 0, momentum = 0;
     for (size_t i = 0; i < phases_.size(); ++i) {
@@ -384,13 +385,14 @@ ReduceLROnPlateau::ReduceLROnPlateau(Optimizer& optimizer, const Options& o)
   RNNKIT_CHECK(o.min_lr().size() == 1 || o.min_lr().size() == groups, "expected ", groups, " min_lrs, got ",
                o.min_lr().size());
   min_lrs_ = per_group(o.min_lr(), groups, "min_lr");
-  best_ = mode_ == Options::Mode::Min ? std::numeric_limits<double>::infinity()
-                                      : -std::numeric_limits<double>::infinity();
+  best_ =
+      mode_ == Options::Mode::Min ? std::numeric_limits<double>::infinity() : -std::numeric_limits<double>::infinity();
   for (const auto& group : optimizer_.param_groups()) last_lr_.push_back(group.options().get_lr());
 }
 
 bool ReduceLROnPlateau::is_better(double a, double best) const {
-  if (mode_ == Options::Mode::Min && threshold_mode_ == Options::ThresholdMode::Rel) return a < best * (1. - threshold_);
+  if (mode_ == Options::Mode::Min && threshold_mode_ == Options::ThresholdMode::Rel)
+    return a < best * (1. - threshold_);
   if (mode_ == Options::Mode::Min) return a < best - threshold_;
   if (threshold_mode_ == Options::ThresholdMode::Rel) return a > best * (threshold_ + 1.);
   return a > best + threshold_;

@@ -326,8 +326,8 @@ void Optimizer::load_state_dict(const StateDict& state) {
   size_t saved_groups = 0;
   while (state.contains(group_prefix(saved_groups) + "params")) ++saved_groups;
   RNNKIT_CHECK(saved_groups == param_groups_.size(), owner,
-               ".load_state_dict: loaded state dict has a different number of parameter groups (",
-               saved_groups, " saved, ", param_groups_.size(), " here)");
+               ".load_state_dict: loaded state dict has a different number of parameter groups (", saved_groups,
+               " saved, ", param_groups_.size(), " here)");
 
   // Saved parameter ids -> this optimizer's parameters, position by position (as PyTorch maps them).
   std::map<int64_t, std::pair<Tensor, size_t>> by_id;
@@ -342,7 +342,8 @@ void Optimizer::load_state_dict(const StateDict& state) {
                  "\" must be a 1-D int64 tensor, got shape ", shape_str(ids.sizes()), " of ", dtype_name(ids.dtype()));
     RNNKIT_CHECK(static_cast<size_t>(ids.numel()) == group.params().size(), owner,
                  ".load_state_dict: loaded state dict contains a parameter group that doesn't match the size of "
-                 "optimizer's group (group ", g, ": ", ids.numel(), " saved, ", group.params().size(), " here)");
+                 "optimizer's group (group ",
+                 g, ": ", ids.numel(), " saved, ", group.params().size(), " here)");
     const std::vector<int64_t> id_list = ids.to_vector<int64_t>();
     for (size_t j = 0; j < id_list.size(); ++j)
       RNNKIT_CHECK(by_id.emplace(id_list[j], std::make_pair(group.params()[j], g)).second, owner,

@@ -107,11 +107,11 @@ void adagrad_update(const AdagradArgs<T>& args, int64_t n) {
   run(args, n, RNNKIT_OPTIM_PICK(adagrad_chunk, T));
 }
 
-#define RNNKIT_OPTIM_INSTANTIATE(T)                                   \
-  template T sum_of_squares<T>(const T*, int64_t);                    \
-  template void sgd_update<T>(const SgdArgs<T>&, int64_t);            \
-  template void adam_update<T>(const AdamArgs<T>&, int64_t);          \
-  template void rmsprop_update<T>(const RmspropArgs<T>&, int64_t);    \
+#define RNNKIT_OPTIM_INSTANTIATE(T)                                \
+  template T sum_of_squares<T>(const T*, int64_t);                 \
+  template void sgd_update<T>(const SgdArgs<T>&, int64_t);         \
+  template void adam_update<T>(const AdamArgs<T>&, int64_t);       \
+  template void rmsprop_update<T>(const RmspropArgs<T>&, int64_t); \
   template void adagrad_update<T>(const AdagradArgs<T>&, int64_t);
 RNNKIT_OPTIM_INSTANTIATE(float)
 RNNKIT_OPTIM_INSTANTIATE(double)

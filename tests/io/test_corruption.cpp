@@ -160,7 +160,7 @@ TEST(Corruption, ByteFlips) {
     };
     // Every position once, then random positions, then 2-16 bytes at once.
     for (uint64_t pos = 0; pos < s.bytes.size(); ++pos) flip(s.bytes, {pos}, "flip at " + std::to_string(pos));
-    for (int i = 0; i < 3000; ++i) {
+    for (int i = 0; i < 2000; ++i) {
       const uint64_t pos = g.next_below(s.bytes.size());
       flip(s.bytes, {pos}, "flip at " + std::to_string(pos));
     }

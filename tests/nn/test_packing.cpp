@@ -44,6 +44,9 @@ TEST(Packing, WorkedExample) {
   EXPECT_EQ(back.padded.sizes(), (Shape{3, 3, 1}));
   EXPECT_EQ(back.padded.to_vector<float>(), (std::vector<float>{0, 10, 20, 1, -1, -1, 2, 12, -1}));
   EXPECT_EQ(back.lengths.to_vector<int64_t>(), (std::vector<int64_t>{3, 1, 2}));
+  // Token ids pack too (no gradient involved).
+  rnn::PackedSequence ids = rnn::pack_padded_sequence(x.to(kInt64), std::vector<int64_t>{3, 1, 2}, false, false);
+  EXPECT_EQ(ids.data.to_vector<int64_t>(), (std::vector<int64_t>{0, 2, 1, 10, 12, 20}));
   // enforce_sorted=true keeps no permutation.
   rnn::PackedSequence s = rnn::pack_padded_sequence(x, from_vector(std::vector<int64_t>{3, 2, 1}));
   EXPECT_FALSE(s.sorted_indices.defined());

@@ -48,7 +48,9 @@ Problem make_problem(Generator& gen, Dtype dtype) {
     }
     pb.params.push_back(p);
   }
-  pb.cfg = {{"num_params", n}, {"shapes", shapes}, {"no_grad", no_grad},
+  pb.cfg = {{"num_params", n},
+            {"shapes", shapes},
+            {"no_grad", no_grad},
             {"dtype", dtype == kFloat32 ? "float32" : "float64"}};
   return pb;
 }
@@ -130,7 +132,7 @@ TEST(ClipGradNonFinite, ErrorOrScaleLikePyTorch) {
       Tensor a = zeros({2, 3}).requires_grad_(), b = zeros({4}).requires_grad_();
       Tensor ga = from_vector(std::vector<float>{1, -2, 3, 0.5f, static_cast<float>(bad), 1}, {2, 3});
       Tensor gb = from_vector(std::vector<float>{0.25f, -1, 2, 4}, {4});
-      json cfg = {{"num_params", 2}, {"shapes", {{2, 3}, {4}}}, {"dtype", "float32"}, {"mode", "norm"},
+      json cfg = {{"num_params", 2}, {"shapes", {{2, 3}, {4}}},   {"dtype", "float32"},        {"mode", "norm"},
                   {"max_norm", 1.0}, {"norm_type", norm_json(p)}, {"error_if_nonfinite", true}};
       StateDict inputs;
       inputs.insert("g0", ga);

@@ -52,12 +52,12 @@ std::unique_ptr<optim::OptimizerOptions> make_options(const std::string& name, c
   return o;
 }
 
-std::unique_ptr<optim::Optimizer> make_optimizer(const std::string& name, std::vector<optim::OptimizerParamGroup> groups,
+std::unique_ptr<optim::Optimizer> make_optimizer(const std::string& name,
+                                                 std::vector<optim::OptimizerParamGroup> groups,
                                                  const optim::OptimizerOptions& defaults) {
   if (name == "SGD") return std::make_unique<optim::SGD>(groups, static_cast<const optim::SGDOptions&>(defaults));
   if (name == "Adam") return std::make_unique<optim::Adam>(groups, static_cast<const optim::AdamOptions&>(defaults));
-  if (name == "AdamW")
-    return std::make_unique<optim::AdamW>(groups, static_cast<const optim::AdamWOptions&>(defaults));
+  if (name == "AdamW") return std::make_unique<optim::AdamW>(groups, static_cast<const optim::AdamWOptions&>(defaults));
   if (name == "RMSprop")
     return std::make_unique<optim::RMSprop>(groups, static_cast<const optim::RMSpropOptions&>(defaults));
   if (name == "Adagrad")
@@ -77,34 +77,51 @@ std::vector<Spec> specs() {
       {"SGD", "plain", {{"lr", 0.1}}, {{"lr", 0.03}}},
       {"SGD", "weight_decay", {{"lr", 0.1}, {"weight_decay", 1e-2}}, {{"lr", 0.05}, {"weight_decay", 0.0}}},
       {"SGD", "momentum", {{"lr", 0.05}, {"momentum", 0.9}}, {{"lr", 0.02}, {"momentum", 0.5}}},
-      {"SGD", "momentum_dampening_wd", {{"lr", 0.05}, {"momentum", 0.9}, {"dampening", 0.3}, {"weight_decay", 1e-3}},
+      {"SGD",
+       "momentum_dampening_wd",
+       {{"lr", 0.05}, {"momentum", 0.9}, {"dampening", 0.3}, {"weight_decay", 1e-3}},
        {{"lr", 0.1}, {"dampening", 0.0}}},
       {"SGD", "nesterov", {{"lr", 0.05}, {"momentum", 0.8}, {"nesterov", true}}, {{"lr", 0.01}}},
-      {"SGD", "nesterov_wd_maximize",
+      {"SGD",
+       "nesterov_wd_maximize",
        {{"lr", 0.05}, {"momentum", 0.9}, {"nesterov", true}, {"weight_decay", 1e-2}, {"maximize", true}},
        {{"lr", 0.02}, {"maximize", false}}},
       {"Adam", "plain", {{"lr", 1e-2}}, {{"lr", 3e-3}}},
       {"Adam", "weight_decay", {{"lr", 1e-2}, {"weight_decay", 1e-2}}, {{"lr", 5e-3}, {"weight_decay", 0.1}}},
       {"Adam", "amsgrad", {{"lr", 1e-2}, {"amsgrad", true}}, {{"lr", 2e-2}}},
-      {"Adam", "amsgrad_wd_maximize_betas",
-       {{"lr", 1e-2}, {"amsgrad", true}, {"weight_decay", 1e-3}, {"maximize", true}, {"betas", {0.8, 0.99}},
+      {"Adam",
+       "amsgrad_wd_maximize_betas",
+       {{"lr", 1e-2},
+        {"amsgrad", true},
+        {"weight_decay", 1e-3},
+        {"maximize", true},
+        {"betas", {0.8, 0.99}},
         {"eps", 1e-6}},
        {{"lr", 4e-3}, {"amsgrad", false}, {"betas", {0.5, 0.9}}}},
       {"AdamW", "plain", {{"lr", 1e-2}}, {{"lr", 3e-3}, {"weight_decay", 0.0}}},
       {"AdamW", "amsgrad_wd", {{"lr", 1e-2}, {"amsgrad", true}, {"weight_decay", 0.1}}, {{"lr", 2e-2}}},
-      {"AdamW", "maximize_betas", {{"lr", 1e-2}, {"maximize", true}, {"betas", {0.85, 0.95}}, {"eps", 1e-5}},
+      {"AdamW",
+       "maximize_betas",
+       {{"lr", 1e-2}, {"maximize", true}, {"betas", {0.85, 0.95}}, {"eps", 1e-5}},
        {{"lr", 1e-3}, {"weight_decay", 0.5}}},
       {"RMSprop", "plain", {{"lr", 1e-2}}, {{"lr", 3e-3}}},
       {"RMSprop", "centered", {{"lr", 1e-2}, {"centered", true}}, {{"lr", 5e-3}, {"alpha", 0.9}}},
       {"RMSprop", "momentum", {{"lr", 1e-2}, {"momentum", 0.9}}, {{"lr", 5e-3}, {"momentum", 0.0}}},
-      {"RMSprop", "centered_momentum_wd", {{"lr", 1e-2}, {"centered", true}, {"momentum", 0.5}, {"weight_decay", 1e-2}},
+      {"RMSprop",
+       "centered_momentum_wd",
+       {{"lr", 1e-2}, {"centered", true}, {"momentum", 0.5}, {"weight_decay", 1e-2}},
        {{"lr", 2e-3}, {"centered", false}}},
-      {"RMSprop", "alpha_eps_maximize", {{"lr", 1e-2}, {"alpha", 0.9}, {"eps", 1e-6}, {"maximize", true}},
+      {"RMSprop",
+       "alpha_eps_maximize",
+       {{"lr", 1e-2}, {"alpha", 0.9}, {"eps", 1e-6}, {"maximize", true}},
        {{"lr", 1e-3}}},
       {"Adagrad", "plain", {{"lr", 1e-1}}, {{"lr", 3e-2}}},
-      {"Adagrad", "lr_decay_wd", {{"lr", 1e-1}, {"lr_decay", 1e-2}, {"weight_decay", 1e-2}},
+      {"Adagrad",
+       "lr_decay_wd",
+       {{"lr", 1e-1}, {"lr_decay", 1e-2}, {"weight_decay", 1e-2}},
        {{"lr", 5e-2}, {"lr_decay", 0.1}}},
-      {"Adagrad", "initial_accumulator_eps_maximize",
+      {"Adagrad",
+       "initial_accumulator_eps_maximize",
        {{"lr", 1e-1}, {"initial_accumulator_value", 0.1}, {"eps", 1e-8}, {"maximize", true}},
        {{"lr", 2e-2}, {"initial_accumulator_value", 0.0}}},
   };
@@ -206,8 +223,7 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, OptimParity, ::testing::Values(kFloat32, kFloat
 // ---------------------------------------------------------------- validation messages
 
 // Our error for the options built by `build` equals the one PyTorch raises for `kwargs`.
-void expect_same_error(const std::string& optimizer, const json& kwargs,
-                       const std::function<void()>& build) {
+void expect_same_error(const std::string& optimizer, const json& kwargs, const std::function<void()>& build) {
   SCOPED_TRACE(optimizer + " " + kwargs.dump());
   std::string ours;
   try {
@@ -223,8 +239,7 @@ void expect_same_error(const std::string& optimizer, const json& kwargs,
     theirs = e.what();
   }
   ASSERT_FALSE(theirs.empty()) << "PyTorch accepted the options";
-  EXPECT_NE(theirs.find("Error: " + ours + "\n"), std::string::npos)
-      << "rnnkit: " << ours << "\nPyTorch: " << theirs;
+  EXPECT_NE(theirs.find("Error: " + ours + "\n"), std::string::npos) << "rnnkit: " << ours << "\nPyTorch: " << theirs;
 }
 
 TEST(OptimValidation, MessagesMatchPyTorch) {
@@ -356,8 +371,8 @@ TrainingRun build_run(const ResumeCase& rc, const std::vector<Tensor>& initial, 
   return r;
 }
 
-void run_steps(TrainingRun& r, const std::vector<std::vector<Tensor>>& grads, const std::vector<double>& metrics, int from,
-               int to) {
+void run_steps(TrainingRun& r, const std::vector<std::vector<Tensor>>& grads, const std::vector<double>& metrics,
+               int from, int to) {
   for (int s = from; s < to; ++s) {
     for (size_t i = 0; i < r.params.size(); ++i)
       r.params[i].set_grad(grads[s][i].defined() ? grads[s][i].clone() : Tensor());
@@ -379,7 +394,8 @@ TEST(OptimResume, StateDictThroughSafetensorsGivesBitIdenticalSteps) {
     throw Error("no spec " + opt + "/" + label);
   };
   std::vector<ResumeCase> cases = {
-      {spec("SGD", "momentum_dampening_wd"), "StepLR", [](Optimizer& o) { return std::make_unique<StepLR>(o, 3, 0.5); }},
+      {spec("SGD", "momentum_dampening_wd"), "StepLR",
+       [](Optimizer& o) { return std::make_unique<StepLR>(o, 3, 0.5); }},
       {spec("SGD", "nesterov"), "OneCycleLR",
        [](Optimizer& o) { return std::make_unique<OneCycleLR>(o, OneCycleLROptions(0.1).total_steps(40)); }},
       {spec("SGD", "momentum"), "ReduceLROnPlateau", nullptr},
@@ -388,10 +404,13 @@ TEST(OptimResume, StateDictThroughSafetensorsGivesBitIdenticalSteps) {
       {spec("Adam", "plain"), "OneCycleLR",
        [](Optimizer& o) {
          return std::make_unique<OneCycleLR>(
-             o, OneCycleLROptions({0.01, 0.02}).total_steps(30).three_phase(true).anneal_strategy(AnnealStrategy::Linear));
+             o,
+             OneCycleLROptions({0.01, 0.02}).total_steps(30).three_phase(true).anneal_strategy(AnnealStrategy::Linear));
        }},
       {spec("AdamW", "amsgrad_wd"), "MultiStepLR",
-       [](Optimizer& o) { return std::make_unique<MultiStepLR>(o, std::vector<int64_t>{2, 5, 5, 9}, 0.5); }},
+       [](Optimizer& o) {
+         return std::make_unique<MultiStepLR>(o, std::vector<int64_t>{2, 5, 5, 9}, 0.5);
+       }},
       {spec("AdamW", "plain"), "LinearLR", [](Optimizer& o) { return std::make_unique<LinearLR>(o, 0.2, 1.0, 8); }},
       {spec("RMSprop", "centered_momentum_wd"), "OneCycleLR",
        [](Optimizer& o) { return std::make_unique<OneCycleLR>(o, OneCycleLROptions(0.02).total_steps(25)); }},
@@ -408,7 +427,8 @@ TEST(OptimResume, StateDictThroughSafetensorsGivesBitIdenticalSteps) {
       std::vector<std::vector<Tensor>> grads(2 * n);
       std::vector<double> metrics;
       for (int s = 0; s < 2 * n; ++s) {
-        for (const Tensor& p : initial) grads[s].push_back(gen.next_below(6) ? randn(p.sizes(), dtype, &gen) : Tensor());
+        for (const Tensor& p : initial)
+          grads[s].push_back(gen.next_below(6) ? randn(p.sizes(), dtype, &gen) : Tensor());
         metrics.push_back(gen.next_below(3) == 0 ? 1.0 - 0.01 * s : 2.0);
       }
 

@@ -74,27 +74,32 @@ std::vector<Config> random_configs(const std::string& kind, Generator& g, int gr
     if (kind == "StepLR") {
       const int64_t step_size = rnd(g, 1, 15);
       const double gamma = uniform(g, 0.1, 0.99);
-      out.push_back({kind, {{"step_size", step_size}, {"gamma", gamma}},
-                     [=](Optimizer& o) { return std::make_unique<StepLR>(o, step_size, gamma); }});
+      out.push_back({kind, {{"step_size", step_size}, {"gamma", gamma}}, [=](Optimizer& o) {
+                       return std::make_unique<StepLR>(o, step_size, gamma);
+                     }});
     } else if (kind == "MultiStepLR") {
       std::vector<int64_t> milestones;
       for (int64_t i = 0, n = rnd(g, 2, 6); i < n; ++i) milestones.push_back(rnd(g, 1, 99));
       milestones.push_back(milestones[0]);  // a repeated milestone multiplies by gamma twice
       const double gamma = uniform(g, 0.2, 0.9);
-      out.push_back({kind, {{"milestones", milestones}, {"gamma", gamma}},
-                     [=](Optimizer& o) { return std::make_unique<MultiStepLR>(o, milestones, gamma); }});
+      out.push_back({kind, {{"milestones", milestones}, {"gamma", gamma}}, [=](Optimizer& o) {
+                       return std::make_unique<MultiStepLR>(o, milestones, gamma);
+                     }});
     } else if (kind == "ExponentialLR") {
       const double gamma = uniform(g, 0.9, 0.999);
-      out.push_back({kind, {{"gamma", gamma}}, [=](Optimizer& o) { return std::make_unique<ExponentialLR>(o, gamma); }});
+      out.push_back(
+          {kind, {{"gamma", gamma}}, [=](Optimizer& o) { return std::make_unique<ExponentialLR>(o, gamma); }});
     } else if (kind == "CosineAnnealingLR") {
       const int64_t T_max = rnd(g, 3, 60);
       const double eta_min = g.next_below(2) ? 0.0 : uniform(g, 1e-5, 1e-3);
-      out.push_back({kind, {{"T_max", T_max}, {"eta_min", eta_min}},
-                     [=](Optimizer& o) { return std::make_unique<CosineAnnealingLR>(o, T_max, eta_min); }});
+      out.push_back({kind, {{"T_max", T_max}, {"eta_min", eta_min}}, [=](Optimizer& o) {
+                       return std::make_unique<CosineAnnealingLR>(o, T_max, eta_min);
+                     }});
     } else if (kind == "LinearLR") {
       const double start = uniform(g, 0.05, 1.0), end = uniform(g, 0.0, 1.0);
       const int64_t total_iters = rnd(g, 1, 60);
-      out.push_back({kind, {{"start_factor", start}, {"end_factor", end}, {"total_iters", total_iters}},
+      out.push_back({kind,
+                     {{"start_factor", start}, {"end_factor", end}, {"total_iters", total_iters}},
                      [=](Optimizer& o) { return std::make_unique<LinearLR>(o, start, end, total_iters); }});
     } else if (kind == "OneCycleLR") {
       std::vector<double> max_lr;

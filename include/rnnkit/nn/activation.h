@@ -38,19 +38,19 @@ class ReLUImpl : public Module {
   std::string extra_repr() const override;
   ReLUOptions options;
 };
-RNNKIT_MODULE_DEFAULT(ReLU);
+RNNKIT_MODULE(ReLU);
 
 class TanhImpl : public Module {
  public:
   Tensor forward(const Tensor& input);
 };
-RNNKIT_MODULE_DEFAULT(Tanh);
+RNNKIT_MODULE(Tanh);
 
 class SigmoidImpl : public Module {
  public:
   Tensor forward(const Tensor& input);
 };
-RNNKIT_MODULE_DEFAULT(Sigmoid);
+RNNKIT_MODULE(Sigmoid);
 
 class SoftmaxImpl : public Module {
  public:

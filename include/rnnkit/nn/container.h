@@ -51,7 +51,7 @@ Entry make_entry(const H& holder, std::enable_if_t<is_holder<H>::value, int> = 0
 }
 
 // Python-style index: negative counts from the end; throws when out of range.
-size_t wrap_index(int64_t index, size_t size, const char* container);
+size_t wrap_index(int64_t index, size_t size);
 
 }  // namespace detail
 
@@ -87,7 +87,8 @@ class SequentialImpl : public Module {
   void push_back(const std::string& name, M&& module) {
     add(name, detail::make_entry(std::forward<M>(module)));
   }
-  // Inserts before `index` (0 <= index <= size), renaming the positional children after it.
+  // Inserts before `index` (-size <= index <= size), renaming the positional children
+  // after it ("0", "1", ...: like PyTorch, insert assumes positional names).
   template <typename M>
   void insert(int64_t index, M&& module) {
     insert_entry(index, detail::make_entry(std::forward<M>(module)));

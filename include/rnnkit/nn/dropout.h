@@ -34,6 +34,6 @@ class DropoutImpl : public Module {
 
   DropoutOptions options;
 };
-RNNKIT_MODULE_DEFAULT(Dropout);
+RNNKIT_MODULE(Dropout);
 
 }  // namespace rnnkit::nn

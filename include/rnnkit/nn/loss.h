@@ -122,7 +122,7 @@ class CrossEntropyLossImpl : public Module {
   CrossEntropyLossOptions options;
   Tensor weight;  // buffer "weight" ([C] or undefined)
 };
-RNNKIT_MODULE_DEFAULT(CrossEntropyLoss);
+RNNKIT_MODULE(CrossEntropyLoss);
 
 class NLLLossImpl : public Module {
  public:
@@ -131,7 +131,7 @@ class NLLLossImpl : public Module {
   NLLLossOptions options;
   Tensor weight;  // buffer "weight"
 };
-RNNKIT_MODULE_DEFAULT(NLLLoss);
+RNNKIT_MODULE(NLLLoss);
 
 class BCEWithLogitsLossImpl : public Module {
  public:
@@ -141,7 +141,7 @@ class BCEWithLogitsLossImpl : public Module {
   Tensor weight;      // buffer "weight"
   Tensor pos_weight;  // buffer "pos_weight"
 };
-RNNKIT_MODULE_DEFAULT(BCEWithLogitsLoss);
+RNNKIT_MODULE(BCEWithLogitsLoss);
 
 class BCELossImpl : public Module {
  public:
@@ -150,7 +150,7 @@ class BCELossImpl : public Module {
   BCELossOptions options;
   Tensor weight;  // buffer "weight"
 };
-RNNKIT_MODULE_DEFAULT(BCELoss);
+RNNKIT_MODULE(BCELoss);
 
 class MSELossImpl : public Module {
  public:
@@ -158,7 +158,7 @@ class MSELossImpl : public Module {
   Tensor forward(const Tensor& input, const Tensor& target);
   MSELossOptions options;
 };
-RNNKIT_MODULE_DEFAULT(MSELoss);
+RNNKIT_MODULE(MSELoss);
 
 class L1LossImpl : public Module {
  public:
@@ -166,7 +166,7 @@ class L1LossImpl : public Module {
   Tensor forward(const Tensor& input, const Tensor& target);
   L1LossOptions options;
 };
-RNNKIT_MODULE_DEFAULT(L1Loss);
+RNNKIT_MODULE(L1Loss);
 
 class SmoothL1LossImpl : public Module {
  public:
@@ -174,6 +174,6 @@ class SmoothL1LossImpl : public Module {
   Tensor forward(const Tensor& input, const Tensor& target);
   SmoothL1LossOptions options;
 };
-RNNKIT_MODULE_DEFAULT(SmoothL1Loss);
+RNNKIT_MODULE(SmoothL1Loss);
 
 }  // namespace rnnkit::nn

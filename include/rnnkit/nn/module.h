@@ -41,7 +41,10 @@ class Module : public std::enable_shared_from_this<Module> {
     register_module_impl(name, holder.ptr());
     return holder;
   }
-  // Replaces a registered submodule (same name) and returns the new one.
+  // Replaces a registered parameter, e.g. weight tying:
+  //   decoder->weight = decoder->replace_parameter("weight", encoder->weight);
+  Tensor& replace_parameter(const std::string& name, Tensor tensor);
+  // Replaces a registered submodule (same name).
   void replace_module(const std::string& name, std::shared_ptr<Module> module);
 
   // ---- traversal ----
@@ -102,7 +105,10 @@ template <typename Impl>
 class ModuleHolder {
  public:
   using ContainedType = Impl;
-  ModuleHolder() = default;  // empty; assign before use
+  // Default-constructs the module when Impl allows it (nn::ReLU()), as libtorch does; otherwise empty.
+  ModuleHolder() {
+    if constexpr (std::is_default_constructible<Impl>::value) impl_ = std::make_shared<Impl>();
+  }
   explicit ModuleHolder(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
   template <typename First, typename... Rest,
             typename = std::enable_if_t<!std::is_same<std::decay_t<First>, ModuleHolder>::value &&
@@ -121,6 +127,10 @@ class ModuleHolder {
   const std::shared_ptr<Impl>& ptr() const { return impl_; }
   bool is_empty() const { return impl_ == nullptr; }
   explicit operator bool() const { return impl_ != nullptr; }
+  template <typename Arg>
+  decltype(auto) operator[](Arg&& arg) const {
+    return (*get())[std::forward<Arg>(arg)];
+  }
   template <typename... Args>
   decltype(auto) operator()(Args&&... args) const {
     return get()->forward(std::forward<Args>(args)...);

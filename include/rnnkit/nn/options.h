@@ -20,12 +20,3 @@
  private:                                            \
   T name##_
 
-// Like RNNKIT_MODULE(Name), but `Name()` builds a default NameImpl (libtorch's
-// behaviour for default-constructible modules: `nn::ReLU()` is a ReLU, not an
-// empty holder); `Name(nullptr)` is still the empty holder.
-#define RNNKIT_MODULE_DEFAULT(Name)                                                    \
-  class Name : public ::rnnkit::nn::ModuleHolder<Name##Impl> {                         \
-   public:                                                                             \
-    using ::rnnkit::nn::ModuleHolder<Name##Impl>::ModuleHolder;                        \
-    Name() : ::rnnkit::nn::ModuleHolder<Name##Impl>(std::make_shared<Name##Impl>()) {} \
-  }

@@ -167,12 +167,24 @@ struct OneCycleLROptions {
 
  public:
   /// lowest momentum of the cycle, one for all groups or one per group (default 0.85)
-  OneCycleLROptions& base_momentum(double v) { base_momentum_ = {v}; return *this; }
-  OneCycleLROptions& base_momentum(std::vector<double> v) { base_momentum_ = std::move(v); return *this; }
+  OneCycleLROptions& base_momentum(double v) {
+    base_momentum_ = {v};
+    return *this;
+  }
+  OneCycleLROptions& base_momentum(std::vector<double> v) {
+    base_momentum_ = std::move(v);
+    return *this;
+  }
   const std::vector<double>& base_momentum() const { return base_momentum_; }
   /// highest momentum of the cycle, one for all groups or one per group (default 0.95)
-  OneCycleLROptions& max_momentum(double v) { max_momentum_ = {v}; return *this; }
-  OneCycleLROptions& max_momentum(std::vector<double> v) { max_momentum_ = std::move(v); return *this; }
+  OneCycleLROptions& max_momentum(double v) {
+    max_momentum_ = {v};
+    return *this;
+  }
+  OneCycleLROptions& max_momentum(std::vector<double> v) {
+    max_momentum_ = std::move(v);
+    return *this;
+  }
   const std::vector<double>& max_momentum() const { return max_momentum_; }
   const std::vector<double>& max_lr() const { return max_lr_; }
 
@@ -232,8 +244,14 @@ struct ReduceLROnPlateauOptions {
 
  public:
   /// lower bound of the lr, one for all groups or one per group (default 0)
-  ReduceLROnPlateauOptions& min_lr(double v) { min_lr_ = {v}; return *this; }
-  ReduceLROnPlateauOptions& min_lr(std::vector<double> v) { min_lr_ = std::move(v); return *this; }
+  ReduceLROnPlateauOptions& min_lr(double v) {
+    min_lr_ = {v};
+    return *this;
+  }
+  ReduceLROnPlateauOptions& min_lr(std::vector<double> v) {
+    min_lr_ = std::move(v);
+    return *this;
+  }
   const std::vector<double>& min_lr() const { return min_lr_; }
 
  private:

@@ -38,9 +38,9 @@ struct RMSpropOptions : public OptimizerOptions {
 
 struct RMSpropParamState : public OptimizerParamState {
   int64_t step = 0;
-  Tensor square_avg;       // like the parameter
-  Tensor momentum_buffer;  // like the parameter; momentum > 0 only
-  Tensor grad_avg;         // like the parameter; centered only
+  Tensor square_avg;                            // like the parameter
+  Tensor momentum_buffer;                       // like the parameter; momentum > 0 only
+  Tensor grad_avg;                              // like the parameter; centered only
   bool has_momentum = false, centered = false;  // which optional buffers belong to this state
   void visit(StateVisitor& visitor) override;
 };

@@ -69,6 +69,28 @@ size_t packed_size(const RnnLayerDims& d) {
   return static_cast<size_t>(simd::packed_recurrent_size(gate_count(d.cell), d.hidden_size, d.hidden_size));
 }
 
+// Caller-packed weights (rnn_pack_weights) start with a header of
+// kPackedHeader floats naming what they hold, checked by rnn_forward.
+constexpr size_t kPackedHeader = 16;
+constexpr uint32_t kPackedMagic = 0x4b4e4e52;  // "RNNK"
+struct PackedHeader {
+  uint32_t magic, cell, hidden_size, precision;
+};
+
+// The body of caller-packed weights after checking their header against d.
+const float* packed_body(const RnnLayerDims& d, const float* packed, bool training, bool* bf16) {
+  PackedHeader h;
+  std::memcpy(&h, packed, sizeof h);
+  RNNKIT_CHECK(h.magic == kPackedMagic && h.cell == static_cast<uint32_t>(d.cell) &&
+                   h.hidden_size == static_cast<uint32_t>(d.hidden_size) && h.precision <= 1,
+               "rnn_forward: w_hh_packed was not written by rnn_pack_weights for this cell and "
+               "hidden_size (", d.hidden_size, ")");
+  *bf16 = h.precision == static_cast<uint32_t>(PackedPrecision::kBFloat16);
+  RNNKIT_CHECK(!(*bf16 && training),
+               "rnn_forward: bfloat16 packed weights are for inference only (training = true)");
+  return packed + kPackedHeader;
+}
+
 ForwardLayout forward_layout(const RnnLayerDims& d, bool training) {
   const size_t rows = static_cast<size_t>(packed_rows(d));
   const size_t H = static_cast<size_t>(d.hidden_size);
@@ -278,7 +300,8 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
       a.dims = &d;
       a.w_hh = w.w_hh;
       a.pack = w.w_hh_packed == nullptr;
-      a.packed = a.pack ? workspace + L.packed : const_cast<float*>(w.w_hh_packed);
+      a.packed = a.pack ? workspace + L.packed
+                        : const_cast<float*>(packed_body(d, w.w_hh_packed, Training, &a.bf16));
       a.gates = gates;
       a.ldg = ldg;
       a.h0 = h0;
@@ -631,21 +654,28 @@ namespace tuning {
 void set_backward_chunk_rows(int64_t rows) { g_chunk_rows_cap = rows > 0 ? rows : 0; }
 }  // namespace tuning
 
-size_t rnn_packed_weights_size(const RnnLayerDims& dims) {
+size_t rnn_packed_weights_size(const RnnLayerDims& dims, PackedPrecision precision) {
   check_rnn_dims(dims);
-  if (!small_batch_path(dims)) return 0;
-  return static_cast<size_t>(
-      simd::packed_recurrent_size(gate_count(dims.cell), dims.hidden_size, dims.hidden_size));
+  const size_t body = packed_size(dims);
+  if (body == 0) return 0;
+  return kPackedHeader + (precision == PackedPrecision::kBFloat16 ? (body + 1) / 2 : body);
 }
 
-void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed) {
-  const size_t size = rnn_packed_weights_size(dims);
+void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed,
+                      PackedPrecision precision) {
+  const size_t size = rnn_packed_weights_size(dims, precision);
   RNNKIT_CHECK(size > 0, "rnn_pack_weights: these dims do not take the small-batch path (batch ",
                dims.batch, ", proj_size ", dims.proj_size, ")");
   RNNKIT_CHECK(w_hh != nullptr && packed != nullptr, "rnn_pack_weights: w_hh and packed are required");
-  const int64_t H = dims.hidden_size;
-  simd::pack_recurrent(gate_count(dims.cell), H, H, w_hh, packed, 0,
-                       (H + simd::kPackBlock - 1) / simd::kPackBlock);
+  const int64_t H = dims.hidden_size, G = gate_count(dims.cell);
+  const PackedHeader header = {kPackedMagic, static_cast<uint32_t>(dims.cell), static_cast<uint32_t>(H),
+                               static_cast<uint32_t>(precision)};
+  std::memset(packed, 0, kPackedHeader * sizeof(float));
+  std::memcpy(packed, &header, sizeof header);
+  if (precision == PackedPrecision::kBFloat16)
+    simd::pack_recurrent_bf16(G, H, H, w_hh, reinterpret_cast<uint16_t*>(packed + kPackedHeader));
+  else
+    simd::pack_recurrent(G, H, H, w_hh, packed + kPackedHeader, 0, (H + simd::kPackBlock - 1) / simd::kPackBlock);
 }
 
 template <class T>

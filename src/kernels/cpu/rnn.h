@@ -67,6 +67,8 @@ struct RnnWeights {
   // small-batch forward then skips packing w_hh into the workspace at every call
   // (worth it when the weights do not change between calls, as in inference).
   // Read only when rnn_packed_weights_size(dims) > 0; w_hh is still required.
+  // rnn_forward throws if it was packed for another cell or size, or in bfloat16
+  // for a training forward.
   const T* w_hh_packed = nullptr;
 };
 
@@ -88,13 +90,25 @@ size_t rnn_forward_workspace_size(const RnnLayerDims& dims, bool training);
 // Elements of T that rnn_backward needs as scratch, besides the forward workspace.
 size_t rnn_backward_workspace_size(const RnnLayerDims& dims);
 
+// Precision of packed recurrent weights. kBFloat16 is an explicit, inference-only
+// option: W_hh rounded to bfloat16 (8 significant bits) halves the bytes the
+// small-batch forward reads per step, which is what bounds its speed; h, the
+// products' sums and everything else stay float32. It costs accuracy: about
+// 2^-9 relative per weight, a few 1e-3 relative on h over a sequence (see
+// docs/PERFORMANCE.md for measured figures). Without AVX2 the kernels ignore
+// packed weights and use w_hh in float32.
+enum class PackedPrecision { kFloat32, kBFloat16 };
+
 // Floats that rnn_pack_weights writes for dims: non-zero when batches of this
 // size take the small-batch forward path (batch <= 8, no projection).
-size_t rnn_packed_weights_size(const RnnLayerDims& dims);
+size_t rnn_packed_weights_size(const RnnLayerDims& dims,
+                               PackedPrecision precision = PackedPrecision::kFloat32);
 // Writes w_hh [G*H, H] re-laid out for the small-batch forward path (its layout
-// is internal; it depends only on cell, hidden_size and proj_size, not on the
-// batch, the CPU or the thread count). packed: [rnn_packed_weights_size(dims)].
-void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed);
+// is internal and tagged with the cell, sizes and precision; it depends only on
+// those, not on the batch, the CPU or the thread count).
+// packed: [rnn_packed_weights_size(dims, precision)], 64-byte aligned is best.
+void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed,
+                      PackedPrecision precision = PackedPrecision::kFloat32);
 
 // Forward pass of one direction. Threads: rnnkit::get_num_threads()
 // (rnnkit/threading.h), so a call from inside an OpenMP parallel region runs on

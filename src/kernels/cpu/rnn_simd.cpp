@@ -97,4 +97,25 @@ void pack_recurrent(int64_t G, int64_t H, int64_t K, const float* w_hh, float* p
   }
 }
 
+void pack_recurrent_bf16(int64_t G, int64_t H, int64_t K, const float* w_hh, uint16_t* packed) {
+  const int64_t blocks = (H + kPackBlock - 1) / kPackBlock;
+  for (int64_t jb = 0; jb < blocks; ++jb) {
+    uint16_t* dst = packed + jb * K * G * kPackBlock;
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t u = 0; u < kPackBlock; ++u) {
+        const int64_t unit = jb * kPackBlock + u;
+        uint16_t* col = dst + g * kPackBlock + u;
+        const float* row = unit < H ? w_hh + (g * H + unit) * K : nullptr;
+        for (int64_t k = 0; k < K; ++k) {
+          uint32_t bits = 0;
+          if (row != nullptr) std::memcpy(&bits, row + k, sizeof bits);
+          // Round to nearest even; a NaN stays a (quiet) NaN.
+          const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
+          const uint32_t rounded = nan ? (bits | 0x00400000u) : bits + 0x7fffu + ((bits >> 16) & 1u);
+          col[k * G * kPackBlock] = static_cast<uint16_t>(rounded >> 16);
+        }
+      }
+  }
+}
+
 }  // namespace rnnkit::kernels::cpu::simd

@@ -48,6 +48,9 @@ int64_t packed_recurrent_size(int64_t G, int64_t H, int64_t K);
 // Packs blocks [block_begin, block_end) of w_hh into packed (same layout).
 void pack_recurrent(int64_t G, int64_t H, int64_t K, const float* w_hh, float* packed,
                     int64_t block_begin, int64_t block_end);
+// The same layout in bfloat16 (round to nearest even), for all blocks: packed
+// holds packed_recurrent_size(G, H, K) 16-bit values.
+void pack_recurrent_bf16(int64_t G, int64_t H, int64_t K, const float* w_hh, uint16_t* packed);
 
 // Arguments of the small-batch forward: everything of rnn_forward's time loop
 // after the input projection (see rnn.cpp, forward_impl).
@@ -56,6 +59,7 @@ struct SmallBatchForward {
   const float* w_hh = nullptr;         // [G*H, H], packed by the threads when pack
   float* packed = nullptr;             // packed W_hh: written when pack, else read
   bool pack = true;
+  bool bf16 = false;                   // packed holds bfloat16 (then pack is false)
   float* gates = nullptr;              // [rows, S*H] input projection + biases
   int64_t ldg = 0;                     // row stride of gates (S*H, or ldy when gates is y)
   const float* h0 = nullptr;           // [N, H] or null

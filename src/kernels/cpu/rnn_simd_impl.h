@@ -191,8 +191,11 @@ constexpr int k_splits(int G, int NB) {
 // For NB rows b: gates_b[g*H + u] += sum_k W_hh[g*H + j0 + u, k] * h_b[k] for the
 // cnt units u of one block (j0 is folded into g_rows); wp is the block's packed
 // weights [K][G][16].
-template <int G, int NB>
-inline void recurrent_block(const float* wp, int64_t K, int64_t H, const float* const* h,
+inline reg load_weights(const float* p) { return Vec::load(p); }
+inline reg load_weights(const uint16_t* p) { return Vec::load_bf16(p); }
+
+template <int G, int NB, class W>
+inline void recurrent_block(const W* wp, int64_t K, int64_t H, const float* const* h,
                             float* const* g_rows, int64_t cnt) {
   constexpr int KS = k_splits(G, NB);
   reg acc[KS][NB][G][kSub];
@@ -206,21 +209,21 @@ inline void recurrent_block(const float* wp, int64_t K, int64_t H, const float* 
   int64_t k = 0;
   for (; k + KS <= K; k += KS) {
     for (int q = 0; q < KS; ++q) {
-      const float* w = wp + (k + q) * G * kPackBlock;
+      const W* w = wp + (k + q) * G * kPackBlock;
       reg hb[NB];
       for (int b = 0; b < NB; ++b) hb[b] = Vec::broadcast(h[b] + k + q);
       for (int g = 0; g < G; ++g)
         for (int s = 0; s < kSub; ++s) {
-          const reg wv = Vec::load(w + g * kPackBlock + s * Vec::kLanes);
+          const reg wv = load_weights(w + g * kPackBlock + s * Vec::kLanes);
           for (int b = 0; b < NB; ++b) acc[q][b][g][s] = Vec::fmadd(wv, hb[b], acc[q][b][g][s]);
         }
     }
   }
   for (; k < K; ++k) {
-    const float* w = wp + k * G * kPackBlock;
+    const W* w = wp + k * G * kPackBlock;
     for (int g = 0; g < G; ++g)
       for (int s = 0; s < kSub; ++s) {
-        const reg wv = Vec::load(w + g * kPackBlock + s * Vec::kLanes);
+        const reg wv = load_weights(w + g * kPackBlock + s * Vec::kLanes);
         for (int b = 0; b < NB; ++b)
           acc[0][b][g][s] = Vec::fmadd(wv, Vec::broadcast(h[b] + k), acc[0][b][g][s]);
       }
@@ -236,8 +239,8 @@ inline void recurrent_block(const float* wp, int64_t K, int64_t H, const float* 
 }
 
 // The last rows < batch_per_pass(G): the widest pass that fits them.
-template <int G, int NB>
-inline void recurrent_block_tail(const float* wp, int64_t K, int64_t H, const float* const* h,
+template <int G, int NB, class W>
+inline void recurrent_block_tail(const W* wp, int64_t K, int64_t H, const float* const* h,
                                  float* const* g_rows, int64_t rows, int64_t cnt) {
   if constexpr (NB > 1) {
     if (rows < NB) {
@@ -248,8 +251,8 @@ inline void recurrent_block_tail(const float* wp, int64_t K, int64_t H, const fl
   recurrent_block<G, NB>(wp, K, H, h, g_rows, cnt);
 }
 
-template <int G>
-inline void recurrent_block_rows(const float* wp, int64_t K, int64_t H, const float* const* h,
+template <int G, class W>
+inline void recurrent_block_rows(const W* wp, int64_t K, int64_t H, const float* const* h,
                                  float* const* g_rows, int64_t rows, int64_t cnt) {
   constexpr int NB = batch_per_pass(G);
   int64_t b = 0;
@@ -264,7 +267,7 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
   const int64_t H = d.hidden_size, K = d.hidden_size;
   const int64_t rows = packed_rows(d);
   const int64_t blocks = (H + kPackBlock - 1) / kPackBlock;
-  const int64_t block_floats = K * G * kPackBlock;
+  const int64_t block_elems = K * G * kPackBlock;
   const bool lstm = d.cell == CellType::LSTM;
   const int nthreads = static_cast<int>(
       std::max<int64_t>(1, std::min<int64_t>({a.num_threads, blocks, detail::StepBarrier::kMaxThreads})));
@@ -306,7 +309,11 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
         const int64_t cnt = std::min<int64_t>(kPackBlock, H - j);
         float* g_at[kSmallBatchMax];
         for (int64_t b = 0; b < s.n; ++b) g_at[b] = g_rows[b] + j;
-        recurrent_block_rows<G>(a.packed + jb * block_floats, K, H, h_rows, g_at, s.n, cnt);
+        if (a.bf16)
+          recurrent_block_rows<G>(reinterpret_cast<const uint16_t*>(a.packed) + jb * block_elems, K,
+                                  H, h_rows, g_at, s.n, cnt);
+        else
+          recurrent_block_rows<G>(a.packed + jb * block_elems, K, H, h_rows, g_at, s.n, cnt);
         for (int64_t b = 0; b < s.n; ++b)
           pointwise(cnt, H, g_at[b], h_rows[b] + j, lstm ? c_prev_rows[b] + j : nullptr,
                     lstm ? c_rows[b] + j : nullptr, a.y + (s.off + b) * a.ldy + j, a.training);

@@ -23,6 +23,10 @@ struct VecAvx2 {
   static reg load_n(const float* p, int64_t n) { return _mm256_maskload_ps(p, first(n)); }
   static void store_n(float* p, reg v, int64_t n) { _mm256_maskstore_ps(p, first(n), v); }
   static reg broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static reg load_bf16(const uint16_t* p) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
   static reg set1(float v) { return _mm256_set1_ps(v); }
   static reg zero() { return _mm256_setzero_ps(); }
 
@@ -30,6 +34,13 @@ struct VecAvx2 {
   static reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }
   static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
   static reg div(reg a, reg b) { return _mm256_div_ps(a, b); }
+  // 12-bit estimate + two Newton steps: ~2^-28 for b in [1, 2].
+  static reg recip_1_2(reg b) {
+    const reg one = _mm256_set1_ps(1.0f);
+    reg r = _mm256_rcp_ps(b);
+    r = _mm256_fmadd_ps(r, _mm256_fnmadd_ps(b, r, one), r);
+    return _mm256_fmadd_ps(r, _mm256_fnmadd_ps(b, r, one), r);
+  }
   static reg fmadd(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
   static reg fnmadd(reg a, reg b, reg c) { return _mm256_fnmadd_ps(a, b, c); }
   static reg min(reg a, reg b) { return _mm256_min_ps(a, b); }

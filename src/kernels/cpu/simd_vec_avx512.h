@@ -7,8 +7,10 @@
 // kernels (simd_math.h, rnn_simd_impl.h) are written once:
 //   reg, mask (a per-lane condition), kLanes, kRegisters
 //   load/store (unaligned), load_n/store_n (first n lanes, 0 < n < kLanes; the
-//   others load as 0 and are not written), broadcast (*p to every lane), set1
-//   add sub mul div fmadd(a,b,c)=a*b+c fnmadd(a,b,c)=c-a*b min max abs
+//   others load as 0 and are not written), broadcast (*p to every lane), set1,
+//   load_bf16 (kLanes bfloat16 widened to float)
+//   add sub mul div fmadd(a,b,c)=a*b+c fnmadd(a,b,c)=c-a*b min max abs,
+//   recip_1_2(b) = 1/b to ~2^-28 for b in [1, 2] (NaN stays NaN)
 //   lt(a,b) le gt, select(m, a, b) = m ? a : b, or_sign(mag, sign_source)
 //   round (to nearest even), scale2(x, n) = x * 2^n for integral float n in
 //   [-252, 254], including results that underflow to subnormals
@@ -30,6 +32,11 @@ struct VecAvx512 {
   static reg load_n(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(first(n), p); }
   static void store_n(float* p, reg v, int64_t n) { _mm512_mask_storeu_ps(p, first(n), v); }
   static reg broadcast(const float* p) { return _mm512_set1_ps(*p); }
+  // 16 bfloat16 values widened to float (exact: a shift into the high half).
+  static reg load_bf16(const uint16_t* p) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
   static reg set1(float v) { return _mm512_set1_ps(v); }
   static reg zero() { return _mm512_setzero_ps(); }
 
@@ -37,6 +44,11 @@ struct VecAvx512 {
   static reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
   static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
   static reg div(reg a, reg b) { return _mm512_div_ps(a, b); }
+  // 1/b to about 2^-28 for b in [1, 2] (or NaN): 14-bit estimate + one Newton step.
+  static reg recip_1_2(reg b) {
+    const reg r = _mm512_rcp14_ps(b);
+    return _mm512_fmadd_ps(r, _mm512_fnmadd_ps(b, r, _mm512_set1_ps(1.0f)), r);
+  }
   static reg fmadd(reg a, reg b, reg c) { return _mm512_fmadd_ps(a, b, c); }
   static reg fnmadd(reg a, reg b, reg c) { return _mm512_fnmadd_ps(a, b, c); }
   // min/max return the second operand when either is NaN: callers put the value
