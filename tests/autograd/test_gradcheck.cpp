@@ -18,6 +18,9 @@ struct GradCase {
   double low = -1.0, high = 1.0;  // input range
 };
 
+// Names the case in test listings instead of dumping its bytes.
+void PrintTo(const GradCase& c, std::ostream* os) { *os << c.name; }
+
 class GradcheckOps : public ::testing::TestWithParam<GradCase> {};
 
 TEST_P(GradcheckOps, MatchesFiniteDifferences) {
