@@ -10,6 +10,9 @@ PACKAGES=(
   libgtest-dev googletest
   nlohmann-json3-dev
   python3 python3-torch python3-numpy python3-pip
+  # PyTorch's BLAS: without it Debian's torch falls back to the reference BLAS,
+  # and benchmarks would compare against PyTorch at its worst, not its best.
+  libopenblas0-pthread
 )
 
 missing=()

@@ -11,6 +11,7 @@
 #include "rnnkit/nn/functional.h"
 #include "rnnkit/nn/container.h"
 #include "rnnkit/nn/init.h"
+#include "rnnkit/nn/rnn.h"
 #include "rnnkit/state_dict.h"
 #include "rnnkit/io/safetensors.h"
 #include "rnnkit/io/checkpoint.h"
