@@ -3,12 +3,28 @@
 #include <dnnl.h>
 #include <omp.h>
 
+#include <dnnl.hpp>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
 #include <vector>
 
 #include "rnnkit/error.h"
 #include "rnnkit/threading.h"
 
 namespace rnnkit::kernels::cpu {
+
+namespace {
+
+// oneDNN's OpenMP build takes its team size from the calling thread's OpenMP
+// default: make it rnnkit's (inside a parallel region it runs on one thread).
+void use_rnnkit_threads() {
+  const int nthreads = rnnkit::get_num_threads();
+  if (!omp_in_parallel() && omp_get_max_threads() != nthreads) omp_set_num_threads(nthreads);
+}
+
+}  // namespace
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
           const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
@@ -19,10 +35,7 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
     return;
   }
-  // oneDNN's OpenMP build takes its team size from the calling thread's OpenMP
-  // default: make it rnnkit's (inside a parallel region it runs on one thread).
-  const int nthreads = rnnkit::get_num_threads();
-  if (!omp_in_parallel() && omp_get_max_threads() != nthreads) omp_set_num_threads(nthreads);
+  use_rnnkit_threads();
   dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda,
                                 B, ldb, beta, C, ldc);
   RNNKIT_CHECK(st == dnnl_success, "gemm: oneDNN sgemm failed with status ", int(st), " (M=", M,
@@ -50,6 +63,102 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double al
     double* c = C + i * ldc;
     for (int64_t j = 0; j < N; ++j) c[j] = alpha * acc[j] + (beta == 0.0 ? 0.0 : beta * c[j]);
   }
+}
+
+}  // namespace rnnkit::kernels::cpu
+
+namespace rnnkit::kernels::cpu {
+
+namespace {
+
+using dnnl::memory;
+
+const dnnl::engine& cpu_engine() {
+  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// C[M, N] += A[M, K] B with B [K, N] = W^T; A and C with the given row strides,
+// B in the primitive's choice of layout.
+struct MatmulEntry {
+  dnnl::matmul primitive;
+  memory::desc a, weights, c;
+};
+
+// Returns null when oneDNN cannot make the primitive.
+const MatmulEntry* matmul_entry(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldc) {
+  static std::mutex mutex;
+  static std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int>,
+                  std::unique_ptr<MatmulEntry>>
+      cache;
+  // oneDNN sizes its work split when it creates the primitive: one per thread count.
+  const int nthreads = rnnkit::get_num_threads();
+  std::lock_guard<std::mutex> lock(mutex);
+  auto& slot = cache[{M, N, K, lda, ldc, nthreads}];
+  if (slot == nullptr) {
+    auto entry = std::make_unique<MatmulEntry>();
+    use_rnnkit_threads();
+    try {
+      entry->a = memory::desc({M, K}, memory::data_type::f32, memory::dims{lda, 1});
+      entry->c = memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
+      const memory::desc any({K, N}, memory::data_type::f32, memory::format_tag::any);
+      dnnl::post_ops sum;
+      sum.append_sum(1.0f);
+      dnnl::primitive_attr attr;
+      attr.set_post_ops(sum);
+      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(entry->a, any, entry->c), attr,
+                                            cpu_engine());
+      entry->weights = pd.weights_desc();
+      entry->primitive = dnnl::matmul(pd);
+    } catch (const dnnl::error&) {
+      entry.reset();
+    }
+    if (entry == nullptr) return nullptr;  // not cached: rare, and cheap to retry
+    slot = std::move(entry);
+  }
+  return slot.get();
+}
+
+}  // namespace
+
+int64_t packed_gemm_size(int64_t M, int64_t N, int64_t K) {
+  if (M <= 0 || N <= 0 || K <= 0) return 0;
+  const MatmulEntry* e = matmul_entry(M, N, K, K, N);
+  if (e == nullptr) return 0;
+  return static_cast<int64_t>((e->weights.get_size() + sizeof(float) - 1) / sizeof(float));
+}
+
+bool packed_gemm_pack(int64_t M, int64_t N, int64_t K, const float* W, int64_t ldw, float* packed,
+                      int64_t capacity) {
+  const MatmulEntry* e = matmul_entry(M, N, K, K, N);
+  if (e == nullptr || e->weights.get_size() > static_cast<size_t>(capacity) * sizeof(float)) return false;
+  use_rnnkit_threads();
+  // W [N, K] row-major is B = W^T [K, N] with strides (1, ldw).
+  const memory::desc user({K, N}, memory::data_type::f32, memory::dims{1, ldw});
+  memory from(user, cpu_engine(), const_cast<float*>(W));
+  memory to(e->weights, cpu_engine(), packed);
+  dnnl::stream stream(cpu_engine());
+  dnnl::reorder(from, to).execute(stream, from, to);
+  stream.wait();
+  return true;
+}
+
+void packed_gemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                    const float* packed, const float* W, int64_t ldw, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  const MatmulEntry* dense = matmul_entry(M, N, K, K, N);
+  const MatmulEntry* e = matmul_entry(M, N, K, lda, ldc);
+  if (dense == nullptr || e == nullptr || e->weights != dense->weights) {
+    gemm(false, true, M, N, K, 1.0f, A, lda, W, ldw, 1.0f, C, ldc);
+    return;
+  }
+  use_rnnkit_threads();
+  memory a(e->a, cpu_engine(), const_cast<float*>(A));
+  memory w(e->weights, cpu_engine(), const_cast<float*>(packed));
+  memory c(e->c, cpu_engine(), C);
+  dnnl::stream stream(cpu_engine());
+  e->primitive.execute(stream, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, c}});
+  stream.wait();
 }
 
 }  // namespace rnnkit::kernels::cpu

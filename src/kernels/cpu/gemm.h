@@ -18,4 +18,24 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double al
           const double* A, int64_t lda, const double* B, int64_t ldb, double beta, double* C,
           int64_t ldc);
 
+// Many products with the same weights (one per time step): C[M, N] += A[M, K] W^T,
+// W [N, K] row-major, through oneDNN's matmul primitive with W reordered once into
+// the primitive's own blocked layout instead of being re-packed by every sgemm
+// call. Primitives are created on first use and cached per shape, strides and
+// thread count.
+//
+// Floats that packed_gemm_pack writes for these sizes; 0 when this oneDNN has no
+// such primitive (callers then use gemm).
+int64_t packed_gemm_size(int64_t M, int64_t N, int64_t K);
+// Reorders W [N, K] (row stride ldw) into packed, which holds capacity floats.
+// Returns false, writing nothing, when the layout needs more (the thread count
+// changed since packed_gemm_size) or no primitive exists.
+bool packed_gemm_pack(int64_t M, int64_t N, int64_t K, const float* W, int64_t ldw, float* packed,
+                      int64_t capacity);
+// C[M, N] (row stride ldc) += A[M, K] (row stride lda) W^T, W as packed for (M, N,
+// K). Falls back to gemm with W (row stride ldw) if no primitive takes these
+// strides with that packing.
+void packed_gemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                    const float* packed, const float* W, int64_t ldw, float* C, int64_t ldc);
+
 }  // namespace rnnkit::kernels::cpu

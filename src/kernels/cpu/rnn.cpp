@@ -47,12 +47,15 @@ int gate_stride(CellType cell) { return cell == CellType::GRU ? GruCell::kGateSt
 //   c     LSTM: training [rows, H] c_t of every packed row; inference [N, H] running c
 //   m     proj_size > 0: training [rows, H] o*tanh(c) of every packed row (the input
 //                      of the projection, kept for dW_hr); inference [N, H] one step's
+//   bias  [S*H]        the cell's bias row (rnn_pointwise.h, fill_bias_row)
 //   zeros [max(H, Hout)] a zero row standing in for a null h0/c0 row
-//   packed small-batch path only: W_hh packed for it (rnn_pack_weights), unless
-//                      the caller passes packed weights. Forward-only: the backward
-//                      keeps its dgates there (see backward_layout).
+//   packed             W_hh packed: for the small-batch path (rnn_pack_weights'
+//                      layout; unused when the caller passes packed weights) or for
+//                      the generic path's per-step products (packed_gemm_nt).
+//                      Forward-only: the backward keeps its dgates there (see
+//                      backward_layout).
 struct ForwardLayout {
-  size_t gates = 0, c = 0, m = 0, zeros = 0, packed = 0, total = 0;
+  size_t gates = 0, c = 0, m = 0, bias = 0, zeros = 0, packed = 0, total = 0;
 };
 
 // Batches this small take the persistent small-batch forward (float, when the CPU
@@ -64,9 +67,19 @@ bool small_batch_path(const RnnLayerDims& d) {
 // The Elman cells keep their pre- and post-activations in y itself.
 bool gates_in_output(const RnnLayerDims& d) { return gate_count(d.cell) == 1; }
 
-size_t packed_size(const RnnLayerDims& d) {
+// Floats of W_hh packed for the small-batch path (0 off it).
+size_t small_packed_size(const RnnLayerDims& d) {
   if (!small_batch_path(d)) return 0;
   return static_cast<size_t>(simd::packed_recurrent_size(gate_count(d.cell), d.hidden_size, d.hidden_size));
+}
+
+// The forward-only area of the workspace: W_hh packed for the small-batch path,
+// or for the generic path's per-step products (packed_gemm_nt, float; sized by
+// oneDNN). The backward keeps dgates there.
+size_t recurrent_scratch_size(const RnnLayerDims& d) {
+  if (small_batch_path(d)) return small_packed_size(d);
+  return static_cast<size_t>(
+      packed_gemm_size(d.batch, gate_count(d.cell) * d.hidden_size, hidden_out_size(d)));
 }
 
 // Caller-packed weights (rnn_pack_weights) start with a header of
@@ -104,10 +117,12 @@ ForwardLayout forward_layout(const RnnLayerDims& d, bool training) {
   if (d.cell == CellType::LSTM) at = align_up(at + state_rows * H);
   L.m = at;
   if (d.proj_size > 0) at = align_up(at + state_rows * H);
+  L.bias = at;
+  at = align_up(at + static_cast<size_t>(gate_stride(d.cell)) * H);
   L.zeros = at;
   at = align_up(at + std::max(H, static_cast<size_t>(hidden_out_size(d))));
   L.packed = at;
-  at = align_up(at + packed_size(d));
+  at = align_up(at + recurrent_scratch_size(d));
   L.total = at;
   return L;
 }
@@ -141,14 +156,15 @@ struct Pointwise {
     if constexpr (std::is_same_v<T, float>) k = simd::active_kernels();
   }
   template <bool Training>
-  void forward(int64_t n, int64_t H, T* gates, const T* h_prev, const T* c_prev, T* c, T* h) const {
+  void forward(int64_t n, int64_t H, T* gates, const T* bias, const T* h_prev, const T* c_prev,
+               T* c, T* h) const {
     if constexpr (std::is_same_v<T, float>) {
       if (k != nullptr) {
-        k->forward[static_cast<int>(cell)](n, H, gates, h_prev, c_prev, c, h, Training);
+        k->forward[static_cast<int>(cell)](n, H, gates, bias, h_prev, c_prev, c, h, Training);
         return;
       }
     }
-    Cell::template forward_row<Training>(n, H, gates, h_prev, c_prev, c, h);
+    Cell::template forward_row<Training>(n, H, gates, bias, h_prev, c_prev, c, h);
   }
   void backward(int64_t n, int64_t H, const T* gates, const T* h_prev, const T* c_prev, const T* c,
                 const T* dh_a, const T* dh_b, T* dh_direct, T* dc, T* dgates) const {
@@ -168,20 +184,26 @@ struct Pointwise {
 // through the whole-chunk products (dW_ih, dx, dW_hh, biases). A chunk is at
 // least kMinChunkRows rows deep (so that those products stay efficient and the
 // extra passes over dW stay a few percent) and its dgates take about
-// kChunkElements; on the small-batch path the chunk instead fills the forward
-// workspace's packed-weights area, which the backward does not otherwise need.
+// kChunkElements; when the forward workspace's packed-weights area (which the
+// backward does not otherwise need) holds a step, the chunk fills that instead.
 constexpr int64_t kMinChunkRows = 512;
 constexpr int64_t kChunkElements = 1 << 20;  // 4 MB of float
 
 int64_t g_chunk_rows_cap = 0;  // tuning::set_backward_chunk_rows
+
+// Whether the forward's packed-weights area holds the dgates of a whole step.
+bool dgates_in_forward_workspace(const RnnLayerDims& d) {
+  return static_cast<int64_t>(recurrent_scratch_size(d)) >=
+         d.batch * gate_stride(d.cell) * d.hidden_size;
+}
 
 // Rows of dgates held at once.
 int64_t chunk_rows(const RnnLayerDims& d) {
   const int64_t rows = packed_rows(d);
   const int64_t row_elems = gate_stride(d.cell) * d.hidden_size;
   int64_t budget;
-  if (small_batch_path(d))
-    budget = static_cast<int64_t>(packed_size(d)) / row_elems;
+  if (dgates_in_forward_workspace(d))
+    budget = static_cast<int64_t>(recurrent_scratch_size(d)) / row_elems;
   else
     budget = std::max(kMinChunkRows, kChunkElements / row_elems);
   if (g_chunk_rows_cap > 0) budget = std::min(budget, g_chunk_rows_cap);
@@ -213,7 +235,7 @@ BackwardLayout backward_layout(const RnnLayerDims& d) {
   const size_t P = static_cast<size_t>(d.proj_size);
   BackwardLayout L;
   L.chunk = chunk_rows(d);
-  L.dgates_in_forward_workspace = small_batch_path(d);
+  L.dgates_in_forward_workspace = dgates_in_forward_workspace(d);
   const size_t C = static_cast<size_t>(L.chunk);
   size_t at = 0;
   L.dgates = at;
@@ -279,18 +301,19 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
   set_row(std::max(H, Hout), T(0), zeros);
 
   const int nthreads = rnnkit::get_num_threads();
-  const T* b_ih = d.has_bias ? w.b_ih : nullptr;
-  const T* b_hh = d.has_bias ? w.b_hh : nullptr;
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (rows * H >= kParallelMinElements)
-  for (int64_t r = 0; r < rows; ++r) Cell::fill_bias_row(H, gates + r * ldg, b_ih, b_hh);
+  T* bias = workspace + L.bias;  // [S], added by the pointwise passes
+  Cell::fill_bias_row(H, bias, d.has_bias ? w.b_ih : nullptr, d.has_bias ? w.b_hh : nullptr);
 
-  // Input projection of every step: gates += x W_ih^T. The GRU's n-part goes to
-  // columns [3H, 4H) so that the recurrent GEMM's n-part lands apart in [2H, 3H).
+  // Input projection of every step: gates = x W_ih^T. The GRU's n-part goes to
+  // columns [3H, 4H) so that the recurrent GEMM's n-part (which starts at 0)
+  // lands apart in [2H, 3H).
   if constexpr (Cell::kGateStride == Cell::kGates) {
-    gemm(false, true, rows, GH, I, T(1), x, ldx, w.w_ih, I, T(1), gates, ldg);
+    gemm(false, true, rows, GH, I, T(1), x, ldx, w.w_ih, I, T(0), gates, ldg);
   } else {
-    gemm(false, true, rows, 2 * H, I, T(1), x, ldx, w.w_ih, I, T(1), gates, ldg);
-    gemm(false, true, rows, H, I, T(1), x, ldx, w.w_ih + 2 * H * I, I, T(1), gates + 3 * H, ldg);
+    gemm(false, true, rows, 2 * H, I, T(1), x, ldx, w.w_ih, I, T(0), gates, ldg);
+    gemm(false, true, rows, H, I, T(1), x, ldx, w.w_ih + 2 * H * I, I, T(0), gates + 3 * H, ldg);
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (rows * H >= kParallelMinElements)
+    for (int64_t r = 0; r < rows; ++r) set_row(H, T(0), gates + r * ldg + 2 * H);
   }
 
   if constexpr (std::is_same_v<T, float>) {
@@ -304,6 +327,7 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
                         : const_cast<float*>(packed_body(d, w.w_hh_packed, Training, &a.bf16));
       a.gates = gates;
       a.ldg = ldg;
+      a.bias = bias;
       a.h0 = h0;
       a.c0 = c0;
       a.y = y;
@@ -319,13 +343,27 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
     }
   }
 
+  // Steps with the whole batch continuing take W_hh packed once for all of them.
+  bool packed_steps = false;
+  if constexpr (std::is_same_v<T, float>)
+    packed_steps = L.total > L.packed &&
+                   packed_gemm_pack(d.batch, GH, Hout, w.w_hh, Hout, workspace + L.packed,
+                                    static_cast<int64_t>(L.total - L.packed));
+
   const Pointwise<T, Cell> pointwise(d.cell);
   for_each_step(d, rows, true, [&](const Step& s) {
     T* g = gates + s.off * ldg;  // [n, S], row stride ldg
     const T* y_prev = s.n_cont > 0 ? y + s.off_prev * ldy : y;  // [n_cont, Hout]
     // Recurrent term: gates[:, 0:GH] += h_prev W_hh^T, h_prev being the previous
     // step's y rows and, for rows starting here, h0 (nothing to add when null).
-    gemm(false, true, s.n_cont, GH, Hout, T(1), y_prev, ldy, w.w_hh, Hout, T(1), g, ldg);
+    if constexpr (std::is_same_v<T, float>) {
+      if (packed_steps && s.n_cont == d.batch)
+        packed_gemm_nt(s.n_cont, GH, Hout, y_prev, ldy, workspace + L.packed, w.w_hh, Hout, g, ldg);
+      else
+        gemm(false, true, s.n_cont, GH, Hout, T(1), y_prev, ldy, w.w_hh, Hout, T(1), g, ldg);
+    } else {
+      gemm(false, true, s.n_cont, GH, Hout, T(1), y_prev, ldy, w.w_hh, Hout, T(1), g, ldg);
+    }
     if (h0 != nullptr && s.n > s.n_cont)
       gemm(false, true, s.n - s.n_cont, GH, Hout, T(1), h0 + s.n_cont * Hout, Hout, w.w_hh, Hout,
            T(1), g + s.n_cont * ldg, ldg);
@@ -349,7 +387,7 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
         cp = cont ? c_prev + b * H : (c0 != nullptr ? c0 + b * H : zeros);
         cc = c_cur + b * H;
       }
-      pointwise.template forward<Training>(j1 - j0, H, g + b * ldg + j0, hp + j0,
+      pointwise.template forward<Training>(j1 - j0, H, g + b * ldg + j0, bias + j0, hp + j0,
                                            cp != nullptr ? cp + j0 : nullptr,
                                            cc != nullptr ? cc + j0 : nullptr,
                                            h_out + b * ld_h_out + j0);
@@ -656,7 +694,7 @@ void set_backward_chunk_rows(int64_t rows) { g_chunk_rows_cap = rows > 0 ? rows 
 
 size_t rnn_packed_weights_size(const RnnLayerDims& dims, PackedPrecision precision) {
   check_rnn_dims(dims);
-  const size_t body = packed_size(dims);
+  const size_t body = small_packed_size(dims);
   if (body == 0) return 0;
   return kPackedHeader + (precision == PackedPrecision::kBFloat16 ? (body + 1) / 2 : body);
 }

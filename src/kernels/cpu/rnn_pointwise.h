@@ -9,19 +9,20 @@
 //   kHasCell      keeps a cell state c (LSTM)
 //   kDirectHiddenGrad  dh_{t-1} has a pointwise term besides dgates x W_hh (GRU)
 //   fill_bias_row(H, row, b_ih, b_hh)        row: [kGateStride*H] written
-//   forward_row<Training>(n, H, gates, h_prev, c_prev, c, h)
+//   forward_row<Training>(n, H, gates, bias, h_prev, c_prev, c, h)
 //   backward_row(n, H, gates, h_prev, c_prev, c, dh_a, dh_b, dh_direct, dc, dgates)
 // The row functions cover units [0, n) of a row, n <= H: gates points at unit 0
 // of the first gate block and the gate blocks are H apart; the other pointers
 // point at unit 0 of theirs. Callers split a row into column slices this way.
 // rnn_simd.h has the same passes vectorised for float.
 //
-// Saved-gates row (one per packed row; it first holds the pre-activations, then,
-// when training, the post-activations that backward reads):
-//   Elman [H]:  pre = W_ih x + b_ih + W_hh h + b_hh      -> h itself
+// Saved-gates row (one per packed row; it first holds the pre-activations without
+// the biases, which forward_row adds from the bias row that fill_bias_row made,
+// then, when training, the post-activations that backward reads):
+//   Elman [H]:  pre = W_ih x + W_hh h (+ b_ih + b_hh)    -> h itself
 //   LSTM [4H]:  pre (i, f, g, o)                         -> i, f, g, o
-//   GRU  [4H]:  (r_pre, z_pre, hn, xn) with hn = W_hn h + b_hn and
-//               xn = W_in x + b_in                       -> r, z, hn, n
+//   GRU  [4H]:  (r_pre, z_pre, hn, xn) with hn = W_hn h (+ b_hn) and
+//               xn = W_in x (+ b_in)                     -> r, z, hn + b_hn, n
 // The GRU keeps hn apart because r multiplies it, and keeps it after the step
 // because backward needs it: dr = dn_pre * hn.
 //
@@ -72,9 +73,10 @@ struct ElmanCell {
   }
 
   template <bool Training, class T>
-  static void forward_row(int64_t n, int64_t H, T* gates, const T*, const T*, T*, T* h) {
+  static void forward_row(int64_t n, int64_t H, T* gates, const T* bias, const T*, const T*, T*,
+                          T* h) {
     for (int64_t j = 0; j < n; ++j) {
-      const T pre = gates[j];
+      const T pre = gates[j] + bias[j];
       // Relu keeps a NaN as NaN, as PyTorch does.
       const T v = Relu ? (pre < T(0) ? T(0) : pre) : std::tanh(pre);
       h[j] = v;
@@ -105,16 +107,17 @@ struct LstmCell {
   }
 
   template <bool Training, class T>
-  static void forward_row(int64_t n, int64_t H, T* gates, const T*, const T* c_prev, T* c, T* h) {
+  static void forward_row(int64_t n, int64_t H, T* gates, const T* bias, const T*,
+                          const T* c_prev, T* c, T* h) {
     T* gi = gates;
     T* gf = gates + H;
     T* gg = gates + 2 * H;
     T* go = gates + 3 * H;
     for (int64_t j = 0; j < n; ++j) {
-      const T i = sigmoid(gi[j]);
-      const T f = sigmoid(gf[j]);
-      const T g = std::tanh(gg[j]);
-      const T o = sigmoid(go[j]);
+      const T i = sigmoid(gi[j] + bias[j]);
+      const T f = sigmoid(gf[j] + bias[H + j]);
+      const T g = std::tanh(gg[j] + bias[2 * H + j]);
+      const T o = sigmoid(go[j] + bias[3 * H + j]);
       const T c_new = f * c_prev[j] + i * g;
       c[j] = c_new;
       h[j] = o * std::tanh(c_new);
@@ -168,21 +171,24 @@ struct GruCell {
   }
 
   template <bool Training, class T>
-  static void forward_row(int64_t n, int64_t H, T* gates, const T* h_prev, const T*, T*, T* h) {
+  static void forward_row(int64_t n, int64_t H, T* gates, const T* bias, const T* h_prev,
+                          const T*, T*, T* h) {
     T* gr = gates;
     T* gz = gates + H;
-    const T* hn = gates + 2 * H;
+    T* hn = gates + 2 * H;
     T* gn = gates + 3 * H;
     for (int64_t j = 0; j < n; ++j) {
-      const T r = sigmoid(gr[j]);
-      const T z = sigmoid(gz[j]);
-      const T n = std::tanh(gn[j] + r * hn[j]);
+      const T r = sigmoid(gr[j] + bias[j]);
+      const T z = sigmoid(gz[j] + bias[H + j]);
+      const T hn_b = hn[j] + bias[2 * H + j];
+      const T cand = std::tanh(gn[j] + bias[3 * H + j] + r * hn_b);
       // (h - n) * z + n: PyTorch's evaluation order of (1 - z) * n + z * h.
-      h[j] = (h_prev[j] - n) * z + n;
+      h[j] = (h_prev[j] - cand) * z + cand;
       if constexpr (Training) {
         gr[j] = r;
         gz[j] = z;
-        gn[j] = n;
+        hn[j] = hn_b;
+        gn[j] = cand;
       }
     }
   }
@@ -195,10 +201,10 @@ struct GruCell {
     const T* hn = gates + 2 * H;
     const T* gn = gates + 3 * H;
     for (int64_t j = 0; j < n; ++j) {
-      const T r = gr[j], z = gz[j], n = gn[j];
+      const T r = gr[j], z = gz[j], cand = gn[j];
       const T dh = dh_a[j] + dh_b[j];
-      const T dn_pre = dh * (T(1) - z) * (T(1) - n * n);
-      const T dz = dh * (h_prev[j] - n);
+      const T dn_pre = dh * (T(1) - z) * (T(1) - cand * cand);
+      const T dz = dh * (h_prev[j] - cand);
       dgates[j] = dn_pre * hn[j] * r * (T(1) - r);
       dgates[H + j] = dz * z * (T(1) - z);
       dgates[2 * H + j] = dn_pre * r;

@@ -2,6 +2,7 @@
 // weight packing they share.
 #include "kernels/cpu/rnn_simd.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -81,39 +82,38 @@ int64_t packed_recurrent_size(int64_t G, int64_t H, int64_t K) {
 
 void pack_recurrent(int64_t G, int64_t H, int64_t K, const float* w_hh, float* packed,
                     int64_t block_begin, int64_t block_end) {
+  // Writes run along the packed layout; the reads, 16*G rows at column k, hit
+  // the same cache lines for 16 consecutive k.
   for (int64_t jb = block_begin; jb < block_end; ++jb) {
+    const int64_t units = std::min(kPackBlock, H - jb * kPackBlock);
     float* dst = packed + jb * K * G * kPackBlock;  // [K][G][16]
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t u = 0; u < kPackBlock; ++u) {
-        const int64_t unit = jb * kPackBlock + u;
-        float* col = dst + g * kPackBlock + u;
-        if (unit >= H) {
-          for (int64_t k = 0; k < K; ++k) col[k * G * kPackBlock] = 0.f;
-          continue;
-        }
-        const float* row = w_hh + (g * H + unit) * K;
-        for (int64_t k = 0; k < K; ++k) col[k * G * kPackBlock] = row[k];
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t g = 0; g < G; ++g) {
+        const float* src = w_hh + (g * H + jb * kPackBlock) * K + k;
+        for (int64_t u = 0; u < units; ++u) dst[u] = src[u * K];
+        for (int64_t u = units; u < kPackBlock; ++u) dst[u] = 0.f;
+        dst += kPackBlock;
       }
   }
 }
 
 void pack_recurrent_bf16(int64_t G, int64_t H, int64_t K, const float* w_hh, uint16_t* packed) {
   const int64_t blocks = (H + kPackBlock - 1) / kPackBlock;
+  uint16_t* dst = packed;  // [blocks][K][G][16]
   for (int64_t jb = 0; jb < blocks; ++jb) {
-    uint16_t* dst = packed + jb * K * G * kPackBlock;
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t u = 0; u < kPackBlock; ++u) {
-        const int64_t unit = jb * kPackBlock + u;
-        uint16_t* col = dst + g * kPackBlock + u;
-        const float* row = unit < H ? w_hh + (g * H + unit) * K : nullptr;
-        for (int64_t k = 0; k < K; ++k) {
+    const int64_t units = std::min(kPackBlock, H - jb * kPackBlock);
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t g = 0; g < G; ++g) {
+        const float* src = w_hh + (g * H + jb * kPackBlock) * K + k;
+        for (int64_t u = 0; u < kPackBlock; ++u) {
           uint32_t bits = 0;
-          if (row != nullptr) std::memcpy(&bits, row + k, sizeof bits);
+          if (u < units) std::memcpy(&bits, src + u * K, sizeof bits);
           // Round to nearest even; a NaN stays a (quiet) NaN.
           const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
           const uint32_t rounded = nan ? (bits | 0x00400000u) : bits + 0x7fffu + ((bits >> 16) & 1u);
-          col[k * G * kPackBlock] = static_cast<uint16_t>(rounded >> 16);
+          dst[u] = static_cast<uint16_t>(rounded >> 16);
         }
+        dst += kPackBlock;
       }
   }
 }

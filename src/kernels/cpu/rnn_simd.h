@@ -26,11 +26,13 @@ Isa active_isa();
 // Returns the one now in use.
 Isa set_active_isa(Isa isa);
 
-// Pointwise pass over units [0, n) of one row: gates points at unit 0 of the
-// first gate block, the gate blocks are H apart; h_prev, c_prev, c, h, dh_*, dc
-// point at unit 0 of their rows. Semantics as the scalar cells (rnn_pointwise.h).
-using RowForward = void (*)(int64_t n, int64_t H, float* gates, const float* h_prev,
-                            const float* c_prev, float* c, float* h, bool training);
+// Pointwise pass over units [0, n) of one row: gates and bias (the cell's bias
+// row) point at unit 0 of the first gate block, the gate blocks are H apart;
+// h_prev, c_prev, c, h, dh_*, dc point at unit 0 of their rows. Semantics as the
+// scalar cells (rnn_pointwise.h).
+using RowForward = void (*)(int64_t n, int64_t H, float* gates, const float* bias,
+                            const float* h_prev, const float* c_prev, float* c, float* h,
+                            bool training);
 using RowBackward = void (*)(int64_t n, int64_t H, const float* gates, const float* h_prev,
                              const float* c_prev, const float* c, const float* dh_a,
                              const float* dh_b, float* dh_direct, float* dc, float* dgates);
@@ -60,8 +62,9 @@ struct SmallBatchForward {
   float* packed = nullptr;             // packed W_hh: written when pack, else read
   bool pack = true;
   bool bf16 = false;                   // packed holds bfloat16 (then pack is false)
-  float* gates = nullptr;              // [rows, S*H] input projection + biases
+  float* gates = nullptr;              // [rows, S*H] input projection (no biases)
   int64_t ldg = 0;                     // row stride of gates (S*H, or ldy when gates is y)
+  const float* bias = nullptr;         // [S*H] the cell's bias row
   const float* h0 = nullptr;           // [N, H] or null
   const float* c0 = nullptr;           // [N, H] or null (LSTM)
   float* y = nullptr;                  // [rows, ldy]

@@ -62,10 +62,10 @@ void tanh_array(int64_t n, const float* x, float* y) {
 // Pointwise passes; see rnn_pointwise.h for the math and the buffer contents.
 
 template <bool Relu>
-void elman_forward(int64_t n, int64_t H, float* gates, const float*, const float*, float*,
-                   float* h, bool training) {
+void elman_forward(int64_t n, int64_t H, float* gates, const float* bias, const float*,
+                   const float*, float*, float* h, bool training) {
   for_vectors(n, [&](int64_t j, int64_t c) {
-    const reg pre = ld(gates + j, c);
+    const reg pre = Vec::add(ld(gates + j, c), ld(bias + j, c));
     // Relu keeps a NaN (it is not below 0), as PyTorch does.
     const reg v = Relu ? Vec::select(Vec::lt(pre, Vec::zero()), Vec::zero(), pre)
                        : simd::tanh<Vec>(pre);
@@ -87,17 +87,17 @@ void elman_backward(int64_t n, int64_t H, const float* gates, const float*, cons
   });
 }
 
-void lstm_forward(int64_t n, int64_t H, float* gates, const float*, const float* c_prev, float* c,
-                  float* h, bool training) {
+void lstm_forward(int64_t n, int64_t H, float* gates, const float* bias, const float*,
+                  const float* c_prev, float* c, float* h, bool training) {
   float* gi = gates;
   float* gf = gates + H;
   float* gg = gates + 2 * H;
   float* go = gates + 3 * H;
   for_vectors(n, [&](int64_t j, int64_t cnt) {
-    const reg i = simd::sigmoid<Vec>(ld(gi + j, cnt));
-    const reg f = simd::sigmoid<Vec>(ld(gf + j, cnt));
-    const reg g = simd::tanh<Vec>(ld(gg + j, cnt));
-    const reg o = simd::sigmoid<Vec>(ld(go + j, cnt));
+    const reg i = simd::sigmoid<Vec>(Vec::add(ld(gi + j, cnt), ld(bias + j, cnt)));
+    const reg f = simd::sigmoid<Vec>(Vec::add(ld(gf + j, cnt), ld(bias + H + j, cnt)));
+    const reg g = simd::tanh<Vec>(Vec::add(ld(gg + j, cnt), ld(bias + 2 * H + j, cnt)));
+    const reg o = simd::sigmoid<Vec>(Vec::add(ld(go + j, cnt), ld(bias + 3 * H + j, cnt)));
     const reg c_new = Vec::fmadd(f, ld(c_prev + j, cnt), Vec::mul(i, g));
     st(c + j, c_new, cnt);
     st(h + j, Vec::mul(o, simd::tanh<Vec>(c_new)), cnt);
@@ -130,21 +130,24 @@ void lstm_backward(int64_t n, int64_t H, const float* gates, const float*, const
   });
 }
 
-void gru_forward(int64_t n, int64_t H, float* gates, const float* h_prev, const float*, float*,
-                 float* h, bool training) {
+void gru_forward(int64_t n, int64_t H, float* gates, const float* bias, const float* h_prev,
+                 const float*, float*, float* h, bool training) {
   float* gr = gates;
   float* gz = gates + H;
-  const float* hn = gates + 2 * H;
+  float* hn = gates + 2 * H;
   float* gn = gates + 3 * H;
   for_vectors(n, [&](int64_t j, int64_t cnt) {
-    const reg r = simd::sigmoid<Vec>(ld(gr + j, cnt));
-    const reg z = simd::sigmoid<Vec>(ld(gz + j, cnt));
-    const reg nv = simd::tanh<Vec>(Vec::fmadd(r, ld(hn + j, cnt), ld(gn + j, cnt)));
+    const reg r = simd::sigmoid<Vec>(Vec::add(ld(gr + j, cnt), ld(bias + j, cnt)));
+    const reg z = simd::sigmoid<Vec>(Vec::add(ld(gz + j, cnt), ld(bias + H + j, cnt)));
+    const reg hn_b = Vec::add(ld(hn + j, cnt), ld(bias + 2 * H + j, cnt));
+    const reg xn_b = Vec::add(ld(gn + j, cnt), ld(bias + 3 * H + j, cnt));
+    const reg nv = simd::tanh<Vec>(Vec::fmadd(r, hn_b, xn_b));
     // (h - n) * z + n: PyTorch's evaluation order of (1 - z) * n + z * h.
     st(h + j, Vec::fmadd(Vec::sub(ld(h_prev + j, cnt), nv), z, nv), cnt);
     if (training) {
       st(gr + j, r, cnt);
       st(gz + j, z, cnt);
+      st(hn + j, hn_b, cnt);
       st(gn + j, nv, cnt);
     }
   });
@@ -315,7 +318,7 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
         else
           recurrent_block_rows<G>(a.packed + jb * block_elems, K, H, h_rows, g_at, s.n, cnt);
         for (int64_t b = 0; b < s.n; ++b)
-          pointwise(cnt, H, g_at[b], h_rows[b] + j, lstm ? c_prev_rows[b] + j : nullptr,
+          pointwise(cnt, H, g_at[b], a.bias + j, h_rows[b] + j, lstm ? c_prev_rows[b] + j : nullptr,
                     lstm ? c_rows[b] + j : nullptr, a.y + (s.off + b) * a.ldy + j, a.training);
       }
       // Entries whose sequence ends here: this thread's units of h_n and c_n.
