@@ -3,7 +3,7 @@
 #include <cmath>
 #include <limits>
 
-#include "optim/python_format.h"
+#include "util/python_repr.h"
 #include "optim/update_kernels.h"
 #include "rnnkit/autograd/node.h"
 
@@ -113,7 +113,7 @@ double clip_grad_norm_(const std::vector<Tensor>& parameters, double max_norm, d
                                          : static_cast<double>(total_norm<float>(grads, norm_type));
 
   RNNKIT_CHECK(!error_if_nonfinite || std::isfinite(total), "The total norm of order ",
-               optim::detail::python_float(norm_type),
+               util::py_float(norm_type),
                " for gradients from `parameters` is non-finite, so it cannot be clipped. To disable this error and "
                "scale the gradients by the non-finite norm anyway, set `error_if_nonfinite=False`");
 

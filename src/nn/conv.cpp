@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "nn/repr.h"
+#include "util/python_repr.h"
 #include "rnnkit/nn/init.h"
 #include "rnnkit/nn/padding.h"
 
@@ -73,9 +73,9 @@ Tensor Conv1dImpl::forward(const Tensor& input) {
 std::string Conv1dImpl::extra_repr() const {
   const Conv1dOptions& o = options;
   std::string s = std::to_string(o.in_channels()) + ", " + std::to_string(o.out_channels()) +
-                  ", kernel_size=" + detail::py_tuple({o.kernel_size()}) + ", stride=" + detail::py_tuple({o.stride()});
+                  ", kernel_size=" + util::py_tuple({o.kernel_size()}) + ", stride=" + util::py_tuple({o.stride()});
   if (!(o.padding() == ConvPadding(0))) s += ", padding=" + o.padding().repr();
-  if (o.dilation() != 1) s += ", dilation=" + detail::py_tuple({o.dilation()});
+  if (o.dilation() != 1) s += ", dilation=" + util::py_tuple({o.dilation()});
   if (o.groups() != 1) s += ", groups=" + std::to_string(o.groups());
   if (!bias.defined()) s += ", bias=False";
   if (o.padding_mode() != "zeros") s += ", padding_mode=" + o.padding_mode();

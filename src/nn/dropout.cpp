@@ -1,12 +1,12 @@
 #include "rnnkit/nn/dropout.h"
 
-#include "nn/repr.h"
+#include "util/python_repr.h"
 
 namespace rnnkit::nn {
 
 DropoutImpl::DropoutImpl(const DropoutOptions& options_) : options(options_) {
   RNNKIT_CHECK(options.p() >= 0.0 && options.p() <= 1.0, "dropout probability has to be between 0 and 1, but got ",
-               detail::py_float(options.p()));
+               util::py_float(options.p()));
 }
 
 Tensor DropoutImpl::forward(const Tensor& input, Generator* generator) {
@@ -14,7 +14,7 @@ Tensor DropoutImpl::forward(const Tensor& input, Generator* generator) {
 }
 
 std::string DropoutImpl::extra_repr() const {
-  return "p=" + detail::py_float(options.p()) + ", inplace=" + detail::py_bool(options.inplace());
+  return "p=" + util::py_float(options.p()) + ", inplace=" + util::py_bool(options.inplace());
 }
 
 }  // namespace rnnkit::nn

@@ -1,6 +1,6 @@
 #include "rnnkit/nn/embedding.h"
 
-#include "nn/repr.h"
+#include "util/python_repr.h"
 #include "rnnkit/autograd/node.h"
 #include "rnnkit/nn/init.h"
 
@@ -48,8 +48,8 @@ Tensor EmbeddingImpl::forward(const Tensor& input) {
 std::string EmbeddingImpl::extra_repr() const {
   std::string s = std::to_string(options.num_embeddings()) + ", " + std::to_string(options.embedding_dim());
   if (options.padding_idx()) s += ", padding_idx=" + std::to_string(*options.padding_idx());
-  if (options.max_norm()) s += ", max_norm=" + detail::py_float(*options.max_norm());
-  if (options.norm_type() != 2.0) s += ", norm_type=" + detail::py_float(options.norm_type());
+  if (options.max_norm()) s += ", max_norm=" + util::py_float(*options.max_norm());
+  if (options.norm_type() != 2.0) s += ", norm_type=" + util::py_float(options.norm_type());
   if (options.scale_grad_by_freq()) s += ", scale_grad_by_freq=True";
   if (options.sparse()) s += ", sparse=True";
   return s;

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "nn/repr.h"
+#include "util/python_repr.h"
 #include "rnnkit/nn/init.h"
 
 namespace rnnkit::nn {
@@ -28,7 +28,7 @@ Tensor LinearImpl::forward(const Tensor& input) { return functional::linear(inpu
 
 std::string LinearImpl::extra_repr() const {
   return "in_features=" + std::to_string(options.in_features()) +
-         ", out_features=" + std::to_string(options.out_features()) + ", bias=" + detail::py_bool(bias.defined());
+         ", out_features=" + std::to_string(options.out_features()) + ", bias=" + util::py_bool(bias.defined());
 }
 
 }  // namespace rnnkit::nn

@@ -1,6 +1,6 @@
 #include "rnnkit/nn/normalization.h"
 
-#include "nn/repr.h"
+#include "util/python_repr.h"
 #include "rnnkit/nn/init.h"
 
 namespace rnnkit::nn {
@@ -27,8 +27,8 @@ Tensor LayerNormImpl::forward(const Tensor& input) {
 }
 
 std::string LayerNormImpl::extra_repr() const {
-  return detail::py_tuple(options.normalized_shape()) + ", eps=" + detail::py_float(options.eps()) +
-         ", elementwise_affine=" + detail::py_bool(options.elementwise_affine());
+  return util::py_tuple(options.normalized_shape()) + ", eps=" + util::py_float(options.eps()) +
+         ", elementwise_affine=" + util::py_bool(options.elementwise_affine());
 }
 
 }  // namespace rnnkit::nn

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <sstream>
 
-#include "nn/repr.h"
+#include "util/python_repr.h"
 #include "nn/rnn_function.h"
 #include "rnnkit/autograd/node.h"
 
@@ -65,7 +65,7 @@ void RNNImplBase::build() {
   RNNKIT_CHECK(dropout_ >= 0.0 && dropout_ <= 1.0,
                "dropout should be a number in range [0, 1] representing the probability of an element being "
                "zeroed (",
-               name, " got dropout=", detail::py_float(dropout_), ")");
+               name, " got dropout=", util::py_float(dropout_), ")");
   // dropout > 0 with num_layers == 1 is allowed (PyTorch only warns): there is
   // no layer but the last, so it has no effect.
   RNNKIT_CHECK(proj_size_ >= 0, "proj_size should be a positive integer or zero to disable projections (", name,
@@ -114,7 +114,7 @@ std::string RNNImplBase::extra_repr() const {
   if (num_layers_ != 1) os << ", num_layers=" << num_layers_;
   if (!bias_) os << ", bias=False";
   if (batch_first_) os << ", batch_first=True";
-  if (dropout_ != 0.0) os << ", dropout=" << detail::py_float(dropout_);
+  if (dropout_ != 0.0) os << ", dropout=" << util::py_float(dropout_);
   if (bidirectional_) os << ", bidirectional=True";
   return os.str();
 }
@@ -149,11 +149,11 @@ void check_hidden(const CallChecks& c, const Tensor& h0, const Tensor& c0, int64
   if (h0.defined()) {
     check_state_dtype(c, h0, c.lstm ? "h0" : "hx");
     RNNKIT_CHECK(as_3d(h0) == expect_h, c.name, ".forward: Expected hidden", c.lstm ? "[0]" : "", " size ",
-                 detail::py_tuple(expect_h), ", got ", shape_str(as_3d(h0)));
+                 util::py_tuple(expect_h), ", got ", shape_str(as_3d(h0)));
   }
   if (c.lstm && c0.defined()) {
     check_state_dtype(c, c0, "c0");
-    RNNKIT_CHECK(as_3d(c0) == expect_c, c.name, ".forward: Expected hidden[1] size ", detail::py_tuple(expect_c), ", got ",
+    RNNKIT_CHECK(as_3d(c0) == expect_c, c.name, ".forward: Expected hidden[1] size ", util::py_tuple(expect_c), ", got ",
                  shape_str(as_3d(c0)));
   }
 }

@@ -1,12 +1,12 @@
 #include "rnnkit/optim/adagrad.h"
 
-#include "optim/python_format.h"
+#include "util/python_repr.h"
 #include "optim/step_util.h"
 #include "optim/update_kernels.h"
 
 namespace rnnkit::optim {
 
-using detail::python_float;
+using util::py_float;
 
 namespace {
 std::unique_ptr<OptimizerParamState> filled_state(const Tensor& param, const AdagradOptions& options) {
@@ -17,12 +17,12 @@ std::unique_ptr<OptimizerParamState> filled_state(const Tensor& param, const Ada
 }  // namespace
 
 void AdagradOptions::validate() const {
-  RNNKIT_CHECK(0.0 <= lr_, "Invalid learning rate: ", python_float(lr_));
-  RNNKIT_CHECK(0.0 <= lr_decay_, "Invalid lr_decay value: ", python_float(lr_decay_));
-  RNNKIT_CHECK(0.0 <= weight_decay_, "Invalid weight_decay value: ", python_float(weight_decay_));
+  RNNKIT_CHECK(0.0 <= lr_, "Invalid learning rate: ", py_float(lr_));
+  RNNKIT_CHECK(0.0 <= lr_decay_, "Invalid lr_decay value: ", py_float(lr_decay_));
+  RNNKIT_CHECK(0.0 <= weight_decay_, "Invalid weight_decay value: ", py_float(weight_decay_));
   RNNKIT_CHECK(0.0 <= initial_accumulator_value_,
-               "Invalid initial_accumulator_value value: ", python_float(initial_accumulator_value_));
-  RNNKIT_CHECK(0.0 <= eps_, "Invalid epsilon value: ", python_float(eps_));
+               "Invalid initial_accumulator_value value: ", py_float(initial_accumulator_value_));
+  RNNKIT_CHECK(0.0 <= eps_, "Invalid epsilon value: ", py_float(eps_));
 }
 
 void AdagradOptions::visit(FieldVisitor& v) {

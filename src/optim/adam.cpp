@@ -3,19 +3,19 @@
 #include <cmath>
 
 #include "optim/adam_step.h"
-#include "optim/python_format.h"
+#include "util/python_repr.h"
 
 namespace rnnkit::optim {
 
-using detail::python_float;
+using util::py_float;
 
 void AdamOptions::validate() const {
-  RNNKIT_CHECK(0.0 <= lr_, "Invalid learning rate: ", python_float(lr_));
-  RNNKIT_CHECK(0.0 <= eps_, "Invalid epsilon value: ", python_float(eps_));
+  RNNKIT_CHECK(0.0 <= lr_, "Invalid learning rate: ", py_float(lr_));
+  RNNKIT_CHECK(0.0 <= eps_, "Invalid epsilon value: ", py_float(eps_));
   const double beta1 = std::get<0>(betas_), beta2 = std::get<1>(betas_);
-  RNNKIT_CHECK(0.0 <= beta1 && beta1 < 1.0, "Invalid beta parameter at index 0: ", python_float(beta1));
-  RNNKIT_CHECK(0.0 <= beta2 && beta2 < 1.0, "Invalid beta parameter at index 1: ", python_float(beta2));
-  RNNKIT_CHECK(0.0 <= weight_decay_, "Invalid weight_decay value: ", python_float(weight_decay_));
+  RNNKIT_CHECK(0.0 <= beta1 && beta1 < 1.0, "Invalid beta parameter at index 0: ", py_float(beta1));
+  RNNKIT_CHECK(0.0 <= beta2 && beta2 < 1.0, "Invalid beta parameter at index 1: ", py_float(beta2));
+  RNNKIT_CHECK(0.0 <= weight_decay_, "Invalid weight_decay value: ", py_float(weight_decay_));
 }
 
 void AdamOptions::visit(FieldVisitor& v) {

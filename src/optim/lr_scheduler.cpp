@@ -6,7 +6,7 @@
 #include <set>
 
 #include "optim/field_io.h"
-#include "optim/python_format.h"
+#include "util/python_repr.h"
 
 // Python rounds every operation: a*b+c must not become one fused
 // multiply-add (GCC contracts in C++ whenever the target has FMA).
@@ -18,7 +18,7 @@
 
 namespace rnnkit::optim {
 
-using detail::python_float;
+using util::py_float;
 
 namespace {
 
@@ -257,7 +257,7 @@ int64_t checked_total_steps(const OneCycleLROptions& o) {
 const char* checked_one_cycle(const OneCycleLROptions& o, const Optimizer& optimizer) {
   checked_total_steps(o);
   RNNKIT_CHECK(!(o.pct_start() < 0 || o.pct_start() > 1), "Expected float between 0 and 1 pct_start, but got ",
-               python_float(o.pct_start()));
+               py_float(o.pct_start()));
   const size_t groups = optimizer.param_groups().size();
   per_group(o.max_lr(), groups, "max_lr");
   if (o.cycle_momentum()) {

@@ -1,19 +1,19 @@
 #include "rnnkit/optim/rmsprop.h"
 
-#include "optim/python_format.h"
+#include "util/python_repr.h"
 #include "optim/step_util.h"
 #include "optim/update_kernels.h"
 
 namespace rnnkit::optim {
 
-using detail::python_float;
+using util::py_float;
 
 void RMSpropOptions::validate() const {
-  RNNKIT_CHECK(0.0 <= lr_, "Invalid learning rate: ", python_float(lr_));
-  RNNKIT_CHECK(0.0 <= eps_, "Invalid epsilon value: ", python_float(eps_));
-  RNNKIT_CHECK(0.0 <= momentum_, "Invalid momentum value: ", python_float(momentum_));
-  RNNKIT_CHECK(0.0 <= weight_decay_, "Invalid weight_decay value: ", python_float(weight_decay_));
-  RNNKIT_CHECK(0.0 <= alpha_, "Invalid alpha value: ", python_float(alpha_));
+  RNNKIT_CHECK(0.0 <= lr_, "Invalid learning rate: ", py_float(lr_));
+  RNNKIT_CHECK(0.0 <= eps_, "Invalid epsilon value: ", py_float(eps_));
+  RNNKIT_CHECK(0.0 <= momentum_, "Invalid momentum value: ", py_float(momentum_));
+  RNNKIT_CHECK(0.0 <= weight_decay_, "Invalid weight_decay value: ", py_float(weight_decay_));
+  RNNKIT_CHECK(0.0 <= alpha_, "Invalid alpha value: ", py_float(alpha_));
 }
 
 void RMSpropOptions::visit(FieldVisitor& v) {

@@ -1,17 +1,17 @@
 #include "rnnkit/optim/sgd.h"
 
-#include "optim/python_format.h"
+#include "util/python_repr.h"
 #include "optim/step_util.h"
 #include "optim/update_kernels.h"
 
 namespace rnnkit::optim {
 
-using detail::python_float;
+using util::py_float;
 
 void SGDOptions::validate() const {
-  RNNKIT_CHECK(!(lr_ < 0.0), "Invalid learning rate: ", python_float(lr_));
-  RNNKIT_CHECK(!(momentum_ < 0.0), "Invalid momentum value: ", python_float(momentum_));
-  RNNKIT_CHECK(!(weight_decay_ < 0.0), "Invalid weight_decay value: ", python_float(weight_decay_));
+  RNNKIT_CHECK(!(lr_ < 0.0), "Invalid learning rate: ", py_float(lr_));
+  RNNKIT_CHECK(!(momentum_ < 0.0), "Invalid momentum value: ", py_float(momentum_));
+  RNNKIT_CHECK(!(weight_decay_ < 0.0), "Invalid weight_decay value: ", py_float(weight_decay_));
   RNNKIT_CHECK(!(nesterov_ && (momentum_ <= 0 || dampening_ != 0)),
                "Nesterov momentum requires a momentum and zero dampening");
 }

@@ -317,12 +317,15 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
                                   H, h_rows, g_at, s.n, cnt);
         else
           recurrent_block_rows<G>(a.packed + jb * block_elems, K, H, h_rows, g_at, s.n, cnt);
-        for (int64_t b = 0; b < s.n; ++b)
-          pointwise(cnt, H, g_at[b], a.bias + j, h_rows[b] + j, lstm ? c_prev_rows[b] + j : nullptr,
-                    lstm ? c_rows[b] + j : nullptr, a.y + (s.off + b) * a.ldy + j, a.training);
       }
-      // Entries whose sequence ends here: this thread's units of h_n and c_n.
+      // The pointwise pass over all of this thread's units at once: its vectors
+      // are independent, so their long activation chains overlap.
       const int64_t u0 = jb0 * kPackBlock, u1 = std::min(H, jb1 * kPackBlock);
+      for (int64_t b = 0; b < s.n && u1 > u0; ++b)
+        pointwise(u1 - u0, H, g_rows[b] + u0, a.bias + u0, h_rows[b] + u0,
+                  lstm ? c_prev_rows[b] + u0 : nullptr, lstm ? c_rows[b] + u0 : nullptr,
+                  a.y + (s.off + b) * a.ldy + u0, a.training);
+      // Entries whose sequence ends here: this thread's units of h_n and c_n.
       for (int64_t b = s.n_next_cont; b < s.n; ++b) {
         if (a.h_n != nullptr)
           std::memcpy(a.h_n + b * H + u0, a.y + (s.off + b) * a.ldy + u0, (u1 - u0) * sizeof(float));

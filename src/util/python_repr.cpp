@@ -1,10 +1,10 @@
-#include "nn/repr.h"
+#include "util/python_repr.h"
 
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 
-namespace rnnkit::nn::detail {
+namespace rnnkit::util {
 
 std::string py_float(double value) {
   if (std::isnan(value)) return "nan";
@@ -50,4 +50,4 @@ std::string py_tuple(const std::vector<int64_t>& values) {
   return s + (values.size() == 1 ? ",)" : ")");
 }
 
-}  // namespace rnnkit::nn::detail
+}  // namespace rnnkit::util
