@@ -4,8 +4,31 @@
 
 #include "optim/step_util.h"
 #include "optim/update_kernels.h"
+#include "util/python_repr.h"
 
 namespace rnnkit::optim::detail {
+
+using util::py_float;
+
+void validate_adam_options(double lr, const betas_t& betas, double eps, double weight_decay) {
+  RNNKIT_CHECK(0.0 <= lr, "Invalid learning rate: ", py_float(lr));
+  RNNKIT_CHECK(0.0 <= eps, "Invalid epsilon value: ", py_float(eps));
+  const double beta1 = std::get<0>(betas), beta2 = std::get<1>(betas);
+  RNNKIT_CHECK(0.0 <= beta1 && beta1 < 1.0, "Invalid beta parameter at index 0: ", py_float(beta1));
+  RNNKIT_CHECK(0.0 <= beta2 && beta2 < 1.0, "Invalid beta parameter at index 1: ", py_float(beta2));
+  RNNKIT_CHECK(0.0 <= weight_decay, "Invalid weight_decay value: ", py_float(weight_decay));
+}
+
+void visit_adam_options(FieldVisitor& v, double& lr, betas_t& betas, double& eps, double& weight_decay,
+                        bool& amsgrad, bool& maximize) {
+  v("lr", lr);
+  v("betas.0", std::get<0>(betas));
+  v("betas.1", std::get<1>(betas));
+  v("eps", eps);
+  v("weight_decay", weight_decay);
+  v("amsgrad", amsgrad);
+  v("maximize", maximize);
+}
 
 void adam_step(const Tensor& p, const Tensor& grad, AdamParamState& st, const AdamHyper& h, const char* optimizer) {
   if (!st.exp_avg.defined()) {

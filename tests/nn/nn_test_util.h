@@ -1,9 +1,10 @@
 #pragma once
 // Helpers shared by the nn parity tests: random values, the JSON module spec
 // that both rnnkit and the PyTorch oracle (tests/parity/cases_nn.py) build,
-// and strings carried as int64 tensors.
+// strings carried as int64 tensors, the seeded test fixture, and EXPECT_ERROR.
 #include <gtest/gtest.h>
 
+#include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -15,10 +16,38 @@
 #include "rnnkit/nn/init.h"
 #include "support/oracle.h"
 
+// In a SeededTest: names the seed in every failure of the enclosing scope.
+#define TRACE_SEED() SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed_))
+
+// Runs stmt and expects it to throw rnnkit::Error whose message contains substring.
+#define EXPECT_ERROR(stmt, substring)                                                           \
+  do {                                                                                          \
+    try {                                                                                       \
+      stmt;                                                                                     \
+      ADD_FAILURE() << "expected rnnkit::Error containing \"" << (substring) << "\": " #stmt; \
+    } catch (const rnnkit::Error& e) {                                                          \
+      EXPECT_NE(std::string(e.what()).find(substring), std::string::npos)                       \
+          << "message: " << e.what() << "\nexpected to contain: " << (substring);              \
+    }                                                                                           \
+  } while (0)
+
 namespace rnnkit::testing::nn_util {
 
 using nlohmann::json;
 namespace nn = rnnkit::nn;
+
+// A fixture whose generator gen_ starts from a fresh seed (printed; replay it
+// with RNNKIT_TEST_SEED). Tests name the seed in failures with TRACE_SEED().
+class SeededTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    seed_ = rnnkit::testing::fresh_seed();
+    gen_.manual_seed(seed_);
+    std::cout << "seed " << seed_ << " (replay with RNNKIT_TEST_SEED)\n";
+  }
+  uint64_t seed_ = 0;
+  Generator gen_;
+};
 
 inline int64_t rnd(Generator& g, int64_t lo, int64_t hi) {
   return lo + static_cast<int64_t>(g.next_below(static_cast<uint64_t>(hi - lo + 1)));

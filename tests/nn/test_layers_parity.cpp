@@ -65,18 +65,7 @@ Shape leading_dims(Generator& g, int64_t max_dims) {
   return s;
 }
 
-class LayersParity : public ::testing::Test {
- protected:
-  void SetUp() override {
-    seed_ = rnnkit::testing::fresh_seed();
-    gen_.manual_seed(seed_);
-    std::cout << "seed " << seed_ << " (replay with RNNKIT_TEST_SEED)\n";
-  }
-  uint64_t seed_ = 0;
-  Generator gen_;
-};
-
-#define TRACE_SEED() SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed_))
+class LayersParity : public SeededTest {};
 
 TEST_F(LayersParity, Linear) {
   TRACE_SEED();

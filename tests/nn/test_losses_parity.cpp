@@ -57,13 +57,8 @@ void check_loss(const json& spec, const LossInputs& in, Dtype dtype, Generator& 
   EXPECT_EQ(module->state_dict().size(), static_cast<size_t>(in.weight.defined()) + in.pos_weight.defined());
 }
 
-class LossesParity : public ::testing::Test {
+class LossesParity : public SeededTest {
  protected:
-  void SetUp() override {
-    seed_ = rnnkit::testing::fresh_seed();
-    gen_.manual_seed(seed_);
-    std::cout << "seed " << seed_ << " (replay with RNNKIT_TEST_SEED)\n";
-  }
   // input shape with C classes: [C], [N, C], [N, C, d1] or [N, C, d1, d2]; target shape alongside.
   std::pair<Shape, Shape> class_shapes(int64_t C) {
     const int64_t kind = rnd(gen_, 0, 3), N = rnd(gen_, 1, 6);
@@ -76,11 +71,7 @@ class LossesParity : public ::testing::Test {
     }
     return {input, target};
   }
-  uint64_t seed_ = 0;
-  Generator gen_;
 };
-
-#define TRACE_SEED() SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed_))
 
 // Class-index targets with a fraction set to ignore_index.
 Tensor class_targets(const Shape& shape, int64_t C, int64_t ignore_index, bool with_ignored, Generator& g) {

@@ -63,18 +63,7 @@ json random_model(Generator& g) {
                     pair("out", {{"type", "LogSoftmax"}, {"kwargs", {{"dim", 1}}}})})}};
 }
 
-class ModuleTree : public ::testing::Test {
- protected:
-  void SetUp() override {
-    seed_ = rnnkit::testing::fresh_seed();
-    gen_.manual_seed(seed_);
-    std::cout << "seed " << seed_ << " (replay with RNNKIT_TEST_SEED)\n";
-  }
-  uint64_t seed_ = 0;
-  Generator gen_;
-};
-
-#define TRACE_SEED() SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed_))
+class ModuleTree : public SeededTest {};
 
 TEST_F(ModuleTree, NamesKeysCountsAndPrintingMatchTorch) {
   TRACE_SEED();

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <random>
 
+#include "nn/nn_test_util.h"
 #include "nn/rnn_parity_cases.h"
 
 namespace {
@@ -18,17 +19,6 @@ using nlohmann::json;
 using rnnkit::testing::oracle;
 using rnnkit::testing::rnn::chance;
 using rnnkit::testing::rnn::pick;
-
-#define EXPECT_ERROR(stmt, substring)                                                           \
-  do {                                                                                          \
-    try {                                                                                       \
-      stmt;                                                                                     \
-      ADD_FAILURE() << "expected rnnkit::Error containing \"" << (substring) << "\": " #stmt; \
-    } catch (const rnnkit::Error& e) {                                                          \
-      EXPECT_NE(std::string(e.what()).find(substring), std::string::npos)                       \
-          << "message: " << e.what() << "\nexpected to contain: " << (substring);              \
-    }                                                                                           \
-  } while (0)
 
 TEST(Packing, WorkedExample) {
   // lengths [3, 1, 2], time-major, one feature equal to 10*t + b.

@@ -9,6 +9,7 @@
 #include <random>
 #include <sstream>
 
+#include "nn/nn_test_util.h"
 #include "nn/rnn_parity_cases.h"
 #include "support/gradcheck.h"
 
@@ -18,17 +19,6 @@ using namespace rnnkit;
 namespace nn = rnnkit::nn;
 using nlohmann::json;
 using rnnkit::testing::oracle;
-
-#define EXPECT_ERROR(stmt, substring)                                                           \
-  do {                                                                                          \
-    try {                                                                                       \
-      stmt;                                                                                     \
-      ADD_FAILURE() << "expected rnnkit::Error containing \"" << (substring) << "\": " #stmt; \
-    } catch (const rnnkit::Error& e) {                                                          \
-      EXPECT_NE(std::string(e.what()).find(substring), std::string::npos)                       \
-          << "message: " << e.what() << "\nexpected to contain: " << (substring);              \
-    }                                                                                           \
-  } while (0)
 
 template <class M>
 std::string repr(const M& module) {

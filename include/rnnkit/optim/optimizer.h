@@ -33,23 +33,14 @@
 #include <utility>
 #include <vector>
 
+#include "rnnkit/options_arg.h"
 #include "rnnkit/state_dict.h"
 #include "rnnkit/tensor.h"
 
 // Declares one option of an options struct: a private field `name_` with a
 // chainable setter `name(value)` and getters `name()`, as libtorch's TORCH_ARG.
 // Write the default after it: `RNNKIT_OPTIM_ARG(double, momentum) = 0;`
-#define RNNKIT_OPTIM_ARG(T, name)                    \
- public:                                             \
-  auto name(const T& new_##name)->decltype(*this) {  \
-    this->name##_ = new_##name;                      \
-    return *this;                                    \
-  }                                                  \
-  const T& name() const noexcept { return name##_; } \
-  T& name() noexcept { return name##_; }             \
-                                                     \
- private:                                            \
-  T name##_
+#define RNNKIT_OPTIM_ARG(T, name) RNNKIT_ARG(T, name)
 
 namespace rnnkit::optim {
 
