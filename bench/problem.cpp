@@ -2,6 +2,7 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <random>
@@ -33,9 +34,9 @@ int64_t proc_status_kib(const char* field) {
   return -1;
 }
 
-std::vector<float> uniform(size_t n, float bound, std::mt19937_64& rng) {
+Floats uniform(size_t n, float bound, std::mt19937_64& rng) {
   std::uniform_real_distribution<float> dist(-bound, bound);
-  std::vector<float> v(n);
+  Floats v(n);
   for (float& e : v) e = dist(rng);
   return v;
 }
@@ -103,20 +104,41 @@ k::RnnWeights<float> weights_of(const Problem& p) {
 
 }  // namespace
 
-RnnkitRnn::RnnkitRnn(const Problem& p) : p_(p), dims_(dims_of(p)), w_(weights_of(p)) {
+namespace {
+
+// A training step as a module should run it: the forward-only scratch apart (it
+// lives only while the forward runs), and a backward that is the forward's last
+// use (PyTorch's retain_graph = false) and so may overwrite its workspace.
+k::RnnLayerDims training_dims(const Problem& p) {
+  k::RnnLayerDims d = dims_of(p);
+  d.separate_scratch = true;
+  d.overwrite_forward_workspace = true;
+  return d;
+}
+
+}  // namespace
+
+RnnkitRnn::RnnkitRnn(const Problem& p, bool allocate_training)
+    : p_(p), dims_(dims_of(p)), dims_train_(training_dims(p)), w_(weights_of(p)) {
   const size_t rows = static_cast<size_t>(p.rows()), H = static_cast<size_t>(p.row.hidden);
   const size_t N = static_cast<size_t>(p.row.batch);
   y_.assign(rows * H, 0.f);
   h_n_.assign(N * H, 0.f);
   c_n_.assign(N * H, 0.f);
-  dx_.assign(rows * H, 0.f);
-  ws_training_.assign(k::rnn_forward_workspace_size(dims_, true), 0.f);
-  ws_backward_.assign(k::rnn_backward_workspace_size(dims_), 0.f);
-  dw_ih_.assign(p.w_ih.size(), 0.f);
-  dw_hh_.assign(p.w_hh.size(), 0.f);
-  db_ih_.assign(p.b_ih.size(), 0.f);
-  db_hh_.assign(p.b_hh.size(), 0.f);
   packs_ = k::rnn_packed_weights_size(dims_) > 0;
+  if (!allocate_training) return;
+  ws_training_.assign(k::rnn_forward_workspace_size(dims_train_, true), 0.f);
+  scratch_.assign(k::rnn_forward_scratch_size(dims_train_), 0.f);
+  allocate_backward();
+}
+
+void RnnkitRnn::allocate_backward() {
+  dx_.assign(y_.size(), 0.f);
+  ws_backward_.assign(k::rnn_backward_workspace_size(dims_train_), 0.f);
+  dw_ih_.assign(p_.w_ih.size(), 0.f);
+  dw_hh_.assign(p_.w_hh.size(), 0.f);
+  db_ih_.assign(p_.b_ih.size(), 0.f);
+  db_hh_.assign(p_.b_hh.size(), 0.f);
 }
 
 void RnnkitRnn::forward_inference(bool prepacked) {
@@ -135,26 +157,52 @@ void RnnkitRnn::forward_inference(bool prepacked) {
                         ws_inference_.data(), false);
 }
 
-void RnnkitRnn::train_step() {
+void RnnkitRnn::forward_inference_bf16() {
+  const int64_t H = p_.row.hidden;
+  if (ws_inference_.empty()) ws_inference_.assign(k::rnn_forward_workspace_size(dims_, false), 0.f);
+  if (packed_bf16_.empty()) {
+    packed_bf16_.assign(k::rnn_packed_weights_size(dims_, k::PackedPrecision::kBFloat16), 0.f);
+    k::rnn_pack_weights(dims_, p_.w_hh.data(), packed_bf16_.data(), k::PackedPrecision::kBFloat16);
+  }
+  k::RnnWeights<float> w = w_;
+  w.w_hh_packed = packed_bf16_.data();
+  k::rnn_forward<float>(dims_, w, p_.x.data(), H, nullptr, nullptr, y_.data(), H, h_n_.data(),
+                        dims_.cell == k::CellType::LSTM ? c_n_.data() : nullptr,
+                        ws_inference_.data(), false);
+}
+
+void RnnkitRnn::train_forward() {
   const int64_t H = p_.row.hidden;
   const bool lstm = dims_.cell == k::CellType::LSTM;
-  k::rnn_forward<float>(dims_, w_, p_.x.data(), H, nullptr, nullptr, y_.data(), H, h_n_.data(),
-                        lstm ? c_n_.data() : nullptr, ws_training_.data(), true);
+  k::rnn_forward<float>(dims_train_, w_, p_.x.data(), H, nullptr, nullptr, y_.data(), H,
+                        h_n_.data(), lstm ? c_n_.data() : nullptr, ws_training_.data(), true,
+                        scratch_.data());
+}
+
+void RnnkitRnn::train_step() {
+  train_forward();
+  train_backward();
+}
+
+void RnnkitRnn::train_backward() {
+  const int64_t H = p_.row.hidden;
   k::RnnGrads<float> dw;
   dw.dw_ih = dw_ih_.data();
   dw.dw_hh = dw_hh_.data();
   dw.db_ih = db_ih_.data();
   dw.db_hh = db_hh_.data();
-  k::rnn_backward<float>(dims_, w_, p_.x.data(), H, nullptr, nullptr, y_.data(), H,
+  k::rnn_backward<float>(dims_train_, w_, p_.x.data(), H, nullptr, nullptr, y_.data(), H,
                          ws_training_.data(), p_.dy.data(), H, nullptr, nullptr, dx_.data(), H,
                          0.f, nullptr, nullptr, dw, ws_backward_.data());
 }
 
 int64_t RnnkitRnn::training_buffer_bytes(const Problem& p) {
-  const k::RnnLayerDims d = dims_of(p);
+  const k::RnnLayerDims d = training_dims(p);
   const int64_t rows = p.rows(), H = p.row.hidden, N = p.row.batch;
-  int64_t floats = static_cast<int64_t>(k::rnn_forward_workspace_size(d, true) +
-                                        k::rnn_backward_workspace_size(d));
+  // The scratch is gone before the backward's buffers exist: the larger phase.
+  int64_t floats = static_cast<int64_t>(
+      k::rnn_forward_workspace_size(d, true) +
+      std::max(k::rnn_forward_scratch_size(d), k::rnn_backward_workspace_size(d)));
   floats += 2 * rows * H;  // y, dx
   floats += 2 * N * H;     // h_n, c_n
   floats += static_cast<int64_t>(p.w_ih.size() + p.w_hh.size() + p.b_ih.size() + p.b_hh.size());
@@ -164,9 +212,16 @@ int64_t RnnkitRnn::training_buffer_bytes(const Problem& p) {
 int64_t RnnkitRnn::peak_training_bytes(const Problem& p) {
   // The buffers a module's training step allocates, zero-filled as new
   // gradients are; everything else (weights, x, dy) exists before.
+  // Each buffer exists while a module's training step would hold it: the
+  // scratch during the forward only, the gradients from the backward on.
   return peak_rss_growth([&] {
-    RnnkitRnn r(p);
-    r.train_step();
+    RnnkitRnn r(p, false);
+    r.ws_training_.assign(k::rnn_forward_workspace_size(r.dims_train_, true), 0.f);
+    r.scratch_.assign(k::rnn_forward_scratch_size(r.dims_train_), 0.f);
+    r.train_forward();
+    Floats().swap(r.scratch_);
+    r.allocate_backward();
+    r.train_backward();
   });
 }
 

@@ -4,6 +4,7 @@
 // allocated once outside the timed calls (as the module would, from its cache).
 #include <cstdint>
 #include <functional>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,26 @@
 #include "rnn_bench.h"
 
 namespace rnnkit::bench {
+
+// Allocates on 64-byte boundaries, as rnnkit's tensors are, so that the kernels
+// see what a module gives them.
+template <class T>
+struct Aligned64 {
+  using value_type = T;
+  Aligned64() = default;
+  template <class U>
+  Aligned64(const Aligned64<U>&) {}
+  T* allocate(size_t n) {
+    void* p = ::operator new(n * sizeof(T), std::align_val_t(64));
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  template <class U>
+  bool operator==(const Aligned64<U>&) const { return true; }
+  template <class U>
+  bool operator!=(const Aligned64<U>&) const { return false; }
+};
+using Floats = std::vector<float, Aligned64<float>>;
 
 kernels::cpu::CellType cell_type(const std::string& cell);
 
@@ -27,12 +48,12 @@ void use_mmap_for_large_allocations();
 struct Problem {
   SuiteRow row;
   int64_t G = 0;              // gates
-  std::vector<float> w_ih;    // [G*H, I]
-  std::vector<float> w_hh;    // [G*H, H]
-  std::vector<float> b_ih;    // [G*H]
-  std::vector<float> b_hh;    // [G*H]
-  std::vector<float> x;       // [T, N, I]
-  std::vector<float> dy;      // [T, N, H]
+  Floats w_ih;    // [G*H, I]
+  Floats w_hh;    // [G*H, H]
+  Floats b_ih;    // [G*H]
+  Floats b_hh;    // [G*H]
+  Floats x;       // [T, N, I]
+  Floats dy;      // [T, N, H]
   std::vector<int64_t> batch_sizes;  // [T], all N
 
   explicit Problem(const SuiteRow& r, uint64_t seed = 1);
@@ -40,20 +61,28 @@ struct Problem {
 };
 
 // rnnkit's kernels on a Problem. Inference: rnn_forward(training = false) with
-// h_n (and c_n) written. Training step: rnn_forward(training = true) then
-// rnn_backward with dy, giving dx and every parameter gradient (accumulated).
+// h_n (and c_n) written. Training step: rnn_forward(training = true, with
+// dims.separate_scratch) then rnn_backward (with
+// dims.overwrite_forward_workspace) with dy, giving dx and every parameter
+// gradient (accumulated).
 class RnnkitRnn {
  public:
-  explicit RnnkitRnn(const Problem& p);
+  // allocate_training = false leaves the training buffers for the caller.
+  explicit RnnkitRnn(const Problem& p, bool allocate_training = true);
   // Inference. prepacked: with W_hh packed once beforehand (rnn_pack_weights), as
   // a module in eval mode caches it, when this batch takes the small-batch path;
   // else the call packs W_hh itself.
   void forward_inference(bool prepacked = true);
+  // Inference with W_hh packed in bfloat16 (PackedPrecision::kBFloat16), the
+  // explicit reduced-precision option; small-batch rows only.
+  void forward_inference_bf16();
   // Whether the small-batch path (and so packing) applies to this problem.
   bool packs_weights() const { return packs_; }
-  void train_step();
-  const std::vector<float>& y() const { return y_; }
-  const std::vector<float>& dx() const { return dx_; }
+  void train_step();  // train_forward then train_backward
+  void train_forward();
+  void train_backward();
+  std::vector<float> y() const { return std::vector<float>(y_.begin(), y_.end()); }
+  std::vector<float> dx() const { return std::vector<float>(dx_.begin(), dx_.end()); }
   // Peak resident-memory growth of one training step whose buffers (workspaces,
   // outputs, gradients) are allocated inside it; -1 when /proc cannot tell.
   static int64_t peak_training_bytes(const Problem& p);
@@ -61,13 +90,16 @@ class RnnkitRnn {
   static int64_t training_buffer_bytes(const Problem& p);
 
  private:
+  void allocate_backward();
   const Problem& p_;
-  kernels::cpu::RnnLayerDims dims_;
+  kernels::cpu::RnnLayerDims dims_;        // inference: one workspace
+  kernels::cpu::RnnLayerDims dims_train_;  // training: separate_scratch
   kernels::cpu::RnnWeights<float> w_;
-  std::vector<float> y_, h_n_, c_n_, ws_inference_, ws_training_, ws_backward_, dx_;
-  std::vector<float> dw_ih_, dw_hh_, db_ih_, db_hh_;
+  Floats y_, h_n_, c_n_, ws_inference_, ws_training_, scratch_, ws_backward_, dx_;
+  Floats dw_ih_, dw_hh_, db_ih_, db_hh_;
   bool packs_ = false;         // batches this small take the small-batch path
-  std::vector<float> packed_;  // W_hh packed for it, on the first prepacked inference
+  Floats packed_;  // W_hh packed for it, on the first prepacked inference
+  Floats packed_bf16_;
 };
 
 }  // namespace rnnkit::bench

@@ -102,6 +102,8 @@ direction, float32): forward inference, and forward training + backward.
   --blas-threads L   OPENBLAS_NUM_THREADS=OMP_NUM_THREADS values to try (default 1,2)
   --torch-budget S   seconds per PyTorch row and setting (default 2)
   --no-memory        skip the peak-memory measurements
+  --bf16             also time inference with bfloat16 recurrent weights (small-batch
+                     rows) and report its error against float32
   --verbose          progress on stderr
 )";
 }
@@ -111,7 +113,7 @@ namespace {
 struct Options {
   int threads = 0;
   std::vector<std::string> row_filters;
-  bool quick = false, json = false, torch = true, memory = true, verbose = false;
+  bool quick = false, json = false, torch = true, memory = true, verbose = false, bf16 = false;
   std::string suite_file;
   double min_time_s = 1.0;
   int min_reps = 5, max_reps = 500, warmup = 2;
@@ -180,6 +182,8 @@ Options parse_options(const std::vector<std::string>& args) {
       o.torch_opt.budget_s = parse_double(value(), "--torch-budget");
     } else if (a == "--no-memory") {
       o.memory = false;
+    } else if (a == "--bf16") {
+      o.bf16 = true;
     } else if (a == "--verbose") {
       o.verbose = true;
     } else {
@@ -326,6 +330,8 @@ struct RowResult {
   SuiteRow row;
   Stats rk_fwd, rk_train, dn_fwd, dn_train;
   Stats rk_fwd_packing;  // inference that packs W_hh itself (small-batch rows only)
+  Stats rk_fwd_bf16;     // inference with bfloat16 W_hh (--bf16, small-batch rows)
+  double bf16_error = -1;  // its y against float32, relative
   double check_y = -1, check_dx = -1;  // rnnkit vs oneDNN, relative
   TorchTiming torch;
   int64_t rk_peak = -1, rk_buffers = -1, dn_peak = -1;
@@ -403,6 +409,17 @@ void print_table(std::ostream& out, const std::vector<RowResult>& res, const jso
             << fmt(gflops(flops, pk.median_ms), 1, 9)
             << fmt(100 * gflops(flops, pk.median_ms) / ceiling, 0, 6) << "%" << std::setw(40) << ""
             << fmt(dn.median_ms > 0 ? pk.median_ms / dn.median_ms : -1, 3, 10) << "\n";
+      }
+      if (!train && r.rk_fwd_bf16.median_ms > 0) {
+        const Stats& bf = r.rk_fwd_bf16;
+        std::ostringstream err;
+        err << std::scientific << std::setprecision(1) << r.bf16_error;
+        out << std::left << std::setw(22) << "" << std::setw(9) << "fwd bf16" << std::right
+            << fmt(bf.median_ms, 3, 10) << fmt(bf.median_ms * 1e3 / r.row.steps, 2, 9)
+            << fmt(gflops(flops, bf.median_ms), 1, 9)
+            << fmt(100 * gflops(flops, bf.median_ms) / ceiling, 0, 6) << "%" << std::setw(40) << ""
+            << fmt(dn.median_ms > 0 ? bf.median_ms / dn.median_ms : -1, 3, 10)
+            << "           error vs float32 " << err.str() << "\n";
       }
     }
   }
@@ -504,10 +521,20 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     std::vector<std::function<void()>> fwd_fns = {[&] { rk.forward_inference(true); },
                                                   [&] { dn.forward_inference(); }};
     if (rk.packs_weights()) fwd_fns.push_back([&] { rk.forward_inference(false); });
+    const bool bf16 = o.bf16 && rk.packs_weights();
+    if (bf16) fwd_fns.push_back([&] { rk.forward_inference_bf16(); });
     const auto fwd = time_alternating(fwd_fns, o);
     r.rk_fwd = fwd[0];
     r.dn_fwd = fwd[1];
     if (rk.packs_weights()) r.rk_fwd_packing = fwd[2];
+    if (bf16) {
+      r.rk_fwd_bf16 = fwd[3];
+      rk.forward_inference(true);
+      const std::vector<float> y32 = rk.y();
+      rk.forward_inference_bf16();
+      r.bf16_error = rel_diff(rk.y(), y32);
+      rk.forward_inference(true);
+    }
     r.check_y = rel_diff(rk.y(), dn.y());
     const auto train = time_alternating({[&] { rk.train_step(); }, [&] { dn.train_step(); }}, o);
     r.rk_train = train[0];
@@ -545,6 +572,8 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
                  {"forward_flops", r.row.forward_flops()},
                  {"rnnkit", {{"fwd", stats_json(r.rk_fwd)}, {"train", stats_json(r.rk_train)},
                              {"fwd_packing_in_call", stats_json(r.rk_fwd_packing)},
+                             {"fwd_bf16", stats_json(r.rk_fwd_bf16)},
+                             {"fwd_bf16_error", r.bf16_error},
                              {"peak_train_bytes", r.rk_peak}, {"train_buffer_bytes", r.rk_buffers}}},
                  {"onednn", {{"fwd", stats_json(r.dn_fwd)}, {"train", stats_json(r.dn_train)},
                              {"peak_train_bytes", r.dn_peak}}},

@@ -85,6 +85,8 @@ struct Config {
   bool use_h0 = true, use_c0 = true;          // false: the kernel gets null (zeros)
   bool use_dy = true, use_dh_n = true, use_dc_n = true;  // false: the kernel gets null
   bool accumulate = false;  // prefilled dW and dx with beta_dx = 1, else dW = 0, beta_dx = 0
+  bool separate_scratch = false;  // RnnLayerDims::separate_scratch
+  bool overwrite = false;         // RnnLayerDims::overwrite_forward_workspace
   int64_t ldx_pad = 0, ldy_pad = 0, lddy_pad = 0, lddx_pad = 0;
   double weight_scale = 0.6;
 
@@ -107,6 +109,8 @@ struct Config {
     d.batch_sizes = batch_sizes.data();
     d.reverse = reverse;
     d.has_bias = has_bias;
+    d.separate_scratch = separate_scratch;
+    d.overwrite_forward_workspace = overwrite;
     return d;
   }
   std::string describe() const {
@@ -116,7 +120,9 @@ struct Config {
     for (size_t t = 0; t < batch_sizes.size(); ++t) os << (t ? "," : "") << batch_sizes[t];
     os << "] reverse=" << reverse << " bias=" << has_bias << " h0=" << use_h0 << " c0=" << use_c0
        << " dy=" << use_dy << " dh_n=" << use_dh_n << " dc_n=" << use_dc_n
-       << " accumulate=" << accumulate << " pads(x,y,dy,dx)=" << ldx_pad << "," << ldy_pad << ","
+       << " accumulate=" << accumulate << " separate_scratch=" << separate_scratch
+       << " overwrite=" << overwrite
+       << " pads(x,y,dy,dx)=" << ldx_pad << "," << ldy_pad << ","
        << lddy_pad << "," << lddx_pad;
     return os.str();
   }
@@ -163,6 +169,8 @@ Config random_config(CellType cell, uint64_t seed, int64_t max_size = 6) {
   c.ldy_pad = uni(0, 3);
   c.lddy_pad = uni(0, 2);
   c.lddx_pad = uni(0, 2);
+  c.separate_scratch = uni(0, 2) == 0;
+  c.overwrite = uni(0, 2) == 0;
   return c;
 }
 
@@ -376,8 +384,13 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
   std::vector<T> y(static_cast<size_t>(rows * ldy), static_cast<T>(kSentinel));
   std::vector<T> h_n(N * Hout, static_cast<T>(kNaN)), c_n(N * H, static_cast<T>(kNaN));
   std::vector<T> ws(k::rnn_forward_workspace_size(d, true), static_cast<T>(kNaN));
-  k::rnn_forward<T>(d, w, x.data(), ldx, h0p, c0p, y.data(), ldy, h_n.data(),
-                    lstm ? c_n.data() : nullptr, ws.data(), true);
+  std::vector<T> scratch(k::rnn_forward_scratch_size(d), static_cast<T>(kNaN));
+  if (c.separate_scratch)
+    k::rnn_forward<T>(d, w, x.data(), ldx, h0p, c0p, y.data(), ldy, h_n.data(),
+                      lstm ? c_n.data() : nullptr, ws.data(), true, scratch.data());
+  else
+    k::rnn_forward<T>(d, w, x.data(), ldx, h0p, c0p, y.data(), ldy, h_n.data(),
+                      lstm ? c_n.data() : nullptr, ws.data(), true);
   out.y = unstride(y, rows, Hout, ldy, "y");
   out.h_n = widen(h_n);
   out.c_n = lstm ? widen(c_n) : std::vector<double>(N * H, 0.0);
@@ -386,8 +399,9 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
     std::vector<T> y2(static_cast<size_t>(rows * ldy), static_cast<T>(kSentinel));
     std::vector<T> h_n2(N * Hout, static_cast<T>(kNaN)), c_n2(N * H, static_cast<T>(kNaN));
     std::vector<T> ws2(k::rnn_forward_workspace_size(d, false), static_cast<T>(kNaN));
+    std::fill(scratch.begin(), scratch.end(), static_cast<T>(kNaN));
     k::rnn_forward<T>(d, w, x.data(), ldx, h0p, c0p, y2.data(), ldy, h_n2.data(),
-                      lstm ? c_n2.data() : nullptr, ws2.data(), false);
+                      lstm ? c_n2.data() : nullptr, ws2.data(), false, scratch.data());
     out.y_inf = unstride(y2, rows, Hout, ldy, "y (inference)");
     out.h_n_inf = widen(h_n2);
     out.c_n_inf = lstm ? widen(c_n2) : std::vector<double>(N * H, 0.0);
@@ -402,7 +416,7 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
         std::fill(y2.begin(), y2.end(), static_cast<T>(kSentinel));
         std::fill(ws2.begin(), ws2.end(), static_cast<T>(kNaN));
         k::rnn_forward<float>(d, wp, x.data(), ldx, h0p, c0p, y2.data(), ldy, h_n2.data(),
-                              lstm ? c_n2.data() : nullptr, ws2.data(), false);
+                              lstm ? c_n2.data() : nullptr, ws2.data(), false, scratch.data());
         out.y_inf_packed = unstride(y2, rows, Hout, ldy, "y (inference, packed weights)");
       }
     }
@@ -448,7 +462,17 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
   // Same backward again from the same forward workspace (as a second backward
   // through a retained graph), with most outputs not requested; what is
   // requested must not change. rnn_backward may use the forward-only part of the
-  // workspace as scratch, never what the backward reads.
+  // workspace as scratch, never what the backward reads, unless told it may
+  // overwrite the workspace: then the forward runs again first.
+  if (c.overwrite) {
+    std::fill(ws.begin(), ws.end(), static_cast<T>(kNaN));
+    if (c.separate_scratch)
+      k::rnn_forward<T>(d, w, x.data(), ldx, h0p, c0p, y.data(), ldy, h_n.data(),
+                        lstm ? c_n.data() : nullptr, ws.data(), true, scratch.data());
+    else
+      k::rnn_forward<T>(d, w, x.data(), ldx, h0p, c0p, y.data(), ldy, h_n.data(),
+                        lstm ? c_n.data() : nullptr, ws.data(), true);
+  }
   std::vector<T> dw_hh2(dw_hh.size(), T(0)), db_hh2(db_hh.size(), T(0)), dw_hr2(dw_hr.size(), T(0));
   RnnGrads<T> dw2;
   dw2.dw_hh = dw_hh2.data();
@@ -693,6 +717,7 @@ TEST(RnnKernels, BidirectionalSharesBuffers) {
   for (CellType cell : {CellType::LSTM, CellType::GRU, CellType::RNN_TANH}) {
     Config c = random_config(cell, 555);
     c.N = 3, c.T = 4;
+    c.separate_scratch = false;
     c.batch_sizes = batch_sizes_from_lengths({4, 3, 1});
     SCOPED_TRACE(c.describe());
     const Problem p = random_problem(c);
@@ -897,6 +922,7 @@ TEST(RnnKernels, PackedWeightsBf16AndChecks) {
   for (CellType cell : {CellType::LSTM, CellType::GRU, CellType::RNN_TANH}) {
     Config c = random_config(cell, 515);
     c.I = 12, c.H = 37, c.P = 0, c.N = 3, c.T = 9;
+    c.separate_scratch = false;
     c.batch_sizes.assign(9, 3);
     c.weight_scale = 0.3;
     SCOPED_TRACE(c.describe());
@@ -928,6 +954,13 @@ TEST(RnnKernels, PackedWeightsBf16AndChecks) {
     // Training with bfloat16 weights, or weights packed for another size, is refused.
     EXPECT_THROW(k::rnn_forward<float>(d, w, x.data(), c.I, nullptr, nullptr, y16.data(), H, nullptr,
                                        nullptr, ws.data(), true),
+                 rnnkit::Error);
+    // dims.separate_scratch needs the overload that takes the scratch buffer.
+    RnnLayerDims separate = d;
+    separate.separate_scratch = true;
+    ASSERT_GT(k::rnn_forward_scratch_size(separate), 0u);
+    EXPECT_THROW(k::rnn_forward<float>(separate, w, x.data(), c.I, nullptr, nullptr, y16.data(), H,
+                                       nullptr, nullptr, ws.data(), false),
                  rnnkit::Error);
     Config other = c;
     other.H = 36;

@@ -128,13 +128,14 @@ int64_t packed_gemm_size(int64_t M, int64_t N, int64_t K) {
   return static_cast<int64_t>((e->weights.get_size() + sizeof(float) - 1) / sizeof(float));
 }
 
-bool packed_gemm_pack(int64_t M, int64_t N, int64_t K, const float* W, int64_t ldw, float* packed,
-                      int64_t capacity) {
+bool packed_gemm_pack(int64_t M, int64_t N, int64_t K, const float* W, int64_t ldw, bool w_is_kn,
+                      float* packed, int64_t capacity) {
   const MatmulEntry* e = matmul_entry(M, N, K, K, N);
   if (e == nullptr || e->weights.get_size() > static_cast<size_t>(capacity) * sizeof(float)) return false;
   use_rnnkit_threads();
-  // W [N, K] row-major is B = W^T [K, N] with strides (1, ldw).
-  const memory::desc user({K, N}, memory::data_type::f32, memory::dims{1, ldw});
+  // B [K, N]: W itself (strides (ldw, 1)), or W [N, K] transposed (strides (1, ldw)).
+  const memory::desc user({K, N}, memory::data_type::f32,
+                          w_is_kn ? memory::dims{ldw, 1} : memory::dims{1, ldw});
   memory from(user, cpu_engine(), const_cast<float*>(W));
   memory to(e->weights, cpu_engine(), packed);
   dnnl::stream stream(cpu_engine());
@@ -143,13 +144,13 @@ bool packed_gemm_pack(int64_t M, int64_t N, int64_t K, const float* W, int64_t l
   return true;
 }
 
-void packed_gemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                    const float* packed, const float* W, int64_t ldw, float* C, int64_t ldc) {
+void packed_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* packed,
+                 const float* W, int64_t ldw, bool w_is_kn, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
   const MatmulEntry* dense = matmul_entry(M, N, K, K, N);
   const MatmulEntry* e = matmul_entry(M, N, K, lda, ldc);
   if (dense == nullptr || e == nullptr || e->weights != dense->weights) {
-    gemm(false, true, M, N, K, 1.0f, A, lda, W, ldw, 1.0f, C, ldc);
+    gemm(false, !w_is_kn, M, N, K, 1.0f, A, lda, W, ldw, 1.0f, C, ldc);
     return;
   }
   use_rnnkit_threads();

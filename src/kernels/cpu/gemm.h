@@ -18,8 +18,9 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double al
           const double* A, int64_t lda, const double* B, int64_t ldb, double beta, double* C,
           int64_t ldc);
 
-// Many products with the same weights (one per time step): C[M, N] += A[M, K] W^T,
-// W [N, K] row-major, through oneDNN's matmul primitive with W reordered once into
+// Many products with the same weights (one per time step): C[M, N] += A[M, K] W^T
+// (W [N, K] row-major) or A W (W [K, N]), through oneDNN's matmul primitive with W
+// reordered once into
 // the primitive's own blocked layout instead of being re-packed by every sgemm
 // call. Primitives are created on first use and cached per shape, strides and
 // thread count.
@@ -27,15 +28,16 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double al
 // Floats that packed_gemm_pack writes for these sizes; 0 when this oneDNN has no
 // such primitive (callers then use gemm).
 int64_t packed_gemm_size(int64_t M, int64_t N, int64_t K);
-// Reorders W [N, K] (row stride ldw) into packed, which holds capacity floats.
-// Returns false, writing nothing, when the layout needs more (the thread count
-// changed since packed_gemm_size) or no primitive exists.
-bool packed_gemm_pack(int64_t M, int64_t N, int64_t K, const float* W, int64_t ldw, float* packed,
-                      int64_t capacity);
-// C[M, N] (row stride ldc) += A[M, K] (row stride lda) W^T, W as packed for (M, N,
-// K). Falls back to gemm with W (row stride ldw) if no primitive takes these
+// Reorders the weights into packed, which holds capacity floats: W [N, K] (row
+// stride ldw) for C += A W^T, or, with w_is_kn, W [K, N] for C += A W. Returns
+// false, writing nothing, when the layout needs more (the thread count changed
+// since packed_gemm_size) or no primitive exists.
+bool packed_gemm_pack(int64_t M, int64_t N, int64_t K, const float* W, int64_t ldw, bool w_is_kn,
+                      float* packed, int64_t capacity);
+// C[M, N] (row stride ldc) += A[M, K] (row stride lda) op(W), W as packed for (M,
+// N, K). Falls back to gemm with W (row stride ldw) if no primitive takes these
 // strides with that packing.
-void packed_gemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                    const float* packed, const float* W, int64_t ldw, float* C, int64_t ldc);
+void packed_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* packed,
+                 const float* W, int64_t ldw, bool w_is_kn, float* C, int64_t ldc);
 
 }  // namespace rnnkit::kernels::cpu

@@ -37,6 +37,15 @@ constexpr size_t kAlignElements = 16;
 
 size_t align_up(size_t n) { return (n + kAlignElements - 1) / kAlignElements * kAlignElements; }
 
+// The workspaces are laid out from their first 64-byte boundary (their sizes
+// include kAlignElements of slack), so that every buffer in them starts on a
+// cache line whatever the caller's allocator returns.
+template <class T>
+T* align_base(T* p) {
+  const uintptr_t u = reinterpret_cast<uintptr_t>(p);
+  return reinterpret_cast<T*>((u + 63) & ~uintptr_t(63));
+}
+
 int gate_stride(CellType cell) { return cell == CellType::GRU ? GruCell::kGateStride : gate_count(cell); }
 
 // Forward workspace, offsets in elements of T:
@@ -55,7 +64,7 @@ int gate_stride(CellType cell) { return cell == CellType::GRU ? GruCell::kGateSt
 //                      Forward-only: the backward keeps its dgates there (see
 //                      backward_layout).
 struct ForwardLayout {
-  size_t gates = 0, c = 0, m = 0, bias = 0, zeros = 0, packed = 0, total = 0;
+  size_t gates = 0, c = 0, m = 0, bias = 0, zeros = 0, packed = 0, packed_end = 0, total = 0;
 };
 
 // Batches this small take the persistent small-batch forward (float, when the CPU
@@ -122,8 +131,9 @@ ForwardLayout forward_layout(const RnnLayerDims& d, bool training) {
   L.zeros = at;
   at = align_up(at + std::max(H, static_cast<size_t>(hidden_out_size(d))));
   L.packed = at;
-  at = align_up(at + recurrent_scratch_size(d));
-  L.total = at;
+  if (!d.separate_scratch) at = align_up(at + recurrent_scratch_size(d));
+  L.packed_end = at;
+  L.total = at + kAlignElements;
   return L;
 }
 
@@ -193,13 +203,20 @@ int64_t g_chunk_rows_cap = 0;  // tuning::set_backward_chunk_rows
 
 // Whether the forward's packed-weights area holds the dgates of a whole step.
 bool dgates_in_forward_workspace(const RnnLayerDims& d) {
-  return static_cast<int64_t>(recurrent_scratch_size(d)) >=
+  return !d.separate_scratch && static_cast<int64_t>(recurrent_scratch_size(d)) >=
          d.batch * gate_stride(d.cell) * d.hidden_size;
+}
+
+// Whether the backward writes dgates over the forward's saved gates (the Elman
+// cells keep theirs in y, which the caller owns).
+bool dgates_over_gates(const RnnLayerDims& d) {
+  return d.overwrite_forward_workspace && !gates_in_output(d);
 }
 
 // Rows of dgates held at once.
 int64_t chunk_rows(const RnnLayerDims& d) {
   const int64_t rows = packed_rows(d);
+  if (dgates_over_gates(d)) return rows;
   const int64_t row_elems = gate_stride(d.cell) * d.hidden_size;
   int64_t budget;
   if (dgates_in_forward_workspace(d))
@@ -210,20 +227,33 @@ int64_t chunk_rows(const RnnLayerDims& d) {
   return std::min(rows, std::max(budget, d.batch));
 }
 
+// The generic path's per-step dh = dgates W_hh with W_hh packed once for the
+// whole backward (packed_gemm): when the backward keeps dgates over the saved
+// gates (so it has no dgates buffer of its own) and the copy costs at most half
+// of what the forward keeps per row anyway (hidden_size <= rows / 2).
+size_t backward_packed_size(const RnnLayerDims& d) {
+  if (!dgates_over_gates(d) || small_batch_path(d) || 2 * d.hidden_size > packed_rows(d)) return 0;
+  return static_cast<size_t>(
+      packed_gemm_size(d.batch, hidden_out_size(d), gate_count(d.cell) * d.hidden_size));
+}
+
 // Backward workspace, offsets in elements of T (C = chunk_rows):
 //   dgates   [C, S*H]     gradient w.r.t. the pre-activations of the chunk's rows;
-//                         on the small-batch path in the forward workspace instead
+//                         in the forward workspace instead when it has room (over
+//                         the saved gates with overwrite_forward_workspace, or in
+//                         the packed-weights area)
 //   dh_state [N, Hout]    gradient w.r.t. the h entering the step being processed
 //   dc_state [N, H]       LSTM: likewise for c
 //   dh_proj  [C, P]       proj_size > 0: gradient w.r.t. each row's projected h
 //   dm       [N, H]       proj_size > 0: one step's gradient w.r.t. o*tanh(c)
 //   ones     [C]          ones, for the bias column sums as a GEMM
 //   zeros    [max(H, Hout)]
+//   packed_dh W_hh packed for the per-step dh products (backward_packed_size)
 // The h that entered each step is not copied: dW_hh pairs runs of dgates rows
 // with the rows of y (or h0) they came from.
 struct BackwardLayout {
   size_t dgates = 0, dh_state = 0, dc_state = 0, dh_proj = 0, dm = 0, ones = 0, zeros = 0,
-         total = 0;
+         packed_dh = 0, packed_dh_end = 0, total = 0;
   int64_t chunk = 0;
   bool dgates_in_forward_workspace = false;
 };
@@ -235,7 +265,7 @@ BackwardLayout backward_layout(const RnnLayerDims& d) {
   const size_t P = static_cast<size_t>(d.proj_size);
   BackwardLayout L;
   L.chunk = chunk_rows(d);
-  L.dgates_in_forward_workspace = dgates_in_forward_workspace(d);
+  L.dgates_in_forward_workspace = dgates_over_gates(d) || dgates_in_forward_workspace(d);
   const size_t C = static_cast<size_t>(L.chunk);
   size_t at = 0;
   L.dgates = at;
@@ -252,7 +282,10 @@ BackwardLayout backward_layout(const RnnLayerDims& d) {
   at = align_up(at + C);
   L.zeros = at;
   at = align_up(at + std::max(H, Hout));
-  L.total = at;
+  L.packed_dh = at;
+  at = align_up(at + backward_packed_size(d));
+  L.packed_dh_end = at;
+  L.total = at + kAlignElements;
   return L;
 }
 
@@ -284,13 +317,20 @@ void check_common(const RnnLayerDims& d, const RnnWeights<T>& w, int64_t ldx, in
 
 template <class T, class Cell, bool Training>
 void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int64_t ldx,
-                  const T* h0, const T* c0, T* y, int64_t ldy, T* h_n, T* c_n, T* workspace) {
+                  const T* h0, const T* c0, T* y, int64_t ldy, T* h_n, T* c_n, T* workspace,
+                  T* scratch) {
   const int64_t I = d.input_size, H = d.hidden_size, P = d.proj_size;
   const int64_t Hout = hidden_out_size(d);
   const int64_t GH = Cell::kGates * H;      // width of the GEMM outputs
   const int64_t S = Cell::kGateStride * H;  // row stride of the gates buffer
   const int64_t rows = packed_rows(d);
   const ForwardLayout L = forward_layout(d, Training);
+  workspace = align_base(workspace);
+  // The packed copy of W_hh: in the workspace, or the separate scratch.
+  T* packed = d.separate_scratch ? align_base(scratch) : workspace + L.packed;
+  const int64_t packed_capacity = d.separate_scratch
+                                      ? static_cast<int64_t>(recurrent_scratch_size(d))
+                                      : static_cast<int64_t>(L.packed_end - L.packed);
   // Gates [rows, S] with row stride ldg: the workspace's, or y for the Elman cells.
   const bool in_y = gates_in_output(d);
   T* gates = in_y ? y : workspace + L.gates;
@@ -304,27 +344,17 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
   T* bias = workspace + L.bias;  // [S], added by the pointwise passes
   Cell::fill_bias_row(H, bias, d.has_bias ? w.b_ih : nullptr, d.has_bias ? w.b_hh : nullptr);
 
-  // Input projection of every step: gates = x W_ih^T. The GRU's n-part goes to
-  // columns [3H, 4H) so that the recurrent GEMM's n-part (which starts at 0)
-  // lands apart in [2H, 3H).
-  if constexpr (Cell::kGateStride == Cell::kGates) {
-    gemm(false, true, rows, GH, I, T(1), x, ldx, w.w_ih, I, T(0), gates, ldg);
-  } else {
-    gemm(false, true, rows, 2 * H, I, T(1), x, ldx, w.w_ih, I, T(0), gates, ldg);
-    gemm(false, true, rows, H, I, T(1), x, ldx, w.w_ih + 2 * H * I, I, T(0), gates + 3 * H, ldg);
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (rows * H >= kParallelMinElements)
-    for (int64_t r = 0; r < rows; ++r) set_row(H, T(0), gates + r * ldg + 2 * H);
-  }
-
   if constexpr (std::is_same_v<T, float>) {
     const simd::Kernels* k = simd::active_kernels();
     if (k != nullptr && small_batch_path(d)) {
       simd::SmallBatchForward a;
       a.dims = &d;
+      a.x = x;
+      a.ldx = ldx;
+      a.w_ih = w.w_ih;
       a.w_hh = w.w_hh;
       a.pack = w.w_hh_packed == nullptr;
-      a.packed = a.pack ? workspace + L.packed
-                        : const_cast<float*>(packed_body(d, w.w_hh_packed, Training, &a.bf16));
+      a.packed = a.pack ? packed : const_cast<float*>(packed_body(d, w.w_hh_packed, Training, &a.bf16));
       a.gates = gates;
       a.ldg = ldg;
       a.bias = bias;
@@ -343,12 +373,23 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
     }
   }
 
+  // Input projection of every step: gates = x W_ih^T. The GRU's n-part goes to
+  // columns [3H, 4H) so that the recurrent GEMM's n-part (which starts at 0)
+  // lands apart in [2H, 3H).
+  if constexpr (Cell::kGateStride == Cell::kGates) {
+    gemm(false, true, rows, GH, I, T(1), x, ldx, w.w_ih, I, T(0), gates, ldg);
+  } else {
+    gemm(false, true, rows, 2 * H, I, T(1), x, ldx, w.w_ih, I, T(0), gates, ldg);
+    gemm(false, true, rows, H, I, T(1), x, ldx, w.w_ih + 2 * H * I, I, T(0), gates + 3 * H, ldg);
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (rows * H >= kParallelMinElements)
+    for (int64_t r = 0; r < rows; ++r) set_row(H, T(0), gates + r * ldg + 2 * H);
+  }
+
   // Steps with the whole batch continuing take W_hh packed once for all of them.
   bool packed_steps = false;
   if constexpr (std::is_same_v<T, float>)
-    packed_steps = L.total > L.packed &&
-                   packed_gemm_pack(d.batch, GH, Hout, w.w_hh, Hout, workspace + L.packed,
-                                    static_cast<int64_t>(L.total - L.packed));
+    packed_steps = packed_capacity > 0 &&
+                   packed_gemm_pack(d.batch, GH, Hout, w.w_hh, Hout, false, packed, packed_capacity);
 
   const Pointwise<T, Cell> pointwise(d.cell);
   for_each_step(d, rows, true, [&](const Step& s) {
@@ -358,7 +399,7 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
     // step's y rows and, for rows starting here, h0 (nothing to add when null).
     if constexpr (std::is_same_v<T, float>) {
       if (packed_steps && s.n_cont == d.batch)
-        packed_gemm_nt(s.n_cont, GH, Hout, y_prev, ldy, workspace + L.packed, w.w_hh, Hout, g, ldg);
+        packed_gemm(s.n_cont, GH, Hout, y_prev, ldy, packed, w.w_hh, Hout, false, g, ldg);
       else
         gemm(false, true, s.n_cont, GH, Hout, T(1), y_prev, ldy, w.w_hh, Hout, T(1), g, ldg);
     } else {
@@ -450,6 +491,8 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
   const int64_t S = Cell::kGateStride * H;
   const int64_t rows = packed_rows(d);
   const ForwardLayout FL = forward_layout(d, true);
+  workspace = align_base(workspace);
+  backward_workspace = align_base(backward_workspace);
   // Post-activations [rows, S], row stride ldg (y for the Elman cells).
   const bool in_y = gates_in_output(d);
   const T* gates = in_y ? y : workspace + FL.gates;
@@ -457,9 +500,12 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
   const T* c_all = workspace + FL.c;  // [rows, H]
   const T* m_all = workspace + FL.m;  // [rows, H]
   const BackwardLayout L = backward_layout(d);
-  // [C, S]: the forward's packed-weights area is free once the forward is done.
-  T* dgates = L.dgates_in_forward_workspace ? const_cast<T*>(workspace) + FL.packed
-                                            : backward_workspace + L.dgates;
+  // [C, S]: over the saved gates when allowed (each row's pointwise pass reads its
+  // gates before writing its dgates), else in the forward's packed-weights area,
+  // which is free once the forward is done, else in the backward workspace.
+  T* dgates = dgates_over_gates(d)          ? const_cast<T*>(gates)
+              : L.dgates_in_forward_workspace ? const_cast<T*>(workspace) + FL.packed
+                                              : backward_workspace + L.dgates;
   T* dh_state = backward_workspace + L.dh_state;  // [N, Hout]
   T* dc_state = backward_workspace + L.dc_state;  // [N, H]
   T* dh_proj = backward_workspace + L.dh_proj;    // [C, P]
@@ -474,6 +520,12 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
     if (small_batch_path(d)) small = simd::active_kernels();
   const Pointwise<T, Cell> pointwise(d.cell);
   constexpr bool split_n = Cell::kGateStride != Cell::kGates;
+  // Full-batch steps take W_hh packed once for all of them.
+  bool packed_dh = false;
+  if constexpr (std::is_same_v<T, float>)
+    packed_dh = L.packed_dh_end > L.packed_dh &&
+                packed_gemm_pack(d.batch, Hout, GH, w.w_hh, Hout, true, backward_workspace + L.packed_dh,
+                                 static_cast<int64_t>(L.packed_dh_end - L.packed_dh));
   const int64_t GH_first = split_n ? 2 * H : GH;
 
   // The reverse walk over steps [k0, k1) (walk order), whose rows are [r0, r1).
@@ -568,8 +620,18 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
       // dh_prev = dgates[:, 0:GH] W_hh (+ the GRU's pointwise term already there).
       // Rows starting here only feed dh0.
       const int64_t m = dh0 != nullptr ? s.n : s.n_cont;
-      gemm(false, false, m, Hout, GH, T(1), dg, S, w.w_hh, Hout,
-           Cell::kDirectHiddenGrad ? T(1) : T(0), dh_state, Hout);
+      bool done = false;
+      if constexpr (std::is_same_v<T, float>) {
+        if (packed_dh && m == d.batch) {
+          if (!Cell::kDirectHiddenGrad) set_row(m * Hout, T(0), dh_state);
+          packed_gemm(m, Hout, GH, dg, S, backward_workspace + L.packed_dh, w.w_hh, Hout, true,
+                      dh_state, Hout);
+          done = true;
+        }
+      }
+      if (!done)
+        gemm(false, false, m, Hout, GH, T(1), dg, S, w.w_hh, Hout,
+             Cell::kDirectHiddenGrad ? T(1) : T(0), dh_state, Hout);
       for (int64_t b = s.n_cont; b < s.n; ++b) {
         if (dh0 != nullptr) copy_row(Hout, dh_state + b * Hout, dh0 + b * Hout);
         if constexpr (Cell::kHasCell)
@@ -683,6 +745,12 @@ size_t rnn_forward_workspace_size(const RnnLayerDims& dims, bool training) {
   return forward_layout(dims, training).total;
 }
 
+size_t rnn_forward_scratch_size(const RnnLayerDims& dims) {
+  check_rnn_dims(dims);
+  const size_t size = dims.separate_scratch ? recurrent_scratch_size(dims) : 0;
+  return size > 0 ? size + kAlignElements : 0;
+}
+
 size_t rnn_backward_workspace_size(const RnnLayerDims& dims) {
   check_rnn_dims(dims);
   return backward_layout(dims).total;
@@ -719,16 +787,27 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
 template <class T>
 void rnn_forward(const RnnLayerDims& dims, const RnnWeights<T>& w, const T* x, int64_t ldx,
                  const T* h0, const T* c0, T* y, int64_t ldy, T* h_n, T* c_n, T* workspace,
-                 bool training) {
+                 bool training, T* scratch) {
   check_common(dims, w, ldx, ldy, workspace, "rnn_forward");
   RNNKIT_CHECK(x != nullptr && y != nullptr, "rnn_forward: x and y are required");
+  RNNKIT_CHECK(scratch != nullptr || rnn_forward_scratch_size(dims) == 0,
+               "rnn_forward: dims.separate_scratch is set but scratch is null");
   dispatch_cell(dims.cell, [&](auto cell) {
     using Cell = decltype(cell);
     if (training)
-      forward_impl<T, Cell, true>(dims, w, x, ldx, h0, c0, y, ldy, h_n, c_n, workspace);
+      forward_impl<T, Cell, true>(dims, w, x, ldx, h0, c0, y, ldy, h_n, c_n, workspace, scratch);
     else
-      forward_impl<T, Cell, false>(dims, w, x, ldx, h0, c0, y, ldy, h_n, c_n, workspace);
+      forward_impl<T, Cell, false>(dims, w, x, ldx, h0, c0, y, ldy, h_n, c_n, workspace, scratch);
   });
+}
+
+template <class T>
+void rnn_forward(const RnnLayerDims& dims, const RnnWeights<T>& w, const T* x, int64_t ldx,
+                 const T* h0, const T* c0, T* y, int64_t ldy, T* h_n, T* c_n, T* workspace,
+                 bool training) {
+  RNNKIT_CHECK(!dims.separate_scratch || rnn_forward_scratch_size(dims) == 0,
+               "rnn_forward: dims.separate_scratch is set: pass the scratch buffer");
+  rnn_forward<T>(dims, w, x, ldx, h0, c0, y, ldy, h_n, c_n, workspace, training, nullptr);
 }
 
 template <class T>
@@ -755,6 +834,8 @@ void rnn_backward(const RnnLayerDims& dims, const RnnWeights<T>& w, const T* x, 
 #define RNNKIT_INSTANTIATE_RNN(T)                                                                \
   template void rnn_forward<T>(const RnnLayerDims&, const RnnWeights<T>&, const T*, int64_t,     \
                                const T*, const T*, T*, int64_t, T*, T*, T*, bool);               \
+  template void rnn_forward<T>(const RnnLayerDims&, const RnnWeights<T>&, const T*, int64_t,     \
+                               const T*, const T*, T*, int64_t, T*, T*, T*, bool, T*);           \
   template void rnn_backward<T>(const RnnLayerDims&, const RnnWeights<T>&, const T*, int64_t,    \
                                 const T*, const T*, const T*, int64_t, const T*, const T*,       \
                                 int64_t, const T*, const T*, T*, int64_t, T, T*, T*,             \

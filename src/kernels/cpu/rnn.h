@@ -44,6 +44,19 @@ struct RnnLayerDims {
   const int64_t* batch_sizes = nullptr;  // [T]: non-increasing, batch_sizes[0] == N, all > 0
   bool reverse = false;                // walk t = T-1 .. 0
   bool has_bias = true;
+  // The forward-only part of the forward workspace (the kernels' packed copy of
+  // W_hh, rnn_forward_scratch_size) comes as a separate `scratch` buffer, passed
+  // to the rnn_forward overload that takes it, instead of inside the workspace.
+  // A training step then holds it only while the forward runs: the memory-lean
+  // choice for training. Every function below reads this flag.
+  bool separate_scratch = false;
+  // rnn_backward may overwrite the forward workspace: it then writes the
+  // gradients w.r.t. the gates over the saved gates instead of into its own
+  // workspace (smaller, and the weight gradients become whole-sequence products),
+  // and that forward workspace serves no second backward. Set it for a backward
+  // that is the last use of the forward (PyTorch's retain_graph = false). Read by
+  // rnn_backward and rnn_backward_workspace_size only.
+  bool overwrite_forward_workspace = false;
 };
 
 // Width of h, h0, h_n and of each row of y: P when projecting, else H.
@@ -85,8 +98,13 @@ struct RnnGrads {
 
 // Elements of T that rnn_forward needs. With training = true the workspace keeps,
 // after the call, everything rnn_backward reads (see rnn.cpp for the layout), so it
-// must be passed unchanged to rnn_backward.
+// must be passed unchanged to rnn_backward. Unless dims.separate_scratch, it also
+// holds a forward-only part that rnn_backward may use as scratch (so it must be
+// writable memory; a second backward from the same workspace still works).
+// Buffers are laid out from the workspace's first 64-byte boundary.
 size_t rnn_forward_workspace_size(const RnnLayerDims& dims, bool training);
+// Elements of T of the forward-only scratch when dims.separate_scratch (else 0).
+size_t rnn_forward_scratch_size(const RnnLayerDims& dims);
 // Elements of T that rnn_backward needs as scratch, besides the forward workspace.
 size_t rnn_backward_workspace_size(const RnnLayerDims& dims);
 
@@ -128,6 +146,12 @@ template <class T>
 void rnn_forward(const RnnLayerDims& dims, const RnnWeights<T>& w, const T* x, int64_t ldx,
                  const T* h0, const T* c0, T* y, int64_t ldy, T* h_n, T* c_n, T* workspace,
                  bool training);
+// The same with dims.separate_scratch: scratch [rnn_forward_scratch_size(dims)] is
+// used during the call only (written; may be null when that size is 0).
+template <class T>
+void rnn_forward(const RnnLayerDims& dims, const RnnWeights<T>& w, const T* x, int64_t ldx,
+                 const T* h0, const T* c0, T* y, int64_t ldy, T* h_n, T* c_n, T* workspace,
+                 bool training, T* scratch);
 
 // Backward pass of one direction, given the inputs and outputs of a training
 // forward with the same dims and weights.

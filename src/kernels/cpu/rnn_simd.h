@@ -54,15 +54,19 @@ void pack_recurrent(int64_t G, int64_t H, int64_t K, const float* w_hh, float* p
 // holds packed_recurrent_size(G, H, K) 16-bit values.
 void pack_recurrent_bf16(int64_t G, int64_t H, int64_t K, const float* w_hh, uint16_t* packed);
 
-// Arguments of the small-batch forward: everything of rnn_forward's time loop
-// after the input projection (see rnn.cpp, forward_impl).
+// Arguments of the small-batch forward: everything of rnn_forward after the bias
+// row (see rnn.cpp, forward_impl), the input projection included.
 struct SmallBatchForward {
   const RnnLayerDims* dims = nullptr;  // proj_size == 0
+  const float* x = nullptr;            // [rows, ldx]
+  int64_t ldx = 0;
+  const float* w_ih = nullptr;         // [G*H, I]
   const float* w_hh = nullptr;         // [G*H, H], packed by the threads when pack
   float* packed = nullptr;             // packed W_hh: written when pack, else read
   bool pack = true;
   bool bf16 = false;                   // packed holds bfloat16 (then pack is false)
-  float* gates = nullptr;              // [rows, S*H] input projection (no biases)
+  float* gates = nullptr;              // [rows, S*H] written: input projection (no biases),
+                                       // then what the pointwise pass leaves
   int64_t ldg = 0;                     // row stride of gates (S*H, or ldy when gates is y)
   const float* bias = nullptr;         // [S*H] the cell's bias row
   const float* h0 = nullptr;           // [N, H] or null

@@ -7,9 +7,10 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/rnn_simd.h"
 #include "kernels/cpu/rnn_steps.h"
-#include "kernels/cpu/spin_barrier.h"
+#include "kernels/cpu/step_scheduler.h"
 
 #pragma GCC push_options
 // GCC 12's intrinsic headers leave the "undefined" source operand of the

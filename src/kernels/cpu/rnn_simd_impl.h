@@ -16,7 +16,8 @@
 //   - it completes the pre-activations of its units (input projection, computed
 //     before as one GEMM, + recurrent term) and runs the fused pointwise pass on
 //     them while they are in L1, writing its part of h (and c);
-//   - threads meet once per step (StepBarrier), since the next step needs all of h.
+//   - threads meet once per step (StepScheduler), since the next step needs all
+//     of h; a thread whose partner is late (descheduled) runs its part for it.
 // Blocks are walked in alternating order on alternate steps, so that the blocks
 // a step touched last (still in L1) are the first the next step reads.
 
@@ -264,6 +265,12 @@ inline void recurrent_block_rows(const W* wp, int64_t K, int64_t H, const float*
     if (b < rows) recurrent_block_tail<G, NB - 1>(wp, K, H, h + b, g_rows + b, rows - b, cnt);
 }
 
+// Thread count for the small-batch paths: at most one per 16-unit block.
+inline int small_batch_threads(int requested, int64_t blocks) {
+  return static_cast<int>(std::max<int64_t>(
+      1, std::min<int64_t>({requested, blocks, detail::StepScheduler::kMaxGroups})));
+}
+
 template <int G, int S>
 void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) {
   const RnnLayerDims& d = *a.dims;
@@ -272,20 +279,40 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
   const int64_t blocks = (H + kPackBlock - 1) / kPackBlock;
   const int64_t block_elems = K * G * kPackBlock;
   const bool lstm = d.cell == CellType::LSTM;
-  const int nthreads = static_cast<int>(
-      std::max<int64_t>(1, std::min<int64_t>({a.num_threads, blocks, detail::StepBarrier::kMaxThreads})));
-  detail::StepBarrier barrier;
+  const int groups = small_batch_threads(a.num_threads, blocks);
+  detail::StepScheduler scheduler(groups);
 
-#pragma omp parallel num_threads(nthreads)
+#pragma omp parallel num_threads(groups)
   {
-    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int64_t jb0 = blocks * t / nt, jb1 = blocks * (t + 1) / nt;
-    if (a.pack) pack_recurrent(G, H, K, a.w_hh, a.packed, jb0, jb1);
+    const int t = omp_get_thread_num();
+    bool stole = false;
+    // Step 1 computes the input projection of each group's units for all steps
+    // (one GEMM per gate block, single-threaded inside this region) and packs
+    // the group's blocks; step k + 1 is time step k of the walk.
+    scheduler.step(t, 1, stole, [&](int g) {
+      const int64_t jb0 = blocks * g / groups, jb1 = blocks * (g + 1) / groups;
+      const int64_t u0 = std::min(H, jb0 * kPackBlock), u1 = std::min(H, jb1 * kPackBlock);
+      if (u1 <= u0) return;
+      const int64_t I = d.input_size;
+      // Gate block q of W_ih goes to column block q of the gates row, except the
+      // GRU's n-part, which goes to block 3 (block 2 collects W_hn h from zero).
+      for (int q = 0; q < G; ++q) {
+        const int64_t col = (S == 4 && G == 3 && q == 2) ? 3 * H : q * H;
+        gemm(false, true, rows, u1 - u0, I, 1.0f, a.x, a.ldx, a.w_ih + (q * H + u0) * I, I, 0.0f,
+             a.gates + col + u0, a.ldg);
+      }
+      if (S == 4 && G == 3)
+        for (int64_t r = 0; r < rows; ++r)
+          std::memset(a.gates + r * a.ldg + 2 * H + u0, 0, static_cast<size_t>(u1 - u0) * sizeof(float));
+      // Packed last, so that the blocks packed last are still in cache for the
+      // first step, which walks them in reverse.
+      if (a.pack) pack_recurrent(G, H, K, a.w_hh, a.packed, jb0, jb1);
+    });
     const float* h_rows[kSmallBatchMax];
     const float* c_prev_rows[kSmallBatchMax];
     float* c_rows[kSmallBatchMax];
     float* g_rows[kSmallBatchMax];
-    int64_t step = 0;
+    int64_t step = 1;
     detail::for_each_step(d, rows, true, [&](const detail::Step& s) {
       for (int64_t b = 0; b < s.n; ++b) {
         const bool cont = b < s.n_cont;
@@ -305,35 +332,37 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
         }
         g_rows[b] = a.gates + (s.off + b) * a.ldg;
       }
-      const bool ascending = (step & 1) == 0;
-      for (int64_t i = jb0; i < jb1; ++i) {
-        const int64_t jb = ascending ? i : jb1 - 1 - (i - jb0);
-        const int64_t j = jb * kPackBlock;
-        const int64_t cnt = std::min<int64_t>(kPackBlock, H - j);
-        float* g_at[kSmallBatchMax];
-        for (int64_t b = 0; b < s.n; ++b) g_at[b] = g_rows[b] + j;
-        if (a.bf16)
-          recurrent_block_rows<G>(reinterpret_cast<const uint16_t*>(a.packed) + jb * block_elems, K,
-                                  H, h_rows, g_at, s.n, cnt);
-        else
-          recurrent_block_rows<G>(a.packed + jb * block_elems, K, H, h_rows, g_at, s.n, cnt);
-      }
-      // The pointwise pass over all of this thread's units at once: its vectors
-      // are independent, so their long activation chains overlap.
-      const int64_t u0 = jb0 * kPackBlock, u1 = std::min(H, jb1 * kPackBlock);
-      for (int64_t b = 0; b < s.n && u1 > u0; ++b)
-        pointwise(u1 - u0, H, g_rows[b] + u0, a.bias + u0, h_rows[b] + u0,
-                  lstm ? c_prev_rows[b] + u0 : nullptr, lstm ? c_rows[b] + u0 : nullptr,
-                  a.y + (s.off + b) * a.ldy + u0, a.training);
-      // Entries whose sequence ends here: this thread's units of h_n and c_n.
-      for (int64_t b = s.n_next_cont; b < s.n; ++b) {
-        if (a.h_n != nullptr)
-          std::memcpy(a.h_n + b * H + u0, a.y + (s.off + b) * a.ldy + u0, (u1 - u0) * sizeof(float));
-        if (lstm && a.c_n != nullptr)
-          std::memcpy(a.c_n + b * H + u0, c_rows[b] + u0, (u1 - u0) * sizeof(float));
-      }
       ++step;
-      if (nt > 1) barrier.arrive_and_wait(t, nt, step);
+      const bool ascending = (step & 1) == 1;
+      scheduler.step(t, step, stole, [&](int g) {
+        const int64_t jb0 = blocks * g / groups, jb1 = blocks * (g + 1) / groups;
+        for (int64_t i = jb0; i < jb1; ++i) {
+          const int64_t jb = ascending ? i : jb1 - 1 - (i - jb0);
+          const int64_t j = jb * kPackBlock;
+          const int64_t cnt = std::min<int64_t>(kPackBlock, H - j);
+          float* g_at[kSmallBatchMax];
+          for (int64_t b = 0; b < s.n; ++b) g_at[b] = g_rows[b] + j;
+          if (a.bf16)
+            recurrent_block_rows<G>(reinterpret_cast<const uint16_t*>(a.packed) + jb * block_elems, K,
+                                    H, h_rows, g_at, s.n, cnt);
+          else
+            recurrent_block_rows<G>(a.packed + jb * block_elems, K, H, h_rows, g_at, s.n, cnt);
+        }
+        // The pointwise pass over all of the group's units at once: its vectors
+        // are independent, so their long activation chains overlap.
+        const int64_t u0 = jb0 * kPackBlock, u1 = std::min(H, jb1 * kPackBlock);
+        for (int64_t b = 0; b < s.n && u1 > u0; ++b)
+          pointwise(u1 - u0, H, g_rows[b] + u0, a.bias + u0, h_rows[b] + u0,
+                    lstm ? c_prev_rows[b] + u0 : nullptr, lstm ? c_rows[b] + u0 : nullptr,
+                    a.y + (s.off + b) * a.ldy + u0, a.training);
+        // Entries whose sequence ends here: the group's units of h_n and c_n.
+        for (int64_t b = s.n_next_cont; b < s.n && u1 > u0; ++b) {
+          if (a.h_n != nullptr)
+            std::memcpy(a.h_n + b * H + u0, a.y + (s.off + b) * a.ldy + u0, (u1 - u0) * sizeof(float));
+          if (lstm && a.c_n != nullptr)
+            std::memcpy(a.c_n + b * H + u0, c_rows[b] + u0, (u1 - u0) * sizeof(float));
+        }
+      });
     });
   }
 }
@@ -347,13 +376,13 @@ void small_batch_forward(const SmallBatchForward& a) {
   }
 }
 
-// Small-batch backward. The same threads and unit ranges as the forward; a
-// thread's units are also its columns of dh = dgates W_hh, so per step it
+// Small-batch backward. The same groups of units as the forward; a group's units
+// are also its columns of dh = dgates W_hh, so per step it
 //   - runs the pointwise backward on its units (needing dh of its units only),
 //   - meets the others (dh needs every unit's dgates),
 //   - computes dh for its columns from all rows of W_hh (row-major W_hh is
 //     contiguous along those columns, so no packing).
-// One barrier per step.
+// One synchronisation per step.
 
 // dh_b[k0 + v*L ...] (+)= sum_r dg_b[r] * W[r, k0 + ...] for NB rows b and the
 // cnt <= KV*L columns from k0.
@@ -405,6 +434,10 @@ inline void recurrent_grad_rows(const float* w, int64_t R, int64_t ldw, const fl
   }
 }
 
+// Step k of the backward scheduler runs, per group: the dh product of walk step
+// k - 1 (needs all of its dgates: the previous scheduler step), then the
+// pointwise backward of walk step k (needs only its own units of dh). One extra
+// step finishes the dh product of the last walk step.
 template <int G, int S, bool DirectHiddenGrad>
 void small_batch_backward_cell(const SmallBatchBackward& a, RowBackward pointwise) {
   const RnnLayerDims& d = *a.dims;
@@ -412,69 +445,91 @@ void small_batch_backward_cell(const SmallBatchBackward& a, RowBackward pointwis
   const int64_t rows = packed_rows(d);
   const int64_t blocks = (H + kPackBlock - 1) / kPackBlock;
   const bool lstm = d.cell == CellType::LSTM;
-  const int nthreads = static_cast<int>(
-      std::max<int64_t>(1, std::min<int64_t>({a.num_threads, blocks, detail::StepBarrier::kMaxThreads})));
-  detail::StepBarrier barrier;
+  const int groups = small_batch_threads(a.num_threads, blocks);
+  detail::StepScheduler scheduler(groups);
+  const size_t float_size = sizeof(float);
 
-#pragma omp parallel num_threads(nthreads)
+#pragma omp parallel num_threads(groups)
   {
-    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int64_t u0 = std::min(H, blocks * t / nt * kPackBlock);
-    const int64_t u1 = std::min(H, blocks * (t + 1) / nt * kPackBlock);
-    const int64_t nu = u1 - u0;
-    const size_t bytes = static_cast<size_t>(nu) * sizeof(float);
-    const float* dg_rows[kSmallBatchMax];
-    float* dh_rows[kSmallBatchMax];
+    const int t = omp_get_thread_num();
+    bool stole = false;
+    const auto units = [&](int g, int64_t* u0, int64_t* u1) {
+      *u0 = std::min(H, blocks * g / groups * kPackBlock);
+      *u1 = std::min(H, blocks * (g + 1) / groups * kPackBlock);
+    };
+    // The product dh = dgates W_hh of a walk step for a group's columns, and its
+    // rows that start there (dh0, dc0).
+    detail::Step prev{};
+    bool have_prev = false;
+    const auto finish_prev = [&](int g) {
+      if (!have_prev) return;
+      int64_t u0, u1;
+      units(g, &u0, &u1);
+      if (u1 <= u0) return;
+      const detail::Step& s = prev;
+      const int64_t m = a.dh0 != nullptr ? s.n : s.n_cont;  // rows starting here only feed dh0
+      const float* dg_rows[kSmallBatchMax];
+      float* dh_rows[kSmallBatchMax];
+      for (int64_t b = 0; b < m; ++b) {
+        dg_rows[b] = a.dgates + (s.off + b - a.row0) * S * H;
+        dh_rows[b] = a.dh_state + b * H;
+      }
+      recurrent_grad_rows(a.w_hh, G * H, H, dg_rows, dh_rows, m, u0, u1, DirectHiddenGrad);
+      const size_t bytes = static_cast<size_t>(u1 - u0) * float_size;
+      for (int64_t b = s.n_cont; b < s.n; ++b) {
+        if (a.dh0 != nullptr) std::memcpy(a.dh0 + b * H + u0, a.dh_state + b * H + u0, bytes);
+        if (lstm && a.dc0 != nullptr) std::memcpy(a.dc0 + b * H + u0, a.dc_state + b * H + u0, bytes);
+      }
+    };
     int64_t step = 0, walk = 0;
     detail::for_each_step(d, rows, false, [&](const detail::Step& s) {
       const bool mine = walk >= a.walk_begin && walk < a.walk_end;
       ++walk;
       if (!mine) return;
-      for (int64_t b = s.n_next_cont; b < s.n; ++b) {
-        float* dh = a.dh_state + b * H + u0;
-        if (a.dh_n != nullptr)
-          std::memcpy(dh, a.dh_n + b * H + u0, bytes);
-        else
-          std::memset(dh, 0, bytes);
-        if (lstm) {
-          float* dc = a.dc_state + b * H + u0;
-          if (a.dc_n != nullptr)
-            std::memcpy(dc, a.dc_n + b * H + u0, bytes);
+      scheduler.step(t, ++step, stole, [&](int g) {
+        finish_prev(g);
+        int64_t u0, u1;
+        units(g, &u0, &u1);
+        if (u1 <= u0) return;
+        const int64_t nu = u1 - u0;
+        const size_t bytes = static_cast<size_t>(nu) * float_size;
+        // Rows whose sequence ends at this step (in forward order) start from
+        // dh_n/dc_n; the others hold the gradient from the step after.
+        for (int64_t b = s.n_next_cont; b < s.n; ++b) {
+          float* dh = a.dh_state + b * H + u0;
+          if (a.dh_n != nullptr)
+            std::memcpy(dh, a.dh_n + b * H + u0, bytes);
           else
-            std::memset(dc, 0, bytes);
+            std::memset(dh, 0, bytes);
+          if (lstm) {
+            float* dc = a.dc_state + b * H + u0;
+            if (a.dc_n != nullptr)
+              std::memcpy(dc, a.dc_n + b * H + u0, bytes);
+            else
+              std::memset(dc, 0, bytes);
+          }
         }
-      }
-      for (int64_t b = 0; b < s.n && nu > 0; ++b) {
-        const bool cont = b < s.n_cont;
-        const float* hp = cont ? a.y + (s.off_prev + b) * a.ldy : (a.h0 != nullptr ? a.h0 + b * H : a.zeros);
-        const float* cp = nullptr;
-        const float* cc = nullptr;
-        float* dc = nullptr;
-        if (lstm) {
-          cp = cont ? a.c_all + (s.off_prev + b) * H : (a.c0 != nullptr ? a.c0 + b * H : a.zeros);
-          cp += u0;
-          cc = a.c_all + (s.off + b) * H + u0;
-          dc = a.dc_state + b * H + u0;
+        for (int64_t b = 0; b < s.n; ++b) {
+          const bool cont = b < s.n_cont;
+          const float* hp = cont ? a.y + (s.off_prev + b) * a.ldy : (a.h0 != nullptr ? a.h0 + b * H : a.zeros);
+          const float* cp = nullptr;
+          const float* cc = nullptr;
+          float* dc = nullptr;
+          if (lstm) {
+            cp = (cont ? a.c_all + (s.off_prev + b) * H : (a.c0 != nullptr ? a.c0 + b * H : a.zeros)) + u0;
+            cc = a.c_all + (s.off + b) * H + u0;
+            dc = a.dc_state + b * H + u0;
+          }
+          const float* dyr = a.dy != nullptr ? a.dy + (s.off + b) * a.lddy : a.zeros;
+          pointwise(nu, H, a.gates + (s.off + b) * a.ldg + u0, hp + u0, cp, cc, dyr + u0,
+                    a.dh_state + b * H + u0, a.dh_state + b * H + u0, dc,
+                    a.dgates + (s.off + b - a.row0) * S * H + u0);
         }
-        const float* dyr = a.dy != nullptr ? a.dy + (s.off + b) * a.lddy : a.zeros;
-        pointwise(nu, H, a.gates + (s.off + b) * a.ldg + u0, hp + u0, cp, cc, dyr + u0,
-                  a.dh_state + b * H + u0, a.dh_state + b * H + u0, dc,
-                  a.dgates + (s.off + b - a.row0) * S * H + u0);
-      }
-      ++step;
-      if (nt > 1) barrier.arrive_and_wait(t, nt, step);
-      // Rows starting here only feed dh0.
-      const int64_t m = a.dh0 != nullptr ? s.n : s.n_cont;
-      for (int64_t b = 0; b < m; ++b) {
-        dg_rows[b] = a.dgates + (s.off + b - a.row0) * S * H;
-        dh_rows[b] = a.dh_state + b * H;
-      }
-      if (nu > 0) recurrent_grad_rows(a.w_hh, G * H, H, dg_rows, dh_rows, m, u0, u1, DirectHiddenGrad);
-      for (int64_t b = s.n_cont; b < s.n; ++b) {
-        if (a.dh0 != nullptr) std::memcpy(a.dh0 + b * H + u0, a.dh_state + b * H + u0, bytes);
-        if (lstm && a.dc0 != nullptr) std::memcpy(a.dc0 + b * H + u0, a.dc_state + b * H + u0, bytes);
-      }
+      });
+      prev = s;
+      have_prev = true;
     });
+    scheduler.step(t, ++step, stole, finish_prev);
   }
 }
 
