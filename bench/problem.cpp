@@ -63,6 +63,11 @@ void use_mmap_for_large_allocations() {
   mallopt(M_TRIM_THRESHOLD, 0);
 }
 
+void keep_freed_memory() {
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+}
+
 Problem::Problem(const SuiteRow& r, uint64_t seed) : row(r) {
   const k::CellType cell = cell_type(r.cell);
   G = k::gate_count(cell);
@@ -126,6 +131,7 @@ RnnkitRnn::RnnkitRnn(const Problem& p, bool allocate_training)
   h_n_.assign(N * H, 0.f);
   c_n_.assign(N * H, 0.f);
   packs_ = k::rnn_packed_weights_size(dims_) > 0;
+  packs_bf16_ = k::rnn_packed_weights_size(dims_, k::PackedPrecision::kBFloat16) > 0;
   if (!allocate_training) return;
   ws_training_.assign(k::rnn_forward_workspace_size(dims_train_, true), 0.f);
   scratch_.assign(k::rnn_forward_scratch_size(dims_train_), 0.f);

@@ -43,6 +43,10 @@ int64_t peak_rss_growth(const std::function<void()>& fn);
 // Makes malloc serve every allocation of 64 KiB or more by mmap and give it back
 // on free, for the whole process (glibc's mallopt).
 void use_mmap_for_large_allocations();
+// Afterwards, for timing: blocks below 32 MiB come from the heap and stay there
+// (what glibc's adaptive threshold converges to), so that code allocating
+// buffers per call (sgemm's packing buffers) does not pay page faults each time.
+void keep_freed_memory();
 
 // Random weights, input and output gradient of one suite row, float32.
 struct Problem {
@@ -70,14 +74,16 @@ class RnnkitRnn {
   // allocate_training = false leaves the training buffers for the caller.
   explicit RnnkitRnn(const Problem& p, bool allocate_training = true);
   // Inference. prepacked: with W_hh packed once beforehand (rnn_pack_weights), as
-  // a module in eval mode caches it, when this batch takes the small-batch path;
+  // a module in eval mode caches it (and as oneDNN's weights are reordered once);
   // else the call packs W_hh itself.
   void forward_inference(bool prepacked = true);
   // Inference with W_hh packed in bfloat16 (PackedPrecision::kBFloat16), the
   // explicit reduced-precision option; small-batch rows only.
   void forward_inference_bf16();
-  // Whether the small-batch path (and so packing) applies to this problem.
+  // Whether W_hh has a packed form for this problem (float32; bfloat16 only on
+  // the small-batch path).
   bool packs_weights() const { return packs_; }
+  bool packs_bf16() const { return packs_bf16_; }
   void train_step();  // train_forward then train_backward
   void train_forward();
   void train_backward();
@@ -97,7 +103,7 @@ class RnnkitRnn {
   kernels::cpu::RnnWeights<float> w_;
   Floats y_, h_n_, c_n_, ws_inference_, ws_training_, scratch_, ws_backward_, dx_;
   Floats dw_ih_, dw_hh_, db_ih_, db_hh_;
-  bool packs_ = false;         // batches this small take the small-batch path
+  bool packs_ = false, packs_bf16_ = false;
   Floats packed_;  // W_hh packed for it, on the first prepacked inference
   Floats packed_bf16_;
 };

@@ -379,8 +379,9 @@ void print_table(std::ostream& out, const std::vector<RowResult>& res, const jso
       << "^3, median)\n";
   out << "times are medians; 't/oneDNN' = rnnkit time / oneDNN time; 'x torch' = PyTorch time / "
          "rnnkit time;\nGFLOP/s counts the GEMM work: forward 2*G*H*(I+H)*N*T, forward+backward 3x "
-         "that;\nfwd = inference with W_hh packed beforehand (small-batch rows; oneDNN's weights are "
-         "likewise reordered\nbeforehand), fwd* = the same call packing W_hh itself\n\n";
+         "that;\nfwd = inference with W_hh packed beforehand (rnn_pack_weights, as oneDNN's weights "
+         "are reordered\nbeforehand), fwd* = the same call packing W_hh itself, fwd bf16 = "
+         "bfloat16-packed W_hh (--bf16)\n\n";
   out << std::left << std::setw(22) << "row" << std::setw(9) << "pass" << std::right
       << std::setw(10) << "rnnkit ms" << std::setw(9) << "us/step" << std::setw(9) << "GFLOP/s"
       << std::setw(7) << "%ceil" << std::setw(11) << "oneDNN ms" << std::setw(9) << "GFLOP/s"
@@ -509,6 +510,7 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
       r.rk_peak = RnnkitRnn::peak_training_bytes(p);
       r.dn_peak = OnednnRnn::peak_training_bytes(p);
     }
+    keep_freed_memory();
   }
   if (o.verbose) err << "bench: sgemm ceiling\n";
   double ceiling = sgemm_ceiling(o, ceiling_n);
@@ -521,7 +523,7 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     std::vector<std::function<void()>> fwd_fns = {[&] { rk.forward_inference(true); },
                                                   [&] { dn.forward_inference(); }};
     if (rk.packs_weights()) fwd_fns.push_back([&] { rk.forward_inference(false); });
-    const bool bf16 = o.bf16 && rk.packs_weights();
+    const bool bf16 = o.bf16 && rk.packs_bf16();
     if (bf16) fwd_fns.push_back([&] { rk.forward_inference_bf16(); });
     const auto fwd = time_alternating(fwd_fns, o);
     r.rk_fwd = fwd[0];

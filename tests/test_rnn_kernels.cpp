@@ -904,16 +904,138 @@ TEST(RnnKernels, DirectionsRunConcurrently) {
   EXPECT_EQ(alone[1], together[1]);
 }
 
-TEST(RnnKernels, PackWeightsRejectsOtherPaths) {
+// A sequence run as two calls over consecutive time chunks, the second starting
+// from the first's h_n/c_n (backward: the chunks in reverse order, each taking
+// the later chunk's dh0/dc0 as dh_n/dc_n), gives the one-call result: what a
+// module needs to pipeline stacked layers in a wavefront.
+template <class T>
+void check_time_chunks(CellType cell, bool reverse, int64_t N, double tol) {
+  Config c = random_config(cell, 8800 + static_cast<uint64_t>(cell) * 2 + reverse);
+  c.I = 12, c.H = 24, c.P = 0, c.N = N, c.T = 7;
+  c.batch_sizes.assign(7, N);
+  c.reverse = reverse;
+  c.weight_scale = 0.3;
+  c.separate_scratch = false;
+  SCOPED_TRACE(c.describe());
+  const Problem p = random_problem(c);
+  const bool lstm = c.is_lstm();
+  const int64_t I = c.I, H = c.H, steps = c.T;
+  const std::vector<T> w_ih = to<T>(p.w_ih), w_hh = to<T>(p.w_hh), b_ih = to<T>(p.b_ih),
+                       b_hh = to<T>(p.b_hh), x = to<T>(p.x), h0 = to<T>(p.h0), c0 = to<T>(p.c0),
+                       dy = to<T>(p.r_y);
+  RnnWeights<T> w;
+  w.w_ih = w_ih.data();
+  w.w_hh = w_hh.data();
+  w.b_ih = b_ih.data();
+  w.b_hh = b_hh.data();
+  // Steps [t0, t1): x and y rows from t0 * N.
+  struct Run {
+    std::vector<T> y, h_n, c_n, ws, dx, dh0, dc0;
+  };
+  auto forward = [&](int64_t t0, int64_t t1, const T* h_in, const T* c_in, Run& r) {
+    RnnLayerDims d = c.dims();
+    std::vector<int64_t> bs(static_cast<size_t>(t1 - t0), N);
+    d.steps = t1 - t0;
+    d.batch_sizes = bs.data();
+    r.y.assign((t1 - t0) * N * H, 0);
+    r.h_n.assign(N * H, 0);
+    r.c_n.assign(N * H, 0);
+    r.ws.assign(k::rnn_forward_workspace_size(d, true), 0);
+    k::rnn_forward<T>(d, w, x.data() + t0 * N * I, I, h_in, lstm ? c_in : nullptr, r.y.data(), H,
+                      r.h_n.data(), lstm ? r.c_n.data() : nullptr, r.ws.data(), true);
+  };
+  auto backward = [&](int64_t t0, int64_t t1, const T* h_in, const T* c_in, const T* dh_n,
+                      const T* dc_n, Run& r, std::vector<T>& dw_ih, std::vector<T>& dw_hh) {
+    RnnLayerDims d = c.dims();
+    std::vector<int64_t> bs(static_cast<size_t>(t1 - t0), N);
+    d.steps = t1 - t0;
+    d.batch_sizes = bs.data();
+    r.dx.assign((t1 - t0) * N * I, 0);
+    r.dh0.assign(N * H, 0);
+    r.dc0.assign(N * H, 0);
+    std::vector<T> bws(k::rnn_backward_workspace_size(d));
+    RnnGrads<T> g;
+    g.dw_ih = dw_ih.data();
+    g.dw_hh = dw_hh.data();
+    k::rnn_backward<T>(d, w, x.data() + t0 * N * I, I, h_in, lstm ? c_in : nullptr, r.y.data(), H,
+                       r.ws.data(), dy.data() + t0 * N * H, H, dh_n, lstm ? dc_n : nullptr,
+                       r.dx.data(), I, T(0), r.dh0.data(), lstm ? r.dc0.data() : nullptr, g,
+                       bws.data());
+  };
+  std::vector<T> dw_ih_one(w_ih.size()), dw_hh_one(w_hh.size());
+  std::vector<T> dw_ih_two(w_ih.size()), dw_hh_two(w_hh.size());
+  Run one;
+  forward(0, steps, h0.data(), c0.data(), one);
+  backward(0, steps, h0.data(), c0.data(), nullptr, nullptr, one, dw_ih_one, dw_hh_one);
+  // The chunk processed first: [0, 3) forward, [3, steps) reverse.
+  const int64_t cut = 3;
+  const int64_t a0 = reverse ? cut : 0, a1 = reverse ? steps : cut;
+  const int64_t b0 = reverse ? 0 : cut, b1 = reverse ? cut : steps;
+  Run first, second;
+  forward(a0, a1, h0.data(), c0.data(), first);
+  forward(b0, b1, first.h_n.data(), first.c_n.data(), second);
+  backward(b0, b1, first.h_n.data(), first.c_n.data(), nullptr, nullptr, second, dw_ih_two,
+           dw_hh_two);
+  backward(a0, a1, h0.data(), c0.data(), second.dh0.data(), second.dc0.data(), first, dw_ih_two,
+           dw_hh_two);
+  auto part = [&](const std::vector<T>& whole, int64_t t0, int64_t t1, int64_t width) {
+    return widen(std::vector<T>(whole.begin() + t0 * N * width, whole.begin() + t1 * N * width));
+  };
+  expect_close("y (first chunk)", widen(first.y), part(one.y, a0, a1, H), tol, tol);
+  expect_close("y (second chunk)", widen(second.y), part(one.y, b0, b1, H), tol, tol);
+  expect_close("h_n", widen(second.h_n), widen(one.h_n), tol, tol);
+  expect_close("dx (first chunk)", widen(first.dx), part(one.dx, a0, a1, I), tol, tol);
+  expect_close("dx (second chunk)", widen(second.dx), part(one.dx, b0, b1, I), tol, tol);
+  expect_close("dh0", widen(first.dh0), widen(one.dh0), tol, tol);
+  expect_close("dw_ih", widen(dw_ih_two), widen(dw_ih_one), tol, tol);
+  expect_close("dw_hh", widen(dw_hh_two), widen(dw_hh_one), tol, tol);
+}
+
+TEST(RnnKernels, TimeChunksCompose) {
+  for (CellType cell : {CellType::LSTM, CellType::GRU, CellType::RNN_TANH})
+    for (bool reverse : {false, true})
+      for (int64_t N : {2, 12}) {
+        check_time_chunks<double>(cell, reverse, N, 1e-12);
+        check_time_chunks<float>(cell, reverse, N, 2e-5);
+      }
+}
+
+// Packed weights exist in float32 for both paths, in bfloat16 for the small-batch
+// one only; weights packed for another batch are ignored, not misread.
+TEST(RnnKernels, PackedWeightsForEachPath) {
   Config c = random_config(CellType::LSTM, 7);
-  c.H = 8, c.P = 3, c.N = 2, c.T = 2;
+  c.I = 5, c.H = 8, c.P = 3, c.N = 2, c.T = 2;
   c.batch_sizes = {2, 2};
-  EXPECT_EQ(k::rnn_packed_weights_size(c.dims()), 0u);  // projection: generic path
-  std::vector<float> w(4 * 8 * 3), packed(1);
-  EXPECT_THROW(k::rnn_pack_weights(c.dims(), w.data(), packed.data()), rnnkit::Error);
-  c.P = 0, c.N = 9;
-  c.batch_sizes = {9, 9};
-  EXPECT_EQ(k::rnn_packed_weights_size(c.dims()), 0u);  // batch > 8: generic path
+  c.separate_scratch = false;
+  EXPECT_EQ(k::rnn_packed_weights_size(c.dims(), k::PackedPrecision::kBFloat16), 0u);
+  std::vector<float> w(4 * 8 * 3), packed(64);
+  EXPECT_THROW(k::rnn_pack_weights(c.dims(), w.data(), packed.data(), k::PackedPrecision::kBFloat16),
+               rnnkit::Error);
+  // A batch of 10 taking weights packed for a batch of 9 (the generic path).
+  c.P = 0, c.N = 10, c.T = 3;
+  c.batch_sizes = {10, 10, 10};
+  const Problem p = random_problem(c);
+  Config nine = c;
+  nine.N = 9;
+  nine.batch_sizes = {9, 9, 9};
+  const std::vector<float> w_hh(p.w_hh.begin(), p.w_hh.end());
+  std::vector<float> packed9(k::rnn_packed_weights_size(nine.dims()));
+  if (packed9.empty()) GTEST_SKIP() << "no oneDNN matmul packing here";
+  k::rnn_pack_weights(nine.dims(), w_hh.data(), packed9.data());
+  const std::vector<float> w_ih(p.w_ih.begin(), p.w_ih.end()), x(p.x.begin(), p.x.end());
+  RnnWeights<float> wt;
+  wt.w_ih = w_ih.data();
+  wt.w_hh = w_hh.data();
+  wt.b_ih = wt.b_hh = nullptr;
+  RnnLayerDims d = c.dims();
+  d.has_bias = false;
+  std::vector<float> ws(k::rnn_forward_workspace_size(d, false)), y1(30 * 8), y2(30 * 8);
+  k::rnn_forward<float>(d, wt, x.data(), c.I, nullptr, nullptr, y1.data(), 8, nullptr, nullptr,
+                        ws.data(), false);
+  wt.w_hh_packed = packed9.data();
+  k::rnn_forward<float>(d, wt, x.data(), c.I, nullptr, nullptr, y2.data(), 8, nullptr, nullptr,
+                        ws.data(), false);
+  EXPECT_EQ(y1, y2);
 }
 
 // Packed weights carry their cell, size and precision; bfloat16 ones serve

@@ -16,3 +16,4 @@
 #include "rnnkit/io/safetensors.h"
 #include "rnnkit/io/checkpoint.h"
 #include "rnnkit/optim/optim.h"
+#include "rnnkit/threading.h"

@@ -1,9 +1,10 @@
 // Time loop of one recurrent layer direction: input projection for all steps as
 // one GEMM, then per step one recurrent GEMM and one fused pointwise pass; the
-// backward mirrors it and finishes with whole-sequence GEMMs for the weight
-// gradients and dx. The cell math lives in rnn_pointwise.h (scalar, any T) and
-// rnn_simd.h (float, vectorised, chosen at run time); small batches of float go
-// to the persistent small-batch forward of rnn_simd.h after the input projection.
+// backward mirrors it and finishes with whole-sequence (or whole-chunk) GEMMs for
+// the weight gradients and dx. The cell math lives in rnn_pointwise.h (scalar,
+// any T) and rnn_simd.h (float, vectorised, chosen at run time); small batches of
+// float take the persistent small-batch paths of rnn_simd.h instead of the
+// per-step GEMMs and fork/joins. docs/PERFORMANCE.md has the measurements.
 #include "kernels/cpu/rnn.h"
 
 #include <algorithm>
@@ -59,10 +60,11 @@ int gate_stride(CellType cell) { return cell == CellType::GRU ? GruCell::kGateSt
 //   bias  [S*H]        the cell's bias row (rnn_pointwise.h, fill_bias_row)
 //   zeros [max(H, Hout)] a zero row standing in for a null h0/c0 row
 //   packed             W_hh packed: for the small-batch path (rnn_pack_weights'
-//                      layout; unused when the caller passes packed weights) or for
-//                      the generic path's per-step products (packed_gemm_nt).
-//                      Forward-only: the backward keeps its dgates there (see
-//                      backward_layout).
+//                      layout) or for the generic path's per-step products
+//                      (packed_gemm); unused when the caller passes packed weights
+//                      that fit, absent with separate_scratch (the caller's
+//                      scratch holds it). Forward-only: the backward may keep its
+//                      dgates there (see backward_layout).
 struct ForwardLayout {
   size_t gates = 0, c = 0, m = 0, bias = 0, zeros = 0, packed = 0, packed_end = 0, total = 0;
 };
@@ -83,7 +85,7 @@ size_t small_packed_size(const RnnLayerDims& d) {
 }
 
 // The forward-only area of the workspace: W_hh packed for the small-batch path,
-// or for the generic path's per-step products (packed_gemm_nt, float; sized by
+// or for the generic path's per-step products (packed_gemm, float; sized by
 // oneDNN). The backward keeps dgates there.
 size_t recurrent_scratch_size(const RnnLayerDims& d) {
   if (small_batch_path(d)) return small_packed_size(d);
@@ -95,21 +97,38 @@ size_t recurrent_scratch_size(const RnnLayerDims& d) {
 // kPackedHeader floats naming what they hold, checked by rnn_forward.
 constexpr size_t kPackedHeader = 16;
 constexpr uint32_t kPackedMagic = 0x4b4e4e52;  // "RNNK"
+enum class PackedKind : uint32_t { kSmallBatch = 1, kGemm = 2 };
 struct PackedHeader {
-  uint32_t magic, cell, hidden_size, precision;
+  uint32_t magic, cell, hidden_size, proj_size, precision, kind;
+  // kGemm only: oneDNN's layout depends on these too.
+  uint32_t batch, threads, floats;
 };
 
-// The body of caller-packed weights after checking their header against d.
-const float* packed_body(const RnnLayerDims& d, const float* packed, bool training, bool* bf16) {
+// The caller-packed weights' body for a forward on d by the given path, or null
+// when they were packed for the other path, another batch (kGemm) or another
+// thread count (kGemm): the forward then packs for itself. Weights packed for
+// another cell or size are a caller error and throw, as do bfloat16 ones in
+// training.
+const float* packed_body(const RnnLayerDims& d, const float* packed, PackedKind kind,
+                         bool training, bool* bf16) {
   PackedHeader h;
   std::memcpy(&h, packed, sizeof h);
   RNNKIT_CHECK(h.magic == kPackedMagic && h.cell == static_cast<uint32_t>(d.cell) &&
-                   h.hidden_size == static_cast<uint32_t>(d.hidden_size) && h.precision <= 1,
-               "rnn_forward: w_hh_packed was not written by rnn_pack_weights for this cell and "
-               "hidden_size (", d.hidden_size, ")");
+                   h.hidden_size == static_cast<uint32_t>(d.hidden_size) &&
+                   h.proj_size == static_cast<uint32_t>(d.proj_size) && h.precision <= 1,
+               "rnn_forward: w_hh_packed was not written by rnn_pack_weights for this cell, "
+               "hidden_size (", d.hidden_size, ") and proj_size (", d.proj_size, ")");
   *bf16 = h.precision == static_cast<uint32_t>(PackedPrecision::kBFloat16);
   RNNKIT_CHECK(!(*bf16 && training),
                "rnn_forward: bfloat16 packed weights are for inference only (training = true)");
+  if (h.kind != static_cast<uint32_t>(kind)) return nullptr;
+  if (kind == PackedKind::kGemm) {
+    const int64_t G = gate_count(d.cell);
+    if (h.batch != static_cast<uint32_t>(d.batch) ||
+        h.threads != static_cast<uint32_t>(rnnkit::get_num_threads()) ||
+        static_cast<int64_t>(h.floats) != packed_gemm_size(d.batch, G * d.hidden_size, hidden_out_size(d)))
+      return nullptr;
+  }
   return packed + kPackedHeader;
 }
 
@@ -353,8 +372,12 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
       a.ldx = ldx;
       a.w_ih = w.w_ih;
       a.w_hh = w.w_hh;
-      a.pack = w.w_hh_packed == nullptr;
-      a.packed = a.pack ? packed : const_cast<float*>(packed_body(d, w.w_hh_packed, Training, &a.bf16));
+      const float* given = w.w_hh_packed == nullptr
+                               ? nullptr
+                               : packed_body(d, w.w_hh_packed, PackedKind::kSmallBatch, Training, &a.bf16);
+      a.pack = given == nullptr;
+      if (a.pack) a.bf16 = false;
+      a.packed = a.pack ? packed : const_cast<float*>(given);
       a.gates = gates;
       a.ldg = ldg;
       a.bias = bias;
@@ -385,11 +408,22 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
     for (int64_t r = 0; r < rows; ++r) set_row(H, T(0), gates + r * ldg + 2 * H);
   }
 
-  // Steps with the whole batch continuing take W_hh packed once for all of them.
+  // Steps with the whole batch continuing take W_hh packed once for all of them
+  // (by the caller when it passes packed weights that fit).
   bool packed_steps = false;
-  if constexpr (std::is_same_v<T, float>)
-    packed_steps = packed_capacity > 0 &&
-                   packed_gemm_pack(d.batch, GH, Hout, w.w_hh, Hout, false, packed, packed_capacity);
+  if constexpr (std::is_same_v<T, float>) {
+    bool bf16 = false;
+    const float* given = w.w_hh_packed == nullptr
+                             ? nullptr
+                             : packed_body(d, w.w_hh_packed, PackedKind::kGemm, Training, &bf16);
+    if (given != nullptr) {
+      packed = const_cast<float*>(given);
+      packed_steps = true;
+    } else {
+      packed_steps = packed_capacity > 0 && packed_gemm_pack(d.batch, GH, Hout, w.w_hh, Hout, false,
+                                                             packed, packed_capacity);
+    }
+  }
 
   const Pointwise<T, Cell> pointwise(d.cell);
   for_each_step(d, rows, true, [&](const Step& s) {
@@ -762,26 +796,49 @@ void set_backward_chunk_rows(int64_t rows) { g_chunk_rows_cap = rows > 0 ? rows 
 
 size_t rnn_packed_weights_size(const RnnLayerDims& dims, PackedPrecision precision) {
   check_rnn_dims(dims);
-  const size_t body = small_packed_size(dims);
-  if (body == 0) return 0;
-  return kPackedHeader + (precision == PackedPrecision::kBFloat16 ? (body + 1) / 2 : body);
+  const int64_t H = dims.hidden_size, G = gate_count(dims.cell);
+  if (small_batch_path(dims)) {
+    if (precision == PackedPrecision::kBFloat16)
+      return kPackedHeader + static_cast<size_t>(simd::packed_recurrent_size_bf16(G, H, H) + 1) / 2;
+    return kPackedHeader + small_packed_size(dims);
+  }
+  if (precision == PackedPrecision::kBFloat16) return 0;
+  const int64_t n = packed_gemm_size(dims.batch, G * H, hidden_out_size(dims));
+  return n > 0 ? kPackedHeader + static_cast<size_t>(n) : 0;
 }
 
 void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed,
                       PackedPrecision precision) {
   const size_t size = rnn_packed_weights_size(dims, precision);
-  RNNKIT_CHECK(size > 0, "rnn_pack_weights: these dims do not take the small-batch path (batch ",
-               dims.batch, ", proj_size ", dims.proj_size, ")");
+  RNNKIT_CHECK(size > 0, "rnn_pack_weights: no packed form for these dims and precision (batch ",
+               dims.batch, ", proj_size ", dims.proj_size, ", ",
+               precision == PackedPrecision::kBFloat16 ? "bfloat16" : "float32", ")");
   RNNKIT_CHECK(w_hh != nullptr && packed != nullptr, "rnn_pack_weights: w_hh and packed are required");
-  const int64_t H = dims.hidden_size, G = gate_count(dims.cell);
-  const PackedHeader header = {kPackedMagic, static_cast<uint32_t>(dims.cell), static_cast<uint32_t>(H),
-                               static_cast<uint32_t>(precision)};
+  const int64_t H = dims.hidden_size, G = gate_count(dims.cell), Hout = hidden_out_size(dims);
+  const bool small = small_batch_path(dims);
+  PackedHeader header{};
+  header.magic = kPackedMagic;
+  header.cell = static_cast<uint32_t>(dims.cell);
+  header.hidden_size = static_cast<uint32_t>(H);
+  header.proj_size = static_cast<uint32_t>(dims.proj_size);
+  header.precision = static_cast<uint32_t>(precision);
+  header.kind = static_cast<uint32_t>(small ? PackedKind::kSmallBatch : PackedKind::kGemm);
+  if (!small) {
+    header.batch = static_cast<uint32_t>(dims.batch);
+    header.threads = static_cast<uint32_t>(rnnkit::get_num_threads());
+    header.floats = static_cast<uint32_t>(size - kPackedHeader);
+  }
   std::memset(packed, 0, kPackedHeader * sizeof(float));
   std::memcpy(packed, &header, sizeof header);
-  if (precision == PackedPrecision::kBFloat16)
-    simd::pack_recurrent_bf16(G, H, H, w_hh, reinterpret_cast<uint16_t*>(packed + kPackedHeader));
+  float* body = packed + kPackedHeader;
+  if (!small)
+    RNNKIT_CHECK(packed_gemm_pack(dims.batch, G * H, Hout, w_hh, Hout, false, body,
+                                  static_cast<int64_t>(size - kPackedHeader)),
+                 "rnn_pack_weights: oneDNN could not pack these weights");
+  else if (precision == PackedPrecision::kBFloat16)
+    simd::pack_recurrent_bf16(G, H, H, w_hh, reinterpret_cast<uint16_t*>(body));
   else
-    simd::pack_recurrent(G, H, H, w_hh, packed + kPackedHeader, 0, (H + simd::kPackBlock - 1) / simd::kPackBlock);
+    simd::pack_recurrent(G, H, H, w_hh, body, 0, (H + simd::kPackBlock - 1) / simd::kPackBlock);
 }
 
 template <class T>

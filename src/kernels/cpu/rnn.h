@@ -76,12 +76,13 @@ struct RnnWeights {
   const T* b_ih = nullptr;  // [G*H], or null (required when has_bias)
   const T* b_hh = nullptr;  // [G*H], or null (required when has_bias)
   const T* w_hr = nullptr;  // [P, H] when P > 0, else ignored
-  // Optional, float only: w_hh as rnn_pack_weights wrote it for these dims. The
-  // small-batch forward then skips packing w_hh into the workspace at every call
-  // (worth it when the weights do not change between calls, as in inference).
-  // Read only when rnn_packed_weights_size(dims) > 0; w_hh is still required.
-  // rnn_forward throws if it was packed for another cell or size, or in bfloat16
-  // for a training forward.
+  // Optional, float only: w_hh as rnn_pack_weights wrote it. The forward then
+  // skips packing w_hh itself at every call (worth it when the weights do not
+  // change between calls, as in inference). w_hh is still required. Packed
+  // weights that do not fit this call (packed for another batch path, or, for
+  // batches above 8, another batch or thread count) are ignored; rnn_forward
+  // throws if they were packed for another cell or size, or in bfloat16 for a
+  // training forward.
   const T* w_hh_packed = nullptr;
 };
 
@@ -117,13 +118,14 @@ size_t rnn_backward_workspace_size(const RnnLayerDims& dims);
 // packed weights and use w_hh in float32.
 enum class PackedPrecision { kFloat32, kBFloat16 };
 
-// Floats that rnn_pack_weights writes for dims: non-zero when batches of this
-// size take the small-batch forward path (batch <= 8, no projection).
+// Floats that rnn_pack_weights writes for dims; 0 when there is no packed form
+// (bfloat16 exists for the small-batch path only: batch <= 8, no projection).
 size_t rnn_packed_weights_size(const RnnLayerDims& dims,
                                PackedPrecision precision = PackedPrecision::kFloat32);
-// Writes w_hh [G*H, H] re-laid out for the small-batch forward path (its layout
-// is internal and tagged with the cell, sizes and precision; it depends only on
-// those, not on the batch, the CPU or the thread count).
+// Writes w_hh [G*H, Hout] re-laid out for the path dims take (internal layouts,
+// tagged with what they depend on: for the small-batch path cell, sizes and
+// precision only; for larger batches also the batch and the thread count, as
+// oneDNN's matmul chooses the layout).
 // packed: [rnn_packed_weights_size(dims, precision)], 64-byte aligned is best.
 void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed,
                       PackedPrecision precision = PackedPrecision::kFloat32);

@@ -97,23 +97,28 @@ void pack_recurrent(int64_t G, int64_t H, int64_t K, const float* w_hh, float* p
   }
 }
 
+int64_t packed_recurrent_size_bf16(int64_t G, int64_t H, int64_t K) {
+  return (H + kPackBlock - 1) / kPackBlock * ((K + 1) / 2 * 2) * G * kPackBlock;
+}
+
 void pack_recurrent_bf16(int64_t G, int64_t H, int64_t K, const float* w_hh, uint16_t* packed) {
   const int64_t blocks = (H + kPackBlock - 1) / kPackBlock;
-  uint16_t* dst = packed;  // [blocks][K][G][16]
+  uint16_t* dst = packed;  // [blocks][K/2][G][16][2]
   for (int64_t jb = 0; jb < blocks; ++jb) {
     const int64_t units = std::min(kPackBlock, H - jb * kPackBlock);
-    for (int64_t k = 0; k < K; ++k)
+    for (int64_t k = 0; k < K; k += 2)
       for (int64_t g = 0; g < G; ++g) {
         const float* src = w_hh + (g * H + jb * kPackBlock) * K + k;
-        for (int64_t u = 0; u < kPackBlock; ++u) {
-          uint32_t bits = 0;
-          if (u < units) std::memcpy(&bits, src + u * K, sizeof bits);
-          // Round to nearest even; a NaN stays a (quiet) NaN.
-          const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
-          const uint32_t rounded = nan ? (bits | 0x00400000u) : bits + 0x7fffu + ((bits >> 16) & 1u);
-          dst[u] = static_cast<uint16_t>(rounded >> 16);
-        }
-        dst += kPackBlock;
+        for (int64_t u = 0; u < kPackBlock; ++u)
+          for (int64_t e = 0; e < 2; ++e) {
+            uint32_t bits = 0;
+            if (u < units && k + e < K) std::memcpy(&bits, src + u * K + e, sizeof bits);
+            // Round to nearest even; a NaN stays a (quiet) NaN.
+            const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
+            const uint32_t rounded = nan ? (bits | 0x00400000u) : bits + 0x7fffu + ((bits >> 16) & 1u);
+            dst[2 * u + e] = static_cast<uint16_t>(rounded >> 16);
+          }
+        dst += 2 * kPackBlock;
       }
   }
 }

@@ -50,8 +50,10 @@ int64_t packed_recurrent_size(int64_t G, int64_t H, int64_t K);
 // Packs blocks [block_begin, block_end) of w_hh into packed (same layout).
 void pack_recurrent(int64_t G, int64_t H, int64_t K, const float* w_hh, float* packed,
                     int64_t block_begin, int64_t block_end);
-// The same layout in bfloat16 (round to nearest even), for all blocks: packed
-// holds packed_recurrent_size(G, H, K) 16-bit values.
+// W_hh in bfloat16 (round to nearest even), all blocks, each [K/2][G][16][2]:
+// the weights of k and k + 1 side by side in one 32-bit lane, so that one load
+// and one shift or mask widen them (K odd: the last pair's second half is 0).
+int64_t packed_recurrent_size_bf16(int64_t G, int64_t H, int64_t K);  // 16-bit values
 void pack_recurrent_bf16(int64_t G, int64_t H, int64_t K, const float* w_hh, uint16_t* packed);
 
 // Arguments of the small-batch forward: everything of rnn_forward after the bias

@@ -6,20 +6,20 @@
 // Small-batch forward (N <= kSmallBatchMax, no projection). Per step the
 // recurrent product is N rows times W_hh: a matrix-vector product whose cost is
 // reading W_hh, so the aim is to read it from the nearest cache and to spend
-// nothing else per step. One OpenMP region covers the whole sequence; thread t
-// owns a fixed range of 16-unit blocks of the hidden state, for ALL gates of
-// those units, for every step:
-//   - it packs its own rows of W_hh once ([K][G][16] per block, so that the
-//     product runs along k with the 16 units of all G gates in registers and no
-//     horizontal sums), and then reads only that slice: it stays in the core's
-//     own L2 (or L1) across steps;
-//   - it completes the pre-activations of its units (input projection, computed
-//     before as one GEMM, + recurrent term) and runs the fused pointwise pass on
-//     them while they are in L1, writing its part of h (and c);
+// nothing else per step. One OpenMP region covers the whole sequence; group g
+// (normally thread g) owns a fixed range of 16-unit blocks of the hidden state,
+// for ALL gates of those units, for every step:
+//   - first it computes the input projection of its units for all steps (one
+//     GEMM per gate block) and packs its rows of W_hh ([K][G][16] per block, so
+//     that the product runs along k with the 16 units of all G gates in
+//     registers and no horizontal sums); it then reads only that slice, which
+//     stays in the core's own L2 (or L1) across steps;
+//   - per step it completes the pre-activations of its units and runs the fused
+//     pointwise pass on them while they are in L1, writing its part of h (and c);
 //   - threads meet once per step (StepScheduler), since the next step needs all
 //     of h; a thread whose partner is late (descheduled) runs its part for it.
 // Blocks are walked in alternating order on alternate steps, so that the blocks
-// a step touched last (still in L1) are the first the next step reads.
+// a step touched last (still in cache) are the first the next step reads.
 
 using reg = Vec::reg;
 
@@ -29,6 +29,12 @@ using reg = Vec::reg;
 template <class F>
 inline void for_vectors(int64_t n, F&& f) {
   int64_t j = 0;
+  // Two vectors per iteration, so that the scheduler interleaves their long
+  // chains of dependent activation steps.
+  for (; j + 2 * Vec::kLanes <= n; j += 2 * Vec::kLanes) {
+    f(j, int64_t(Vec::kLanes));
+    f(j + Vec::kLanes, int64_t(Vec::kLanes));
+  }
   for (; j + Vec::kLanes <= n; j += Vec::kLanes) f(j, int64_t(Vec::kLanes));
   if (j < n) f(j, n - j);
 }
@@ -195,11 +201,8 @@ constexpr int k_splits(int G, int NB) {
 // For NB rows b: gates_b[g*H + u] += sum_k W_hh[g*H + j0 + u, k] * h_b[k] for the
 // cnt units u of one block (j0 is folded into g_rows); wp is the block's packed
 // weights [K][G][16].
-inline reg load_weights(const float* p) { return Vec::load(p); }
-inline reg load_weights(const uint16_t* p) { return Vec::load_bf16(p); }
-
-template <int G, int NB, class W>
-inline void recurrent_block(const W* wp, int64_t K, int64_t H, const float* const* h,
+template <int G, int NB>
+inline void recurrent_block(const float* wp, int64_t K, int64_t H, const float* const* h,
                             float* const* g_rows, int64_t cnt) {
   constexpr int KS = k_splits(G, NB);
   reg acc[KS][NB][G][kSub];
@@ -213,21 +216,21 @@ inline void recurrent_block(const W* wp, int64_t K, int64_t H, const float* cons
   int64_t k = 0;
   for (; k + KS <= K; k += KS) {
     for (int q = 0; q < KS; ++q) {
-      const W* w = wp + (k + q) * G * kPackBlock;
+      const float* w = wp + (k + q) * G * kPackBlock;
       reg hb[NB];
       for (int b = 0; b < NB; ++b) hb[b] = Vec::broadcast(h[b] + k + q);
       for (int g = 0; g < G; ++g)
         for (int s = 0; s < kSub; ++s) {
-          const reg wv = load_weights(w + g * kPackBlock + s * Vec::kLanes);
+          const reg wv = Vec::load(w + g * kPackBlock + s * Vec::kLanes);
           for (int b = 0; b < NB; ++b) acc[q][b][g][s] = Vec::fmadd(wv, hb[b], acc[q][b][g][s]);
         }
     }
   }
   for (; k < K; ++k) {
-    const W* w = wp + k * G * kPackBlock;
+    const float* w = wp + k * G * kPackBlock;
     for (int g = 0; g < G; ++g)
       for (int s = 0; s < kSub; ++s) {
-        const reg wv = load_weights(w + g * kPackBlock + s * Vec::kLanes);
+        const reg wv = Vec::load(w + g * kPackBlock + s * Vec::kLanes);
         for (int b = 0; b < NB; ++b)
           acc[0][b][g][s] = Vec::fmadd(wv, Vec::broadcast(h[b] + k), acc[0][b][g][s]);
       }
@@ -237,6 +240,59 @@ inline void recurrent_block(const W* wp, int64_t K, int64_t H, const float* cons
       for (int s = 0; s < kSub; ++s) {
         reg sum = acc[0][b][g][s];
         for (int q = 1; q < KS; ++q) sum = Vec::add(sum, acc[q][b][g][s]);
+        const int64_t c = std::min<int64_t>(std::max<int64_t>(cnt - s * Vec::kLanes, 0), Vec::kLanes);
+        if (c > 0) st(g_rows[b] + g * H + s * Vec::kLanes, sum, c);
+      }
+}
+
+// The same product from bfloat16 weights packed in pairs along k
+// ([K/2][G][16][2], see pack_recurrent_bf16): one load and one shift or mask
+// per 16 weights; h and the sums stay float. Two accumulator sets (k even, k
+// odd) when registers allow, for enough FMA chains.
+template <int G, int NB>
+inline void recurrent_block(const uint16_t* wp, int64_t K, int64_t H, const float* const* h,
+                            float* const* g_rows, int64_t cnt) {
+  constexpr int KS = 2 * NB * G * kSub <= Vec::kRegisters - 8 ? 2 : 1;
+  reg acc[KS][NB][G][kSub];
+  for (int b = 0; b < NB; ++b)
+    for (int g = 0; g < G; ++g)
+      for (int s = 0; s < kSub; ++s) {
+        const int64_t c = std::min<int64_t>(std::max<int64_t>(cnt - s * Vec::kLanes, 0), Vec::kLanes);
+        acc[0][b][g][s] = c > 0 ? ld(g_rows[b] + g * H + s * Vec::kLanes, c) : Vec::zero();
+        if (KS > 1) acc[KS - 1][b][g][s] = Vec::zero();
+      }
+  const int64_t pairs = K / 2;
+  for (int64_t kp = 0; kp < pairs; ++kp) {
+    const uint16_t* w = wp + kp * G * kPackBlock * 2;
+    reg h0[NB], h1[NB];
+    for (int b = 0; b < NB; ++b) {
+      h0[b] = Vec::broadcast(h[b] + 2 * kp);
+      h1[b] = Vec::broadcast(h[b] + 2 * kp + 1);
+    }
+    for (int g = 0; g < G; ++g)
+      for (int s = 0; s < kSub; ++s) {
+        reg w0, w1;
+        Vec::load_bf16_pairs(w + (g * kPackBlock + s * Vec::kLanes) * 2, &w0, &w1);
+        for (int b = 0; b < NB; ++b) {
+          acc[0][b][g][s] = Vec::fmadd(w0, h0[b], acc[0][b][g][s]);
+          acc[KS - 1][b][g][s] = Vec::fmadd(w1, h1[b], acc[KS - 1][b][g][s]);
+        }
+      }
+  }
+  if (K % 2 == 1) {  // the last k alone; its pair's other half is zero
+    const uint16_t* w = wp + pairs * G * kPackBlock * 2;
+    for (int g = 0; g < G; ++g)
+      for (int s = 0; s < kSub; ++s) {
+        reg w0, w1;
+        Vec::load_bf16_pairs(w + (g * kPackBlock + s * Vec::kLanes) * 2, &w0, &w1);
+        for (int b = 0; b < NB; ++b)
+          acc[0][b][g][s] = Vec::fmadd(w0, Vec::broadcast(h[b] + K - 1), acc[0][b][g][s]);
+      }
+  }
+  for (int b = 0; b < NB; ++b)
+    for (int g = 0; g < G; ++g)
+      for (int s = 0; s < kSub; ++s) {
+        const reg sum = KS > 1 ? Vec::add(acc[0][b][g][s], acc[KS - 1][b][g][s]) : acc[0][b][g][s];
         const int64_t c = std::min<int64_t>(std::max<int64_t>(cnt - s * Vec::kLanes, 0), Vec::kLanes);
         if (c > 0) st(g_rows[b] + g * H + s * Vec::kLanes, sum, c);
       }
@@ -278,6 +334,7 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
   const int64_t rows = packed_rows(d);
   const int64_t blocks = (H + kPackBlock - 1) / kPackBlock;
   const int64_t block_elems = K * G * kPackBlock;
+  const int64_t block_elems_bf16 = (K + 1) / 2 * 2 * G * kPackBlock;
   const bool lstm = d.cell == CellType::LSTM;
   const int groups = small_batch_threads(a.num_threads, blocks);
   detail::StepScheduler scheduler(groups);
@@ -343,8 +400,8 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
           float* g_at[kSmallBatchMax];
           for (int64_t b = 0; b < s.n; ++b) g_at[b] = g_rows[b] + j;
           if (a.bf16)
-            recurrent_block_rows<G>(reinterpret_cast<const uint16_t*>(a.packed) + jb * block_elems, K,
-                                    H, h_rows, g_at, s.n, cnt);
+            recurrent_block_rows<G>(reinterpret_cast<const uint16_t*>(a.packed) + jb * block_elems_bf16,
+                                    K, H, h_rows, g_at, s.n, cnt);
           else
             recurrent_block_rows<G>(a.packed + jb * block_elems, K, H, h_rows, g_at, s.n, cnt);
         }

@@ -23,9 +23,10 @@ struct VecAvx2 {
   static reg load_n(const float* p, int64_t n) { return _mm256_maskload_ps(p, first(n)); }
   static void store_n(float* p, reg v, int64_t n) { _mm256_maskstore_ps(p, first(n), v); }
   static reg broadcast(const float* p) { return _mm256_broadcast_ss(p); }
-  static reg load_bf16(const uint16_t* p) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  static void load_bf16_pairs(const uint16_t* p, reg* low, reg* high) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    *low = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+    *high = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
   }
   static reg set1(float v) { return _mm256_set1_ps(v); }
   static reg zero() { return _mm256_setzero_ps(); }

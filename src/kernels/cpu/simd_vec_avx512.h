@@ -8,7 +8,7 @@
 //   reg, mask (a per-lane condition), kLanes, kRegisters
 //   load/store (unaligned), load_n/store_n (first n lanes, 0 < n < kLanes; the
 //   others load as 0 and are not written), broadcast (*p to every lane), set1,
-//   load_bf16 (kLanes bfloat16 widened to float)
+//   load_bf16_pairs (kLanes pairs of bfloat16 widened to two float vectors)
 //   add sub mul div fmadd(a,b,c)=a*b+c fnmadd(a,b,c)=c-a*b min max abs,
 //   recip_1_2(b) = 1/b to ~2^-28 for b in [1, 2] (NaN stays NaN)
 //   lt(a,b) le gt, select(m, a, b) = m ? a : b, or_sign(mag, sign_source)
@@ -32,10 +32,12 @@ struct VecAvx512 {
   static reg load_n(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(first(n), p); }
   static void store_n(float* p, reg v, int64_t n) { _mm512_mask_storeu_ps(p, first(n), v); }
   static reg broadcast(const float* p) { return _mm512_set1_ps(*p); }
-  // 16 bfloat16 values widened to float (exact: a shift into the high half).
-  static reg load_bf16(const uint16_t* p) {
-    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  // kLanes pairs of bfloat16 (lane i: p[2i] low, p[2i+1] high) widened to two
+  // float vectors, exactly: the low ones shifted into place, the high ones masked.
+  static void load_bf16_pairs(const uint16_t* p, reg* low, reg* high) {
+    const __m512i v = _mm512_loadu_si512(p);
+    *low = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+    *high = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
   }
   static reg set1(float v) { return _mm512_set1_ps(v); }
   static reg zero() { return _mm512_setzero_ps(); }

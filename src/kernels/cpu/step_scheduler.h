@@ -5,15 +5,18 @@
 // group of step s-1 is done, and the threads meet only through two cache lines
 // (one counter per group, one for completed work).
 //
-// A thread that finds a group of the current step still unclaimed after a short
-// grace period (its owner is late: on a shared machine, usually descheduled)
-// claims and runs it itself, so that one preempted thread stalls the others for
+// A thread that finds a group of the current step still unclaimed after a grace
+// period (its owner is late: on a shared machine, usually descheduled; the grace
+// grows with the length of the groups' work, so that a slow start of a long step
+// is not mistaken for absence) claims and runs it itself, so that one preempted thread stalls the others for
 // microseconds rather than for the rest of a scheduler time slice; while the
 // owner stays away it does so without waiting. A group is run exactly once per
 // step either way, and its result does not depend on which thread ran it.
 #include <sched.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -37,11 +40,16 @@ class StepScheduler {
   void step(int t, int64_t step, bool& stole, Run&& run) {
     const int64_t target = step * groups_;
     if (done_.load(std::memory_order_acquire) >= target) return;  // done by the others
+    const int64_t start = now_ns();
     if (t < groups_ && claim(t, step)) finish(run, t);
-    const int grace = stole ? 0 : kGraceSpins;
+    const int64_t finished = now_ns();
+    // A group still unclaimed this long after its peers started is late: half
+    // the time this thread's own group took (the owner would have started by
+    // then), and at least kGraceNs. No wait at all while the owner stays away.
+    const int64_t grace = stole ? 0 : std::max(kGraceNs, (finished - start) / 2);
     stole = false;
     for (int spins = 0; done_.load(std::memory_order_acquire) < target; ++spins) {
-      if (spins >= grace)
+      if (grace == 0 || (spins % 16 == 0 && now_ns() - finished >= grace))
         for (int g = 0; g < groups_; ++g)
           if (g != t && claimed_[g].step.load(std::memory_order_relaxed) == step - 1 && claim(g, step)) {
             finish(run, g);
@@ -55,10 +63,15 @@ class StepScheduler {
   }
 
  private:
-  // About 5 us of pause before taking over a late thread's group; yielding the
-  // core after about 1 ms of waiting for a group someone else is running.
-  static constexpr int kGraceSpins = 128;
+  static constexpr int64_t kGraceNs = 5000;
+  // Yielding the core after about 1 ms of waiting for a group someone else runs.
   static constexpr int kYieldSpins = 32768;
+
+  static int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
 
   bool claim(int g, int64_t step) {
     int64_t expected = step - 1;
