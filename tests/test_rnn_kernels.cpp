@@ -848,12 +848,15 @@ TEST(RnnKernels, SmallBatchPathMultiBlock) {
   }
 }
 
-// The float forward gives the same bits whatever the thread count.
+// The float forward gives the same bits whatever the thread count; hidden sizes
+// whose last 16-unit block is partial, down to a single unit (which a thread may
+// own alone).
 TEST(RnnKernels, ForwardDoesNotDependOnThreadCount) {
-  for (CellType cell : {CellType::LSTM, CellType::GRU, CellType::RNN_TANH}) {
+  for (CellType cell : {CellType::LSTM, CellType::GRU, CellType::RNN_TANH})
+  for (int64_t H : {70, 17, 33, 49})
     for (int64_t N : {3, 24}) {
-      Config c = random_config(cell, 321 + N);
-      c.I = 20, c.H = 70, c.P = 0, c.N = N, c.T = 6;
+      Config c = random_config(cell, 321 + N + H);
+      c.I = 20, c.H = H, c.P = 0, c.N = N, c.T = 6;
       c.batch_sizes.assign(6, N);
       c.weight_scale = 0.2;
       SCOPED_TRACE(c.describe());
@@ -876,7 +879,6 @@ TEST(RnnKernels, ForwardDoesNotDependOnThreadCount) {
       EXPECT_EQ(one.c_n, two.c_n);
       EXPECT_EQ(one.y, three.y);
     }
-  }
 }
 
 // A kernel called from inside a parallel region (two directions side by side)

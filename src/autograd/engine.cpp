@@ -166,6 +166,7 @@ void run_backward(const tensor_list& roots, const tensor_list& grad_roots, bool 
       RNNKIT_CHECK(!n->released, "backward: Trying to backward through the graph a second time (or directly access "
                    "saved tensors after they have already been freed). Specify retain_graph=true "
                    "if you need to backward through the graph a second time.");
+      n->last_apply = !retain_graph;
       in_grads = n->apply(std::move(grads));
       if (!retain_graph && !dynamic_cast<AccumulateGrad*>(n)) {
         n->release_saved();

@@ -9,12 +9,23 @@
 //                             direction in training, one shared in inference
 #include "nn/rnn_function.h"
 
+#include <omp.h>
+#include <sched.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <string>
+#include <type_traits>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include "rnnkit/autograd/node.h"
+#include "rnnkit/threading.h"
 #include "tensor/native.h"
 #include "tensor/tensor_impl.h"
 
@@ -35,6 +46,7 @@ struct Saved {
   int64_t T = 0, N = 0, rows = 0, D = 1, L = 1, Hout = 0, DH = 0, per_direction = 0;
   Shape input_shape;
   bool has_h0 = false, has_c0 = false;
+  bool training = false;  // the forward kept its workspaces for a backward
 
   Tensor x;                     // [rows, I]
   Tensor h0, c0;                // kernel batch order [L*D, N, Hout] / [L*D, N, H], or undefined
@@ -53,6 +65,8 @@ struct Saved {
     d.batch_sizes = layout.batch_sizes.data();
     d.reverse = direction == 1;
     d.has_bias = spec.has_bias;
+    // A training forward's packed W_hh lives in a scratch freed when the forward ends.
+    d.separate_scratch = training;
     return d;
   }
 
@@ -130,6 +144,123 @@ T dropout_factor(Generator& gen, double p) {
   return gen.next_double() >= p ? static_cast<T>(1.0 / (1.0 - p)) : T(0);
 }
 
+LayerSchedule g_layer_schedule = LayerSchedule::kAuto;
+
+// Runs task(0) .. task(n - 1), each exactly once, on a team of up to `threads`
+// OpenMP threads (one thread: in order, no team). Inside the team every kernel
+// call sees get_num_threads() == 1. The first exception is rethrown after the
+// team has ended.
+template <class Task>
+void run_on_team(int threads, int n, Task&& task) {
+  if (threads <= 1 || n <= 1) {
+    for (int i = 0; i < n; ++i) task(i);
+    return;
+  }
+  std::exception_ptr error;
+#pragma omp parallel num_threads(std::min(threads, n))
+  {
+    try {
+      for (int i = omp_get_thread_num(); i < n; i += omp_get_num_threads()) task(i);
+    } catch (...) {
+#pragma omp critical(rnnkit_recurrent_team_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+// Whether the two directions of each layer run at once, one thread each.
+bool concurrent_directions(const Saved& s) {
+  if (s.D != 2 || g_layer_schedule == LayerSchedule::kSequential) return false;
+  const int threads = get_num_threads();
+  return threads == 2 || (threads > 2 && s.N <= 8);
+}
+
+// The time chunks of a wavefront call (chunks == 0: no wavefront).
+struct Wavefront {
+  int64_t chunk_steps = 0;
+  int64_t chunks = 0;
+};
+
+// Pipelining a stack pays when each layer's recurrent weights fit one core's
+// cache (a single thread then streams them from L1/L2 with no synchronisation per
+// step) and the sequence is long enough that the fill, one chunk per layer, is
+// small next to it.
+constexpr size_t kWavefrontMaxWeightBytes = size_t{1} << 20;
+constexpr int64_t kWavefrontMinSteps = 32;
+constexpr int64_t kWavefrontTargetChunks = 16;
+constexpr int64_t kWavefrontMinChunkSteps = 8;
+
+template <class T>
+Wavefront plan_wavefront(const Saved& s, bool training) {
+  Wavefront w;
+  if (!std::is_same<T, float>::value || training || g_layer_schedule == LayerSchedule::kSequential) return w;
+  if (s.D != 1 || s.L < 2 || s.spec.dropout_active || s.spec.proj_size > 0 || s.N > 8 || s.T < kWavefrontMinSteps)
+    return w;
+  const size_t weight_bytes = static_cast<size_t>(k::gate_count(s.spec.cell)) *
+                              static_cast<size_t>(s.spec.hidden_size * s.Hout) * sizeof(T);
+  if (weight_bytes > kWavefrontMaxWeightBytes) return w;
+  w.chunk_steps = std::max(kWavefrontMinChunkSteps, (s.T + kWavefrontTargetChunks - 1) / kWavefrontTargetChunks);
+  w.chunks = (s.T + w.chunk_steps - 1) / w.chunk_steps;
+  return w;
+}
+
+// Waits, spinning briefly and then yielding the core, until ready() holds.
+template <class Ready>
+void wait_until(Ready&& ready) {
+  for (int spins = 0; !ready(); ++spins) {
+    if (spins < 4096) {
+#if defined(__x86_64__) || defined(__i386__)
+      _mm_pause();
+#endif
+    } else {
+      sched_yield();
+    }
+  }
+}
+
+// Runs the tasks (layer, chunk) of a wavefront on `threads` threads. Task (l, k)
+// needs (l, k - 1) and (l - 1, k) done; tasks are claimed in wave order (l + k,
+// then l), so every task's prerequisites were claimed before it and the waits
+// always end. Each layer runs one task at a time.
+template <class Task>
+void run_wavefront(int64_t layers, int64_t chunks, int threads, Task&& task) {
+  std::vector<std::pair<int64_t, int64_t>> order;
+  order.reserve(static_cast<size_t>(layers * chunks));
+  for (int64_t wave = 0; wave < layers + chunks - 1; ++wave)
+    for (int64_t l = 0; l < layers; ++l)
+      if (wave - l >= 0 && wave - l < chunks) order.emplace_back(l, wave - l);
+  const int team = static_cast<int>(std::min<int64_t>(threads, layers));
+  if (team <= 1) {
+    for (const auto& lk : order) task(lk.first, lk.second);
+    return;
+  }
+  std::unique_ptr<std::atomic<int64_t>[]> done(new std::atomic<int64_t>[static_cast<size_t>(layers)]);
+  for (int64_t l = 0; l < layers; ++l) done[l].store(0);
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  run_on_team(team, team, [&](int) {
+    for (;;) {
+      const size_t i = next.fetch_add(1);
+      if (i >= order.size()) return;
+      const int64_t l = order[i].first, kk = order[i].second;
+      wait_until([&] {
+        return failed.load(std::memory_order_relaxed) ||
+               (done[l].load(std::memory_order_acquire) >= kk &&
+                (l == 0 || done[l - 1].load(std::memory_order_acquire) >= kk + 1));
+      });
+      if (failed.load(std::memory_order_relaxed)) return;
+      try {
+        task(l, kk);
+      } catch (...) {
+        failed.store(true);
+        throw;
+      }
+      done[l].store(kk + 1, std::memory_order_release);
+    }
+  });
+}
+
 class RecurrentBackward final : public autograd::Node {
  public:
   explicit RecurrentBackward(std::shared_ptr<Saved> saved) : saved_(std::move(saved)) {}
@@ -146,6 +277,65 @@ class RecurrentBackward final : public autograd::Node {
 // Inputs of the node: 0 input, 1 h0, 2 c0, 3.. the weights.
 constexpr size_t kFirstWeight = 3;
 
+// The layers of an inference call (one direction, no dropout) as a wavefront of
+// time chunks: task (l, k) runs layer l over the steps of chunk k, from the state
+// chunk k - 1 left, as one single-threaded kernel call (rnn_forward's calls
+// compose over time). W_hh of each layer is packed once, by its first chunk.
+// Each layer's state lives in its h_n/c_n slice (entries of a packed batch that
+// ended in an earlier chunk keep their final state there).
+// h0/c0 (null: zeros) and h_n/c_n are [L, N, *] in the kernels' batch order.
+template <class T, class LayerY>
+void forward_wavefront(const Saved& s, const Wavefront& wave, LayerY&& layer_y, const T* h0, const T* c0, T* h_n,
+                       T* c_n, T* ws, size_t ws_each) {
+  const int64_t L = s.L, N = s.N, H = s.spec.hidden_size, Hout = s.Hout, DH = s.DH, T_ = s.T;
+  const bool lstm = s.spec.cell == k::CellType::LSTM;
+  const int64_t* bs = s.layout.batch_sizes.data();
+  std::vector<int64_t> row_offset(static_cast<size_t>(T_) + 1, 0);
+  for (int64_t t = 0; t < T_; ++t) row_offset[static_cast<size_t>(t) + 1] = row_offset[static_cast<size_t>(t)] + bs[t];
+
+  // Per layer: packed W_hh, and the state a chunk call writes before it becomes
+  // the layer's state (a call's h_n must not alias its h0).
+  const size_t packed_size = align_elements(k::rnn_packed_weights_size(s.dims(0, 0)));
+  const size_t packed_size_upper = align_elements(k::rnn_packed_weights_size(s.dims(L - 1, 0)));
+  const size_t packed_each = std::max(packed_size, packed_size_upper);
+  const TensorOptions opts(s.dtype);
+  Tensor packed = packed_each > 0 ? empty({static_cast<int64_t>(packed_each) * L}, opts) : Tensor();
+  Tensor next_h = empty({L, N, Hout}, opts);
+  Tensor next_c = lstm ? empty({L, N, H}, opts) : Tensor();
+  std::vector<T*> y(static_cast<size_t>(L));
+  for (int64_t l = 0; l < L; ++l) y[static_cast<size_t>(l)] = layer_y(l);
+
+  run_wavefront(L, wave.chunks, get_num_threads(), [&](int64_t l, int64_t chunk) {
+    k::RnnWeights<T> w = s.layer_weights<T>(l, 0);
+    if constexpr (std::is_same<T, float>::value) {  // plan_wavefront takes float only
+      if (packed.defined()) {
+        T* p = packed.data_ptr<T>() + static_cast<size_t>(l) * packed_each;
+        if (chunk == 0) k::rnn_pack_weights(s.dims(l, 0), w.w_hh, p);
+        w.w_hh_packed = p;
+      }
+    }
+    const int64_t t0 = chunk * wave.chunk_steps, t1 = std::min(T_, t0 + wave.chunk_steps);
+    k::RnnLayerDims dims = s.dims(l, 0);
+    dims.steps = t1 - t0;
+    dims.batch = bs[t0];
+    dims.batch_sizes = bs + t0;
+    const int64_t off = row_offset[static_cast<size_t>(t0)];
+    const T* x = l == 0 ? s.x.data_ptr<T>() + off * s.spec.input_size : y[static_cast<size_t>(l - 1)] + off * DH;
+    const int64_t ldx = l == 0 ? s.spec.input_size : DH;
+    T* h_state = h_n + l * N * Hout;
+    T* c_state = lstm ? c_n + l * N * H : nullptr;
+    T* h_next = next_h.data_ptr<T>() + l * N * Hout;
+    T* c_next = lstm ? next_c.data_ptr<T>() + l * N * H : nullptr;
+    const T* h_prev = chunk > 0 ? h_state : (h0 ? h0 + l * N * Hout : nullptr);
+    const T* c_prev = chunk > 0 ? c_state : (c0 ? c0 + l * N * H : nullptr);
+    k::rnn_forward<T>(dims, w, x, ldx, h_prev, c_prev,
+                      y[static_cast<size_t>(l)] + off * DH, DH, h_next, c_next, ws + static_cast<size_t>(l) * ws_each,
+                      false);
+    std::memcpy(h_state, h_next, static_cast<size_t>(dims.batch * Hout) * sizeof(T));
+    if (lstm) std::memcpy(c_state, c_next, static_cast<size_t>(dims.batch * H) * sizeof(T));
+  });
+}
+
 template <class T>
 RecurrentResult forward_impl(const std::shared_ptr<Saved>& sp, const Tensor& input, const Tensor& h0_user,
                              const Tensor& c0_user, bool training) {
@@ -161,24 +351,39 @@ RecurrentResult forward_impl(const std::shared_ptr<Saved>& sp, const Tensor& inp
   if (s.has_h0) s.h0 = to_kernel_order<T>(h0_user, lay.sorted_indices, L * D, N, Hout);
   if (s.has_c0) s.c0 = to_kernel_order<T>(c0_user, lay.sorted_indices, L * D, N, H);
 
-  // Workspaces: one per layer and direction kept for backward, or one reused.
+  const bool concurrent = concurrent_directions(s);
+  const Wavefront wave = plan_wavefront<T>(s, training);
+  const int64_t slots = wave.chunks > 0 ? L : (concurrent ? 2 : 1);  // kernel calls at once
+
+  // Workspaces: one per layer and direction kept for backward in training;
+  // otherwise one per kernel call that may run at once, reused.
   s.workspace_offset.assign(static_cast<size_t>(L * D), 0);
-  size_t ws_total = 0;
+  size_t ws_total = 0, ws_each = 0, scratch_each = 0;
   for (int64_t l = 0; l < L; ++l)
     for (int64_t d = 0; d < D; ++d) {
-      const size_t n = align_elements(k::rnn_forward_workspace_size(s.dims(l, d), training));
+      k::RnnLayerDims dims = s.dims(l, d);
+      if (wave.chunks > 0) dims.steps = wave.chunk_steps;  // the first chunk has the most rows
+      const size_t n = align_elements(k::rnn_forward_workspace_size(dims, training));
+      scratch_each = std::max(scratch_each, align_elements(k::rnn_forward_scratch_size(dims)));
       if (training) {
         s.workspace_offset[static_cast<size_t>(l * D + d)] = ws_total;
         ws_total += n;
       } else {
-        ws_total = std::max(ws_total, n);
+        ws_each = std::max(ws_each, n);
       }
     }
+  if (!training) ws_total = ws_each * static_cast<size_t>(slots);
   s.workspace = empty({static_cast<int64_t>(ws_total)}, opts);
   T* ws = s.workspace.data_ptr<T>();
+  // The training forward's packed W_hh, needed only while the forward runs.
+  Tensor scratch_buffer;
+  if (scratch_each > 0) scratch_buffer = empty({static_cast<int64_t>(scratch_each) * slots}, opts);
 
   // Layer outputs: all of them in training; two alternating buffers otherwise,
   // the last layer writing straight into the output when the layout allows.
+  // (In a wavefront layers l and l + 2 share a buffer safely: layer l + 2 writes
+  // chunk k only after layer l + 1 has read it, and layer l writes chunk k only
+  // before layer l + 1 reads it.)
   const bool direct_output = !training && !lay.batch_first;
   RecurrentResult result;
   Tensor scratch;
@@ -202,41 +407,54 @@ RecurrentResult forward_impl(const std::shared_ptr<Saved>& sp, const Tensor& inp
   // Final states, in the kernels' batch order first.
   const bool permuted = lay.sorted_indices.defined();
   Tensor h_n_k, c_n_k;
-  if (lay.return_h_n) h_n_k = empty({L * D, N, Hout}, opts);
+  if (lay.return_h_n || wave.chunks > 0) h_n_k = empty({L * D, N, Hout}, opts);
   if (lstm) c_n_k = empty({L * D, N, H}, opts);
+  auto h0_of = [&](int64_t sd) { return s.has_h0 ? s.h0.data_ptr<T>() + sd * N * Hout : nullptr; };
+  auto c0_of = [&](int64_t sd) { return s.has_c0 ? s.c0.data_ptr<T>() + sd * N * H : nullptr; };
+  auto h_n_of = [&](int64_t sd) { return h_n_k.defined() ? h_n_k.data_ptr<T>() + sd * N * Hout : nullptr; };
+  auto c_n_of = [&](int64_t sd) { return lstm ? c_n_k.data_ptr<T>() + sd * N * H : nullptr; };
+  T* scratch_base = scratch_buffer.defined() ? scratch_buffer.data_ptr<T>() : nullptr;
 
-  Generator& gen = spec.generator ? *spec.generator : default_generator();
-  const T* x_in = s.x.data_ptr<T>();
-  int64_t ldx = I;
-  for (int64_t l = 0; l < L; ++l) {
-    T* y = layer_output(l).template data_ptr<T>();
-    for (int64_t d = 0; d < D; ++d) {
-      const int64_t sd = l * D + d;
-      const k::RnnLayerDims dims = s.dims(l, d);
-      k::rnn_forward<T>(dims, s.layer_weights<T>(l, d), x_in, ldx,
-                        s.has_h0 ? s.h0.data_ptr<T>() + sd * N * Hout : nullptr,
-                        s.has_c0 ? s.c0.data_ptr<T>() + sd * N * H : nullptr, y + d * Hout, DH,
-                        h_n_k.defined() ? h_n_k.data_ptr<T>() + sd * N * Hout : nullptr,
-                        lstm ? c_n_k.data_ptr<T>() + sd * N * H : nullptr,
-                        ws + s.workspace_offset[static_cast<size_t>(sd)], training);
-    }
-    x_in = y;
-    ldx = DH;
-    if (spec.dropout_active && l + 1 < L) {
-      const int64_t n = rows * DH;
-      if (training) {
-        T* mask = s.masks.data_ptr<T>() + l * n;
-        T* dropped = s.dropped.data_ptr<T>() + l * n;
-        for (int64_t i = 0; i < n; ++i) {
-          mask[i] = dropout_factor<T>(gen, spec.dropout);
-          dropped[i] = y[i] * mask[i];
+  if (wave.chunks > 0) {
+    forward_wavefront<T>(s, wave, [&](int64_t l) { return layer_output(l).template data_ptr<T>(); }, h0_of(0),
+                         c0_of(0), h_n_of(0), c_n_of(0), ws, ws_each);
+  } else {
+    Generator& gen = spec.generator ? *spec.generator : default_generator();
+    const T* x_in = s.x.data_ptr<T>();
+    int64_t ldx = I;
+    for (int64_t l = 0; l < L; ++l) {
+      T* y = layer_output(l).template data_ptr<T>();
+      // Direction d of layer l in kernel-call slot `slot` (its workspace and scratch).
+      auto run_direction = [&](int64_t d, int64_t slot) {
+        const int64_t sd = l * D + d;
+        T* ws_d = training ? ws + s.workspace_offset[static_cast<size_t>(sd)] : ws + slot * ws_each;
+        T* scratch_d = scratch_base ? scratch_base + slot * scratch_each : nullptr;
+        k::rnn_forward<T>(s.dims(l, d), s.layer_weights<T>(l, d), x_in, ldx, h0_of(sd), c0_of(sd), y + d * Hout, DH,
+                          h_n_of(sd), c_n_of(sd), ws_d, training, scratch_d);
+      };
+      if (concurrent)
+        run_on_team(2, 2, [&](int d) { run_direction(d, d); });
+      else
+        for (int64_t d = 0; d < D; ++d) run_direction(d, 0);
+      x_in = y;
+      ldx = DH;
+      if (spec.dropout_active && l + 1 < L) {
+        const int64_t n = rows * DH;
+        if (training) {
+          T* mask = s.masks.data_ptr<T>() + l * n;
+          T* dropped = s.dropped.data_ptr<T>() + l * n;
+          for (int64_t i = 0; i < n; ++i) {
+            mask[i] = dropout_factor<T>(gen, spec.dropout);
+            dropped[i] = y[i] * mask[i];
+          }
+          x_in = dropped;
+        } else {
+          for (int64_t i = 0; i < n; ++i) y[i] *= dropout_factor<T>(gen, spec.dropout);
         }
-        x_in = dropped;
-      } else {
-        for (int64_t i = 0; i < n; ++i) y[i] *= dropout_factor<T>(gen, spec.dropout);
       }
     }
   }
+  scratch_buffer = Tensor();
 
   if (!direct_output) {
     // In training the output is a second handle on the saved buffer's storage,
@@ -251,7 +469,7 @@ RecurrentResult forward_impl(const std::shared_ptr<Saved>& sp, const Tensor& inp
     gather_batch(t.data_ptr<T>(), out.data_ptr<T>(), L * D, N, W, lay.unsorted_indices.data_ptr<int64_t>());
     return out;
   };
-  if (h_n_k.defined()) result.h_n = to_user_order(h_n_k, lay.hidden_shape, Hout);
+  if (lay.return_h_n) result.h_n = to_user_order(h_n_k, lay.hidden_shape, Hout);
   if (c_n_k.defined()) result.c_n = to_user_order(c_n_k, lay.cell_shape, H);
   return result;
 }
@@ -294,12 +512,25 @@ autograd::tensor_list RecurrentBackward::backward(const autograd::tensor_list& g
     if (wants(kFirstWeight + i)) dweights[i] = zeros(s.weights[i].sizes(), opts);
   Tensor dx = wants(0) ? empty({rows, I}, opts) : Tensor();
 
-  size_t bws_size = 0;
+  // The kernels may write the gradients w.r.t. the gates over the saved gates
+  // when nothing reads this node's saved tensors after this backward.
+  const bool consume = last_apply;
+  auto dims_of = [&](int64_t l, int64_t d) {
+    k::RnnLayerDims dims = s.dims(l, d);
+    dims.overwrite_forward_workspace = consume;
+    return dims;
+  };
+  const bool concurrent = concurrent_directions(s);
+  size_t bws_each = 0;
   for (int64_t l = 0; l < L; ++l)
-    for (int64_t d = 0; d < D; ++d) bws_size = std::max(bws_size, k::rnn_backward_workspace_size(s.dims(l, d)));
-  Tensor bws = empty({static_cast<int64_t>(bws_size)}, opts);
+    for (int64_t d = 0; d < D; ++d) bws_each = std::max(bws_each, align_elements(k::rnn_backward_workspace_size(dims_of(l, d))));
+  Tensor bws = empty({static_cast<int64_t>(bws_each) * (concurrent ? 2 : 1)}, opts);
   // dY of the layer below, two alternating buffers: layer l's dx is layer l-1's dy.
   Tensor dlayer = L > 1 ? empty({std::min<int64_t>(L - 1, 2), rows, DH}, opts) : Tensor();
+  // The reverse direction writes its dx apart, added afterwards: concurrent
+  // directions cannot add into one buffer, and doing the same when they run one
+  // after the other keeps results independent of the thread count.
+  Tensor dx_reverse;
 
   const T* dy = dy_top.defined() ? dy_top.data_ptr<T>() : nullptr;
   for (int64_t l = L - 1; l >= 0; --l) {
@@ -308,7 +539,9 @@ autograd::tensor_list RecurrentBackward::backward(const autograd::tensor_list& g
     const T* x_l = s.layer_input<T>(l);
     const int64_t ldx = s.layer_input_stride(l);
     const T* y_l = s.ys.data_ptr<T>() + l * rows * DH;
-    for (int64_t d = 0; d < D; ++d) {
+    if (D == 2 && dx_l != nullptr && (!dx_reverse.defined() || dx_reverse.numel() < rows * lddx))
+      dx_reverse = empty({rows * lddx}, opts);
+    auto run_direction = [&](int64_t d, int64_t slot) {
       const int64_t sd = l * D + d;
       const size_t w0 = static_cast<size_t>(sd * s.per_direction);
       k::RnnGrads<T> dw;
@@ -325,15 +558,25 @@ autograd::tensor_list RecurrentBackward::backward(const autograd::tensor_list& g
         next = 4;
       }
       if (spec.proj_size > 0) dw.dw_hr = grad_ptr(next);
-      k::rnn_backward<T>(s.dims(l, d), s.layer_weights<T>(l, d), x_l, ldx,
+      T* dx_d = d == 1 && dx_l != nullptr ? dx_reverse.data_ptr<T>() : dx_l;
+      k::rnn_backward<T>(dims_of(l, d), s.layer_weights<T>(l, d), x_l, ldx,
                          s.has_h0 ? s.h0.data_ptr<T>() + sd * N * Hout : nullptr,
                          s.has_c0 ? s.c0.data_ptr<T>() + sd * N * H : nullptr, y_l + d * Hout, DH,
                          s.workspace.data_ptr<T>() + s.workspace_offset[static_cast<size_t>(sd)],
                          dy ? dy + d * Hout : nullptr, DH,
                          dh_n.defined() ? dh_n.data_ptr<T>() + sd * N * Hout : nullptr,
-                         dc_n.defined() ? dc_n.data_ptr<T>() + sd * N * H : nullptr, dx_l, lddx,
-                         d == 0 ? T(0) : T(1), dh0.defined() ? dh0.data_ptr<T>() + sd * N * Hout : nullptr,
-                         dc0.defined() ? dc0.data_ptr<T>() + sd * N * H : nullptr, dw, bws.data_ptr<T>());
+                         dc_n.defined() ? dc_n.data_ptr<T>() + sd * N * H : nullptr, dx_d, lddx, T(0),
+                         dh0.defined() ? dh0.data_ptr<T>() + sd * N * Hout : nullptr,
+                         dc0.defined() ? dc0.data_ptr<T>() + sd * N * H : nullptr, dw,
+                         bws.data_ptr<T>() + static_cast<size_t>(slot) * bws_each);
+    };
+    if (concurrent)
+      run_on_team(2, 2, [&](int d) { run_direction(d, d); });
+    else
+      for (int64_t d = 0; d < D; ++d) run_direction(d, 0);
+    if (D == 2 && dx_l != nullptr) {
+      const T* r = dx_reverse.data_ptr<T>();
+      for (int64_t i = 0, n = rows * lddx; i < n; ++i) dx_l[i] += r[i];
     }
     if (l > 0) {
       if (spec.dropout_active) {
@@ -368,6 +611,9 @@ autograd::tensor_list RecurrentBackward::apply(autograd::tensor_list&& grads) {
 
 }  // namespace
 
+void set_layer_schedule(LayerSchedule schedule) { g_layer_schedule = schedule; }
+LayerSchedule layer_schedule() { return g_layer_schedule; }
+
 RecurrentResult recurrent_forward(const RecurrentSpec& spec, const RecurrentLayout& layout, const Tensor& input,
                                   const Tensor& h0, const Tensor& c0, const std::vector<Tensor>& weights) {
   auto s = std::make_shared<Saved>();
@@ -401,6 +647,7 @@ RecurrentResult recurrent_forward(const RecurrentSpec& spec, const RecurrentLayo
   for (const Tensor& w : weights) inputs.push_back(w);
   const bool training = autograd::needs_grad(inputs);
 
+  s->training = training;
   RecurrentResult result = dispatch_floating(s->dtype, spec.node_name, [&](auto tag) {
     return forward_impl<decltype(tag)>(s, input, h0, c0, training);
   });

@@ -59,4 +59,24 @@ struct RecurrentResult {
 RecurrentResult recurrent_forward(const RecurrentSpec& spec, const RecurrentLayout& layout, const Tensor& input,
                                   const Tensor& h0, const Tensor& c0, const std::vector<Tensor>& weights);
 
+// How the layers and directions of a call share the threads (rnnkit::get_num_threads()):
+//  - bidirectional layers run their two directions at once, one thread each, when
+//    there are two threads, or more threads and a small batch (N <= 8): each
+//    direction then needs no cross-core synchronisation per step;
+//  - stacked unidirectional float layers in inference (no graph, no dropout) at
+//    small batch (N <= 8, no projection) with small recurrent weights (W_hh of at
+//    most 1 MiB, which one core's cache holds) and long sequences (T >= 32) run
+//    in time chunks as a wavefront: layer l works on chunk k while layer l+1 works
+//    on chunk k-1, each chunk one single-threaded kernel call. Such calls are
+//    chunked whatever the thread count, so results do not depend on it.
+// Otherwise layers and directions run one after another, each kernel call on
+// all threads.
+enum class LayerSchedule {
+  kAuto,        // the rules above (the default)
+  kSequential,  // every layer and direction one after another, unchunked (tests, benchmarks)
+};
+// Internal switch for tests and benchmarks; not thread-safe.
+void set_layer_schedule(LayerSchedule schedule);
+LayerSchedule layer_schedule();
+
 }  // namespace rnnkit::nn::detail

@@ -87,6 +87,40 @@ inline json random_config(const std::string& kind, std::mt19937_64& rng) {
   return c;
 }
 
+// A random stacked layer (2-4 layers, long sequences, small batch, no
+// projection), padded or packed; no_grad: run as inference (forward only, no
+// graph), the case the wavefront schedule takes when unidirectional.
+inline json random_stacked_config(const std::string& kind, std::mt19937_64& rng, bool bidirectional, bool no_grad) {
+  json c;
+  c["kind"] = kind;
+  c["input_size"] = pick(rng, 1, 40);
+  c["hidden_size"] = pick(rng, 1, 72);
+  c["bias"] = chance(rng, 0.75);
+  c["has_state"] = chance(rng, 0.5);
+  c["steps"] = pick(rng, 32, 90);
+  c["batch"] = pick(rng, 1, 8);
+  c["g_out"] = true;
+  c["g_hn"] = chance(rng, 0.7);
+  c["g_cn"] = chance(rng, 0.7);
+  if (kind == "RNN") c["nonlinearity"] = chance(rng, 0.5) ? "relu" : "tanh";
+  c["num_layers"] = pick(rng, 2, 4);
+  c["batch_first"] = chance(rng, 0.5);
+  c["bidirectional"] = bidirectional;
+  c["proj_size"] = 0;
+  c["dropout"] = chance(rng, 0.3) ? 0.5 : 0.0;
+  c["eval"] = true;  // configured dropout has no effect in eval mode
+  c["unbatched"] = false;
+  c["packed"] = chance(rng, 0.5);
+  if (c["packed"].get<bool>()) {
+    std::vector<int64_t> lengths;
+    const int64_t N = c["batch"], T = c["steps"];
+    for (int64_t b = 0; b < N; ++b) lengths.push_back(pick(rng, 1, T));
+    c["lengths"] = lengths;
+  }
+  c["no_grad"] = no_grad;
+  return c;
+}
+
 // Builds the rnnkit module for cfg and exposes a uniform forward.
 struct Model {
   std::shared_ptr<nn::Module> module;
@@ -191,6 +225,8 @@ inline Case run_rnnkit(json c, Dtype dtype, uint64_t seed) {
   if (c0.defined()) k.inputs.insert("c0", c0.detach().clone());
 
   Tensor out, h_n, c_n;
+  const bool no_grad = c.value("no_grad", false);
+  std::unique_ptr<NoGradGuard> guard(no_grad ? new NoGradGuard : nullptr);
   if (packed) {
     const std::vector<int64_t> lengths = c["lengths"];
     k.inputs.insert("lengths", from_vector(lengths, {static_cast<int64_t>(lengths.size())}));
@@ -205,9 +241,10 @@ inline Case run_rnnkit(json c, Dtype dtype, uint64_t seed) {
     h_n = r.h_n;
     c_n = r.c_n;
   }
+  guard.reset();
   Tensor loss;
   auto add_term = [&](const Tensor& y, const char* flag, const char* name) {
-    if (!y.defined() || !c[flag].get<bool>()) return;
+    if (no_grad || !y.defined() || !c[flag].get<bool>()) return;
     Tensor g = randn(y.sizes(), opts, &gen);
     k.inputs.insert(name, g);
     Tensor term = sum(mul(y, g));

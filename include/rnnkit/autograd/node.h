@@ -49,6 +49,10 @@ class Node : public std::enable_shared_from_this<Node> {
   std::vector<Dtype> output_dtypes;
   // Set once backward ran without retain_graph; a second backward then throws.
   bool released = false;
+  // Set by the engine just before apply() when the saved tensors are freed right
+  // after it (retain_graph = false): apply() may then consume them (overwrite
+  // saved buffers in place) since nothing will read them again.
+  bool last_apply = false;
 };
 
 // Sink for leaf tensors: adds the incoming gradient into variable.grad().

@@ -6,7 +6,9 @@
 #include <dnnl.hpp>
 #include <map>
 #include <memory>
+#include <cstdlib>
 #include <mutex>
+#include <new>
 #include <tuple>
 #include <vector>
 
@@ -80,10 +82,33 @@ const dnnl::engine& cpu_engine() {
 
 // C[M, N] += A[M, K] B with B [K, N] = W^T; A and C with the given row strides,
 // B in the primitive's choice of layout.
+// The primitive takes its scratchpad from the caller (scratchpad_mode::user), so
+// that two threads may execute it at once (the two directions of a
+// bidirectional layer do): a library-owned scratchpad would be shared.
 struct MatmulEntry {
   dnnl::matmul primitive;
-  memory::desc a, weights, c;
+  memory::desc a, weights, c, scratchpad;
 };
+
+// The calling thread's scratchpad of at least `bytes`, 64-byte aligned.
+void* thread_scratchpad(size_t bytes) {
+  struct Buffer {
+    void* data = nullptr;
+    size_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffer;
+  if (buffer.size < bytes) {
+    std::free(buffer.data);
+    buffer.size = (bytes + 63) / 64 * 64;
+    buffer.data = std::aligned_alloc(64, buffer.size);
+    if (buffer.data == nullptr) {
+      buffer.size = 0;
+      throw std::bad_alloc();
+    }
+  }
+  return buffer.data;
+}
 
 // Returns null when oneDNN cannot make the primitive.
 const MatmulEntry* matmul_entry(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldc) {
@@ -106,9 +131,11 @@ const MatmulEntry* matmul_entry(int64_t M, int64_t N, int64_t K, int64_t lda, in
       sum.append_sum(1.0f);
       dnnl::primitive_attr attr;
       attr.set_post_ops(sum);
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
       const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(entry->a, any, entry->c), attr,
                                             cpu_engine());
       entry->weights = pd.weights_desc();
+      entry->scratchpad = pd.scratchpad_desc();
       entry->primitive = dnnl::matmul(pd);
     } catch (const dnnl::error&) {
       entry.reset();
@@ -138,8 +165,13 @@ bool packed_gemm_pack(int64_t M, int64_t N, int64_t K, const float* W, int64_t l
                           w_is_kn ? memory::dims{ldw, 1} : memory::dims{1, ldw});
   memory from(user, cpu_engine(), const_cast<float*>(W));
   memory to(e->weights, cpu_engine(), packed);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  const dnnl::reorder::primitive_desc pd(from, to, attr);
+  const size_t scratch_bytes = pd.scratchpad_desc().get_size();
+  memory scratch(pd.scratchpad_desc(), cpu_engine(), scratch_bytes > 0 ? thread_scratchpad(scratch_bytes) : nullptr);
   dnnl::stream stream(cpu_engine());
-  dnnl::reorder(from, to).execute(stream, from, to);
+  dnnl::reorder(pd).execute(stream, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}, {DNNL_ARG_SCRATCHPAD, scratch}});
   stream.wait();
   return true;
 }
@@ -157,8 +189,13 @@ void packed_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
   memory a(e->a, cpu_engine(), const_cast<float*>(A));
   memory w(e->weights, cpu_engine(), const_cast<float*>(packed));
   memory c(e->c, cpu_engine(), C);
+  const size_t scratch_bytes = e->scratchpad.get_size();
+  memory scratch(e->scratchpad, cpu_engine(), scratch_bytes > 0 ? thread_scratchpad(scratch_bytes) : nullptr);
   dnnl::stream stream(cpu_engine());
-  e->primitive.execute(stream, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, c}});
+  e->primitive.execute(stream, {{DNNL_ARG_SRC, a},
+                                {DNNL_ARG_WEIGHTS, w},
+                                {DNNL_ARG_DST, c},
+                                {DNNL_ARG_SCRATCHPAD, scratch}});
   stream.wait();
 }
 

@@ -353,10 +353,17 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
       const int64_t I = d.input_size;
       // Gate block q of W_ih goes to column block q of the gates row, except the
       // GRU's n-part, which goes to block 3 (block 2 collects W_hn h from zero).
+      // The partial last block (H % 16 units) is a GEMM of its own whoever owns
+      // it, so that every unit's sum is taken by a GEMM of the same shape class
+      // whatever the thread count (a one-column GEMM is a matrix-vector product,
+      // which sums in another order).
+      const int64_t full_end = std::max(u0, std::min(u1, H / kPackBlock * kPackBlock));
       for (int q = 0; q < G; ++q) {
         const int64_t col = (S == 4 && G == 3 && q == 2) ? 3 * H : q * H;
-        gemm(false, true, rows, u1 - u0, I, 1.0f, a.x, a.ldx, a.w_ih + (q * H + u0) * I, I, 0.0f,
-             a.gates + col + u0, a.ldg);
+        for (const auto& [v0, v1] : {std::pair<int64_t, int64_t>{u0, full_end}, {full_end, u1}})
+          if (v1 > v0)
+            gemm(false, true, rows, v1 - v0, I, 1.0f, a.x, a.ldx, a.w_ih + (q * H + v0) * I, I, 0.0f,
+                 a.gates + col + v0, a.ldg);
       }
       if (S == 4 && G == 3)
         for (int64_t r = 0; r < rows; ++r)
