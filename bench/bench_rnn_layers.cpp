@@ -5,8 +5,13 @@
 // faster). PyTorch runs in /usr/bin/python3 (bench/py/bench_rnn_layers.py) with
 // OPENBLAS_CORETYPE unset, once with 1 and once with 2 threads; rnnkit runs
 // with 1 and 2 OpenMP threads; each side's better time of the two counts.
+// Stacked and bidirectional layers also run with the module's thread schedule
+// turned off (every layer and direction one after another on all threads):
+// the `sequential` column, and `sched` = rnnkit / sequential, show what running
+// directions concurrently and stacked layers as a wavefront gain.
 //
-//   bench_rnn_layers [--hidden 512] [--input 512] [--batch 64] [--steps 25] [--reps 10]
+//   bench_rnn_layers [--hidden 512] [--input 512] [--batch 64] [--steps 25] [--layers 1]
+//                    [--bidirectional] [--cells LSTM,GRU,RNN] [--reps 10]
 //                    [--script path/to/bench_rnn_layers.py] [--no-torch]
 #include <algorithm>
 #include <chrono>
@@ -19,9 +24,11 @@
 #include <string>
 #include <vector>
 
-#include "rnnkit/nn/rnn.h"
+#include "nn/rnn_function.h"
 #include "rnnkit/autograd/node.h"
+#include "rnnkit/nn/rnn.h"
 #include "rnnkit/ops.h"
+#include "rnnkit/threading.h"
 
 namespace {
 
@@ -30,7 +37,9 @@ namespace nn = rnnkit::nn;
 using nlohmann::json;
 
 struct Settings {
-  int64_t input = 512, hidden = 512, batch = 64, steps = 25, reps = 10;
+  int64_t input = 512, hidden = 512, batch = 64, steps = 25, layers = 1, reps = 10;
+  bool bidirectional = false;
+  std::vector<std::string> cells = {"LSTM", "GRU", "RNN"};
   std::string script;
   bool torch = true;
 };
@@ -51,17 +60,20 @@ double median_ms(const std::function<void()>& fn, int64_t reps) {
 struct Timing {
   double forward_ms = 0, train_ms = 0;
   int forward_threads = 0, train_threads = 0;
+  double forward_sequential_ms = 0, train_sequential_ms = 0;  // 2 threads, schedule off
 };
 
-// Best of 1 and 2 OpenMP threads for each pass.
+// Best of 1 and 2 threads for each pass; then 2 threads with the module's
+// thread schedule off.
 template <class Layer>
 Timing time_layer(const Layer& layer, const Settings& s) {
+  const int64_t D = s.bidirectional ? 2 : 1;
   Tensor x = randn({s.steps, s.batch, s.input}).requires_grad_();
-  Tensor dy = randn({s.steps, s.batch, s.hidden});
+  Tensor dy = randn({s.steps, s.batch, D * s.hidden});
   Timing best;
   const int max_threads = omp_get_max_threads();
   for (int threads = 1; threads <= std::min(2, max_threads); ++threads) {
-    omp_set_num_threads(threads);
+    rnnkit::set_num_threads(threads);
     const double forward = median_ms(
         [&] {
           NoGradGuard guard;
@@ -84,14 +96,54 @@ Timing time_layer(const Layer& layer, const Settings& s) {
       best.train_threads = threads;
     }
   }
-  omp_set_num_threads(max_threads);
+  if (max_threads >= 2 && (s.layers > 1 || s.bidirectional)) {
+    // The two schedules alternate call by call, so that a change of load on the
+    // shared machine hits both alike; the scheduled time replaces the one above
+    // when that took 2 threads, so that the ratio compares one interleaved run.
+    rnnkit::set_num_threads(2);
+    auto forward = [&] {
+      NoGradGuard guard;
+      layer->forward(x);
+    };
+    auto train = [&] {
+      layer->zero_grad(true);
+      x.set_grad(Tensor());
+      layer->forward(x).output.backward(dy);
+    };
+    for (int pass = 0; pass < 2; ++pass) {
+      const std::function<void()> fn = pass == 0 ? std::function<void()>(forward) : std::function<void()>(train);
+      std::vector<double> sched, seq;
+      for (int64_t i = 0; i <= s.reps; ++i) {
+        for (int mode = 0; mode < 2; ++mode) {
+          nn::detail::set_layer_schedule(mode == 0 ? nn::detail::LayerSchedule::kAuto
+                                                   : nn::detail::LayerSchedule::kSequential);
+          const auto t0 = std::chrono::steady_clock::now();
+          fn();
+          const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+          if (i > 0) (mode == 0 ? sched : seq).push_back(ms);  // the first round warms up
+        }
+      }
+      nn::detail::set_layer_schedule(nn::detail::LayerSchedule::kAuto);
+      auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        const size_t n = v.size();
+        return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+      };
+      double& mine = pass == 0 ? best.forward_ms : best.train_ms;
+      const int mine_threads = pass == 0 ? best.forward_threads : best.train_threads;
+      (pass == 0 ? best.forward_sequential_ms : best.train_sequential_ms) = median(seq);
+      if (mine_threads == 2) mine = median(sched);
+    }
+  }
+  rnnkit::set_num_threads(0);
   return best;
 }
 
 // Runs the PyTorch script with `threads` threads; returns its JSON (null on failure).
 json run_torch(const Settings& s, const std::vector<std::string>& cells, int threads) {
-  const json cfg = {{"cells", cells},   {"input", s.input}, {"hidden", s.hidden}, {"batch", s.batch},
-                    {"steps", s.steps}, {"reps", s.reps},   {"threads", threads}};
+  const json cfg = {{"cells", cells},   {"input", s.input}, {"hidden", s.hidden},   {"batch", s.batch},
+                    {"steps", s.steps}, {"reps", s.reps},   {"threads", threads},   {"layers", s.layers},
+                    {"bidirectional", s.bidirectional}};
   const std::string n = std::to_string(threads);
   const std::string cmd = "env -u OPENBLAS_CORETYPE OMP_NUM_THREADS=" + n + " OPENBLAS_NUM_THREADS=" + n +
                           " /usr/bin/python3 '" + s.script + "' '" + cfg.dump() + "'";
@@ -131,30 +183,55 @@ int main(int argc, char** argv) {
     else if (a == "--batch") s.batch = std::stoll(value());
     else if (a == "--steps") s.steps = std::stoll(value());
     else if (a == "--reps") s.reps = std::stoll(value());
+    else if (a == "--layers") s.layers = std::stoll(value());
+    else if (a == "--bidirectional") s.bidirectional = true;
+    else if (a == "--cells") {
+      s.cells.clear();
+      std::string list = value();
+      for (size_t at = 0; at <= list.size();) {
+        const size_t comma = std::min(list.find(',', at), list.size());
+        s.cells.push_back(list.substr(at, comma - at));
+        at = comma + 1;
+      }
+    }
     else if (a == "--script") s.script = value();
     else if (a == "--no-torch") s.torch = false;
     else {
-      std::cerr << "usage: bench_rnn_layers [--hidden H] [--input I] [--batch N] [--steps T] [--reps R] "
-                   "[--script PATH] [--no-torch]\n";
+      std::cerr << "usage: bench_rnn_layers [--hidden H] [--input I] [--batch N] [--steps T] [--layers L] "
+                   "[--bidirectional] [--cells LSTM,GRU,RNN] [--reps R] [--script PATH] [--no-torch]\n";
       return 2;
     }
   }
-  const std::vector<std::string> cells = {"LSTM", "GRU", "RNN"};
+  const std::vector<std::string>& cells = s.cells;
   std::vector<Timing> ours;
-  ours.push_back(time_layer(nn::LSTM(s.input, s.hidden), s));
-  ours.push_back(time_layer(nn::GRU(s.input, s.hidden), s));
-  ours.push_back(time_layer(nn::RNN(s.input, s.hidden), s));
+  for (const std::string& cell : cells) {
+    if (cell == "LSTM")
+      ours.push_back(time_layer(
+          nn::LSTM(nn::LSTMOptions(s.input, s.hidden).num_layers(s.layers).bidirectional(s.bidirectional)), s));
+    else if (cell == "GRU")
+      ours.push_back(time_layer(
+          nn::GRU(nn::GRUOptions(s.input, s.hidden).num_layers(s.layers).bidirectional(s.bidirectional)), s));
+    else if (cell == "RNN")
+      ours.push_back(time_layer(
+          nn::RNN(nn::RNNOptions(s.input, s.hidden).num_layers(s.layers).bidirectional(s.bidirectional)), s));
+    else {
+      std::cerr << "bench_rnn_layers: unknown cell '" << cell << "' (LSTM, GRU or RNN)\n";
+      return 2;
+    }
+  }
 
   json torch1, torch2;
   if (s.torch) {
     torch1 = run_torch(s, cells, 1);
     torch2 = run_torch(s, cells, 2);
   }
-  std::printf("recurrent layers, float32, input %lld, hidden %lld, batch %lld, steps %lld, median of %lld\n",
-              static_cast<long long>(s.input), static_cast<long long>(s.hidden), static_cast<long long>(s.batch),
-              static_cast<long long>(s.steps), static_cast<long long>(s.reps));
-  std::printf("%-5s %-16s %12s %8s %12s %8s %8s\n", "layer", "pass", "rnnkit ms", "threads", "torch ms", "threads",
-              "ratio");
+  std::printf(
+      "recurrent layers, float32, input %lld, hidden %lld, batch %lld, steps %lld, layers %lld%s, median of %lld\n",
+      static_cast<long long>(s.input), static_cast<long long>(s.hidden), static_cast<long long>(s.batch),
+      static_cast<long long>(s.steps), static_cast<long long>(s.layers), s.bidirectional ? ", bidirectional" : "",
+      static_cast<long long>(s.reps));
+  std::printf("%-5s %-16s %12s %8s %13s %7s %12s %8s %8s\n", "layer", "pass", "rnnkit ms", "threads", "sequential ms",
+              "sched", "torch ms", "threads", "ratio");
   for (size_t i = 0; i < cells.size(); ++i) {
     for (int pass = 0; pass < 2; ++pass) {
       const char* key = pass == 0 ? "forward_ms" : "train_ms";
@@ -171,15 +248,24 @@ int main(int argc, char** argv) {
         }
       }
       const char* pass_name = pass == 0 ? "forward" : "forward+backward";
-      if (best > 0)
-        std::printf("%-5s %-16s %12.2f %8d %12.2f %8d %8.2f\n", cells[i].c_str(), pass_name, mine, mine_threads, best,
-                    threads, mine / best);
-      else
-        std::printf("%-5s %-16s %12.2f %8d %12s %8s %8s\n", cells[i].c_str(), pass_name, mine, mine_threads, "-", "-",
-                    "-");
+      const double sequential = pass == 0 ? ours[i].forward_sequential_ms : ours[i].train_sequential_ms;
+      char seq_ms[32] = "-", sched[32] = "-", torch_ms[32] = "-", torch_threads[32] = "-", ratio[32] = "-";
+      if (sequential > 0) {
+        std::snprintf(seq_ms, sizeof(seq_ms), "%.2f", sequential);
+        std::snprintf(sched, sizeof(sched), "%.2f", mine / sequential);
+      }
+      if (best > 0) {
+        std::snprintf(torch_ms, sizeof(torch_ms), "%.2f", best);
+        std::snprintf(torch_threads, sizeof(torch_threads), "%d", threads);
+        std::snprintf(ratio, sizeof(ratio), "%.2f", mine / best);
+      }
+      std::printf("%-5s %-16s %12.2f %8d %13s %7s %12s %8s %8s\n", cells[i].c_str(), pass_name, mine, mine_threads,
+                  seq_ms, sched, torch_ms, torch_threads, ratio);
     }
   }
   std::printf("ratio = rnnkit / PyTorch, each the best of 1 and 2 threads; below 1 is faster\n");
+  std::printf("sequential = rnnkit on 2 threads with layers and directions one after another; "
+              "sched = rnnkit / sequential\n");
   for (const json* t : {&torch1, &torch2}) {
     if (!t->is_object()) continue;
     std::string blas;

@@ -46,9 +46,10 @@ def main():
     inp, hid, n, t, reps = cfg["input"], cfg["hidden"], cfg["batch"], cfg["steps"], cfg["reps"]
     out = {"threads": torch.get_num_threads(), "torch": torch.__version__, "blas": blas_libraries(), "cells": {}}
     for cell in cfg["cells"]:
-        layer = getattr(torch.nn, cell)(inp, hid)
+        layers, bidir = cfg.get("layers", 1), cfg.get("bidirectional", False)
+        layer = getattr(torch.nn, cell)(inp, hid, num_layers=layers, bidirectional=bidir)
         x = torch.randn(t, n, inp, requires_grad=True)
-        dy = torch.randn(t, n, hid)
+        dy = torch.randn(t, n, (2 if bidir else 1) * hid)
 
         def forward():
             with torch.no_grad():

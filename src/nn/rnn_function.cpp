@@ -169,11 +169,27 @@ void run_on_team(int threads, int n, Task&& task) {
   if (error) std::rethrow_exception(error);
 }
 
-// Whether the two directions of each layer run at once, one thread each.
+// Bytes of one direction's W_hh in float32.
+size_t recurrent_weight_bytes(const Saved& s) {
+  return static_cast<size_t>(k::gate_count(s.spec.cell)) * static_cast<size_t>(s.spec.hidden_size * s.Hout) *
+         sizeof(float);
+}
+
+// Whether the two directions of each layer run at once, one thread each. At
+// small batch a direction's step streams its whole W_hh: one core doing that
+// beats two cores sharing each direction only while W_hh stays in that core's
+// cache (measured on 2 cores with bench_rnn_layers --bidirectional, T = 256 or
+// 25: H = 128 at N = 1 0.72-0.79x the one-after-another time, H = 256 at N = 16
+// 0.75-0.84x, H = 512 at N = 64 0.85-0.95x; but LSTM H = 512 (4 MiB) at N = 4
+// 1.7x slower, GRU 1.05x). Larger batches are GEMM-bound: there it pays on two
+// threads; with more, each direction's GEMMs are better off with all of them.
+constexpr size_t kConcurrentDirectionsMaxWeightBytes = size_t{1} << 20;
 bool concurrent_directions(const Saved& s) {
   if (s.D != 2 || g_layer_schedule == LayerSchedule::kSequential) return false;
   const int threads = get_num_threads();
-  return threads == 2 || (threads > 2 && s.N <= 8);
+  if (threads < 2) return false;
+  if (s.N <= 8) return recurrent_weight_bytes(s) <= kConcurrentDirectionsMaxWeightBytes;
+  return threads == 2;
 }
 
 // The time chunks of a wavefront call (chunks == 0: no wavefront).
@@ -182,11 +198,14 @@ struct Wavefront {
   int64_t chunks = 0;
 };
 
-// Pipelining a stack pays when each layer's recurrent weights fit one core's
-// cache (a single thread then streams them from L1/L2 with no synchronisation per
-// step) and the sequence is long enough that the fill, one chunk per layer, is
-// small next to it.
-constexpr size_t kWavefrontMaxWeightBytes = size_t{1} << 20;
+// Pipelining a stack pays when each layer's recurrent weights are small enough
+// that one core streams them per step about as fast as two cores stream halves
+// (measured with bench_rnn_layers on 2 cores, N = 1, T = 256, 2 layers: LSTM H = 64
+// 0.76x the layer-by-layer time, GRU 0.66x, Elman 0.44x; LSTM H = 128 (256 KiB)
+// 0.88-0.93x, 3 layers at N = 4 0.83x; GRU H = 256 (768 KiB) 1.11x, LSTM H = 256
+// (1 MiB) 1.14x) and the sequence is long enough that the fill, one chunk per
+// layer, is small next to it.
+constexpr size_t kWavefrontMaxWeightBytes = size_t{512} << 10;
 constexpr int64_t kWavefrontMinSteps = 32;
 constexpr int64_t kWavefrontTargetChunks = 16;
 constexpr int64_t kWavefrontMinChunkSteps = 8;
@@ -197,9 +216,7 @@ Wavefront plan_wavefront(const Saved& s, bool training) {
   if (!std::is_same<T, float>::value || training || g_layer_schedule == LayerSchedule::kSequential) return w;
   if (s.D != 1 || s.L < 2 || s.spec.dropout_active || s.spec.proj_size > 0 || s.N > 8 || s.T < kWavefrontMinSteps)
     return w;
-  const size_t weight_bytes = static_cast<size_t>(k::gate_count(s.spec.cell)) *
-                              static_cast<size_t>(s.spec.hidden_size * s.Hout) * sizeof(T);
-  if (weight_bytes > kWavefrontMaxWeightBytes) return w;
+  if (recurrent_weight_bytes(s) > kWavefrontMaxWeightBytes) return w;
   w.chunk_steps = std::max(kWavefrontMinChunkSteps, (s.T + kWavefrontTargetChunks - 1) / kWavefrontTargetChunks);
   w.chunks = (s.T + w.chunk_steps - 1) / w.chunk_steps;
   return w;

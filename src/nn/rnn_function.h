@@ -60,15 +60,17 @@ RecurrentResult recurrent_forward(const RecurrentSpec& spec, const RecurrentLayo
                                   const Tensor& h0, const Tensor& c0, const std::vector<Tensor>& weights);
 
 // How the layers and directions of a call share the threads (rnnkit::get_num_threads()):
-//  - bidirectional layers run their two directions at once, one thread each, when
-//    there are two threads, or more threads and a small batch (N <= 8): each
-//    direction then needs no cross-core synchronisation per step;
+//  - bidirectional layers run their two directions at once, one thread each: at
+//    small batch (N <= 8) when W_hh of a direction is at most 1 MiB (one core's
+//    cache holds it, and no cross-core synchronisation per step is needed), at
+//    larger batches when there are exactly two threads;
 //  - stacked unidirectional float layers in inference (no graph, no dropout) at
 //    small batch (N <= 8, no projection) with small recurrent weights (W_hh of at
-//    most 1 MiB, which one core's cache holds) and long sequences (T >= 32) run
-//    in time chunks as a wavefront: layer l works on chunk k while layer l+1 works
-//    on chunk k-1, each chunk one single-threaded kernel call. Such calls are
-//    chunked whatever the thread count, so results do not depend on it.
+//    most 512 KiB, which one core streams per step about as fast as two cores
+//    stream halves) and long sequences (T >= 32) run in time chunks as a
+//    wavefront: layer l works on chunk k while layer l+1 works on chunk k-1, each
+//    chunk one single-threaded kernel call. Such calls are chunked whatever the
+//    thread count, so results do not depend on it.
 // Otherwise layers and directions run one after another, each kernel call on
 // all threads.
 enum class LayerSchedule {
