@@ -35,7 +35,11 @@ void expect_identical(const Case& a, const Case& b) {
   }
 }
 
-void run_kind(const std::string& kind) {
+// From one fresh seed, in float32 and float64: configuration i is make(rng, i),
+// run through rnnkit, then check(cfg, dtype, seed, result); the results go to
+// PyTorch in batches and every output and gradient is compared.
+template <class Make, class Check>
+void run_cases(int count, Make&& make, Check&& check) {
   const uint64_t seed = rnnkit::testing::fresh_seed();
   SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed));
   std::mt19937_64 rng(seed);
@@ -43,9 +47,12 @@ void run_kind(const std::string& kind) {
     const double tol_forward = dtype == kFloat32 ? 1e-5 : 1e-10;
     const double tol_backward = dtype == kFloat32 ? 1e-4 : 1e-10;
     std::vector<Case> cases;
-    for (int i = 0; i < kConfigsPerKind; ++i) {
-      cases.push_back(run_rnnkit(random_config(kind, rng), dtype, rng()));
-      if (cases.size() == kBatch || i + 1 == kConfigsPerKind) {
+    for (int i = 0; i < count; ++i) {
+      const json cfg = make(rng, i);
+      const uint64_t case_seed = rng();
+      cases.push_back(run_rnnkit(cfg, dtype, case_seed));
+      check(cfg, dtype, case_seed, cases.back());
+      if (cases.size() == kBatch || i + 1 == count) {
         compare_with_torch(cases, tol_forward, tol_backward);
         cases.clear();
       }
@@ -53,31 +60,27 @@ void run_kind(const std::string& kind) {
   }
 }
 
+void run_kind(const std::string& kind) {
+  run_cases(
+      kConfigsPerKind, [&](std::mt19937_64& rng, int) { return random_config(kind, rng); },
+      [](const json&, Dtype, uint64_t, const Case&) {});
+}
+
 // Stacked layers over long sequences at small batch, the shapes the module
 // schedules across threads: unidirectional inference runs as a wavefront of
 // time chunks, bidirectional layers run their directions concurrently (forward
 // and backward). Against PyTorch, and exactly the same with one thread.
 void run_stacked(const std::string& kind) {
-  const uint64_t seed = rnnkit::testing::fresh_seed();
-  SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed));
-  std::mt19937_64 rng(seed);
-  for (Dtype dtype : {kFloat32, kFloat64}) {
-    const double tol_forward = dtype == kFloat32 ? 1e-5 : 1e-10;
-    const double tol_backward = dtype == kFloat32 ? 1e-4 : 1e-10;
-    std::vector<Case> cases;
-    for (int i = 0; i < 24; ++i) {
-      const bool bidirectional = i % 2 == 1, no_grad = i % 4 != 3;
-      const json cfg = random_stacked_config(kind, rng, bidirectional, no_grad);
-      const uint64_t case_seed = rng();
-      cases.push_back(run_rnnkit(cfg, dtype, case_seed));
-      {
+  run_cases(
+      24,
+      [&](std::mt19937_64& rng, int i) {
+        const bool bidirectional = i % 2 == 1, no_grad = i % 4 != 3;
+        return random_stacked_config(kind, rng, bidirectional, no_grad);
+      },
+      [](const json& cfg, Dtype dtype, uint64_t case_seed, const Case& got) {
         ThreadCount one(1);
-        const Case alone = run_rnnkit(cfg, dtype, case_seed);
-        expect_identical(alone, cases.back());
-      }
-    }
-    compare_with_torch(cases, tol_forward, tol_backward);
-  }
+        expect_identical(run_rnnkit(cfg, dtype, case_seed), got);
+      });
 }
 
 TEST(RnnParity, StackedLSTM) { run_stacked("LSTM"); }
