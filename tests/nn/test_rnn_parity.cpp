@@ -35,7 +35,7 @@ void expect_identical(const Case& a, const Case& b) {
   }
 }
 
-// From one fresh seed, in float32 and float64: configuration i is make(rng, i),
+// From one fresh seed, in float32 and float64: configuration i is make(rng, i, dtype),
 // run through rnnkit, then check(cfg, dtype, seed, result); the results go to
 // PyTorch in batches and every output and gradient is compared.
 template <class Make, class Check>
@@ -48,7 +48,7 @@ void run_cases(int count, Make&& make, Check&& check) {
     const double tol_backward = dtype == kFloat32 ? 1e-4 : 1e-10;
     std::vector<Case> cases;
     for (int i = 0; i < count; ++i) {
-      const json cfg = make(rng, i);
+      const json cfg = make(rng, i, dtype);
       const uint64_t case_seed = rng();
       cases.push_back(run_rnnkit(cfg, dtype, case_seed));
       check(cfg, dtype, case_seed, cases.back());
@@ -62,7 +62,7 @@ void run_cases(int count, Make&& make, Check&& check) {
 
 void run_kind(const std::string& kind) {
   run_cases(
-      kConfigsPerKind, [&](std::mt19937_64& rng, int) { return random_config(kind, rng); },
+      kConfigsPerKind, [&](std::mt19937_64& rng, int, Dtype) { return random_config(kind, rng); },
       [](const json&, Dtype, uint64_t, const Case&) {});
 }
 
@@ -73,9 +73,9 @@ void run_kind(const std::string& kind) {
 void run_stacked(const std::string& kind) {
   run_cases(
       24,
-      [&](std::mt19937_64& rng, int i) {
+      [&](std::mt19937_64& rng, int i, Dtype dtype) {
         const bool bidirectional = i % 2 == 1, no_grad = i % 4 != 3;
-        return random_stacked_config(kind, rng, bidirectional, no_grad);
+        return random_stacked_config(kind, rng, bidirectional, no_grad, dtype == kFloat64);
       },
       [](const json& cfg, Dtype dtype, uint64_t case_seed, const Case& got) {
         ThreadCount one(1);
