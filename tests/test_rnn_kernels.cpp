@@ -533,15 +533,23 @@ std::vector<double> finite_differences(const Config& c, Problem& p, std::vector<
 
 void check_float_against_double(const KernelOutputs& kf, const KernelOutputs& kd);
 
-void check_config(const Config& c) {
-  SCOPED_TRACE(c.describe());
+// The double kernels' forward on c's random problem, checked against the
+// scalar reference; the problem and all kernel outputs for further checks.
+std::pair<Problem, KernelOutputs> double_forward_checked(const Config& c) {
   Problem p = random_problem(c);
   const ReferenceOutputs ref = reference_forward(c, p);
-  const KernelOutputs kd = run_kernel<double>(c, p);
-
+  KernelOutputs kd = run_kernel<double>(c, p);
   expect_close("y", kd.y, ref.y, 1e-10, 1e-12);
   expect_close("h_n", kd.h_n, ref.h_n, 1e-10, 1e-12);
   expect_close("c_n", kd.c_n, ref.c_n, 1e-10, 1e-12);
+  return {std::move(p), std::move(kd)};
+}
+
+void check_config(const Config& c) {
+  SCOPED_TRACE(c.describe());
+  auto checked = double_forward_checked(c);
+  Problem& p = checked.first;
+  const KernelOutputs& kd = checked.second;
   EXPECT_EQ(kd.y_inf, kd.y) << "inference forward differs from training forward";
   EXPECT_EQ(kd.h_n_inf, kd.h_n) << "inference h_n differs from training h_n";
   EXPECT_EQ(kd.c_n_inf, kd.c_n) << "inference c_n differs from training c_n";
@@ -640,12 +648,9 @@ TEST(RnnKernels, CornerCases) {
 
 void check_large(Config c) {
   SCOPED_TRACE(c.describe());
-  Problem p = random_problem(c);
-  const ReferenceOutputs ref = reference_forward(c, p);
-  const KernelOutputs kd = run_kernel<double>(c, p);
-  expect_close("y", kd.y, ref.y, 1e-10, 1e-12);
-  expect_close("h_n", kd.h_n, ref.h_n, 1e-10, 1e-12);
-  expect_close("c_n", kd.c_n, ref.c_n, 1e-10, 1e-12);
+  auto checked = double_forward_checked(c);
+  Problem& p = checked.first;
+  const KernelOutputs& kd = checked.second;
 
   std::mt19937_64 rng(c.seed + 5);
   std::uniform_real_distribution<double> dist(-1.0, 1.0);
@@ -693,23 +698,18 @@ void check_large(Config c) {
   }
 }
 
-TEST(RnnKernels, LargeThreadedLstmProj) {
-  Config c = random_config(CellType::LSTM, 77);
-  c.I = 24, c.H = 264, c.P = 40, c.N = 64, c.T = 4;
+// H = 264 (a partial 16-unit block), 64 rows shrinking to 20 over 4 steps.
+Config large_config(CellType cell, uint64_t seed, int64_t P, bool reverse) {
+  Config c = random_config(cell, seed);
+  c.I = 24, c.H = 264, c.P = P, c.N = 64, c.T = 4;
   c.batch_sizes = {64, 64, 50, 20};
   c.weight_scale = 0.08;
-  c.reverse = true;
-  check_large(c);
+  c.reverse = reverse;
+  return c;
 }
 
-TEST(RnnKernels, LargeThreadedGru) {
-  Config c = random_config(CellType::GRU, 78);
-  c.I = 24, c.H = 264, c.P = 0, c.N = 64, c.T = 4;
-  c.batch_sizes = {64, 64, 50, 20};
-  c.weight_scale = 0.08;
-  c.reverse = false;
-  check_large(c);
-}
+TEST(RnnKernels, LargeThreadedLstmProj) { check_large(large_config(CellType::LSTM, 77, 40, true)); }
+TEST(RnnKernels, LargeThreadedGru) { check_large(large_config(CellType::GRU, 78, 0, false)); }
 
 // Two directions writing into column halves of one [rows, 2*Hout] output and
 // adding into one dx, as a bidirectional layer does.

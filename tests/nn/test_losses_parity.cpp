@@ -57,21 +57,20 @@ void check_loss(const json& spec, const LossInputs& in, Dtype dtype, Generator& 
   EXPECT_EQ(module->state_dict().size(), static_cast<size_t>(in.weight.defined()) + in.pos_weight.defined());
 }
 
-class LossesParity : public SeededTest {
- protected:
-  // input shape with C classes: [C], [N, C], [N, C, d1] or [N, C, d1, d2]; target shape alongside.
-  std::pair<Shape, Shape> class_shapes(int64_t C) {
-    const int64_t kind = rnd(gen_, 0, 3), N = rnd(gen_, 1, 6);
-    if (kind == 0) return {{C}, {}};
-    Shape input{N, C}, target{N};
-    for (int64_t d = 1; d < kind; ++d) {
-      const int64_t s = rnd(gen_, 1, 4);
-      input.push_back(s);
-      target.push_back(s);
-    }
-    return {input, target};
+// input shape with C classes: [C], [N, C], [N, C, d1] or [N, C, d1, d2]; target shape alongside.
+std::pair<Shape, Shape> class_shapes(int64_t C, Generator& g) {
+  const int64_t kind = rnd(g, 0, 3), N = rnd(g, 1, 6);
+  if (kind == 0) return {{C}, {}};
+  Shape input{N, C}, target{N};
+  for (int64_t d = 1; d < kind; ++d) {
+    const int64_t s = rnd(g, 1, 4);
+    input.push_back(s);
+    target.push_back(s);
   }
-};
+  return {input, target};
+}
+
+class LossesParity : public SeededTest {};
 
 // Class-index targets with a fraction set to ignore_index.
 Tensor class_targets(const Shape& shape, int64_t C, int64_t ignore_index, bool with_ignored, Generator& g) {
@@ -80,32 +79,45 @@ Tensor class_targets(const Shape& shape, int64_t C, int64_t ignore_index, bool w
   return from_vector(v, {static_cast<int64_t>(v.size())}).reshape(shape);
 }
 
+// One random class-index case of `type` (CrossEntropyLoss or NLLLoss): C
+// classes, random reduction, sometimes an ignore_index (never every target
+// ignored: "mean" would be 0/0 = NaN on both sides, and NaN never compares close),
+// sometimes per-class weights; extra_kwargs(kwargs) adds the loss's own options;
+// input(shape) makes the input.
+template <class ExtraKwargs, class Input>
+void check_class_index_loss(const std::string& type, int64_t C, Dtype dtype, Generator& g, ExtraKwargs&& extra_kwargs,
+                            Input&& input) {
+  auto [xs, ts] = class_shapes(C, g);
+  json kwargs = {{"reduction", kReductions[rnd(g, 0, 2)]}};
+  int64_t ignore = -100;
+  if (coin(g)) {
+    ignore = rnd(g, 0, C - 1);
+    kwargs["ignore_index"] = ignore;
+  }
+  extra_kwargs(kwargs);
+  LossInputs in;
+  json spec = {{"type", type}, {"kwargs", kwargs}};
+  if (coin(g)) {
+    in.weight = random_tensor({C}, kFloat64, g, 0.2, 2);
+    spec["tensor_kwargs"] = {"weight"};
+  }
+  in.input = input(xs);
+  do {
+    in.target = class_targets(ts, C, ignore, coin(g), g);
+  } while (ne(in.target, full({}, static_cast<double>(ignore), kInt64)).to(kInt64).sum().item() == 0);
+  check_loss(spec, in, dtype, g);
+}
+
 TEST_F(LossesParity, CrossEntropyClassIndices) {
   TRACE_SEED();
   for (int trial = 0; trial < 16; ++trial)
-    for (Dtype dtype : kDtypes) {
-      const int64_t C = rnd(gen_, 2, 8);
-      auto [xs, ts] = class_shapes(C);
-      json kwargs = {{"reduction", kReductions[rnd(gen_, 0, 2)]}};
-      int64_t ignore = -100;
-      if (coin(gen_)) {
-        ignore = rnd(gen_, 0, C - 1);
-        kwargs["ignore_index"] = ignore;
-      }
-      if (coin(gen_)) kwargs["label_smoothing"] = uniform(gen_, 0.0, 0.9);
-      LossInputs in;
-      json spec = {{"type", "CrossEntropyLoss"}, {"kwargs", kwargs}};
-      if (coin(gen_)) {
-        in.weight = random_tensor({C}, kFloat64, gen_, 0.2, 2);
-        spec["tensor_kwargs"] = {"weight"};
-      }
-      in.input = random_tensor(xs, kFloat64, gen_, -4, 4);
-      // Never all ignored in "mean" (0/0 is NaN on both sides, but NaN never compares close).
-      do {
-        in.target = class_targets(ts, C, ignore, coin(gen_), gen_);
-      } while (ne(in.target, full({}, static_cast<double>(ignore), kInt64)).to(kInt64).sum().item() == 0);
-      check_loss(spec, in, dtype, gen_);
-    }
+    for (Dtype dtype : kDtypes)
+      check_class_index_loss(
+          "CrossEntropyLoss", rnd(gen_, 2, 8), dtype, gen_,
+          [&](json& kwargs) {
+            if (coin(gen_)) kwargs["label_smoothing"] = uniform(gen_, 0.0, 0.9);
+          },
+          [&](const Shape& xs) { return random_tensor(xs, kFloat64, gen_, -4, 4); });
 }
 
 TEST_F(LossesParity, CrossEntropyClassProbabilities) {
@@ -113,7 +125,7 @@ TEST_F(LossesParity, CrossEntropyClassProbabilities) {
   for (int trial = 0; trial < 8; ++trial)
     for (Dtype dtype : kDtypes) {
       const int64_t C = rnd(gen_, 2, 7);
-      auto [xs, ts] = class_shapes(C);
+      auto [xs, ts] = class_shapes(C, gen_);
       json kwargs = {{"reduction", kReductions[rnd(gen_, 0, 2)]}};
       if (coin(gen_)) kwargs["label_smoothing"] = uniform(gen_, 0.0, 0.9);
       json spec = {{"type", "CrossEntropyLoss"}, {"kwargs", kwargs}};
@@ -146,27 +158,12 @@ TEST_F(LossesParity, CrossEntropyLanguageModelShape) {
 TEST_F(LossesParity, NLLLoss) {
   TRACE_SEED();
   for (int trial = 0; trial < 12; ++trial)
-    for (Dtype dtype : kDtypes) {
-      const int64_t C = rnd(gen_, 2, 8);
-      auto [xs, ts] = class_shapes(C);
-      json kwargs = {{"reduction", kReductions[rnd(gen_, 0, 2)]}};
-      int64_t ignore = -100;
-      if (coin(gen_)) {
-        ignore = rnd(gen_, 0, C - 1);
-        kwargs["ignore_index"] = ignore;
-      }
-      json spec = {{"type", "NLLLoss"}, {"kwargs", kwargs}};
-      LossInputs in;
-      if (coin(gen_)) {
-        in.weight = random_tensor({C}, kFloat64, gen_, 0.2, 2);
-        spec["tensor_kwargs"] = {"weight"};
-      }
-      in.input = log_softmax(random_tensor(xs, kFloat64, gen_, -3, 3), xs.size() == 1 ? 0 : 1);
-      do {
-        in.target = class_targets(ts, C, ignore, coin(gen_), gen_);
-      } while (ne(in.target, full({}, static_cast<double>(ignore), kInt64)).to(kInt64).sum().item() == 0);
-      check_loss(spec, in, dtype, gen_);
-    }
+    for (Dtype dtype : kDtypes)
+      check_class_index_loss(
+          "NLLLoss", rnd(gen_, 2, 8), dtype, gen_, [](json&) {},
+          [&](const Shape& xs) {
+            return log_softmax(random_tensor(xs, kFloat64, gen_, -3, 3), xs.size() == 1 ? 0 : 1);
+          });
 }
 
 Shape random_shape(Generator& g) {
