@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# Builds only the file-format tests (tests/io) with AddressSanitizer and
-# UBSan (-DRNNKIT_SANITIZE=ON) in their own build folder and runs them: the
-# corruption test feeds the loaders thousands of damaged files, and a crash,
-# an out-of-bounds read or undefined behaviour there must fail CI.
+# Builds a few tests with AddressSanitizer and UBSan (-DRNNKIT_SANITIZE=ON) in
+# their own build folder and runs them:
+#   - the file-format tests (tests/io): the corruption test feeds the loaders
+#     thousands of damaged files, and a crash, an out-of-bounds read or
+#     undefined behaviour there must fail CI;
+#   - the recurrent-layer parity test: its stacked cases run the module's
+#     threaded schedules (directions at once, the wavefront of time chunks) whose
+#     workspaces are sized per call and shared between threads.
 #
-#   scripts/asan_io_tests.sh                 # build-asan/, all io tests
-#   RNNKIT_ASAN_BUILD_DIR=/tmp/a scripts/asan_io_tests.sh
-#   RNNKIT_ASAN_TESTS="test_corruption" scripts/asan_io_tests.sh
+#   scripts/asan_tests.sh                    # build-asan/, all of them
+#   RNNKIT_ASAN_BUILD_DIR=/tmp/a scripts/asan_tests.sh
+#   RNNKIT_ASAN_TESTS="test_corruption" scripts/asan_tests.sh
 #
-# Prints "asan-io: N passed, M failed" last and exits non-zero on any failure.
+# Prints "asan: N passed, M failed" last and exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUILD_DIR="${RNNKIT_ASAN_BUILD_DIR:-build-asan}"
 JOBS="${RNNKIT_JOBS:-$(nproc)}"
-read -r -a TESTS <<< "${RNNKIT_ASAN_TESTS:-test_corruption test_checkpoint test_safetensors}"
+read -r -a TESTS <<< "${RNNKIT_ASAN_TESTS:-test_corruption test_checkpoint test_safetensors test_rnn_parity}"
 
 # -O1 -g1: the speed ASan is designed for, line numbers in reports, and a
 # quicker build than -O2 -g. Apps and benchmarks are not built.
@@ -36,9 +40,9 @@ for t in "${TESTS[@]}"; do
   if "$BUILD_DIR/tests/$t" --gtest_brief=1; then
     passed=$((passed + 1))
   else
-    echo "asan-io: $t FAILED"
+    echo "asan: $t FAILED"
     failed=$((failed + 1))
   fi
 done
-echo "asan-io: $passed passed, $failed failed"
+echo "asan: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
