@@ -385,12 +385,16 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
   std::vector<T> h_n(N * Hout, static_cast<T>(kNaN)), c_n(N * H, static_cast<T>(kNaN));
   std::vector<T> ws(k::rnn_forward_workspace_size(d, true), static_cast<T>(kNaN));
   std::vector<T> scratch(k::rnn_forward_scratch_size(d), static_cast<T>(kNaN));
-  if (c.separate_scratch)
-    k::rnn_forward<T>(d, w, x.data(), ldx, h0p, c0p, y.data(), ldy, h_n.data(),
-                      lstm ? c_n.data() : nullptr, ws.data(), true, scratch.data());
-  else
-    k::rnn_forward<T>(d, w, x.data(), ldx, h0p, c0p, y.data(), ldy, h_n.data(),
-                      lstm ? c_n.data() : nullptr, ws.data(), true);
+  // The training forward, through the overload c.separate_scratch asks for.
+  auto train_forward = [&] {
+    if (c.separate_scratch)
+      k::rnn_forward<T>(d, w, x.data(), ldx, h0p, c0p, y.data(), ldy, h_n.data(),
+                        lstm ? c_n.data() : nullptr, ws.data(), true, scratch.data());
+    else
+      k::rnn_forward<T>(d, w, x.data(), ldx, h0p, c0p, y.data(), ldy, h_n.data(),
+                        lstm ? c_n.data() : nullptr, ws.data(), true);
+  };
+  train_forward();
   out.y = unstride(y, rows, Hout, ldy, "y");
   out.h_n = widen(h_n);
   out.c_n = lstm ? widen(c_n) : std::vector<double>(N * H, 0.0);
@@ -466,12 +470,7 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
   // overwrite the workspace: then the forward runs again first.
   if (c.overwrite) {
     std::fill(ws.begin(), ws.end(), static_cast<T>(kNaN));
-    if (c.separate_scratch)
-      k::rnn_forward<T>(d, w, x.data(), ldx, h0p, c0p, y.data(), ldy, h_n.data(),
-                        lstm ? c_n.data() : nullptr, ws.data(), true, scratch.data());
-    else
-      k::rnn_forward<T>(d, w, x.data(), ldx, h0p, c0p, y.data(), ldy, h_n.data(),
-                        lstm ? c_n.data() : nullptr, ws.data(), true);
+    train_forward();
   }
   std::vector<T> dw_hh2(dw_hh.size(), T(0)), db_hh2(db_hh.size(), T(0)), dw_hr2(dw_hr.size(), T(0));
   RnnGrads<T> dw2;
@@ -934,11 +933,17 @@ void check_time_chunks(CellType cell, bool reverse, int64_t N, double tol) {
   struct Run {
     std::vector<T> y, h_n, c_n, ws, dx, dh0, dc0;
   };
-  auto forward = [&](int64_t t0, int64_t t1, const T* h_in, const T* c_in, Run& r) {
+  // The dims of a call over steps [t0, t1); bs holds its batch sizes.
+  auto chunk_dims = [&](int64_t t0, int64_t t1, std::vector<int64_t>& bs) {
     RnnLayerDims d = c.dims();
-    std::vector<int64_t> bs(static_cast<size_t>(t1 - t0), N);
+    bs.assign(static_cast<size_t>(t1 - t0), N);
     d.steps = t1 - t0;
     d.batch_sizes = bs.data();
+    return d;
+  };
+  auto forward = [&](int64_t t0, int64_t t1, const T* h_in, const T* c_in, Run& r) {
+    std::vector<int64_t> bs;
+    const RnnLayerDims d = chunk_dims(t0, t1, bs);
     r.y.assign((t1 - t0) * N * H, 0);
     r.h_n.assign(N * H, 0);
     r.c_n.assign(N * H, 0);
@@ -948,10 +953,8 @@ void check_time_chunks(CellType cell, bool reverse, int64_t N, double tol) {
   };
   auto backward = [&](int64_t t0, int64_t t1, const T* h_in, const T* c_in, const T* dh_n,
                       const T* dc_n, Run& r, std::vector<T>& dw_ih, std::vector<T>& dw_hh) {
-    RnnLayerDims d = c.dims();
-    std::vector<int64_t> bs(static_cast<size_t>(t1 - t0), N);
-    d.steps = t1 - t0;
-    d.batch_sizes = bs.data();
+    std::vector<int64_t> bs;
+    const RnnLayerDims d = chunk_dims(t0, t1, bs);
     r.dx.assign((t1 - t0) * N * I, 0);
     r.dh0.assign(N * H, 0);
     r.dc0.assign(N * H, 0);

@@ -312,9 +312,8 @@ void forward_wavefront(const Saved& s, const Wavefront& wave, LayerY&& layer_y, 
 
   // Per layer: packed W_hh, and the state a chunk call writes before it becomes
   // the layer's state (a call's h_n must not alias its h0).
-  const size_t packed_size = align_elements(k::rnn_packed_weights_size(s.dims(0, 0)));
-  const size_t packed_size_upper = align_elements(k::rnn_packed_weights_size(s.dims(L - 1, 0)));
-  const size_t packed_each = std::max(packed_size, packed_size_upper);
+  // The small-batch packing depends on cell and hidden size only: one size for every layer.
+  const size_t packed_each = align_elements(k::rnn_packed_weights_size(s.dims(0, 0)));
   const TensorOptions opts(s.dtype);
   Tensor packed = packed_each > 0 ? empty({static_cast<int64_t>(packed_each) * L}, opts) : Tensor();
   Tensor next_h = empty({L, N, Hout}, opts);

@@ -198,6 +198,37 @@ constexpr int k_splits(int G, int NB) {
   return ks < 1 ? 1 : ks;
 }
 
+// Lanes of sub-vector s that hold units of a block with cnt units (0 to kLanes).
+inline int64_t sub_lanes(int64_t cnt, int s) {
+  return std::min<int64_t>(std::max<int64_t>(cnt - s * Vec::kLanes, 0), Vec::kLanes);
+}
+
+// Accumulator set 0 starts from the gates rows (the input projection), the
+// other KS - 1 sets from zero.
+template <int KS, int NB, int G>
+inline void load_accumulators(reg (&acc)[KS][NB][G][kSub], float* const* g_rows, int64_t H, int64_t cnt) {
+  for (int b = 0; b < NB; ++b)
+    for (int g = 0; g < G; ++g)
+      for (int s = 0; s < kSub; ++s) {
+        const int64_t c = sub_lanes(cnt, s);
+        acc[0][b][g][s] = c > 0 ? ld(g_rows[b] + g * H + s * Vec::kLanes, c) : Vec::zero();
+        for (int q = 1; q < KS; ++q) acc[q][b][g][s] = Vec::zero();
+      }
+}
+
+// The sum of the KS sets back into the gates rows.
+template <int KS, int NB, int G>
+inline void store_accumulators(reg (&acc)[KS][NB][G][kSub], float* const* g_rows, int64_t H, int64_t cnt) {
+  for (int b = 0; b < NB; ++b)
+    for (int g = 0; g < G; ++g)
+      for (int s = 0; s < kSub; ++s) {
+        reg sum = acc[0][b][g][s];
+        for (int q = 1; q < KS; ++q) sum = Vec::add(sum, acc[q][b][g][s]);
+        const int64_t c = sub_lanes(cnt, s);
+        if (c > 0) st(g_rows[b] + g * H + s * Vec::kLanes, sum, c);
+      }
+}
+
 // For NB rows b: gates_b[g*H + u] += sum_k W_hh[g*H + j0 + u, k] * h_b[k] for the
 // cnt units u of one block (j0 is folded into g_rows); wp is the block's packed
 // weights [K][G][16].
@@ -206,13 +237,7 @@ inline void recurrent_block(const float* wp, int64_t K, int64_t H, const float* 
                             float* const* g_rows, int64_t cnt) {
   constexpr int KS = k_splits(G, NB);
   reg acc[KS][NB][G][kSub];
-  for (int b = 0; b < NB; ++b)
-    for (int g = 0; g < G; ++g)
-      for (int s = 0; s < kSub; ++s) {
-        const int64_t c = std::min<int64_t>(std::max<int64_t>(cnt - s * Vec::kLanes, 0), Vec::kLanes);
-        acc[0][b][g][s] = c > 0 ? ld(g_rows[b] + g * H + s * Vec::kLanes, c) : Vec::zero();
-        for (int q = 1; q < KS; ++q) acc[q][b][g][s] = Vec::zero();
-      }
+  load_accumulators(acc, g_rows, H, cnt);
   int64_t k = 0;
   for (; k + KS <= K; k += KS) {
     for (int q = 0; q < KS; ++q) {
@@ -235,14 +260,7 @@ inline void recurrent_block(const float* wp, int64_t K, int64_t H, const float* 
           acc[0][b][g][s] = Vec::fmadd(wv, Vec::broadcast(h[b] + k), acc[0][b][g][s]);
       }
   }
-  for (int b = 0; b < NB; ++b)
-    for (int g = 0; g < G; ++g)
-      for (int s = 0; s < kSub; ++s) {
-        reg sum = acc[0][b][g][s];
-        for (int q = 1; q < KS; ++q) sum = Vec::add(sum, acc[q][b][g][s]);
-        const int64_t c = std::min<int64_t>(std::max<int64_t>(cnt - s * Vec::kLanes, 0), Vec::kLanes);
-        if (c > 0) st(g_rows[b] + g * H + s * Vec::kLanes, sum, c);
-      }
+  store_accumulators(acc, g_rows, H, cnt);
 }
 
 // The same product from bfloat16 weights packed in pairs along k
@@ -254,13 +272,7 @@ inline void recurrent_block(const uint16_t* wp, int64_t K, int64_t H, const floa
                             float* const* g_rows, int64_t cnt) {
   constexpr int KS = 2 * NB * G * kSub <= Vec::kRegisters - 8 ? 2 : 1;
   reg acc[KS][NB][G][kSub];
-  for (int b = 0; b < NB; ++b)
-    for (int g = 0; g < G; ++g)
-      for (int s = 0; s < kSub; ++s) {
-        const int64_t c = std::min<int64_t>(std::max<int64_t>(cnt - s * Vec::kLanes, 0), Vec::kLanes);
-        acc[0][b][g][s] = c > 0 ? ld(g_rows[b] + g * H + s * Vec::kLanes, c) : Vec::zero();
-        if (KS > 1) acc[KS - 1][b][g][s] = Vec::zero();
-      }
+  load_accumulators(acc, g_rows, H, cnt);
   const int64_t pairs = K / 2;
   for (int64_t kp = 0; kp < pairs; ++kp) {
     const uint16_t* w = wp + kp * G * kPackBlock * 2;
@@ -289,13 +301,7 @@ inline void recurrent_block(const uint16_t* wp, int64_t K, int64_t H, const floa
           acc[0][b][g][s] = Vec::fmadd(w0, Vec::broadcast(h[b] + K - 1), acc[0][b][g][s]);
       }
   }
-  for (int b = 0; b < NB; ++b)
-    for (int g = 0; g < G; ++g)
-      for (int s = 0; s < kSub; ++s) {
-        const reg sum = KS > 1 ? Vec::add(acc[0][b][g][s], acc[KS - 1][b][g][s]) : acc[0][b][g][s];
-        const int64_t c = std::min<int64_t>(std::max<int64_t>(cnt - s * Vec::kLanes, 0), Vec::kLanes);
-        if (c > 0) st(g_rows[b] + g * H + s * Vec::kLanes, sum, c);
-      }
+  store_accumulators(acc, g_rows, H, cnt);
 }
 
 // The last rows < batch_per_pass(G): the widest pass that fits them.
@@ -456,7 +462,7 @@ inline void recurrent_grad_block(const float* w, int64_t R, int64_t ldw, const f
   reg acc[NB][KV];
   int64_t c[KV];
   for (int v = 0; v < KV; ++v)
-    c[v] = std::min<int64_t>(std::max<int64_t>(cnt - v * Vec::kLanes, 0), Vec::kLanes);
+    c[v] = sub_lanes(cnt, v);
   for (int b = 0; b < NB; ++b)
     for (int v = 0; v < KV; ++v)
       acc[b][v] = accumulate && c[v] > 0 ? ld(dh[b] + k0 + v * Vec::kLanes, c[v]) : Vec::zero();
