@@ -310,9 +310,9 @@ void forward_wavefront(const Saved& s, const Wavefront& wave, LayerY&& layer_y, 
   std::vector<int64_t> row_offset(static_cast<size_t>(T_) + 1, 0);
   for (int64_t t = 0; t < T_; ++t) row_offset[static_cast<size_t>(t) + 1] = row_offset[static_cast<size_t>(t)] + bs[t];
 
-  // Per layer: packed W_hh, and the state a chunk call writes before it becomes
-  // the layer's state (a call's h_n must not alias its h0).
-  // The small-batch packing depends on cell and hidden size only: one size for every layer.
+  // Per layer: packed W_hh (the small-batch packing depends on cell and hidden
+  // size only, so one size fits every layer), and the state a chunk call writes
+  // before it becomes the layer's state (a call's h_n must not alias its h0).
   const size_t packed_each = align_elements(k::rnn_packed_weights_size(s.dims(0, 0)));
   const TensorOptions opts(s.dtype);
   Tensor packed = packed_each > 0 ? empty({static_cast<int64_t>(packed_each) * L}, opts) : Tensor();
