@@ -18,9 +18,11 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/rnn.h"
 #include "kernels/cpu/rnn_simd.h"
 #include "kernels/cpu/rnn_tuning.h"
@@ -1041,6 +1043,57 @@ TEST(RnnKernels, PackedWeightsForEachPath) {
   k::rnn_forward<float>(d, wt, x.data(), c.I, nullptr, nullptr, y2.data(), 8, nullptr, nullptr,
                         ws.data(), false);
   EXPECT_EQ(y1, y2);
+}
+
+// packed_gemm with row strides other than the widths (a GRU's gates rows, a
+// bidirectional layer's y) gives exactly what it gives on dense copies of the same
+// rows, and the product itself, for both weight orientations.
+TEST(RnnKernels, PackedGemmStridedOperands) {
+  std::mt19937_64 rng(91);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  const auto fill = [&](std::vector<float>& v) {
+    for (float& e : v) e = uni(rng);
+  };
+  for (const auto& [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{16, 96, 40}, {9, 48, 64}, {33, 80, 24}}) {
+    if (k::packed_gemm_size(M, N, K) == 0) GTEST_SKIP() << "no oneDNN matmul packing here";
+    for (bool w_is_kn : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "M=" << M << " N=" << N << " K=" << K << " w_is_kn=" << w_is_kn);
+      const int64_t lda = K + 24, ldc = N + 32, ldw = w_is_kn ? N : K;
+      std::vector<float> w(static_cast<size_t>(N * K)), a(static_cast<size_t>(M * lda)),
+          c(static_cast<size_t>(M * ldc));
+      fill(w), fill(a), fill(c);
+      std::vector<float> packed(static_cast<size_t>(k::packed_gemm_size(M, N, K)));
+      ASSERT_TRUE(k::packed_gemm_pack(M, N, K, w.data(), ldw, w_is_kn, packed.data(),
+                                      static_cast<int64_t>(packed.size())));
+      // Dense copies of the rows, and the reference product.
+      std::vector<float> a_dense(static_cast<size_t>(M * K)), c_dense(static_cast<size_t>(M * N));
+      for (int64_t i = 0; i < M; ++i) {
+        std::copy_n(a.begin() + i * lda, K, a_dense.begin() + i * K);
+        std::copy_n(c.begin() + i * ldc, N, c_dense.begin() + i * N);
+      }
+      std::vector<double> ref(static_cast<size_t>(M * N));
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) {
+          double sum = c_dense[i * N + j];
+          for (int64_t q = 0; q < K; ++q)
+            sum += double(a_dense[i * K + q]) * (w_is_kn ? w[q * N + j] : w[j * K + q]);
+          ref[i * N + j] = sum;
+        }
+      const std::vector<float> c_before = c;
+      k::packed_gemm(M, N, K, a.data(), lda, packed.data(), w.data(), ldw, w_is_kn, c.data(), ldc);
+      k::packed_gemm(M, N, K, a_dense.data(), K, packed.data(), w.data(), ldw, w_is_kn, c_dense.data(), N);
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < ldc; ++j) {
+          const size_t at = static_cast<size_t>(i * ldc + j);
+          if (j >= N) {
+            ASSERT_EQ(c[at], c_before[at]) << "column " << j << " beyond N was written";
+            continue;
+          }
+          ASSERT_EQ(c[at], c_dense[i * N + j]) << "row " << i << " column " << j;
+          ASSERT_NEAR(c[at], ref[i * N + j], 1e-4 * K) << "row " << i << " column " << j;
+        }
+    }
+  }
 }
 
 // Packed weights carry their cell, size and precision; bfloat16 ones serve

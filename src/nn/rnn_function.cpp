@@ -175,21 +175,23 @@ size_t recurrent_weight_bytes(const Saved& s) {
          sizeof(float);
 }
 
-// Whether the two directions of each layer run at once, one thread each. At
-// small batch a direction's step streams its whole W_hh: one core doing that
-// beats two cores sharing each direction only while W_hh stays in that core's
-// cache (measured on 2 cores with bench_rnn_layers --bidirectional, T = 256 or
-// 25: H = 128 at N = 1 0.72-0.79x the one-after-another time, H = 256 at N = 16
-// 0.75-0.84x, H = 512 at N = 64 0.85-0.95x; but LSTM H = 512 (4 MiB) at N = 4
-// 1.7x slower, GRU 1.05x). Larger batches are GEMM-bound: there it pays on two
-// threads; with more, each direction's GEMMs are better off with all of them.
+// Whether the two directions of each layer run at once, one thread each. A
+// direction's step streams its whole W_hh: one core doing that beats two cores
+// sharing each direction only while W_hh stays in that core's cache (measured on
+// 2 cores with bench_rnn_layers --bidirectional, T = 256 or 25; time / the
+// one-after-another time). Up to 1 MiB: H = 128 at N = 1 0.72-0.79x; H = 256 at
+// N = 16 0.68-0.89x, at N = 64 0.75-0.99x; Elman H = 512 (1 MiB) at N = 16-64
+// 0.76-0.94x. Above: LSTM H = 512 (4 MiB) at N = 4 1.7x slower, at N = 64 1.13x
+// (forward), GRU H = 1024 (12 MiB) at N = 16 1.24x, LSTM H = 1024 1.05-1.20x;
+// GRU H = 512 (3 MiB) and Elman H = 1024 (4 MiB) 0.96-1.01x, level. With more
+// than two threads, larger batches are better off giving each direction's GEMMs
+// all of them.
 constexpr size_t kConcurrentDirectionsMaxWeightBytes = size_t{1} << 20;
 bool concurrent_directions(const Saved& s) {
   if (s.D != 2 || g_layer_schedule == LayerSchedule::kSequential) return false;
   const int threads = get_num_threads();
-  if (threads < 2) return false;
-  if (s.N <= 8) return recurrent_weight_bytes(s) <= kConcurrentDirectionsMaxWeightBytes;
-  return threads == 2;
+  if (threads < 2 || recurrent_weight_bytes(s) > kConcurrentDirectionsMaxWeightBytes) return false;
+  return s.N <= 8 || threads == 2;
 }
 
 // The time chunks of a wavefront call (chunks == 0: no wavefront).

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <new>
 #include <tuple>
@@ -90,25 +91,29 @@ struct MatmulEntry {
   memory::desc a, weights, c, scratchpad;
 };
 
-// The calling thread's scratchpad of at least `bytes`, 64-byte aligned.
-void* thread_scratchpad(size_t bytes) {
+// The calling thread's buffer number `slot` of at least `bytes`, 64-byte aligned:
+// slot 0 holds oneDNN's scratchpads, slot 1 packed_gemm's dense copies.
+void* thread_buffer(int slot, size_t bytes) {
   struct Buffer {
     void* data = nullptr;
     size_t size = 0;
     ~Buffer() { std::free(data); }
   };
-  thread_local Buffer buffer;
+  thread_local Buffer buffers[2];
+  Buffer& buffer = buffers[slot];
   if (buffer.size < bytes) {
     std::free(buffer.data);
-    buffer.size = (bytes + 63) / 64 * 64;
-    buffer.data = std::aligned_alloc(64, buffer.size);
-    if (buffer.data == nullptr) {
-      buffer.size = 0;
-      throw std::bad_alloc();
-    }
+    buffer.data = nullptr;
+    buffer.size = 0;
+    const size_t size = (bytes + 63) / 64 * 64;
+    buffer.data = std::aligned_alloc(64, size);
+    if (buffer.data == nullptr) throw std::bad_alloc();
+    buffer.size = size;
   }
   return buffer.data;
 }
+
+void* thread_scratchpad(size_t bytes) { return thread_buffer(0, bytes); }
 
 // Returns null when oneDNN cannot make the primitive.
 const MatmulEntry* matmul_entry(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldc) {
@@ -176,27 +181,63 @@ bool packed_gemm_pack(int64_t M, int64_t N, int64_t K, const float* W, int64_t l
   return true;
 }
 
+namespace {
+
+void execute(const MatmulEntry& e, const float* A, const float* packed, float* C) {
+  use_rnnkit_threads();
+  memory a(e.a, cpu_engine(), const_cast<float*>(A));
+  memory w(e.weights, cpu_engine(), const_cast<float*>(packed));
+  memory c(e.c, cpu_engine(), C);
+  const size_t scratch_bytes = e.scratchpad.get_size();
+  memory scratch(e.scratchpad, cpu_engine(), scratch_bytes > 0 ? thread_scratchpad(scratch_bytes) : nullptr);
+  dnnl::stream stream(cpu_engine());
+  e.primitive.execute(stream, {{DNNL_ARG_SRC, a},
+                               {DNNL_ARG_WEIGHTS, w},
+                               {DNNL_ARG_DST, c},
+                               {DNNL_ARG_SCRATCHPAD, scratch}});
+  stream.wait();
+}
+
+// dst[i * ldd + j] = src[i * lds + j] for i < rows, j < cols; rows in parallel
+// when there is enough to copy.
+void copy_rows(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd) {
+  const size_t bytes = static_cast<size_t>(cols) * sizeof(float);
+#pragma omp parallel for schedule(static) num_threads(rnnkit::get_num_threads()) \
+    if (!omp_in_parallel() && rows * cols >= (int64_t{1} << 16))
+  for (int64_t i = 0; i < rows; ++i) std::memcpy(dst + i * ldd, src + i * lds, bytes);
+}
+
+}  // namespace
+
 void packed_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* packed,
                  const float* W, int64_t ldw, bool w_is_kn, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
   const MatmulEntry* dense = matmul_entry(M, N, K, K, N);
-  const MatmulEntry* e = matmul_entry(M, N, K, lda, ldc);
-  if (dense == nullptr || e == nullptr || e->weights != dense->weights) {
+  if (dense == nullptr) {
     gemm(false, !w_is_kn, M, N, K, 1.0f, A, lda, W, ldw, 1.0f, C, ldc);
     return;
   }
-  use_rnnkit_threads();
-  memory a(e->a, cpu_engine(), const_cast<float*>(A));
-  memory w(e->weights, cpu_engine(), const_cast<float*>(packed));
-  memory c(e->c, cpu_engine(), C);
-  const size_t scratch_bytes = e->scratchpad.get_size();
-  memory scratch(e->scratchpad, cpu_engine(), scratch_bytes > 0 ? thread_scratchpad(scratch_bytes) : nullptr);
-  dnnl::stream stream(cpu_engine());
-  e->primitive.execute(stream, {{DNNL_ARG_SRC, a},
-                                {DNNL_ARG_WEIGHTS, w},
-                                {DNNL_ARG_DST, c},
-                                {DNNL_ARG_SCRATCHPAD, scratch}});
-  stream.wait();
+  const bool strided = lda != K || ldc != N;
+  const MatmulEntry* e = strided ? matmul_entry(M, N, K, lda, ldc) : dense;
+  if (e != nullptr && e->weights == dense->weights) {
+    execute(*e, A, packed, C);
+    return;
+  }
+  // With a row stride other than the width, oneDNN 2.6 falls back from its
+  // brgemm matmul to a slower kernel with another weights layout (the GRU's
+  // gates rows, a bidirectional layer's y: 1.2-3.8x slower per step, measured).
+  // Strided operands go through dense copies instead, which cost a few percent.
+  const int64_t a_elems = lda != K ? M * K : 0;
+  float* stage = static_cast<float*>(thread_buffer(1, static_cast<size_t>(a_elems + M * N) * sizeof(float)));
+  const float* a_dense = A;
+  if (lda != K) {
+    copy_rows(M, K, A, lda, stage, K);
+    a_dense = stage;
+  }
+  float* c_dense = stage + a_elems;
+  copy_rows(M, N, C, ldc, c_dense, N);
+  execute(*dense, a_dense, packed, c_dense);
+  copy_rows(M, N, c_dense, N, C, ldc);
 }
 
 }  // namespace rnnkit::kernels::cpu
