@@ -1096,6 +1096,49 @@ TEST(RnnKernels, PackedGemmStridedOperands) {
   }
 }
 
+// The weight-gradient product C += A^T B, which gemm routes through oneDNN's
+// matmul in 512-row steps for tall, narrow shapes (M >= 1024, N <= 512), with
+// the rows beyond the last whole step, strided operands, and other shapes.
+TEST(RnnKernels, GemmTransposedAccumulate) {
+  std::mt19937_64 rng(92);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  struct Shape {
+    int64_t M, N, K, pad_a, pad_b, pad_c;
+  };
+  for (const Shape& sh : {Shape{1024, 40, 1100, 0, 0, 0}, Shape{1536, 64, 512, 8, 3, 5},
+                          Shape{1100, 512, 600, 0, 16, 0}, Shape{1024, 513, 520, 0, 0, 0},
+                          Shape{512, 40, 1100, 0, 0, 0}}) {
+    SCOPED_TRACE(::testing::Message() << "M=" << sh.M << " N=" << sh.N << " K=" << sh.K);
+    const int64_t lda = sh.M + sh.pad_a, ldb = sh.N + sh.pad_b, ldc = sh.N + sh.pad_c;
+    std::vector<float> a(static_cast<size_t>(sh.K * lda)), b(static_cast<size_t>(sh.K * ldb)),
+        c(static_cast<size_t>(sh.M * ldc));
+    for (auto* v : {&a, &b, &c})
+      for (float& e : *v) e = uni(rng);
+    std::vector<double> ref(c.begin(), c.end()), bound(c.size());
+    for (int64_t i = 0; i < sh.M; ++i)
+      for (int64_t k = 0; k < sh.K; ++k) {
+        const double av = a[k * lda + i];
+        for (int64_t j = 0; j < sh.N; ++j) {
+          ref[i * ldc + j] += av * b[k * ldb + j];
+          bound[i * ldc + j] += std::abs(av * b[k * ldb + j]);
+        }
+      }
+    const std::vector<float> before = c;
+    k::gemm(true, false, sh.M, sh.N, sh.K, 1.0f, a.data(), lda, b.data(), ldb, 1.0f, c.data(), ldc);
+    for (int64_t i = 0; i < sh.M; ++i)
+      for (int64_t j = 0; j < ldc; ++j) {
+        const size_t at = static_cast<size_t>(i * ldc + j);
+        if (j >= sh.N) {
+          ASSERT_EQ(c[at], before[at]) << "column " << j << " beyond N was written";
+          continue;
+        }
+        // float32 sums: a few units of rounding of the sum of magnitudes.
+        ASSERT_NEAR(c[at], ref[at], 4e-7 * (bound[at] + 1.0) * std::sqrt(double(sh.K)))
+            << "row " << i << " column " << j;
+      }
+  }
+}
+
 // Packed weights carry their cell, size and precision; bfloat16 ones serve
 // inference only and stay within bfloat16's rounding of the float result.
 TEST(RnnKernels, PackedWeightsBf16AndChecks) {
