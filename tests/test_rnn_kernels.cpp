@@ -1054,7 +1054,7 @@ TEST(RnnKernels, PackedGemmStridedOperands) {
   const auto fill = [&](std::vector<float>& v) {
     for (float& e : v) e = uni(rng);
   };
-  for (const auto& [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{16, 96, 40}, {9, 48, 64}, {33, 80, 24}}) {
+  for (const auto& [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{16, 96, 40}, {9, 48, 64}, {33, 80, 24}, {20, 160, 1500}}) {
     if (k::packed_gemm_size(M, N, K) == 0) GTEST_SKIP() << "no oneDNN matmul packing here";
     for (bool w_is_kn : {false, true}) {
       SCOPED_TRACE(::testing::Message() << "M=" << M << " N=" << N << " K=" << K << " w_is_kn=" << w_is_kn);

@@ -69,16 +69,18 @@ void* thread_buffer(int slot, size_t bytes) {
 
 void* thread_scratchpad(size_t bytes) { return thread_buffer(0, bytes); }
 
-// Returns null when oneDNN cannot make the primitive.
-const MatmulEntry* matmul_entry(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldc) {
+// C += A B, or with accumulate = false C = A B. Returns null when oneDNN cannot
+// make the primitive.
+const MatmulEntry* matmul_entry(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldc,
+                                bool accumulate = true) {
   static std::mutex mutex;
-  static std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int>,
+  static std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, bool>,
                   std::unique_ptr<MatmulEntry>>
       cache;
   // oneDNN sizes its work split when it creates the primitive: one per thread count.
   const int nthreads = rnnkit::get_num_threads();
   std::lock_guard<std::mutex> lock(mutex);
-  auto& slot = cache[{M, N, K, lda, ldc, nthreads}];
+  auto& slot = cache[{M, N, K, lda, ldc, nthreads, accumulate}];
   if (slot == nullptr) {
     auto entry = std::make_unique<MatmulEntry>();
     use_rnnkit_threads();
@@ -87,7 +89,7 @@ const MatmulEntry* matmul_entry(int64_t M, int64_t N, int64_t K, int64_t lda, in
       entry->c = memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
       const memory::desc any({K, N}, memory::data_type::f32, memory::format_tag::any);
       dnnl::post_ops sum;
-      sum.append_sum(1.0f);
+      if (accumulate) sum.append_sum(1.0f);
       dnnl::primitive_attr attr;
       attr.set_post_ops(sum);
       attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -277,6 +279,18 @@ void copy_rows(int64_t rows, int64_t cols, const float* src, int64_t lds, float*
   for (int64_t i = 0; i < rows; ++i) std::memcpy(dst + i * ldd, src + i * lds, bytes);
 }
 
+// dst[i * ldd + j] += src[i * lds + j] for i < rows, j < cols.
+void add_rows(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd) {
+#pragma omp parallel for schedule(static) num_threads(rnnkit::get_num_threads()) \
+    if (!omp_in_parallel() && rows * cols >= (int64_t{1} << 16))
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* s = src + i * lds;
+    float* d = dst + i * ldd;
+#pragma omp simd
+    for (int64_t j = 0; j < cols; ++j) d[j] += s[j];
+  }
+}
+
 }  // namespace
 
 void packed_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* packed,
@@ -296,7 +310,9 @@ void packed_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
   // With a row stride other than the width, oneDNN 2.6 falls back from its
   // brgemm matmul to a slower kernel with another weights layout (the GRU's
   // gates rows, a bidirectional layer's y: 1.2-3.8x slower per step, measured).
-  // Strided operands go through dense copies instead, which cost a few percent.
+  // Strided operands go through dense copies instead, which cost a few percent:
+  // A copied, and the product made apart and added to C (the same single
+  // rounding of each sum as the accumulating primitive's).
   const int64_t a_elems = lda != K ? M * K : 0;
   float* stage = static_cast<float*>(thread_buffer(1, static_cast<size_t>(a_elems + M * N) * sizeof(float)));
   const float* a_dense = A;
@@ -305,6 +321,16 @@ void packed_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
     a_dense = stage;
   }
   float* c_dense = stage + a_elems;
+  if (ldc == N) {
+    execute(*dense, a_dense, packed, C);
+    return;
+  }
+  const MatmulEntry* product = matmul_entry(M, N, K, K, N, false);
+  if (product != nullptr && product->weights == dense->weights) {
+    execute(*product, a_dense, packed, c_dense);
+    add_rows(M, N, c_dense, N, C, ldc);
+    return;
+  }
   copy_rows(M, N, C, ldc, c_dense, N);
   execute(*dense, a_dense, packed, c_dense);
   copy_rows(M, N, c_dense, N, C, ldc);
