@@ -826,14 +826,15 @@ TEST(RnnKernels, BackwardInChunks) {
   }
 }
 
-// Batches of up to 8 take the persistent small-batch forward: several 16-unit
-// blocks over two threads, a partial last block, packed sequences, both
-// directions, every cell; gradients then go through the generic backward.
+// Batches of up to 8, and up to 32 when the per-step product is small, take the
+// persistent small-batch forward: several 16-unit blocks over two threads, a
+// partial last block, packed sequences, both directions, every cell; above 8
+// rows the gradients then go through the generic backward.
 TEST(RnnKernels, SmallBatchPathMultiBlock) {
   ThreadsScope threads(2);
   uint64_t seed = 900;
   for (CellType cell : {CellType::RNN_TANH, CellType::RNN_RELU, CellType::LSTM, CellType::GRU}) {
-    for (int64_t N : {1, 2, 3, 5, 8}) {
+    for (int64_t N : {1, 2, 3, 5, 8, 13, 32}) {
       Config c = random_config(cell, ++seed);
       c.I = 24, c.H = N % 2 ? 40 : 33, c.P = 0, c.N = N, c.T = 5;
       std::vector<int64_t> lengths(static_cast<size_t>(N), c.T);
@@ -842,7 +843,9 @@ TEST(RnnKernels, SmallBatchPathMultiBlock) {
       c.batch_sizes = batch_sizes_from_lengths(lengths);
       c.reverse = N % 2 == 0;
       c.weight_scale = 0.25;
-      ASSERT_GT(k::rnn_packed_weights_size(c.dims()), 0u) << "batch " << N << " should take the small-batch path";
+      // bfloat16 packing exists for the small-batch path only.
+      ASSERT_GT(k::rnn_packed_weights_size(c.dims(), k::PackedPrecision::kBFloat16), 0u)
+          << "batch " << N << " should take the small-batch path";
       check_large(c);
       if (::testing::Test::HasFailure()) return;
     }

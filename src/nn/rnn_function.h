@@ -60,10 +60,11 @@ RecurrentResult recurrent_forward(const RecurrentSpec& spec, const RecurrentLayo
                                   const Tensor& h0, const Tensor& c0, const std::vector<Tensor>& weights);
 
 // How the layers and directions of a call share the threads (rnnkit::get_num_threads()):
-//  - bidirectional layers run their two directions at once, one thread each: at
-//    small batch (N <= 8) when W_hh of a direction is at most 1 MiB (one core's
-//    cache holds it, and no cross-core synchronisation per step is needed), at
-//    larger batches when there are exactly two threads;
+//  - bidirectional layers run their two directions at once, one thread each,
+//    when W_hh of a direction is at most 1 MiB (one core's cache holds it, and
+//    no cross-core synchronisation per step is needed): at small batch (N <= 8)
+//    whatever the thread count, at larger batches when there are exactly two
+//    threads;
 //  - stacked unidirectional float layers in inference (no graph, no dropout) at
 //    small batch (N <= 8, no projection) with small recurrent weights (W_hh of at
 //    most 512 KiB, which one core streams per step about as fast as two cores

@@ -79,8 +79,8 @@ struct RnnWeights {
   // Optional, float only: w_hh as rnn_pack_weights wrote it. The forward then
   // skips packing w_hh itself at every call (worth it when the weights do not
   // change between calls, as in inference). w_hh is still required. Packed
-  // weights that do not fit this call (packed for another batch path, or, for
-  // batches above 8, another batch or thread count) are ignored; rnn_forward
+  // weights that do not fit this call (packed for another batch path, or, on
+  // the GEMM path, another batch or thread count) are ignored; rnn_forward
   // throws if they were packed for another cell or size, or in bfloat16 for a
   // training forward.
   const T* w_hh_packed = nullptr;
@@ -119,12 +119,13 @@ size_t rnn_backward_workspace_size(const RnnLayerDims& dims);
 enum class PackedPrecision { kFloat32, kBFloat16 };
 
 // Floats that rnn_pack_weights writes for dims; 0 when there is no packed form
-// (bfloat16 exists for the small-batch path only: batch <= 8, no projection).
+// (bfloat16 exists for the small-batch path only: no projection, and a batch up to
+// 8, or up to 32 when batch * G * hidden_size^2 <= 2^20).
 size_t rnn_packed_weights_size(const RnnLayerDims& dims,
                                PackedPrecision precision = PackedPrecision::kFloat32);
 // Writes w_hh [G*H, Hout] re-laid out for the path dims take (internal layouts,
 // tagged with what they depend on: for the small-batch path cell, sizes and
-// precision only; for larger batches also the batch and the thread count, as
+// precision only; for the GEMM path (larger batches) also the batch and the thread count, as
 // oneDNN's matmul chooses the layout).
 // packed: [rnn_packed_weights_size(dims, precision)], 64-byte aligned is best.
 void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed,

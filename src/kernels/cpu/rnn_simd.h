@@ -41,8 +41,9 @@ using ArrayFn = void (*)(int64_t n, const float* x, float* y);
 
 // Units per block of the packed recurrent weights (all instruction sets).
 constexpr int64_t kPackBlock = 16;
-// Largest batch the small-batch forward takes.
-constexpr int64_t kSmallBatchMax = 8;
+// Largest batch the small-batch forward takes (rnn.cpp, small_batch_path, decides
+// which batches do).
+constexpr int64_t kSmallBatchMax = 32;
 // Floats of W_hh [G*H, K] packed for the small-batch path: ceil(H/16) blocks,
 // each [K][G][16] (unit fastest, then gate, then input column k; units past H
 // are zero).
