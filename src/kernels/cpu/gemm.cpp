@@ -69,6 +69,13 @@ void* thread_buffer(int slot, size_t bytes) {
 
 void* thread_scratchpad(size_t bytes) { return thread_buffer(0, bytes); }
 
+// The calling thread's oneDNN stream (making one per call cost 1-3 us, a few
+// percent of a small per-step product).
+dnnl::stream& thread_stream() {
+  thread_local dnnl::stream stream(cpu_engine());
+  return stream;
+}
+
 // C += A B, or with accumulate = false C = A B. Returns null when oneDNN cannot
 // make the primitive.
 const MatmulEntry* matmul_entry(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldc,
@@ -166,7 +173,7 @@ bool weight_gradient_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int6
   const size_t scratch_bytes = e->scratchpad.get_size();
   memory scratch(e->scratchpad, cpu_engine(), scratch_bytes > 0 ? thread_scratchpad(scratch_bytes) : nullptr);
   memory c(e->c, cpu_engine(), C);
-  dnnl::stream stream(cpu_engine());
+  dnnl::stream& stream = thread_stream();
   int64_t k0 = 0;
   for (; k0 + kWeightGradK <= K; k0 += kWeightGradK) {
     memory a(e->a, cpu_engine(), const_cast<float*>(A + k0 * lda));
@@ -247,7 +254,7 @@ bool packed_gemm_pack(int64_t M, int64_t N, int64_t K, const float* W, int64_t l
   const dnnl::reorder::primitive_desc pd(from, to, attr);
   const size_t scratch_bytes = pd.scratchpad_desc().get_size();
   memory scratch(pd.scratchpad_desc(), cpu_engine(), scratch_bytes > 0 ? thread_scratchpad(scratch_bytes) : nullptr);
-  dnnl::stream stream(cpu_engine());
+  dnnl::stream& stream = thread_stream();
   dnnl::reorder(pd).execute(stream, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}, {DNNL_ARG_SCRATCHPAD, scratch}});
   stream.wait();
   return true;
@@ -262,7 +269,7 @@ void execute(const MatmulEntry& e, const float* A, const float* packed, float* C
   memory c(e.c, cpu_engine(), C);
   const size_t scratch_bytes = e.scratchpad.get_size();
   memory scratch(e.scratchpad, cpu_engine(), scratch_bytes > 0 ? thread_scratchpad(scratch_bytes) : nullptr);
-  dnnl::stream stream(cpu_engine());
+  dnnl::stream& stream = thread_stream();
   e.primitive.execute(stream, {{DNNL_ARG_SRC, a},
                                {DNNL_ARG_WEIGHTS, w},
                                {DNNL_ARG_DST, c},
