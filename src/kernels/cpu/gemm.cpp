@@ -35,9 +35,9 @@ const dnnl::engine& cpu_engine() {
   return engine;
 }
 
-// C[M, N] += A[M, K] B with B [K, N] = W^T; A and C with the given row strides,
-// B in the primitive's choice of layout.
-// The primitive takes its scratchpad from the caller (scratchpad_mode::user), so
+// A cached matmul primitive, C[M, N] (+)= A[M, K] B, with its operands
+// descriptors (`weights` is B's: for packed_gemm the primitive's choice of
+// layout). The primitive takes its scratchpad from the caller (scratchpad_mode::user), so
 // that two threads may execute it at once (the two directions of a
 // bidirectional layer do): a library-owned scratchpad would be shared.
 struct MatmulEntry {
@@ -76,6 +76,32 @@ dnnl::stream& thread_stream() {
   return stream;
 }
 
+// The primitive C (+)= A B for these descriptors (weights: B's, `any` lets oneDNN
+// choose), with a user scratchpad; null when oneDNN cannot make it, or, with
+// brgemm_only, when it would not use its brgemm kernel.
+std::unique_ptr<MatmulEntry> make_matmul(const memory::desc& a, const memory::desc& b, const memory::desc& c,
+                                         bool accumulate, bool brgemm_only = false) {
+  use_rnnkit_threads();
+  try {
+    dnnl::post_ops sum;
+    if (accumulate) sum.append_sum(1.0f);
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(sum);
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), attr, cpu_engine());
+    if (brgemm_only && std::string(pd.impl_info_str()).rfind("brg", 0) != 0) return nullptr;
+    auto entry = std::make_unique<MatmulEntry>();
+    entry->a = a;
+    entry->c = c;
+    entry->weights = pd.weights_desc();
+    entry->scratchpad = pd.scratchpad_desc();
+    entry->primitive = dnnl::matmul(pd);
+    return entry;
+  } catch (const dnnl::error&) {
+    return nullptr;
+  }
+}
+
 // C += A B, or with accumulate = false C = A B. Returns null when oneDNN cannot
 // make the primitive.
 const MatmulEntry* matmul_entry(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldc,
@@ -89,27 +115,10 @@ const MatmulEntry* matmul_entry(int64_t M, int64_t N, int64_t K, int64_t lda, in
   std::lock_guard<std::mutex> lock(mutex);
   auto& slot = cache[{M, N, K, lda, ldc, nthreads, accumulate}];
   if (slot == nullptr) {
-    auto entry = std::make_unique<MatmulEntry>();
-    use_rnnkit_threads();
-    try {
-      entry->a = memory::desc({M, K}, memory::data_type::f32, memory::dims{lda, 1});
-      entry->c = memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
-      const memory::desc any({K, N}, memory::data_type::f32, memory::format_tag::any);
-      dnnl::post_ops sum;
-      if (accumulate) sum.append_sum(1.0f);
-      dnnl::primitive_attr attr;
-      attr.set_post_ops(sum);
-      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(entry->a, any, entry->c), attr,
-                                            cpu_engine());
-      entry->weights = pd.weights_desc();
-      entry->scratchpad = pd.scratchpad_desc();
-      entry->primitive = dnnl::matmul(pd);
-    } catch (const dnnl::error&) {
-      entry.reset();
-    }
-    if (entry == nullptr) return nullptr;  // not cached: rare, and cheap to retry
-    slot = std::move(entry);
+    slot = make_matmul(memory::desc({M, K}, memory::data_type::f32, memory::dims{lda, 1}),
+                       memory::desc({K, N}, memory::data_type::f32, memory::format_tag::any),
+                       memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1}), accumulate);
+    // A null slot is retried next time: rare, and cheap.
   }
   return slot.get();
 }
@@ -126,41 +135,37 @@ const MatmulEntry* matmul_entry(int64_t M, int64_t N, int64_t K, int64_t lda, in
 // for other shapes or when oneDNN has no brgemm matmul for these strides.
 constexpr int64_t kWeightGradK = 512;
 
-struct PlainMatmul {
-  dnnl::matmul primitive;
-  dnnl::memory::desc a, b, c, scratchpad;
-};
-
-const PlainMatmul* weight_gradient_matmul(int64_t M, int64_t N, int64_t lda, int64_t ldb, int64_t ldc) {
+// The weight-gradient primitive for K = kWeightGradK (A [K, M] read transposed
+// through its strides); null, cached as such, where oneDNN would not use brgemm.
+const MatmulEntry* weight_gradient_matmul(int64_t M, int64_t N, int64_t lda, int64_t ldb, int64_t ldc) {
   static std::mutex mutex;
-  static std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int>, std::unique_ptr<PlainMatmul>> cache;
+  static std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int>, std::unique_ptr<MatmulEntry>> cache;
   const int nthreads = rnnkit::get_num_threads();
   std::lock_guard<std::mutex> lock(mutex);
   const auto key = std::make_tuple(M, N, lda, ldb, ldc, nthreads);
   auto found = cache.find(key);
-  if (found != cache.end()) return found->second.get();  // null: no brgemm for this shape
-  std::unique_ptr<PlainMatmul> entry = std::make_unique<PlainMatmul>();
-  try {
-    entry->a = memory::desc({M, kWeightGradK}, memory::data_type::f32, memory::dims{1, lda});
-    entry->b = memory::desc({kWeightGradK, N}, memory::data_type::f32, memory::dims{ldb, 1});
-    entry->c = memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
-    dnnl::post_ops sum;
-    sum.append_sum(1.0f);
-    dnnl::primitive_attr attr;
-    attr.set_post_ops(sum);
-    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(entry->a, entry->b, entry->c), attr,
-                                          cpu_engine());
-    if (std::string(pd.impl_info_str()).rfind("brg", 0) != 0) {
-      entry.reset();
-    } else {
-      entry->scratchpad = pd.scratchpad_desc();
-      entry->primitive = dnnl::matmul(pd);
-    }
-  } catch (const dnnl::error&) {
-    entry.reset();
-  }
-  return (cache[key] = std::move(entry)).get();
+  if (found != cache.end()) return found->second.get();
+  return (cache[key] = make_matmul(memory::desc({M, kWeightGradK}, memory::data_type::f32, memory::dims{1, lda}),
+                                   memory::desc({kWeightGradK, N}, memory::data_type::f32, memory::dims{ldb, 1}),
+                                   memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1}),
+                                   true, true))
+      .get();
+}
+
+// C (+)= A B with e; B in e's weights layout.
+void execute(const MatmulEntry& e, const float* A, const float* B, float* C) {
+  use_rnnkit_threads();
+  memory a(e.a, cpu_engine(), const_cast<float*>(A));
+  memory w(e.weights, cpu_engine(), const_cast<float*>(B));
+  memory c(e.c, cpu_engine(), C);
+  const size_t scratch_bytes = e.scratchpad.get_size();
+  memory scratch(e.scratchpad, cpu_engine(), scratch_bytes > 0 ? thread_scratchpad(scratch_bytes) : nullptr);
+  dnnl::stream& stream = thread_stream();
+  e.primitive.execute(stream, {{DNNL_ARG_SRC, a},
+                               {DNNL_ARG_WEIGHTS, w},
+                               {DNNL_ARG_DST, c},
+                               {DNNL_ARG_SCRATCHPAD, scratch}});
+  stream.wait();
 }
 
 bool weight_gradient_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
@@ -168,20 +173,10 @@ bool weight_gradient_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int6
                           int64_t ldc) {
   if (!trans_a || trans_b || alpha != 1.0f || beta != 1.0f || N > 512 || M < 1024 || K < kWeightGradK)
     return false;
-  const PlainMatmul* e = weight_gradient_matmul(M, N, lda, ldb, ldc);
+  const MatmulEntry* e = weight_gradient_matmul(M, N, lda, ldb, ldc);
   if (e == nullptr) return false;
-  const size_t scratch_bytes = e->scratchpad.get_size();
-  memory scratch(e->scratchpad, cpu_engine(), scratch_bytes > 0 ? thread_scratchpad(scratch_bytes) : nullptr);
-  memory c(e->c, cpu_engine(), C);
-  dnnl::stream& stream = thread_stream();
   int64_t k0 = 0;
-  for (; k0 + kWeightGradK <= K; k0 += kWeightGradK) {
-    memory a(e->a, cpu_engine(), const_cast<float*>(A + k0 * lda));
-    memory b(e->b, cpu_engine(), const_cast<float*>(B + k0 * ldb));
-    e->primitive.execute(stream, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c},
-                                  {DNNL_ARG_SCRATCHPAD, scratch}});
-  }
-  stream.wait();
+  for (; k0 + kWeightGradK <= K; k0 += kWeightGradK) execute(*e, A + k0 * lda, B + k0 * ldb, C);
   if (k0 < K) {
     const dnnl_status_t st = dnnl_sgemm('T', 'N', M, N, K - k0, 1.0f, A + k0 * lda, lda, B + k0 * ldb,
                                         ldb, 1.0f, C, ldc);
@@ -262,21 +257,6 @@ bool packed_gemm_pack(int64_t M, int64_t N, int64_t K, const float* W, int64_t l
 
 namespace {
 
-void execute(const MatmulEntry& e, const float* A, const float* packed, float* C) {
-  use_rnnkit_threads();
-  memory a(e.a, cpu_engine(), const_cast<float*>(A));
-  memory w(e.weights, cpu_engine(), const_cast<float*>(packed));
-  memory c(e.c, cpu_engine(), C);
-  const size_t scratch_bytes = e.scratchpad.get_size();
-  memory scratch(e.scratchpad, cpu_engine(), scratch_bytes > 0 ? thread_scratchpad(scratch_bytes) : nullptr);
-  dnnl::stream& stream = thread_stream();
-  e.primitive.execute(stream, {{DNNL_ARG_SRC, a},
-                               {DNNL_ARG_WEIGHTS, w},
-                               {DNNL_ARG_DST, c},
-                               {DNNL_ARG_SCRATCHPAD, scratch}});
-  stream.wait();
-}
-
 // dst[i * ldd + j] = src[i * lds + j] for i < rows, j < cols; rows in parallel
 // when there is enough to copy.
 void copy_rows(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd) {
@@ -321,7 +301,8 @@ void packed_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
   // A copied, and the product made apart and added to C (the same single
   // rounding of each sum as the accumulating primitive's).
   const int64_t a_elems = lda != K ? M * K : 0;
-  float* stage = static_cast<float*>(thread_buffer(1, static_cast<size_t>(a_elems + M * N) * sizeof(float)));
+  const int64_t c_elems = ldc != N ? M * N : 0;
+  float* stage = static_cast<float*>(thread_buffer(1, static_cast<size_t>(a_elems + c_elems) * sizeof(float)));
   const float* a_dense = A;
   if (lda != K) {
     copy_rows(M, K, A, lda, stage, K);
