@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libdnnl-dev libomp-dev
+  # dnnl's CMake package config calls find_package(OpenCL) (its GPU runtime is
+  # OpenCL), so configuring fails without it; apt only recommends it.
+  ocl-icd-opencl-dev
   libgtest-dev googletest
   nlohmann-json3-dev
   python3 python3-torch python3-numpy python3-pip
