@@ -1099,6 +1099,125 @@ TEST(RnnKernels, PackedGemmStridedOperands) {
   }
 }
 
+// The rows-in-lanes product (simd::lanes_gemm) on every instruction set that has
+// it: both weight orientations, row strides other than the widths, a partial last
+// column block, 1 to `lanes` rows; against a double product, columns past N
+// untouched, and the same bits on 1, 2 and 3 threads.
+TEST(RnnKernels, LanesGemmMatchesReference) {
+  std::mt19937_64 rng(93);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  const auto fill = [&](std::vector<float>& v) {
+    for (float& e : v) e = uni(rng);
+  };
+  int isas = 0;
+  for (simd::Isa isa : available_isas()) {
+    const simd::Kernels* kern = simd::kernels(isa);
+    if (kern == nullptr) continue;
+    ++isas;
+    const int64_t L = kern->lanes;
+    for (const auto& [N, K] : {std::pair<int64_t, int64_t>{37, 53}, {16, 1}, {80, 300}})
+      for (int64_t M : {int64_t{1}, L / 2 + 1, L - 1, L})
+        for (bool w_is_kn : {false, true}) {
+          SCOPED_TRACE(::testing::Message() << simd::isa_name(isa) << " M=" << M << " N=" << N << " K=" << K
+                                            << " w_is_kn=" << w_is_kn);
+          const int64_t lda = K + 5, ldc = N + 7, ldw = w_is_kn ? N + 3 : K;
+          std::vector<float> w(static_cast<size_t>(w_is_kn ? K * ldw : N * K)), a(static_cast<size_t>(M * lda)),
+              c0(static_cast<size_t>(M * ldc));
+          fill(w), fill(a), fill(c0);
+          std::vector<float> packed(static_cast<size_t>(simd::lanes_packed_size(N, K)), static_cast<float>(kNaN));
+          simd::pack_lanes(N, K, w.data(), ldw, w_is_kn, packed.data(), 2);
+          std::vector<float> c_by_threads[3];
+          for (int threads = 1; threads <= 3; ++threads) {
+            std::vector<float>& c = c_by_threads[threads - 1];
+            c = c0;
+            kern->lanes_gemm(simd::LanesGemm{M, N, K, a.data(), lda, packed.data(), c.data(), ldc, threads});
+          }
+          EXPECT_EQ(c_by_threads[0], c_by_threads[1]);
+          EXPECT_EQ(c_by_threads[0], c_by_threads[2]);
+          const std::vector<float>& c = c_by_threads[1];
+          for (int64_t i = 0; i < M; ++i)
+            for (int64_t j = 0; j < ldc; ++j) {
+              const size_t at = static_cast<size_t>(i * ldc + j);
+              if (j >= N) {
+                ASSERT_EQ(c[at], c0[at]) << "column " << j << " beyond N was written";
+                continue;
+              }
+              double sum = c0[at];
+              for (int64_t q = 0; q < K; ++q)
+                sum += double(a[i * lda + q]) * (w_is_kn ? w[q * ldw + j] : w[j * K + q]);
+              ASSERT_NEAR(c[at], sum, 2e-6 * (K + 1)) << "row " << i << " column " << j;
+            }
+        }
+  }
+  if (isas == 0) GTEST_SKIP() << "no vector kernels on this CPU";
+}
+
+// Whole layers on the rows-in-lanes path (batches that fill a vector, W_hh above
+// the size threshold, here lowered so that small layers reach it): forward
+// against the reference, gradients by directional derivative, the backward's
+// per-step products included (overwrite_forward_workspace with rows >= 2H), and
+// the same bits on 1 and 3 threads.
+TEST(RnnKernels, LanesPathLayers) {
+  const simd::Kernels* kern = simd::active_kernels();
+  if (kern == nullptr || kern->lanes != 16) GTEST_SKIP() << "the lanes path is for 16-lane vectors";
+  struct LanesThresholdScope {
+    LanesThresholdScope() { k::tuning::set_lanes_min_weights(0); }
+    ~LanesThresholdScope() { k::tuning::set_lanes_min_weights(-1); }
+  } any_size;
+  struct Case {
+    CellType cell;
+    int64_t H, P, N, T;
+    bool reverse;
+  };
+  uint64_t seed = 950;
+  for (const Case& cs : {Case{CellType::LSTM, 136, 0, 16, 20, false}, Case{CellType::GRU, 152, 0, 16, 21, true},
+                         Case{CellType::RNN_TANH, 280, 0, 15, 6, false}, Case{CellType::LSTM, 40, 24, 14, 5, true}}) {
+    Config c = random_config(cs.cell, ++seed);
+    c.I = 24, c.H = cs.H, c.P = cs.P, c.N = cs.N, c.T = cs.T;
+    c.batch_sizes.assign(static_cast<size_t>(c.T), c.N);
+    // The last steps shrink (packed sequences), so products of fewer rows occur.
+    const int64_t tail[] = {c.N - 1, c.N - 2, 9, 3};
+    for (int64_t i = 0; i < 4 && i < c.T - 1; ++i) c.batch_sizes[c.T - 4 + i] = tail[i];
+    c.reverse = cs.reverse;
+    c.overwrite = true;
+    c.weight_scale = 0.1;
+    SCOPED_TRACE(c.describe());
+    ASSERT_STREQ(k::tuning::forward_path(c.dims()), "lanes");
+    check_large(c);
+    const Problem p = random_problem(c);
+    KernelOutputs one, three;
+    {
+      ThreadsScope t(1);
+      one = run_kernel<float>(c, p);
+    }
+    {
+      ThreadsScope t(3);
+      three = run_kernel<float>(c, p);
+    }
+    EXPECT_EQ(one.y, three.y);
+    EXPECT_EQ(one.dx, three.dx);
+    EXPECT_EQ(one.dh0, three.dh0);
+  }
+}
+
+// Which batches and sizes take the rows-in-lanes path by default.
+TEST(RnnKernels, LanesPathRule) {
+  const simd::Kernels* kern = simd::active_kernels();
+  if (kern == nullptr || kern->lanes != 16) GTEST_SKIP() << "the lanes path is for 16-lane vectors";
+  const auto path = [](CellType cell, int64_t H, int64_t N) {
+    Config c;
+    c.cell = cell, c.I = H, c.H = H, c.N = N, c.T = 2;
+    c.batch_sizes = {N, N};
+    return std::string(k::tuning::forward_path(c.dims()));
+  };
+  EXPECT_EQ(path(CellType::RNN_RELU, 1760, 16), "lanes");
+  EXPECT_EQ(path(CellType::GRU, 1024, 14), "lanes");
+  EXPECT_EQ(path(CellType::RNN_RELU, 1760, 13), "gemm");   // too few rows for the lanes
+  EXPECT_EQ(path(CellType::RNN_RELU, 1760, 17), "gemm");
+  EXPECT_EQ(path(CellType::RNN_RELU, 1024, 16), "gemm");   // W_hh fits the cores' L2
+  EXPECT_EQ(path(CellType::LSTM, 128, 16), "small-batch");
+}
+
 // The weight-gradient product C += A^T B, which gemm routes through oneDNN's
 // matmul in 512-row steps for tall, narrow shapes (M >= 1024, N <= 512), with
 // the rows beyond the last whole step, strided operands, and other shapes.

@@ -96,6 +96,33 @@ bool small_batch_backward_path(const RnnLayerDims& d) {
   return small_batch_path(d) && d.batch <= kSmallBatchAlways;
 }
 
+// GEMM-path batches that fill at least 7/8 of a vector's lanes (14 to 16 rows
+// with AVX-512) and whose W_hh does not fit the cores' L2 take the rows-in-lanes
+// product (rnn_simd.h, lanes_gemm) for their per-step recurrent terms instead of
+// oneDNN's matmul: each weight is read once per step for all rows, so the step
+// streams W_hh from L3 while staying compute-bound. Forward time against the
+// matmul path at 16 rows, 2 cores (medians of 3 runs, each against oneDNN's
+// primitive in the same run): W_hh of 12-16 MB (Elman 1760 and 2048, GRU and
+// LSTM 1024) 0.85-0.93x, 7-9 MB (GRU, LSTM 768) 0.95-1.02x, but 4 MB and below
+// (Elman 1024, LSTM 512, H = 256) 1.05-1.15x, where oneDNN's blocking keeps the
+// weights in L2; at 10-12 rows against 12 MB it was 1.1-1.3x (the lanes past
+// the batch compute nothing). Returns the kernels to call, or null off this path.
+constexpr int64_t kLanesMinWeights = int64_t{3} << 19;  // 1.5 M floats (6 MB) of W_hh
+int64_t g_lanes_min_weights = kLanesMinWeights;  // tuning::set_lanes_min_weights
+const simd::Kernels* lanes_path(const RnnLayerDims& d) {
+  if (small_batch_path(d) || gate_count(d.cell) * d.hidden_size * hidden_out_size(d) < g_lanes_min_weights)
+    return nullptr;
+  const simd::Kernels* k = simd::active_kernels();
+  if (k == nullptr || d.batch > k->lanes || 8 * d.batch < 7 * k->lanes) return nullptr;
+  return k;
+}
+
+// Floats of W_hh packed for the rows-in-lanes forward (0 off that path).
+size_t lanes_forward_size(const RnnLayerDims& d) {
+  if (lanes_path(d) == nullptr) return 0;
+  return static_cast<size_t>(simd::lanes_packed_size(gate_count(d.cell) * d.hidden_size, hidden_out_size(d)));
+}
+
 // The Elman cells keep their pre- and post-activations in y itself.
 bool gates_in_output(const RnnLayerDims& d) { return gate_count(d.cell) == 1; }
 
@@ -106,19 +133,20 @@ size_t small_packed_size(const RnnLayerDims& d) {
 }
 
 // The forward-only area of the workspace: W_hh packed for the small-batch path,
-// or for the generic path's per-step products (packed_gemm, float; sized by
-// oneDNN). The backward keeps dgates there.
+// or for the generic path's per-step products (packed_gemm, float, sized by
+// oneDNN; or lanes_gemm). The backward keeps dgates there.
 size_t recurrent_scratch_size(const RnnLayerDims& d) {
   if (small_batch_path(d)) return small_packed_size(d);
-  return static_cast<size_t>(
-      packed_gemm_size(d.batch, gate_count(d.cell) * d.hidden_size, hidden_out_size(d)));
+  return std::max(lanes_forward_size(d),
+                  static_cast<size_t>(packed_gemm_size(d.batch, gate_count(d.cell) * d.hidden_size,
+                                                       hidden_out_size(d))));
 }
 
 // Caller-packed weights (rnn_pack_weights) start with a header of
 // kPackedHeader floats naming what they hold, checked by rnn_forward.
 constexpr size_t kPackedHeader = 16;
 constexpr uint32_t kPackedMagic = 0x4b4e4e52;  // "RNNK"
-enum class PackedKind : uint32_t { kSmallBatch = 1, kGemm = 2 };
+enum class PackedKind : uint32_t { kSmallBatch = 1, kGemm = 2, kLanes = 3 };
 struct PackedHeader {
   uint32_t magic, cell, hidden_size, proj_size, precision, kind;
   // kGemm only: oneDNN's layout depends on these too.
@@ -269,11 +297,13 @@ int64_t chunk_rows(const RnnLayerDims& d) {
 }
 
 // The generic path's per-step dh = dgates W_hh with W_hh packed once for the
-// whole backward (packed_gemm): when the backward keeps dgates over the saved
+// whole backward (packed_gemm, or lanes_gemm on its path): when the backward keeps dgates over the saved
 // gates (so it has no dgates buffer of its own) and the copy costs at most half
 // of what the forward keeps per row anyway (hidden_size <= rows / 2).
 size_t backward_packed_size(const RnnLayerDims& d) {
   if (!dgates_over_gates(d) || small_batch_backward_path(d) || 2 * d.hidden_size > packed_rows(d)) return 0;
+  if (lanes_path(d) != nullptr)
+    return static_cast<size_t>(simd::lanes_packed_size(hidden_out_size(d), gate_count(d.cell) * d.hidden_size));
   return static_cast<size_t>(
       packed_gemm_size(d.batch, hidden_out_size(d), gate_count(d.cell) * d.hidden_size));
 }
@@ -431,20 +461,27 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
   }
 
   // Steps with the whole batch continuing take W_hh packed once for all of them
-  // (by the caller when it passes packed weights that fit).
+  // (by the caller when it passes packed weights that fit); on the rows-in-lanes
+  // path every step does.
   bool packed_steps = false;
+  const simd::Kernels* lanes = nullptr;
   if constexpr (std::is_same_v<T, float>) {
+    lanes = lanes_path(d);
+    const PackedKind kind = lanes != nullptr ? PackedKind::kLanes : PackedKind::kGemm;
     bool bf16 = false;
-    const float* given = w.w_hh_packed == nullptr
-                             ? nullptr
-                             : packed_body(d, w.w_hh_packed, PackedKind::kGemm, Training, &bf16);
+    const float* given = w.w_hh_packed == nullptr ? nullptr
+                                                  : packed_body(d, w.w_hh_packed, kind, Training, &bf16);
     if (given != nullptr) {
       packed = const_cast<float*>(given);
       packed_steps = true;
+    } else if (lanes != nullptr) {
+      packed_steps = packed_capacity >= static_cast<int64_t>(lanes_forward_size(d));
+      if (packed_steps) simd::pack_lanes(GH, Hout, w.w_hh, Hout, false, packed, nthreads);
     } else {
       packed_steps = packed_capacity > 0 && packed_gemm_pack(d.batch, GH, Hout, w.w_hh, Hout, false,
                                                              packed, packed_capacity);
     }
+    if (!packed_steps) lanes = nullptr;
   }
 
   const Pointwise<T, Cell> pointwise(d.cell);
@@ -454,7 +491,9 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
     // Recurrent term: gates[:, 0:GH] += h_prev W_hh^T, h_prev being the previous
     // step's y rows and, for rows starting here, h0 (nothing to add when null).
     if constexpr (std::is_same_v<T, float>) {
-      if (packed_steps && s.n_cont == d.batch)
+      if (lanes != nullptr)
+        lanes->lanes_gemm(simd::LanesGemm{s.n_cont, GH, Hout, y_prev, ldy, packed, g, ldg, nthreads});
+      else if (packed_steps && s.n_cont == d.batch)
         packed_gemm(s.n_cont, GH, Hout, y_prev, ldy, packed, w.w_hh, Hout, false, g, ldg);
       else
         gemm(false, true, s.n_cont, GH, Hout, T(1), y_prev, ldy, w.w_hh, Hout, T(1), g, ldg);
@@ -576,12 +615,24 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
     if (small_batch_backward_path(d)) small = simd::active_kernels();
   const Pointwise<T, Cell> pointwise(d.cell);
   constexpr bool split_n = Cell::kGateStride != Cell::kGates;
-  // Full-batch steps take W_hh packed once for all of them.
+  // Full-batch steps take W_hh packed once for all of them; on the rows-in-lanes
+  // path every step does.
   bool packed_dh = false;
-  if constexpr (std::is_same_v<T, float>)
-    packed_dh = L.packed_dh_end > L.packed_dh &&
-                packed_gemm_pack(d.batch, Hout, GH, w.w_hh, Hout, true, backward_workspace + L.packed_dh,
-                                 static_cast<int64_t>(L.packed_dh_end - L.packed_dh));
+  const simd::Kernels* lanes = nullptr;
+  if constexpr (std::is_same_v<T, float>) {
+    if (L.packed_dh_end > L.packed_dh) {
+      lanes = lanes_path(d);
+      const int64_t capacity = static_cast<int64_t>(L.packed_dh_end - L.packed_dh);
+      if (lanes != nullptr && capacity >= simd::lanes_packed_size(Hout, GH)) {
+        simd::pack_lanes(Hout, GH, w.w_hh, Hout, true, backward_workspace + L.packed_dh, nthreads);
+        packed_dh = true;
+      } else {
+        lanes = nullptr;
+        packed_dh = packed_gemm_pack(d.batch, Hout, GH, w.w_hh, Hout, true, backward_workspace + L.packed_dh,
+                                     capacity);
+      }
+    }
+  }
   const int64_t GH_first = split_n ? 2 * H : GH;
 
   // The reverse walk over steps [k0, k1) (walk order), whose rows are [r0, r1).
@@ -678,10 +729,14 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
       const int64_t m = dh0 != nullptr ? s.n : s.n_cont;
       bool done = false;
       if constexpr (std::is_same_v<T, float>) {
-        if (packed_dh && m == d.batch) {
+        if (packed_dh && (lanes != nullptr || m == d.batch) && m > 0) {
           if (!Cell::kDirectHiddenGrad) set_row(m * Hout, T(0), dh_state);
-          packed_gemm(m, Hout, GH, dg, S, backward_workspace + L.packed_dh, w.w_hh, Hout, true,
-                      dh_state, Hout);
+          if (lanes != nullptr)
+            lanes->lanes_gemm(simd::LanesGemm{m, Hout, GH, dg, S, backward_workspace + L.packed_dh, dh_state,
+                                              Hout, nthreads});
+          else
+            packed_gemm(m, Hout, GH, dg, S, backward_workspace + L.packed_dh, w.w_hh, Hout, true,
+                        dh_state, Hout);
           done = true;
         }
       }
@@ -814,6 +869,12 @@ size_t rnn_backward_workspace_size(const RnnLayerDims& dims) {
 
 namespace tuning {
 void set_backward_chunk_rows(int64_t rows) { g_chunk_rows_cap = rows > 0 ? rows : 0; }
+void set_lanes_min_weights(int64_t floats) { g_lanes_min_weights = floats >= 0 ? floats : kLanesMinWeights; }
+const char* forward_path(const RnnLayerDims& dims) {
+  check_rnn_dims(dims);
+  if (small_batch_path(dims) && simd::active_kernels() != nullptr) return "small-batch";
+  return lanes_path(dims) != nullptr ? "lanes" : "gemm";
+}
 }  // namespace tuning
 
 size_t rnn_packed_weights_size(const RnnLayerDims& dims, PackedPrecision precision) {
@@ -825,6 +886,7 @@ size_t rnn_packed_weights_size(const RnnLayerDims& dims, PackedPrecision precisi
     return kPackedHeader + small_packed_size(dims);
   }
   if (precision == PackedPrecision::kBFloat16) return 0;
+  if (lanes_path(dims) != nullptr) return kPackedHeader + lanes_forward_size(dims);
   const int64_t n = packed_gemm_size(dims.batch, G * H, hidden_out_size(dims));
   return n > 0 ? kPackedHeader + static_cast<size_t>(n) : 0;
 }
@@ -838,14 +900,17 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
   RNNKIT_CHECK(w_hh != nullptr && packed != nullptr, "rnn_pack_weights: w_hh and packed are required");
   const int64_t H = dims.hidden_size, G = gate_count(dims.cell), Hout = hidden_out_size(dims);
   const bool small = small_batch_path(dims);
+  const bool lanes = lanes_path(dims) != nullptr;
   PackedHeader header{};
   header.magic = kPackedMagic;
   header.cell = static_cast<uint32_t>(dims.cell);
   header.hidden_size = static_cast<uint32_t>(H);
   header.proj_size = static_cast<uint32_t>(dims.proj_size);
   header.precision = static_cast<uint32_t>(precision);
-  header.kind = static_cast<uint32_t>(small ? PackedKind::kSmallBatch : PackedKind::kGemm);
-  if (!small) {
+  header.kind = static_cast<uint32_t>(small   ? PackedKind::kSmallBatch
+                                      : lanes ? PackedKind::kLanes
+                                              : PackedKind::kGemm);
+  if (!small && !lanes) {
     header.batch = static_cast<uint32_t>(dims.batch);
     header.threads = static_cast<uint32_t>(rnnkit::get_num_threads());
     header.floats = static_cast<uint32_t>(size - kPackedHeader);
@@ -853,7 +918,9 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
   std::memset(packed, 0, kPackedHeader * sizeof(float));
   std::memcpy(packed, &header, sizeof header);
   float* body = packed + kPackedHeader;
-  if (!small)
+  if (lanes)
+    simd::pack_lanes(G * H, Hout, w_hh, Hout, false, body, rnnkit::get_num_threads());
+  else if (!small)
     RNNKIT_CHECK(packed_gemm_pack(dims.batch, G * H, Hout, w_hh, Hout, false, body,
                                   static_cast<int64_t>(size - kPackedHeader)),
                  "rnn_pack_weights: oneDNN could not pack these weights");

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
 
 namespace rnnkit::kernels::cpu::simd {
@@ -111,6 +112,48 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void pack_recurrent
           for (int64_t u = 0; u < B; ++u) out[u] = tile[u][kk];
         }
       }
+    }
+  }
+}
+
+float* thread_scratch(size_t n) {
+  struct Buffer {
+    float* data = nullptr;
+    size_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffer;
+  if (buffer.size < n) {
+    std::free(buffer.data);
+    buffer.data = nullptr;
+    buffer.size = 0;
+    const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+    buffer.data = static_cast<float*>(std::aligned_alloc(64, bytes));
+    if (buffer.data == nullptr) throw std::bad_alloc();
+    buffer.size = n;
+  }
+  return buffer.data;
+}
+
+int64_t lanes_packed_size(int64_t N, int64_t K) { return packed_recurrent_size(1, N, K); }
+
+void pack_lanes(int64_t N, int64_t K, const float* w, int64_t ldw, bool w_is_kn, float* packed,
+                int num_threads) {
+  const int64_t blocks = (N + kPackBlock - 1) / kPackBlock;
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads, blocks)));
+  // W [N, K] is the one-gate case of the small-batch layout ([K][1][16] per
+  // block); W [K, N] already has each block's 16 columns side by side per k.
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t jb = 0; jb < blocks; ++jb) {
+    if (!w_is_kn) {
+      pack_recurrent(1, N, K, w, packed, jb, jb + 1);
+      continue;
+    }
+    const int64_t n0 = jb * kPackBlock, cols = std::min(kPackBlock, N - n0);
+    float* dst = packed + jb * K * kPackBlock;
+    for (int64_t k = 0; k < K; ++k) {
+      std::memcpy(dst + k * kPackBlock, w + k * ldw + n0, static_cast<size_t>(cols) * sizeof(float));
+      std::fill(dst + k * kPackBlock + cols, dst + (k + 1) * kPackBlock, 0.f);
     }
   }
 }

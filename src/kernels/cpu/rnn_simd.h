@@ -8,6 +8,7 @@
 // cell, forward and backward, over a slice of one row (same math and argument
 // conventions as the scalar cells of rnn_pointwise.h); and the small-batch
 // forward, a persistent loop over the whole sequence (see rnn_simd_impl.h).
+#include <cstddef>
 #include <cstdint>
 
 #include "kernels/cpu/rnn.h"
@@ -56,6 +57,36 @@ void pack_recurrent(int64_t G, int64_t H, int64_t K, const float* w_hh, float* p
 // and one shift or mask widen them (K odd: the last pair's second half is 0).
 int64_t packed_recurrent_size_bf16(int64_t G, int64_t H, int64_t K);  // 16-bit values
 void pack_recurrent_bf16(int64_t G, int64_t H, int64_t K, const float* w_hh, uint16_t* packed);
+
+// Rows-in-lanes product, for GEMM-path batches that fill a vector (rnn.cpp,
+// lanes_path): C[M, N] (row stride ldc) += A[M, K] (row stride lda) op(W), with
+// M <= Kernels::lanes. Each row of A is one lane: per k one vector of A^T and,
+// for every output column, one broadcast weight, so each weight is read once
+// per call and feeds all M rows, where a GEMM's row-blocked kernel needs a
+// vector of weights per row block. With 16 rows against weights that live in
+// L3 this is what keeps the product compute-bound (docs/PERFORMANCE.md).
+struct LanesGemm {
+  int64_t M = 0, N = 0, K = 0;
+  const float* a = nullptr;       // [M, lda] read
+  int64_t lda = 0;                // row stride of a, with (lanes - 1) * lda < 2^31
+  const float* packed = nullptr;  // [lanes_packed_size(N, K)] from pack_lanes
+  float* c = nullptr;             // [M, ldc] read and written (+=); no alias with a
+  int64_t ldc = 0;
+  int num_threads = 1;            // output column blocks are split between them
+};
+// The calling thread's buffer of at least n floats, 64-byte aligned; it grows,
+// never shrinks, and lives as long as the thread (compiled apart from the
+// instruction-set files, so that no library template is instantiated under
+// their target options).
+float* thread_scratch(size_t n);
+// Floats of W packed for lanes_gemm: ceil(N/16) blocks of 16 output columns,
+// each [K][16] (column fastest; columns past N are zero).
+int64_t lanes_packed_size(int64_t N, int64_t K);
+// Packs W for C += A W^T (W [N, K], row stride K), or with w_is_kn for C += A W
+// (W [K, N], row stride ldw), into packed [lanes_packed_size(N, K)], on up to
+// num_threads threads.
+void pack_lanes(int64_t N, int64_t K, const float* w, int64_t ldw, bool w_is_kn, float* packed,
+                int num_threads);
 
 // Arguments of the small-batch forward: everything of rnn_forward after the bias
 // row (see rnn.cpp, forward_impl), the input projection included.
@@ -120,6 +151,8 @@ struct Kernels {
   RowBackward backward[4];
   void (*small_batch_forward)(const SmallBatchForward& args);
   void (*small_batch_backward)(const SmallBatchBackward& args);
+  int lanes;  // rows one lanes_gemm call takes: the vector width in floats
+  void (*lanes_gemm)(const LanesGemm& args);
 };
 
 // The kernels of isa; null for kScalar and for an instruction set this CPU lacks.

@@ -23,6 +23,11 @@ struct VecAvx2 {
   static reg load_n(const float* p, int64_t n) { return _mm256_maskload_ps(p, first(n)); }
   static void store_n(float* p, reg v, int64_t n) { _mm256_maskstore_ps(p, first(n), v); }
   static reg broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static reg gather(const float* p, int64_t stride, int64_t n) {
+    const __m256i index = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                             _mm256_set1_epi32(static_cast<int>(stride)));
+    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, index, _mm256_castsi256_ps(first(n)), 4);
+  }
   static void load_bf16_pairs(const uint16_t* p, reg* low, reg* high) {
     const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
     *low = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
