@@ -83,6 +83,41 @@ void run_stacked(const std::string& kind) {
       });
 }
 
+// Layers whose batches take the kernels' rows-in-lanes product (14 to 16 rows,
+// W_hh of at least 6 MB: LSTM H = 640, GRU 740, Elman 1280) over short
+// sequences, padded or packed, one or two directions; against PyTorch, and the
+// same bits with one thread. Elman relu in float64 only, as in run_stacked.
+void run_lanes(const std::string& kind) {
+  run_cases(
+      4,
+      [&](std::mt19937_64& rng, int i, Dtype dtype) {
+        json c = random_config(kind, rng);
+        c["hidden_size"] = kind == "LSTM" ? 640 : kind == "GRU" ? 740 : 1280;
+        c["batch"] = pick(rng, 14, 16);
+        c["steps"] = pick(rng, 2, 5);
+        c["num_layers"] = 1;
+        c["proj_size"] = 0;
+        c["unbatched"] = false;
+        c["bidirectional"] = i % 2 == 1;
+        if (kind == "RNN") c["nonlinearity"] = dtype == kFloat64 && chance(rng, 0.5) ? "relu" : "tanh";
+        if (c["packed"].get<bool>()) {
+          std::vector<int64_t> lengths;
+          const int64_t N = c["batch"], T = c["steps"];
+          for (int64_t b = 0; b < N; ++b) lengths.push_back(pick(rng, 1, T));
+          c["lengths"] = lengths;
+        }
+        return c;
+      },
+      [](const json& cfg, Dtype dtype, uint64_t case_seed, const Case& got) {
+        ThreadCount one(1);
+        expect_identical(run_rnnkit(cfg, dtype, case_seed), got);
+      });
+}
+
+TEST(RnnParity, LanesLSTM) { run_lanes("LSTM"); }
+TEST(RnnParity, LanesGRU) { run_lanes("GRU"); }
+TEST(RnnParity, LanesRNN) { run_lanes("RNN"); }
+
 TEST(RnnParity, StackedLSTM) { run_stacked("LSTM"); }
 TEST(RnnParity, StackedGRU) { run_stacked("GRU"); }
 TEST(RnnParity, StackedRNN) { run_stacked("RNN"); }

@@ -648,7 +648,7 @@ void lanes_gemm(const LanesGemm& g) {
   if (g.M <= 0 || g.N <= 0) return;
   const int64_t blocks = (g.N + kPackBlock - 1) / kPackBlock;
   const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(g.num_threads, blocks)));
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(threads) if (threads > 1)
   {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t b0 = blocks * t / nt, b1 = blocks * (t + 1) / nt;
