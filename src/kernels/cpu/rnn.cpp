@@ -500,9 +500,25 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
     } else {
       gemm(false, true, s.n_cont, GH, Hout, T(1), y_prev, ldy, w.w_hh, Hout, T(1), g, ldg);
     }
-    if (h0 != nullptr && s.n > s.n_cont)
-      gemm(false, true, s.n - s.n_cont, GH, Hout, T(1), h0 + s.n_cont * Hout, Hout, w.w_hh, Hout,
-           T(1), g + s.n_cont * ldg, ldg);
+    if (h0 != nullptr && s.n > s.n_cont) {
+      // Rows starting here: h0's. Through the packed product when it takes them,
+      // which also keeps the result independent of the thread count (oneDNN's
+      // sgemm splits some of these shapes along K when it has two threads).
+      const int64_t m = s.n - s.n_cont;
+      const T* h0_rows = h0 + s.n_cont * Hout;
+      T* g_rows = g + s.n_cont * ldg;
+      bool done = false;
+      if constexpr (std::is_same_v<T, float>) {
+        if (lanes != nullptr) {
+          lanes->lanes_gemm(simd::LanesGemm{m, GH, Hout, h0_rows, Hout, packed, g_rows, ldg, nthreads});
+          done = true;
+        } else if (packed_steps && m == d.batch) {
+          packed_gemm(m, GH, Hout, h0_rows, Hout, packed, w.w_hh, Hout, false, g_rows, ldg);
+          done = true;
+        }
+      }
+      if (!done) gemm(false, true, m, GH, Hout, T(1), h0_rows, Hout, w.w_hh, Hout, T(1), g_rows, ldg);
+    }
 
     // State written this step: c [n, H] and the unprojected h [n, H] (m when
     // projecting, else straight into y).
