@@ -65,6 +65,14 @@ class ThreadsScope {
   int saved_;
 };
 
+// Sets the W_hh size from which batches that fill a vector take the
+// rows-in-lanes path (k::tuning::set_lanes_min_weights) while in scope.
+class LanesThresholdScope {
+ public:
+  explicit LanesThresholdScope(int64_t floats) { k::tuning::set_lanes_min_weights(floats); }
+  ~LanesThresholdScope() { k::tuning::set_lanes_min_weights(-1); }
+};
+
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kSentinel = 777.0;  // fills columns past the row width; must survive
 
@@ -488,6 +496,12 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
   return out;
 }
 
+// run_kernel<float> on `threads` threads.
+KernelOutputs run_float_kernel_on(int threads, const Config& c, const Problem& p) {
+  ThreadsScope scope(threads);
+  return run_kernel<float>(c, p);
+}
+
 // ---------------------------------------------------------------------------
 // Comparison: each element within rtol*|want| + atol*max|want| (+ a floor for
 // all-zero tensors); NaN never passes.
@@ -865,19 +879,8 @@ TEST(RnnKernels, ForwardDoesNotDependOnThreadCount) {
       c.weight_scale = 0.2;
       SCOPED_TRACE(c.describe());
       const Problem p = random_problem(c);
-      KernelOutputs one, two, three;
-      {
-        ThreadsScope t(1);
-        one = run_kernel<float>(c, p);
-      }
-      {
-        ThreadsScope t(2);
-        two = run_kernel<float>(c, p);
-      }
-      {
-        ThreadsScope t(3);
-        three = run_kernel<float>(c, p);
-      }
+      const KernelOutputs one = run_float_kernel_on(1, c, p), two = run_float_kernel_on(2, c, p),
+                          three = run_float_kernel_on(3, c, p);
       EXPECT_EQ(one.y, two.y);
       EXPECT_EQ(one.h_n, two.h_n);
       EXPECT_EQ(one.c_n, two.c_n);
@@ -1162,10 +1165,7 @@ TEST(RnnKernels, LanesGemmMatchesReference) {
 TEST(RnnKernels, LanesPathLayers) {
   const simd::Kernels* kern = simd::active_kernels();
   if (kern == nullptr || kern->lanes != 16) GTEST_SKIP() << "the lanes path is for 16-lane vectors";
-  struct LanesThresholdScope {
-    LanesThresholdScope() { k::tuning::set_lanes_min_weights(0); }
-    ~LanesThresholdScope() { k::tuning::set_lanes_min_weights(-1); }
-  } any_size;
+  const LanesThresholdScope any_size(0);
   struct Case {
     CellType cell;
     int64_t H, P, N, T;
@@ -1187,15 +1187,7 @@ TEST(RnnKernels, LanesPathLayers) {
     ASSERT_STREQ(k::tuning::forward_path(c.dims()), "lanes");
     check_large(c);
     const Problem p = random_problem(c);
-    KernelOutputs one, three;
-    {
-      ThreadsScope t(1);
-      one = run_kernel<float>(c, p);
-    }
-    {
-      ThreadsScope t(3);
-      three = run_kernel<float>(c, p);
-    }
+    const KernelOutputs one = run_float_kernel_on(1, c, p), three = run_float_kernel_on(3, c, p);
     EXPECT_EQ(one.y, three.y);
     EXPECT_EQ(one.h_n, three.h_n);
     EXPECT_EQ(one.dh0, three.dh0);
@@ -1211,13 +1203,9 @@ TEST(RnnKernels, LanesPathLayers) {
 // the thread count, so only the forward is held to this.
 TEST(RnnKernels, GemmPathsForwardDoesNotDependOnThreadCount) {
   if (simd::active_kernels() == nullptr) GTEST_SKIP() << "no vector kernels on this CPU";
-  struct LanesThreshold {
-    explicit LanesThreshold(int64_t floats) { k::tuning::set_lanes_min_weights(floats); }
-    ~LanesThreshold() { k::tuning::set_lanes_min_weights(-1); }
-  };
   uint64_t seed = 970;
   for (int64_t lanes_min : {int64_t{1} << 40, int64_t{0}}) {
-    LanesThreshold threshold(lanes_min);
+    const LanesThresholdScope threshold(lanes_min);
     for (CellType cell : {CellType::RNN_TANH, CellType::LSTM, CellType::GRU})
       for (bool reverse : {false, true}) {
         Config c = random_config(cell, ++seed);
@@ -1229,15 +1217,7 @@ TEST(RnnKernels, GemmPathsForwardDoesNotDependOnThreadCount) {
         c.weight_scale = 0.05;
         SCOPED_TRACE(c.describe() + " path " + k::tuning::forward_path(c.dims()));
         const Problem p = random_problem(c);
-        KernelOutputs one, two;
-        {
-          ThreadsScope t(1);
-          one = run_kernel<float>(c, p);
-        }
-        {
-          ThreadsScope t(2);
-          two = run_kernel<float>(c, p);
-        }
+        const KernelOutputs one = run_float_kernel_on(1, c, p), two = run_float_kernel_on(2, c, p);
         EXPECT_EQ(one.y, two.y);
         EXPECT_EQ(one.h_n, two.h_n);
         EXPECT_EQ(one.c_n, two.c_n);

@@ -38,6 +38,15 @@ inline bool chance(std::mt19937_64& rng, double p) { return std::uniform_real_di
 
 inline bool is_cell(const std::string& kind) { return kind.size() > 4 && kind.substr(kind.size() - 4) == "Cell"; }
 
+// Random sequence lengths (1 to steps) for each of the batch's entries, for a
+// packed configuration.
+inline void set_random_lengths(json& c, std::mt19937_64& rng) {
+  std::vector<int64_t> lengths;
+  const int64_t N = c["batch"], T = c["steps"];
+  for (int64_t b = 0; b < N; ++b) lengths.push_back(pick(rng, 1, T));
+  c["lengths"] = lengths;
+}
+
 // A random configuration of `kind` (RNN, LSTM, GRU, RNNCell, LSTMCell, GRUCell).
 inline json random_config(const std::string& kind, std::mt19937_64& rng) {
   json c;
@@ -78,12 +87,7 @@ inline json random_config(const std::string& kind, std::mt19937_64& rng) {
   const int64_t mode = pick(rng, 0, 9);  // 0-1 unbatched, 2-5 padded, 6-9 packed
   c["unbatched"] = mode < 2;
   c["packed"] = mode >= 6;
-  if (c["packed"].get<bool>()) {
-    std::vector<int64_t> lengths;
-    const int64_t N = c["batch"], T = c["steps"];
-    for (int64_t b = 0; b < N; ++b) lengths.push_back(pick(rng, 1, T));
-    c["lengths"] = lengths;
-  }
+  if (c["packed"].get<bool>()) set_random_lengths(c, rng);
   return c;
 }
 
@@ -118,12 +122,7 @@ inline json random_stacked_config(const std::string& kind, std::mt19937_64& rng,
   c["eval"] = true;  // configured dropout has no effect in eval mode
   c["unbatched"] = false;
   c["packed"] = chance(rng, 0.5);
-  if (c["packed"].get<bool>()) {
-    std::vector<int64_t> lengths;
-    const int64_t N = c["batch"], T = c["steps"];
-    for (int64_t b = 0; b < N; ++b) lengths.push_back(pick(rng, 1, T));
-    c["lengths"] = lengths;
-  }
+  if (c["packed"].get<bool>()) set_random_lengths(c, rng);
   c["no_grad"] = no_grad;
   return c;
 }

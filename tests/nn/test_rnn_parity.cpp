@@ -104,12 +104,7 @@ void run_lanes(const std::string& kind) {
         c["unbatched"] = false;
         c["bidirectional"] = i % 2 == 1;
         if (kind == "RNN") c["nonlinearity"] = dtype == kFloat64 && chance(rng, 0.5) ? "relu" : "tanh";
-        if (c["packed"].get<bool>()) {
-          std::vector<int64_t> lengths;
-          const int64_t N = c["batch"], T = c["steps"];
-          for (int64_t b = 0; b < N; ++b) lengths.push_back(pick(rng, 1, T));
-          c["lengths"] = lengths;
-        }
+        if (c["packed"].get<bool>()) set_random_lengths(c, rng);  // for the new batch and steps
         return c;
       },
       [](const json& cfg, Dtype dtype, uint64_t case_seed, const Case& got) {
