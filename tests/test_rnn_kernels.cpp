@@ -9,12 +9,15 @@
 // against the C library over the whole float range.
 // Every configuration is random and its seed is printed on failure.
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
@@ -1153,6 +1156,28 @@ TEST(RnnKernels, LanesGemmMatchesReference) {
         }
   }
   if (isas == 0) GTEST_SKIP() << "no vector kernels on this CPU";
+  // A row stride past the gather's 32-bit offsets (rows 2^31 + 3 floats apart,
+  // 8 GiB of address space reserved, only the rows' own pages touched): the
+  // transposed copy is made without gathers.
+  const int64_t M = 2, N = 17, K = 20, lda = (int64_t{1} << 31) + 3;
+  const size_t bytes = static_cast<size_t>((M - 1) * lda + K) * sizeof(float);
+  void* span = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  ASSERT_NE(span, MAP_FAILED) << "could not reserve " << bytes << " bytes of address space";
+  const std::unique_ptr<void, std::function<void(void*)>> unmap(span, [bytes](void* p) { munmap(p, bytes); });
+  float* a = static_cast<float*>(span);
+  std::vector<float> w(static_cast<size_t>(N * K)), c(static_cast<size_t>(M * N), 0.0f);
+  fill(w);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t q = 0; q < K; ++q) a[i * lda + q] = uni(rng);
+  std::vector<float> packed(static_cast<size_t>(simd::lanes_packed_size(N, K)));
+  simd::pack_lanes(N, K, w.data(), K, false, packed.data(), 1);
+  simd::active_kernels()->lanes_gemm(simd::LanesGemm{M, N, K, a, lda, packed.data(), c.data(), N, 2});
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      double sum = 0.0;
+      for (int64_t q = 0; q < K; ++q) sum += double(a[i * lda + q]) * w[j * K + q];
+      ASSERT_NEAR(c[i * N + j], sum, 1e-5 * K) << "row " << i << " column " << j << " (large lda)";
+    }
 }
 
 // Whole layers on the rows-in-lanes path (batches that fill a vector, W_hh above

@@ -68,7 +68,7 @@ void pack_recurrent_bf16(int64_t G, int64_t H, int64_t K, const float* w_hh, uin
 struct LanesGemm {
   int64_t M = 0, N = 0, K = 0;
   const float* a = nullptr;       // [M, lda] read
-  int64_t lda = 0;                // row stride of a, with (lanes - 1) * lda < 2^31
+  int64_t lda = 0;                // row stride of a
   const float* packed = nullptr;  // [lanes_packed_size(N, K)] from pack_lanes
   float* c = nullptr;             // [M, ldc] read and written (+=); no alias with a
   int64_t ldc = 0;

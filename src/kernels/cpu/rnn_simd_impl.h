@@ -655,7 +655,12 @@ void lanes_gemm(const LanesGemm& g) {
     // at: [K][L], lane m = row m of A (0 past M).
     float* at = thread_scratch(static_cast<size_t>(g.K * L + kPackBlock * L));
     float* tmp = at + g.K * L;  // [16][L]: one block's sums, column-major
-    for (int64_t k = 0; k < g.K; ++k) Vec::store(at + k * L, Vec::gather(g.a + k, g.lda, g.M));
+    if ((g.M - 1) * g.lda < (int64_t{1} << 31)) {  // the gather's 32-bit offsets reach every row
+      for (int64_t k = 0; k < g.K; ++k) Vec::store(at + k * L, Vec::gather(g.a + k, g.lda, g.M));
+    } else {
+      for (int64_t k = 0; k < g.K; ++k)
+        for (int64_t m = 0; m < L; ++m) at[k * L + m] = m < g.M ? g.a[m * g.lda + k] : 0.0f;
+    }
     for (int64_t b = b0; b < b1; ++b) {
       const float* w = g.packed + b * g.K * kPackBlock;
       for (int u0 = 0; u0 < kPackBlock; u0 += kLanesColumns)

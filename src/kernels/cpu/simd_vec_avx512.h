@@ -32,7 +32,7 @@ struct VecAvx512 {
   static reg load_n(const float* p, int64_t n) { return _mm512_maskz_loadu_ps(first(n), p); }
   static void store_n(float* p, reg v, int64_t n) { _mm512_mask_storeu_ps(p, first(n), v); }
   static reg broadcast(const float* p) { return _mm512_set1_ps(*p); }
-  // Lane i < n: p[i * stride]; the others 0 (not read). (kLanes - 1) * stride < 2^31.
+  // Lane i < n: p[i * stride]; the others 0 (not read). (n - 1) * stride < 2^31.
   static reg gather(const float* p, int64_t stride, int64_t n) {
     const __m512i index = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
