@@ -8,6 +8,7 @@
 //   reg, mask (a per-lane condition), kLanes, kRegisters
 //   load/store (unaligned), load_n/store_n (first n lanes, 0 < n < kLanes; the
 //   others load as 0 and are not written), broadcast (*p to every lane), set1,
+//   gather(p, stride, n) (lane i < n: p[i*stride], the others 0; (n-1)*stride < 2^31),
 //   load_bf16_pairs (kLanes pairs of bfloat16 widened to two float vectors)
 //   add sub mul div fmadd(a,b,c)=a*b+c fnmadd(a,b,c)=c-a*b min max abs,
 //   recip_1_2(b) = 1/b to ~2^-28 for b in [1, 2] (NaN stays NaN)
