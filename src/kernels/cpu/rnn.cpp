@@ -297,9 +297,10 @@ int64_t chunk_rows(const RnnLayerDims& d) {
 }
 
 // The generic path's per-step dh = dgates W_hh with W_hh packed once for the
-// whole backward (packed_gemm, or lanes_gemm on its path): when the backward keeps dgates over the saved
-// gates (so it has no dgates buffer of its own) and the copy costs at most half
-// of what the forward keeps per row anyway (hidden_size <= rows / 2).
+// whole backward (packed_gemm, or lanes_gemm on its path): when the backward
+// keeps dgates over the saved gates (so it has no dgates buffer of its own) and
+// the copy costs at most half of what the forward keeps per row anyway
+// (hidden_size <= rows / 2).
 size_t backward_packed_size(const RnnLayerDims& d) {
   if (!dgates_over_gates(d) || small_batch_backward_path(d) || 2 * d.hidden_size > packed_rows(d)) return 0;
   if (lanes_path(d) != nullptr)
@@ -484,41 +485,33 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
     if (!packed_steps) lanes = nullptr;
   }
 
+  // g_rows[:, 0:GH] += h_rows W_hh^T for m rows (g_rows: row stride ldg), by
+  // the packed product when it takes m rows. That also keeps the result
+  // independent of the thread count, which sgemm does not promise (it splits
+  // some of these shapes along K on two threads).
+  auto recurrent_term = [&](int64_t m, const T* h_rows, int64_t ld_h, T* g_rows) {
+    if constexpr (std::is_same_v<T, float>) {
+      if (lanes != nullptr) {
+        lanes->lanes_gemm(simd::LanesGemm{m, GH, Hout, h_rows, ld_h, packed, g_rows, ldg, nthreads});
+        return;
+      }
+      if (packed_steps && m == d.batch) {
+        packed_gemm(m, GH, Hout, h_rows, ld_h, packed, w.w_hh, Hout, false, g_rows, ldg);
+        return;
+      }
+    }
+    gemm(false, true, m, GH, Hout, T(1), h_rows, ld_h, w.w_hh, Hout, T(1), g_rows, ldg);
+  };
+
   const Pointwise<T, Cell> pointwise(d.cell);
   for_each_step(d, rows, true, [&](const Step& s) {
     T* g = gates + s.off * ldg;  // [n, S], row stride ldg
     const T* y_prev = s.n_cont > 0 ? y + s.off_prev * ldy : y;  // [n_cont, Hout]
     // Recurrent term: gates[:, 0:GH] += h_prev W_hh^T, h_prev being the previous
     // step's y rows and, for rows starting here, h0 (nothing to add when null).
-    if constexpr (std::is_same_v<T, float>) {
-      if (lanes != nullptr)
-        lanes->lanes_gemm(simd::LanesGemm{s.n_cont, GH, Hout, y_prev, ldy, packed, g, ldg, nthreads});
-      else if (packed_steps && s.n_cont == d.batch)
-        packed_gemm(s.n_cont, GH, Hout, y_prev, ldy, packed, w.w_hh, Hout, false, g, ldg);
-      else
-        gemm(false, true, s.n_cont, GH, Hout, T(1), y_prev, ldy, w.w_hh, Hout, T(1), g, ldg);
-    } else {
-      gemm(false, true, s.n_cont, GH, Hout, T(1), y_prev, ldy, w.w_hh, Hout, T(1), g, ldg);
-    }
-    if (h0 != nullptr && s.n > s.n_cont) {
-      // Rows starting here: h0's. Through the packed product when it takes them,
-      // which also keeps the result independent of the thread count (oneDNN's
-      // sgemm splits some of these shapes along K when it has two threads).
-      const int64_t m = s.n - s.n_cont;
-      const T* h0_rows = h0 + s.n_cont * Hout;
-      T* g_rows = g + s.n_cont * ldg;
-      bool done = false;
-      if constexpr (std::is_same_v<T, float>) {
-        if (lanes != nullptr) {
-          lanes->lanes_gemm(simd::LanesGemm{m, GH, Hout, h0_rows, Hout, packed, g_rows, ldg, nthreads});
-          done = true;
-        } else if (packed_steps && m == d.batch) {
-          packed_gemm(m, GH, Hout, h0_rows, Hout, packed, w.w_hh, Hout, false, g_rows, ldg);
-          done = true;
-        }
-      }
-      if (!done) gemm(false, true, m, GH, Hout, T(1), h0_rows, Hout, w.w_hh, Hout, T(1), g_rows, ldg);
-    }
+    recurrent_term(s.n_cont, y_prev, ldy, g);
+    if (h0 != nullptr && s.n > s.n_cont)
+      recurrent_term(s.n - s.n_cont, h0 + s.n_cont * Hout, Hout, g + s.n_cont * ldg);
 
     // State written this step: c [n, H] and the unprojected h [n, H] (m when
     // projecting, else straight into y).
