@@ -337,6 +337,22 @@ uint32_t content_digest(const Metadata& metadata, std::vector<DigestItem> items)
   return d.value();
 }
 
+// Whether turning a into b takes more than `limit` single-character
+// insertions, deletions or substitutions (Levenshtein distance).
+bool edit_distance_above(const std::string& a, const std::string& b, size_t limit) {
+  const size_t gap = a.size() > b.size() ? a.size() - b.size() : b.size() - a.size();
+  if (gap > limit) return true;
+  std::vector<size_t> row(b.size() + 1), next(b.size() + 1);
+  std::iota(row.begin(), row.end(), size_t{0});
+  for (size_t i = 1; i <= a.size(); ++i) {
+    next[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      next[j] = std::min({row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    row.swap(next);
+  }
+  return row[b.size()] > limit;
+}
+
 std::string hex8(uint32_t v) {
   char buf[9];
   std::snprintf(buf, sizeof buf, "%08x", v);
@@ -367,15 +383,12 @@ SafetensorsContent read_tensors(const Source& src, const std::string& where, boo
                "' checksum in the metadata: not a file written by rnnkit, or its metadata was dropped");
   if (!checked) {
     // The checksum's own key may be what was damaged; a key within a few
-    // flipped bytes of it would otherwise switch the verification off.
-    const std::string expected = kChecksumKey;
-    for (const auto& kv : h.metadata) {
-      if (kv.first.size() != expected.size()) continue;
-      int differ = 0;
-      for (size_t i = 0; i < expected.size(); ++i) differ += kv.first[i] != expected[i];
-      RNNKIT_CHECK(differ > 4, where, ": metadata key '", excerpt(kv.first), "' looks like a damaged '",
-                   kChecksumKey, "' (corrupted file)");
-    }
+    // edits of it would otherwise switch the verification off. Edits, not
+    // just substitutions: a flipped byte can form a JSON escape and shorten
+    // the key ("rnnkit" with its first 'n' turned into a backslash reads "r\nkit").
+    for (const auto& kv : h.metadata)
+      RNNKIT_CHECK(edit_distance_above(kv.first, kChecksumKey, 4), where, ": metadata key '", excerpt(kv.first),
+                   "' looks like a damaged '", kChecksumKey, "' (corrupted file)");
   }
   uint32_t stored = 0;
   if (checked) {

@@ -304,6 +304,29 @@ TEST(Safetensors, ChecksumCatchesDataCorruption) {
                            {"plain", "no 'rnnkit.crc32'"}));
 }
 
+// A damaged checksum key must not switch the verification off: same-length
+// damage, and a flipped byte that forms a JSON escape and shortens the key
+// ("rnnkit" -> "r\nkit", found by Corruption.ByteFlips).
+TEST(Safetensors, DamagedChecksumKeyIsRefused) {
+  Generator g(fresh_seed());
+  const StateDict sd = random_state(g);
+  TempDir dir;
+  const std::string path = dir.file("k.safetensors");
+  io::save_safetensors(sd, path);
+  const std::string bytes = io::read_file(path);
+  const size_t at = bytes.find("\"rnnkit.crc32\"");
+  ASSERT_NE(at, std::string::npos);
+  // Offsets from the key's opening quote: 'r' or an 'n' turned into a backslash
+  // reads as "\n", the first 'c' as "\r"; 'i' turned into 'X' keeps the length.
+  for (const auto& [offset, value] : {std::pair<size_t, char>{1, '\\'}, {2, '\\'}, {8, '\\'}, {5, 'X'}}) {
+    std::string damaged = bytes;
+    damaged[at + offset] = value;
+    SCOPED_TRACE(damaged.substr(at, 16));
+    write_raw(path, damaged);
+    EXPECT_TRUE(throws_error([&] { io::load_safetensors(path); }, {path, "corrupted"}));
+  }
+}
+
 // ---------------------------------------------------------- atomic writes
 
 TEST(AtomicWrite, ReplacesAndKeepsPermissions) {
