@@ -623,9 +623,9 @@ void small_batch_backward(const SmallBatchBackward& a) {
 
 // Columns of a packed block per pass: all 16 with 32 registers, 8 with 16.
 constexpr int kLanesColumns = Vec::kRegisters >= 32 ? 16 : 8;
-// Software prefetch distance along a block's weights (1 KiB): the hardware
-// prefetcher alone left the 16-row product of 12 MB of weights at ~0.8x of the
-// speed it reaches with it (measured on the 2-core machine, 1760 x 1760).
+// Software prefetch distance along a block's weights (1 KiB): without it the
+// 16-row product of 12 MB of weights (1760 x 1760, 2 cores) took 1.1-1.2x as
+// long; 4 KiB ahead, or into L2 only, was no better.
 constexpr int64_t kLanesPrefetchFloats = 256;
 
 // tmp[u][lane] = sum_k w[k][u] * at[k][lane] for the C columns u of one pass.
