@@ -625,7 +625,7 @@ void small_batch_backward(const SmallBatchBackward& a) {
 constexpr int kLanesColumns = Vec::kRegisters >= 32 ? 16 : 8;
 // Software prefetch distance along a block's weights (1 KiB): without it the
 // 16-row product of 12 MB of weights (1760 x 1760, 2 cores) took 1.1-1.2x as
-// long; 4 KiB ahead, or into L2 only, was no better.
+// long; 4-8 KiB ahead was about the same, prefetching into L2 only slower.
 constexpr int64_t kLanesPrefetchFloats = 256;
 
 // tmp[u][lane] = sum_k w[k][u] * at[k][lane] for the C columns u of one pass.
