@@ -1027,17 +1027,29 @@ TEST(RnnKernels, PackedWeightsForEachPath) {
   std::vector<float> w(4 * 8 * 3), packed(64);
   EXPECT_THROW(k::rnn_pack_weights(c.dims(), w.data(), packed.data(), k::PackedPrecision::kBFloat16),
                rnnkit::Error);
-  // A batch of 10 taking weights packed for a batch of 9 (the generic path).
-  c.P = 0, c.N = 10, c.T = 3;
+  // A batch of 10 on the GEMM path (H = 168: too large a product for the
+  // small-batch path) given weights packed for another batch or another path:
+  // they are ignored, and the forward packs for itself.
+  c.P = 0, c.H = 168, c.N = 10, c.T = 3;
   c.batch_sizes = {10, 10, 10};
+  ASSERT_STREQ(k::tuning::forward_path(c.dims()), "gemm");
   const Problem p = random_problem(c);
-  Config nine = c;
-  nine.N = 9;
-  nine.batch_sizes = {9, 9, 9};
   const std::vector<float> w_hh(p.w_hh.begin(), p.w_hh.end());
-  std::vector<float> packed9(k::rnn_packed_weights_size(nine.dims()));
+  const auto packed_for = [&](int64_t N) {
+    Config other = c;
+    other.N = N;
+    other.batch_sizes.assign(3, N);
+    std::vector<float> out(k::rnn_packed_weights_size(other.dims()));
+    if (!out.empty()) k::rnn_pack_weights(other.dims(), w_hh.data(), out.data());
+    return out;
+  };
+  const std::vector<float> packed9 = packed_for(9);
   if (packed9.empty()) GTEST_SKIP() << "no oneDNN matmul packing here";
-  k::rnn_pack_weights(nine.dims(), w_hh.data(), packed9.data());
+  std::vector<float> packed16;
+  {
+    const LanesThresholdScope any_size(0);
+    packed16 = packed_for(16);  // for the rows-in-lanes path where the CPU has it
+  }
   const std::vector<float> w_ih(p.w_ih.begin(), p.w_ih.end()), x(p.x.begin(), p.x.end());
   RnnWeights<float> wt;
   wt.w_ih = w_ih.data();
@@ -1045,13 +1057,42 @@ TEST(RnnKernels, PackedWeightsForEachPath) {
   wt.b_ih = wt.b_hh = nullptr;
   RnnLayerDims d = c.dims();
   d.has_bias = false;
-  std::vector<float> ws(k::rnn_forward_workspace_size(d, false)), y1(30 * 8), y2(30 * 8);
-  k::rnn_forward<float>(d, wt, x.data(), c.I, nullptr, nullptr, y1.data(), 8, nullptr, nullptr,
-                        ws.data(), false);
-  wt.w_hh_packed = packed9.data();
-  k::rnn_forward<float>(d, wt, x.data(), c.I, nullptr, nullptr, y2.data(), 8, nullptr, nullptr,
-                        ws.data(), false);
-  EXPECT_EQ(y1, y2);
+  const int64_t ldy = c.H;
+  std::vector<float> ws(k::rnn_forward_workspace_size(d, false));
+  const auto forward = [&](const float* packed) {
+    std::vector<float> y(static_cast<size_t>(c.rows() * ldy));
+    wt.w_hh_packed = packed;
+    k::rnn_forward<float>(d, wt, x.data(), c.I, nullptr, nullptr, y.data(), ldy, nullptr, nullptr, ws.data(),
+                          false);
+    return y;
+  };
+  const std::vector<float> y = forward(nullptr);
+  EXPECT_EQ(forward(packed9.data()), y) << "weights packed for a batch of 9";
+  EXPECT_EQ(forward(packed16.data()), y) << "weights packed for a batch of 16";
+  // And the other way: a batch of 16 on the rows-in-lanes path given weights
+  // that oneDNN packed for its matmul at the same batch.
+  const simd::Kernels* kern = simd::active_kernels();
+  if (kern == nullptr || kern->lanes != 16) return;
+  const std::vector<float> matmul16 = packed_for(16);
+  const LanesThresholdScope any_size(0);
+  c.N = 16;
+  c.batch_sizes.assign(3, 16);
+  ASSERT_STREQ(k::tuning::forward_path(c.dims()), "lanes");
+  const Problem p16 = random_problem(c);
+  const std::vector<float> x16(p16.x.begin(), p16.x.end());
+  wt.w_ih = w_ih.data();
+  d = c.dims();
+  d.has_bias = false;
+  ws.assign(k::rnn_forward_workspace_size(d, false), 0.0f);
+  const auto forward16 = [&](const float* packed) {
+    std::vector<float> y16(static_cast<size_t>(c.rows() * ldy));
+    wt.w_hh_packed = packed;
+    k::rnn_forward<float>(d, wt, x16.data(), c.I, nullptr, nullptr, y16.data(), ldy, nullptr, nullptr, ws.data(),
+                          false);
+    return y16;
+  };
+  EXPECT_EQ(forward16(matmul16.data()), forward16(nullptr)) << "matmul-packed weights on the lanes path";
+  EXPECT_EQ(forward16(packed16.data()), forward16(nullptr)) << "lanes-packed weights on the lanes path";
 }
 
 // packed_gemm with row strides other than the widths (a GRU's gates rows, a
