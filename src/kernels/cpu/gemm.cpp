@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <dnnl.hpp>
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <cstdlib>
@@ -16,6 +17,26 @@
 
 #include "rnnkit/error.h"
 #include "rnnkit/threading.h"
+
+#ifdef RNNKIT_HAVE_ONEDNN_PACKED_SGEMM
+// oneDNN's packed sgemm, column-major like dnnl_sgemm: sgemm_pack copies one
+// operand into the layout its kernels read (sized by sgemm_pack_get_size for
+// oneDNN's thread count at the time), and sgemm_compute multiplies with that
+// operand marked 'P'. libdnnl exports these (its RNN primitive runs its per-step
+// products with them) but installs no header for them; CMakeLists.txt checks
+// that this oneDNN links them before defining RNNKIT_HAVE_ONEDNN_PACKED_SGEMM.
+namespace dnnl::impl::cpu {
+dnnl_status_t sgemm_pack_get_size(const char* identifier, const char* transa, const char* transb,
+                                  const dnnl_dim_t* M, const dnnl_dim_t* N, const dnnl_dim_t* K,
+                                  const dnnl_dim_t* lda, const dnnl_dim_t* ldb, size_t* size, bool* pack);
+dnnl_status_t sgemm_pack(const char* identifier, const char* transa, const char* transb, const dnnl_dim_t* M,
+                         const dnnl_dim_t* N, const dnnl_dim_t* K, const dnnl_dim_t* lda, const dnnl_dim_t* ldb,
+                         const float* src, float* dst);
+dnnl_status_t sgemm_compute(const char* transa, const char* transb, const dnnl_dim_t* M, const dnnl_dim_t* N,
+                            const dnnl_dim_t* K, const float* A, const dnnl_dim_t* lda, const float* B,
+                            const dnnl_dim_t* ldb, const float* beta, float* C, const dnnl_dim_t* ldc);
+}  // namespace dnnl::impl::cpu
+#endif
 
 namespace rnnkit::kernels::cpu {
 
@@ -43,6 +64,7 @@ const dnnl::engine& cpu_engine() {
 struct MatmulEntry {
   dnnl::matmul primitive;
   memory::desc a, weights, c, scratchpad;
+  bool brgemm = false;  // oneDNN runs it with its brgemm kernel (AVX-512 machines)
 };
 
 // The calling thread's buffer number `slot` of at least `bytes`, 64-byte aligned:
@@ -89,8 +111,10 @@ std::unique_ptr<MatmulEntry> make_matmul(const memory::desc& a, const memory::de
     attr.set_post_ops(sum);
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), attr, cpu_engine());
-    if (brgemm_only && std::string(pd.impl_info_str()).rfind("brg", 0) != 0) return nullptr;
+    const bool brgemm = std::string(pd.impl_info_str()).rfind("brg", 0) == 0;
+    if (brgemm_only && !brgemm) return nullptr;
     auto entry = std::make_unique<MatmulEntry>();
+    entry->brgemm = brgemm;
     entry->a = a;
     entry->c = c;
     entry->weights = pd.weights_desc();
@@ -227,17 +251,84 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double al
   }
 }
 
+namespace {
+
+// How packed_gemm multiplies for (M, N, K). On machines where oneDNN runs its
+// matmul with the brgemm kernel (AVX-512), by that primitive with the weights in
+// its blocked layout. Elsewhere (AVX2) the matmul would be plain sgemm, which
+// re-packs the weights at every call: there by oneDNN's packed sgemm, the
+// routines its own RNN primitive uses (per-step products on 2 Zen 3 cores, in
+// GFLOP/s, sgemm -> packed: 128 x 4096 x 1024 157 -> 173, 64 x 2048 x 512 173
+// -> 184, 16 x 1760 x 1760 127 -> 140, 4 x 2048 x 512 69 -> 106).
+enum class Packing { kNone, kMatmul, kSgemm };
+
+Packing packing_for(int64_t M, int64_t N, int64_t K, const MatmulEntry** entry) {
+  const MatmulEntry* e = matmul_entry(M, N, K, K, N);
+  *entry = e;
+  if (e != nullptr && e->brgemm) return Packing::kMatmul;
+#ifdef RNNKIT_HAVE_ONEDNN_PACKED_SGEMM
+  return Packing::kSgemm;
+#else
+  return e != nullptr ? Packing::kMatmul : Packing::kNone;
+#endif
+}
+
+#ifdef RNNKIT_HAVE_ONEDNN_PACKED_SGEMM
+// Row-major C[M, N] += A[M, K] op(W) is column-major C^T = op(W)^T A^T: the
+// packed operand is the first one, op(W)^T [N, K], which is W [N, K] row-major
+// read transposed ('T', C = A W^T) or W [K, N] row-major as it is ('N', C = A W).
+// Bytes of the packed copy; 0 if oneDNN has no packed sgemm for these sizes.
+size_t sgemm_packed_bytes(int64_t M, int64_t N, int64_t K, bool w_is_kn) {
+  use_rnnkit_threads();
+  const char id = 'A', transa = w_is_kn ? 'N' : 'T', transb = 'N';
+  const dnnl_dim_t ldw = w_is_kn ? N : K, lda = K;
+  size_t bytes = 0;
+  if (dnnl::impl::cpu::sgemm_pack_get_size(&id, &transa, &transb, &N, &M, &K, &ldw, &lda, &bytes, nullptr) !=
+      dnnl_success)
+    return 0;
+  return bytes;
+}
+#endif
+
+}  // namespace
+
 int64_t packed_gemm_size(int64_t M, int64_t N, int64_t K) {
   if (M <= 0 || N <= 0 || K <= 0) return 0;
-  const MatmulEntry* e = matmul_entry(M, N, K, K, N);
-  if (e == nullptr) return 0;
-  return static_cast<int64_t>((e->weights.get_size() + sizeof(float) - 1) / sizeof(float));
+  const MatmulEntry* e = nullptr;
+  switch (packing_for(M, N, K, &e)) {
+    case Packing::kNone:
+      return 0;
+    case Packing::kMatmul:
+      return static_cast<int64_t>((e->weights.get_size() + sizeof(float) - 1) / sizeof(float));
+    case Packing::kSgemm:
+#ifdef RNNKIT_HAVE_ONEDNN_PACKED_SGEMM
+    {
+      // Room for W in either orientation (the size does not depend on it in
+      // oneDNN 2.6; the larger is taken in case another version differs).
+      const size_t bytes = std::max(sgemm_packed_bytes(M, N, K, false), sgemm_packed_bytes(M, N, K, true));
+      return static_cast<int64_t>((bytes + sizeof(float) - 1) / sizeof(float));
+    }
+#endif
+      break;
+  }
+  return 0;
 }
 
 bool packed_gemm_pack(int64_t M, int64_t N, int64_t K, const float* W, int64_t ldw, bool w_is_kn,
                       float* packed, int64_t capacity) {
-  const MatmulEntry* e = matmul_entry(M, N, K, K, N);
-  if (e == nullptr || e->weights.get_size() > static_cast<size_t>(capacity) * sizeof(float)) return false;
+  const MatmulEntry* e = nullptr;
+  const Packing packing = packing_for(M, N, K, &e);
+#ifdef RNNKIT_HAVE_ONEDNN_PACKED_SGEMM
+  if (packing == Packing::kSgemm) {
+    const size_t bytes = sgemm_packed_bytes(M, N, K, w_is_kn);
+    if (bytes == 0 || bytes > static_cast<size_t>(capacity) * sizeof(float)) return false;
+    const char id = 'A', transa = w_is_kn ? 'N' : 'T', transb = 'N';
+    const dnnl_dim_t ld = ldw, lda = K;
+    return dnnl::impl::cpu::sgemm_pack(&id, &transa, &transb, &N, &M, &K, &ld, &lda, W, packed) == dnnl_success;
+  }
+#endif
+  if (packing != Packing::kMatmul || e->weights.get_size() > static_cast<size_t>(capacity) * sizeof(float))
+    return false;
   use_rnnkit_threads();
   // B [K, N]: W itself (strides (ldw, 1)), or W [N, K] transposed (strides (1, ldw)).
   const memory::desc user({K, N}, memory::data_type::f32,
@@ -283,8 +374,24 @@ void add_rows(int64_t rows, int64_t cols, const float* src, int64_t lds, float* 
 void packed_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* packed,
                  const float* W, int64_t ldw, bool w_is_kn, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
-  const MatmulEntry* dense = matmul_entry(M, N, K, K, N);
-  if (dense == nullptr) {
+  const MatmulEntry* dense = nullptr;
+  const Packing packing = packing_for(M, N, K, &dense);
+#ifdef RNNKIT_HAVE_ONEDNN_PACKED_SGEMM
+  if (packing == Packing::kSgemm) {
+    // Any strides: the packed operand carries its own layout (and the thread
+    // split it was packed for, which oneDNN keeps whatever the team it runs on).
+    use_rnnkit_threads();
+    const char transa = 'P', transb = 'N';
+    const dnnl_dim_t ld = ldw, ld_a = lda, ld_c = ldc;
+    const float beta = 1.0f;
+    const dnnl_status_t st = dnnl::impl::cpu::sgemm_compute(&transa, &transb, &N, &M, &K, packed, &ld, A, &ld_a,
+                                                            &beta, C, &ld_c);
+    RNNKIT_CHECK(st == dnnl_success, "packed_gemm: oneDNN sgemm_compute failed with status ", int(st),
+                 " (M=", M, ", N=", N, ", K=", K, ")");
+    return;
+  }
+#endif
+  if (packing != Packing::kMatmul) {
     gemm(false, !w_is_kn, M, N, K, 1.0f, A, lda, W, ldw, 1.0f, C, ldc);
     return;
   }
