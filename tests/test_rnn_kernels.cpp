@@ -1227,24 +1227,37 @@ TEST(RnnKernels, LanesGemmMatchesReference) {
 // per-step products included (overwrite_forward_workspace with rows >= 2H), and
 // the same bits on 1 and 3 threads for the forward and for dh0, which comes from
 // the per-step products alone (dx and the weight gradients also take oneDNN's
-// sgemm, whose rounding may depend on the thread count).
+// sgemm, whose rounding may depend on the thread count). With 8-lane vectors the
+// batches that fill one (7-8 rows) take the small-batch path unless the LSTM
+// projects, so there the projecting cases run.
 TEST(RnnKernels, LanesPathLayers) {
   const simd::Kernels* kern = simd::active_kernels();
-  if (kern == nullptr || kern->lanes != 16) GTEST_SKIP() << "the lanes path is for 16-lane vectors";
+  ASSERT_NE(kern, nullptr) << "these tests need a CPU with AVX2 or AVX-512";
   const LanesThresholdScope any_size(0);
   struct Case {
     CellType cell;
     int64_t H, P, N, T;
     bool reverse;
   };
+  const int64_t L = kern->lanes;
+  std::vector<Case> cases;
+  if (L == 16)
+    cases = {Case{CellType::LSTM, 136, 0, 16, 20, false}, Case{CellType::GRU, 152, 0, 16, 21, true},
+             Case{CellType::RNN_TANH, 280, 0, 15, 6, false}, Case{CellType::LSTM, 40, 24, 14, 5, true}};
+  else
+    cases = {Case{CellType::LSTM, 136, 48, L, 20, false}, Case{CellType::LSTM, 72, 40, L, 11, true},
+             Case{CellType::LSTM, 40, 24, L - 1, 5, true}};
+  // The projecting cases' other products are oneDNN sgemm calls, which on 3
+  // threads may split some shapes along K (AVX2: 1 and 3 threads differed in
+  // the last bits here); the lanes product itself does not depend on the count.
+  const int more_threads = L == 16 ? 3 : 2;
   uint64_t seed = 950;
-  for (const Case& cs : {Case{CellType::LSTM, 136, 0, 16, 20, false}, Case{CellType::GRU, 152, 0, 16, 21, true},
-                         Case{CellType::RNN_TANH, 280, 0, 15, 6, false}, Case{CellType::LSTM, 40, 24, 14, 5, true}}) {
+  for (const Case& cs : cases) {
     Config c = random_config(cs.cell, ++seed);
     c.I = 24, c.H = cs.H, c.P = cs.P, c.N = cs.N, c.T = cs.T;
     c.batch_sizes.assign(static_cast<size_t>(c.T), c.N);
     // The last steps shrink (packed sequences), so products of fewer rows occur.
-    const int64_t tail[] = {c.N - 1, c.N - 2, 9, 3};
+    const int64_t tail[] = {c.N - 1, c.N - 2, c.N / 2 + 1, 3};
     for (int64_t i = 0; i < 4 && i < c.T - 1; ++i) c.batch_sizes[c.T - 4 + i] = tail[i];
     c.reverse = cs.reverse;
     c.overwrite = true;
@@ -1253,10 +1266,11 @@ TEST(RnnKernels, LanesPathLayers) {
     ASSERT_STREQ(k::tuning::forward_path(c.dims()), "lanes");
     check_large(c);
     const Problem p = random_problem(c);
-    const KernelOutputs one = run_float_kernel_on(1, c, p), three = run_float_kernel_on(3, c, p);
-    EXPECT_EQ(one.y, three.y);
-    EXPECT_EQ(one.h_n, three.h_n);
-    EXPECT_EQ(one.dh0, three.dh0);
+    const KernelOutputs one = run_float_kernel_on(1, c, p), more = run_float_kernel_on(more_threads, c, p);
+    EXPECT_EQ(one.y, more.y);
+    EXPECT_EQ(one.h_n, more.h_n);
+    // With a projection, dh0 also takes the per-step sgemm calls through W_hr.
+    if (cs.P == 0) EXPECT_EQ(one.dh0, more.dh0);
   }
 }
 
@@ -1291,21 +1305,32 @@ TEST(RnnKernels, GemmPathsForwardDoesNotDependOnThreadCount) {
   }
 }
 
-// Which batches and sizes take the rows-in-lanes path by default.
+// Which batches and sizes take the rows-in-lanes path by default: with 16-lane
+// vectors, batches of 14-16 rows against a W_hh too large for L2; with 8-lane
+// ones, none.
 TEST(RnnKernels, LanesPathRule) {
   const simd::Kernels* kern = simd::active_kernels();
-  if (kern == nullptr || kern->lanes != 16) GTEST_SKIP() << "the lanes path is for 16-lane vectors";
-  const auto path = [](CellType cell, int64_t H, int64_t N) {
+  ASSERT_NE(kern, nullptr) << "these tests need a CPU with AVX2 or AVX-512";
+  const auto path = [](CellType cell, int64_t H, int64_t N, int64_t P = 0) {
     Config c;
-    c.cell = cell, c.I = H, c.H = H, c.N = N, c.T = 2;
+    c.cell = cell, c.I = H, c.H = H, c.P = P, c.N = N, c.T = 2;
     c.batch_sizes = {N, N};
     return std::string(k::tuning::forward_path(c.dims()));
   };
-  EXPECT_EQ(path(CellType::RNN_RELU, 1760, 16), "lanes");
-  EXPECT_EQ(path(CellType::GRU, 1024, 14), "lanes");
-  EXPECT_EQ(path(CellType::RNN_RELU, 1760, 13), "gemm");   // too few rows for the lanes
+  if (kern->lanes == 16) {
+    EXPECT_EQ(path(CellType::RNN_RELU, 1760, 16), "lanes");
+    EXPECT_EQ(path(CellType::GRU, 1024, 14), "lanes");
+    EXPECT_EQ(path(CellType::RNN_RELU, 1760, 13), "gemm");  // too few rows for the lanes
+    EXPECT_EQ(path(CellType::RNN_RELU, 1024, 16), "gemm");  // W_hh fits the cores' L2
+  } else {
+    EXPECT_EQ(path(CellType::RNN_RELU, 1760, 16), "gemm");
+    EXPECT_EQ(path(CellType::LSTM, 1024, 8, 512), "gemm");  // fills the vector, projects
+    const LanesThresholdScope any_size(0);                   // the knob the tests use
+    EXPECT_EQ(path(CellType::LSTM, 1024, 8, 512), "lanes");
+    EXPECT_EQ(path(CellType::LSTM, 1024, 6, 512), "gemm");   // too few rows for the lanes
+  }
   EXPECT_EQ(path(CellType::RNN_RELU, 1760, 17), "gemm");
-  EXPECT_EQ(path(CellType::RNN_RELU, 1024, 16), "gemm");   // W_hh fits the cores' L2
+  EXPECT_EQ(path(CellType::RNN_RELU, 1760, 8), "small-batch");
   EXPECT_EQ(path(CellType::LSTM, 128, 16), "small-batch");
 }
 

@@ -8,6 +8,7 @@
 #include "kernels/cpu/rnn.h"
 
 #include <algorithm>
+#include <limits>
 #include <cstring>
 #include <type_traits>
 
@@ -106,14 +107,24 @@ bool small_batch_backward_path(const RnnLayerDims& d) {
 // LSTM 1024) 0.85-0.93x, 7-9 MB (GRU, LSTM 768) 0.95-1.02x, but 4 MB and below
 // (Elman 1024, LSTM 512, H = 256) 1.05-1.15x, where oneDNN's blocking keeps the
 // weights in L2; at 10-12 rows against 12 MB it was 1.1-1.3x (the lanes past
-// the batch compute nothing). Returns the kernels to call, or null off this path.
+// the batch compute nothing). With 8-lane vectors (AVX2) only batches of 7-8
+// rows would qualify, and those take the small-batch path unless they project;
+// for those the per-step GEMM was faster on two Zen 3 cores (LSTM H = 1024,
+// P = 512, N = 8: 1045-1079 us per step with lanes, 857-873 with oneDNN's packed
+// sgemm), so by default only 16-lane vectors take this path (tests reach it
+// with 8 lanes through tuning::set_lanes_min_weights). Returns the kernels to
+// call, or null off this path.
 constexpr int64_t kLanesMinWeights = int64_t{3} << 19;  // 1.5 M floats (6 MB) of W_hh
-int64_t g_lanes_min_weights = kLanesMinWeights;  // tuning::set_lanes_min_weights
+constexpr int64_t kLanesMinVectorLanes = 16;
+int64_t g_lanes_min_weights = -1;  // tuning::set_lanes_min_weights; -1: the default rule
 const simd::Kernels* lanes_path(const RnnLayerDims& d) {
-  if (small_batch_path(d) || gate_count(d.cell) * d.hidden_size * hidden_out_size(d) < g_lanes_min_weights)
-    return nullptr;
   const simd::Kernels* k = simd::active_kernels();
-  if (k == nullptr || d.batch > k->lanes || 8 * d.batch < 7 * k->lanes) return nullptr;
+  if (k == nullptr || small_batch_path(d)) return nullptr;
+  const int64_t min_weights = g_lanes_min_weights >= 0             ? g_lanes_min_weights
+                              : k->lanes >= kLanesMinVectorLanes ? kLanesMinWeights
+                                                                 : std::numeric_limits<int64_t>::max();
+  if (gate_count(d.cell) * d.hidden_size * hidden_out_size(d) < min_weights) return nullptr;
+  if (d.batch > k->lanes || 8 * d.batch < 7 * k->lanes) return nullptr;
   return k;
 }
 
@@ -878,7 +889,7 @@ size_t rnn_backward_workspace_size(const RnnLayerDims& dims) {
 
 namespace tuning {
 void set_backward_chunk_rows(int64_t rows) { g_chunk_rows_cap = rows > 0 ? rows : 0; }
-void set_lanes_min_weights(int64_t floats) { g_lanes_min_weights = floats >= 0 ? floats : kLanesMinWeights; }
+void set_lanes_min_weights(int64_t floats) { g_lanes_min_weights = floats >= 0 ? floats : -1; }
 const char* forward_path(const RnnLayerDims& dims) {
   check_rnn_dims(dims);
   if (small_batch_path(dims) && simd::active_kernels() != nullptr) return "small-batch";

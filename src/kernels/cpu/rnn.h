@@ -134,8 +134,13 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
 // Forward pass of one direction. Threads: rnnkit::get_num_threads()
 // (rnnkit/threading.h), so a call from inside an OpenMP parallel region runs on
 // the calling thread alone; that is how the two directions of a bidirectional
-// layer run concurrently on two cores. Float results do not depend on the thread
-// count, and inference and training forwards agree exactly.
+// layer run concurrently on two cores. Float results are the same on every run
+// with the same thread count, and inference and training forwards agree
+// exactly. Across thread counts, the small-batch and rows-in-lanes products give
+// the same bits; products that oneDNN's sgemm computes (the input and output
+// projections, the per-step products on the GEMM path) may differ in the last
+// bits, as oneDNN splits some shapes along K for some thread counts (seen on
+// AVX2 between 1 and 3 threads).
 //   x:   [rows, I] read, row stride ldx >= I
 //   h0:  [N, Hout] read, or null for zeros
 //   c0:  [N, H] read (LSTM only), or null for zeros

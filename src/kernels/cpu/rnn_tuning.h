@@ -13,7 +13,8 @@ void set_backward_chunk_rows(int64_t rows);
 
 // Lowers (or raises) the W_hh size, in floats, from which batches that fill a
 // vector take the rows-in-lanes product (rnn.cpp, lanes_path), so that tests
-// reach that path with small layers; a negative value restores the default.
+// reach that path with small layers, also with 8-lane vectors, where the default
+// rule never takes it; a negative value restores the default.
 // Changes the workspace sizes, so set it before sizing them. Not thread-safe.
 void set_lanes_min_weights(int64_t floats);
 
