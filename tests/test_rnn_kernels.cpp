@@ -1044,7 +1044,7 @@ TEST(RnnKernels, PackedWeightsForEachPath) {
     return out;
   };
   const std::vector<float> packed9 = packed_for(9);
-  if (packed9.empty()) GTEST_SKIP() << "no oneDNN matmul packing here";
+  ASSERT_FALSE(packed9.empty()) << "oneDNN packs weights for its matmul or its packed sgemm";
   std::vector<float> packed16;
   {
     const LanesThresholdScope any_size(0);
@@ -1105,7 +1105,7 @@ TEST(RnnKernels, PackedGemmStridedOperands) {
     for (float& e : v) e = uni(rng);
   };
   for (const auto& [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{16, 96, 40}, {9, 48, 64}, {33, 80, 24}, {20, 160, 1500}}) {
-    if (k::packed_gemm_size(M, N, K) == 0) GTEST_SKIP() << "no oneDNN matmul packing here";
+    ASSERT_GT(k::packed_gemm_size(M, N, K), 0) << "oneDNN packs weights for its matmul or its packed sgemm";
     for (bool w_is_kn : {false, true}) {
       SCOPED_TRACE(::testing::Message() << "M=" << M << " N=" << N << " K=" << K << " w_is_kn=" << w_is_kn);
       const int64_t lda = K + 24, ldc = N + 32, ldw = w_is_kn ? N : K;
@@ -1130,8 +1130,18 @@ TEST(RnnKernels, PackedGemmStridedOperands) {
           ref[i * N + j] = sum;
         }
       const std::vector<float> c_before = c;
+      // The packed copy is position-independent and needs no alignment: packed
+      // at an odd float offset, then moved to another one, it gives the same bits.
+      std::vector<float> shifted(packed.size() + 2);
+      ASSERT_TRUE(k::packed_gemm_pack(M, N, K, w.data(), ldw, w_is_kn, shifted.data() + 1,
+                                      static_cast<int64_t>(packed.size())));
+      std::vector<float> moved(packed.size() + 3);
+      std::copy_n(shifted.begin() + 1, packed.size(), moved.begin() + 3);
+      std::vector<float> c_moved = c_dense;
+      k::packed_gemm(M, N, K, a_dense.data(), K, moved.data() + 3, w.data(), ldw, w_is_kn, c_moved.data(), N);
       k::packed_gemm(M, N, K, a.data(), lda, packed.data(), w.data(), ldw, w_is_kn, c.data(), ldc);
       k::packed_gemm(M, N, K, a_dense.data(), K, packed.data(), w.data(), ldw, w_is_kn, c_dense.data(), N);
+      ASSERT_EQ(c_moved, c_dense) << "weights packed at an odd offset and moved";
       for (int64_t i = 0; i < M; ++i)
         for (int64_t j = 0; j < ldc; ++j) {
           const size_t at = static_cast<size_t>(i * ldc + j);
