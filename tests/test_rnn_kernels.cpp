@@ -1059,13 +1059,15 @@ TEST(RnnKernels, PackedWeightsForEachPath) {
   d.has_bias = false;
   const int64_t ldy = c.H;
   std::vector<float> ws(k::rnn_forward_workspace_size(d, false));
-  const auto forward = [&](const float* packed) {
-    std::vector<float> y(static_cast<size_t>(c.rows() * ldy));
+  // The forward of c (d, ws) on input xs with the given packed weights (or none).
+  const auto forward_on = [&](const std::vector<float>& xs, const float* packed) {
+    std::vector<float> out(static_cast<size_t>(c.rows() * ldy));
     wt.w_hh_packed = packed;
-    k::rnn_forward<float>(d, wt, x.data(), c.I, nullptr, nullptr, y.data(), ldy, nullptr, nullptr, ws.data(),
+    k::rnn_forward<float>(d, wt, xs.data(), c.I, nullptr, nullptr, out.data(), ldy, nullptr, nullptr, ws.data(),
                           false);
-    return y;
+    return out;
   };
+  const auto forward = [&](const float* packed) { return forward_on(x, packed); };
   const std::vector<float> y = forward(nullptr);
   EXPECT_EQ(forward(packed9.data()), y) << "weights packed for a batch of 9";
   EXPECT_EQ(forward(packed16.data()), y) << "weights packed for a batch of 16";
@@ -1084,13 +1086,7 @@ TEST(RnnKernels, PackedWeightsForEachPath) {
   d = c.dims();
   d.has_bias = false;
   ws.assign(k::rnn_forward_workspace_size(d, false), 0.0f);
-  const auto forward16 = [&](const float* packed) {
-    std::vector<float> y16(static_cast<size_t>(c.rows() * ldy));
-    wt.w_hh_packed = packed;
-    k::rnn_forward<float>(d, wt, x16.data(), c.I, nullptr, nullptr, y16.data(), ldy, nullptr, nullptr, ws.data(),
-                          false);
-    return y16;
-  };
+  const auto forward16 = [&](const float* packed) { return forward_on(x16, packed); };
   EXPECT_EQ(forward16(matmul16.data()), forward16(nullptr)) << "matmul-packed weights on the lanes path";
   EXPECT_EQ(forward16(packed16.data()), forward16(nullptr)) << "lanes-packed weights on the lanes path";
 }
