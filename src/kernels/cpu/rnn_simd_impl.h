@@ -266,34 +266,17 @@ inline void recurrent_block(const float* wp, int64_t K, int64_t H, const float* 
   // acc[q] += W[kk] h[kk] for every row, gate and sub-vector.
   const auto step = [&](int q, int64_t kk) __attribute__((always_inline)) {
     const float* w = wp + kk * G * kPackBlock;
-    if constexpr (GP * kSub < NB) {
-      // Fewer weight vectors than rows: those stay in registers, one h at a time.
-      reg wv[GP][kSub];
+    reg hb[NB];
 #pragma GCC unroll 16
-      for (int g = 0; g < GP; ++g)
+    for (int b = 0; b < NB; ++b) hb[b] = Vec::broadcast(h[b] + kk);
 #pragma GCC unroll 16
-        for (int s = 0; s < kSub; ++s) wv[g][s] = Vec::load(w + g * kPackBlock + s * Vec::kLanes);
+    for (int g = 0; g < GP; ++g)
 #pragma GCC unroll 16
-      for (int b = 0; b < NB; ++b) {
-        const reg hb = Vec::broadcast(h[b] + kk);
+      for (int s = 0; s < kSub; ++s) {
+        const reg wv = Vec::load(w + g * kPackBlock + s * Vec::kLanes);
 #pragma GCC unroll 16
-        for (int g = 0; g < GP; ++g)
-#pragma GCC unroll 16
-          for (int s = 0; s < kSub; ++s) acc[q][b][g][s] = Vec::fmadd(wv[g][s], hb, acc[q][b][g][s]);
+        for (int b = 0; b < NB; ++b) acc[q][b][g][s] = Vec::fmadd(wv, hb[b], acc[q][b][g][s]);
       }
-    } else {
-      reg hb[NB];
-#pragma GCC unroll 16
-      for (int b = 0; b < NB; ++b) hb[b] = Vec::broadcast(h[b] + kk);
-#pragma GCC unroll 16
-      for (int g = 0; g < GP; ++g)
-#pragma GCC unroll 16
-        for (int s = 0; s < kSub; ++s) {
-          const reg wv = Vec::load(w + g * kPackBlock + s * Vec::kLanes);
-#pragma GCC unroll 16
-          for (int b = 0; b < NB; ++b) acc[q][b][g][s] = Vec::fmadd(wv, hb[b], acc[q][b][g][s]);
-        }
-    }
   };
   int64_t k = 0;
   for (; k + KS <= K; k += KS)
