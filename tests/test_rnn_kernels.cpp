@@ -1227,36 +1227,29 @@ TEST(RnnKernels, LanesGemmMatchesReference) {
     }
 }
 
-// Whole layers on the rows-in-lanes path (batches that fill a vector, W_hh above
-// the size threshold, here lowered so that small layers reach it): forward
-// against the reference, gradients by directional derivative, the backward's
-// per-step products included (overwrite_forward_workspace with rows >= 2H), and
-// the same bits on 1 and 3 threads for the forward and for dh0, which comes from
-// the per-step products alone (dx and the weight gradients also take oneDNN's
-// sgemm, whose rounding may depend on the thread count). With 8-lane vectors the
-// batches that fill one (7-8 rows) take the small-batch path unless the LSTM
-// projects, so there the projecting cases run.
+// Whole layers on the rows-in-lanes path (batches of 14-16 rows, W_hh above the
+// size threshold, here lowered so that small layers reach it): forward against
+// the reference, gradients by directional derivative, the backward's per-step
+// products included (overwrite_forward_workspace with rows >= 2H), and the same
+// bits on 1 and more threads for the forward and for dh0, which comes from the
+// per-step products alone (dx and the weight gradients also take oneDNN's
+// sgemm, whose rounding may depend on the thread count).
 TEST(RnnKernels, LanesPathLayers) {
   const simd::Kernels* kern = simd::active_kernels();
   ASSERT_NE(kern, nullptr) << "these tests need a CPU with AVX2 or AVX-512";
+  ASSERT_EQ(kern->lanes, 16) << "lanes_gemm takes 16 rows on every instruction set";
   const LanesThresholdScope any_size(0);
   struct Case {
     CellType cell;
     int64_t H, P, N, T;
     bool reverse;
   };
-  const int64_t L = kern->lanes;
-  std::vector<Case> cases;
-  if (L == 16)
-    cases = {Case{CellType::LSTM, 136, 0, 16, 20, false}, Case{CellType::GRU, 152, 0, 16, 21, true},
-             Case{CellType::RNN_TANH, 280, 0, 15, 6, false}, Case{CellType::LSTM, 40, 24, 14, 5, true}};
-  else
-    cases = {Case{CellType::LSTM, 136, 48, L, 20, false}, Case{CellType::LSTM, 72, 40, L, 11, true},
-             Case{CellType::LSTM, 40, 24, L - 1, 5, true}};
-  // The projecting cases' other products are oneDNN sgemm calls, which on 3
-  // threads may split some shapes along K (AVX2: 1 and 3 threads differed in
-  // the last bits here); the lanes product itself does not depend on the count.
-  const int more_threads = L == 16 ? 3 : 2;
+  const Case cases[] = {Case{CellType::LSTM, 136, 0, 16, 20, false}, Case{CellType::GRU, 152, 0, 16, 21, true},
+                        Case{CellType::RNN_TANH, 280, 0, 15, 6, false}, Case{CellType::LSTM, 40, 24, 14, 5, true}};
+  // The layers' other products are oneDNN sgemm calls, which on 3 threads may
+  // split some shapes along K (AVX2: 1 and 3 threads differed in the last bits
+  // here); the lanes product itself does not depend on the count.
+  const int more_threads = kern->isa == simd::Isa::kAvx512 ? 3 : 2;
   uint64_t seed = 950;
   for (const Case& cs : cases) {
     Config c = random_config(cs.cell, ++seed);
@@ -1311,32 +1304,29 @@ TEST(RnnKernels, GemmPathsForwardDoesNotDependOnThreadCount) {
   }
 }
 
-// Which batches and sizes take the rows-in-lanes path by default: with 16-lane
-// vectors, batches of 14-16 rows against a W_hh too large for L2; with 8-lane
-// ones, none.
+// Which batches and sizes take the rows-in-lanes path by default: 14-16 rows
+// against a W_hh larger than 1.5x the cores' L2 (6 MiB with 2 MiB per core on
+// 2 cores).
 TEST(RnnKernels, LanesPathRule) {
-  const simd::Kernels* kern = simd::active_kernels();
-  ASSERT_NE(kern, nullptr) << "these tests need a CPU with AVX2 or AVX-512";
-  const auto path = [](CellType cell, int64_t H, int64_t N, int64_t P = 0) {
+  ASSERT_NE(simd::active_kernels(), nullptr) << "these tests need a CPU with AVX2 or AVX-512";
+  const auto path = [](CellType cell, int64_t H, int64_t N) {
     Config c;
-    c.cell = cell, c.I = H, c.H = H, c.P = P, c.N = N, c.T = 2;
+    c.cell = cell, c.I = H, c.H = H, c.N = N, c.T = 2;
     c.batch_sizes = {N, N};
     return std::string(k::tuning::forward_path(c.dims()));
   };
-  if (kern->lanes == 16) {
-    EXPECT_EQ(path(CellType::RNN_RELU, 1760, 16), "lanes");
-    EXPECT_EQ(path(CellType::GRU, 1024, 14), "lanes");
-    EXPECT_EQ(path(CellType::RNN_RELU, 1760, 13), "gemm");  // too few rows for the lanes
-    EXPECT_EQ(path(CellType::RNN_RELU, 1024, 16), "gemm");  // W_hh fits the cores' L2
-  } else {
-    EXPECT_EQ(path(CellType::RNN_RELU, 1760, 16), "gemm");
-    EXPECT_EQ(path(CellType::LSTM, 1024, 8, 512), "gemm");  // fills the vector, projects
-    const LanesThresholdScope any_size(0);                   // the knob the tests use
-    EXPECT_EQ(path(CellType::LSTM, 1024, 8, 512), "lanes");
-    EXPECT_EQ(path(CellType::LSTM, 1024, 6, 512), "gemm");   // too few rows for the lanes
-  }
-  EXPECT_EQ(path(CellType::RNN_RELU, 1760, 17), "gemm");
-  EXPECT_EQ(path(CellType::RNN_RELU, 1760, 8), "small-batch");
+  const int64_t threshold = k::tuning::default_lanes_min_weights();
+  ASSERT_GT(threshold, 0);
+  // Elman layers just above and just below the threshold (W_hh is H^2 floats).
+  int64_t above = 1;
+  while (above * above < threshold) ++above;
+  const int64_t below = above - 2;
+  EXPECT_EQ(path(CellType::RNN_RELU, above, 16), "lanes");
+  EXPECT_EQ(path(CellType::RNN_RELU, above, 14), "lanes");
+  EXPECT_EQ(path(CellType::RNN_RELU, below, 16), "gemm");  // W_hh fits the cores' L2
+  EXPECT_EQ(path(CellType::RNN_RELU, above, 13), "gemm");  // too few rows for the lanes
+  EXPECT_EQ(path(CellType::RNN_RELU, above, 17), "gemm");
+  EXPECT_EQ(path(CellType::RNN_RELU, above, 8), "small-batch");
   EXPECT_EQ(path(CellType::LSTM, 128, 16), "small-batch");
 }
 

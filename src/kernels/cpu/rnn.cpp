@@ -7,9 +7,11 @@
 // per-step GEMMs and fork/joins. docs/PERFORMANCE.md has the measurements.
 #include "kernels/cpu/rnn.h"
 
+#include <unistd.h>
+
 #include <algorithm>
-#include <limits>
 #include <cstring>
+#include <thread>
 #include <type_traits>
 
 #include "kernels/cpu/gemm.h"
@@ -97,32 +99,29 @@ bool small_batch_backward_path(const RnnLayerDims& d) {
   return small_batch_path(d) && d.batch <= kSmallBatchAlways;
 }
 
-// GEMM-path batches that fill at least 7/8 of a vector's lanes (14 to 16 rows
-// with AVX-512) and whose W_hh does not fit the cores' L2 take the rows-in-lanes
-// product (rnn_simd.h, lanes_gemm) for their per-step recurrent terms instead of
-// oneDNN's matmul: each weight is read once per step for all rows, so the step
-// streams W_hh from L3 while staying compute-bound. Forward time against the
-// matmul path at 16 rows, 2 cores (medians of 3 runs, each against oneDNN's
-// primitive in the same run): W_hh of 12-16 MB (Elman 1760 and 2048, GRU and
-// LSTM 1024) 0.85-0.93x, 7-9 MB (GRU, LSTM 768) 0.95-1.02x, but 4 MB and below
-// (Elman 1024, LSTM 512, H = 256) 1.05-1.15x, where oneDNN's blocking keeps the
-// weights in L2; at 10-12 rows against 12 MB it was 1.1-1.3x (the lanes past
-// the batch compute nothing). With 8-lane vectors (AVX2) only batches of 7-8
-// rows would qualify, and those take the small-batch path unless they project;
-// for those the per-step GEMM was faster on two Zen 3 cores (LSTM H = 1024,
-// P = 512, N = 8: 1045-1079 us per step with lanes, 857-873 with oneDNN's packed
-// sgemm), so by default only 16-lane vectors take this path (tests reach it
-// with 8 lanes through tuning::set_lanes_min_weights). Returns the kernels to
-// call, or null off this path.
-constexpr int64_t kLanesMinWeights = int64_t{3} << 19;  // 1.5 M floats (6 MB) of W_hh
-constexpr int64_t kLanesMinVectorLanes = 16;
+// GEMM-path batches of 14 to 16 rows (7/8 of the 16 rows a lanes_gemm call
+// takes: one AVX-512 vector, two AVX2 ones) whose W_hh does not fit the cores'
+// L2 take the rows-in-lanes product (rnn_simd.h, lanes_gemm) for their per-step
+// recurrent terms instead of oneDNN's matmul: each weight is read once per step
+// for all rows, so the step streams W_hh from L3 while staying compute-bound.
+// Forward time against the matmul path at 16 rows, 2 Intel cores with 2 MiB of
+// L2 each (medians of 3 runs, each against oneDNN's primitive in the same run):
+// W_hh of 12-16 MB (Elman 1760 and 2048, GRU and LSTM 1024) 0.85-0.93x, 7-9 MB
+// (GRU, LSTM 768) 0.95-1.02x, but 4 MB and below (Elman 1024, LSTM 512, H =
+// 256) 1.05-1.15x, where oneDNN's blocking keeps the weights in L2; at 10-12
+// rows against 12 MB it was 1.1-1.3x (the lanes past the batch compute nothing).
+// On 2 Zen 3 cores (AVX2, 512 KiB of L2 each) against oneDNN's packed sgemm, us
+// per step of the whole forward: W_hh of 12-16 MB 0.90-0.98x, LSTM 512 (4 MB)
+// 0.90x, Elman 1024 (4 MB) 0.92-0.96x, GRU 512 (3 MB) 0.95-0.96x, LSTM 256 (1
+// MB) 0.96-1.07x. Hence the threshold: 1.5x the L2 of the machine's cores
+// (6 MiB on the first machine, 1.5 MiB on the second;
+// tuning::default_lanes_min_weights). Returns the kernels to call, or null off
+// this path.
 int64_t g_lanes_min_weights = -1;  // tuning::set_lanes_min_weights; -1: the default rule
 const simd::Kernels* lanes_path(const RnnLayerDims& d) {
   const simd::Kernels* k = simd::active_kernels();
   if (k == nullptr || small_batch_path(d)) return nullptr;
-  const int64_t min_weights = g_lanes_min_weights >= 0             ? g_lanes_min_weights
-                              : k->lanes >= kLanesMinVectorLanes ? kLanesMinWeights
-                                                                 : std::numeric_limits<int64_t>::max();
+  const int64_t min_weights = g_lanes_min_weights >= 0 ? g_lanes_min_weights : tuning::default_lanes_min_weights();
   if (gate_count(d.cell) * d.hidden_size * hidden_out_size(d) < min_weights) return nullptr;
   if (d.batch > k->lanes || 8 * d.batch < 7 * k->lanes) return nullptr;
   return k;
@@ -890,6 +889,16 @@ size_t rnn_backward_workspace_size(const RnnLayerDims& dims) {
 
 namespace tuning {
 void set_backward_chunk_rows(int64_t rows) { g_chunk_rows_cap = rows > 0 ? rows : 0; }
+int64_t default_lanes_min_weights() {
+  static const int64_t floats = [] {
+    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    const int64_t l2_bytes = l2 > 0 ? l2 : int64_t{2} << 20;  // unknown: 2 MiB per core
+    const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+    return 3 * l2_bytes * cores / 2 / static_cast<int64_t>(sizeof(float));
+  }();
+  return floats;
+}
+
 void set_lanes_min_weights(int64_t floats) { g_lanes_min_weights = floats >= 0 ? floats : -1; }
 const char* forward_path(const RnnLayerDims& dims) {
   check_rnn_dims(dims);

@@ -151,7 +151,7 @@ struct Kernels {
   RowBackward backward[4];
   void (*small_batch_forward)(const SmallBatchForward& args);
   void (*small_batch_backward)(const SmallBatchBackward& args);
-  int lanes;  // rows one lanes_gemm call takes: the vector width in floats
+  int lanes;  // rows one lanes_gemm call takes: 16 (one AVX-512 vector, two AVX2 ones)
   void (*lanes_gemm)(const LanesGemm& args);
 };
 

@@ -672,35 +672,53 @@ void small_batch_backward(const SmallBatchBackward& a) {
 // ---------------------------------------------------------------------------
 // Rows-in-lanes product (rnn_simd.h, LanesGemm). Each thread owns a range of
 // 16-column blocks of the packed weights and streams them once, in memory
-// order: for a block, k = 0..K-1, one vector of A^T (the M rows at k, from a
-// per-thread transposed copy that stays in L2) times each column's broadcast
-// weight into one accumulator per column. Every column's sum is taken in k
-// order by one thread, so results do not depend on the thread count.
+// order: for a block, k = 0..K-1, the M rows at k (a per-thread transposed copy
+// of A that stays in L2: one 16-lane vector, or two 8-lane ones) times each
+// column's broadcast weight into one accumulator per column and row vector.
+// Every column's sum is taken in k order by one thread, so results do not depend
+// on the thread count.
 
-// Columns of a packed block per pass: all 16 with 32 registers, 8 with 16.
-constexpr int kLanesColumns = Vec::kRegisters >= 32 ? 16 : 8;
+// Row vectors per call: 16 rows with either vector width.
+constexpr int kLanesRowVecs = Vec::kLanes >= 16 ? 1 : 16 / Vec::kLanes;
+// Columns of a packed block per pass: all 16 with 32 registers (one row
+// vector), 4 with 16 registers (two row vectors: 8 accumulators).
+constexpr int kLanesColumns = Vec::kRegisters >= 32 ? 16 : 8 / kLanesRowVecs;
 // Software prefetch distance along a block's weights (1 KiB): without it the
 // 16-row product of 12 MB of weights (1760 x 1760, 2 cores) took 1.1-1.2x as
 // long; 4-8 KiB ahead was about the same, prefetching into L2 only slower.
 constexpr int64_t kLanesPrefetchFloats = 256;
 
-// tmp[u][lane] = sum_k w[k][u] * at[k][lane] for the C columns u of one pass.
-template <int C>
+// tmp[u][r][lane] = sum_k w[k][u] * at[k][r][lane] for the C columns u of one
+// pass and the R row vectors r.
+template <int C, int R>
 inline void lanes_block(const float* w, int64_t K, const float* at, float* tmp) {
-  reg acc[C];
-  for (int u = 0; u < C; ++u) acc[u] = Vec::zero();
+  reg acc[C][R];
+#pragma GCC unroll 16
+  for (int u = 0; u < C; ++u)
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) acc[u][r] = Vec::zero();
   for (int64_t k = 0; k < K; ++k) {
     const float* wk = w + k * kPackBlock;
     _mm_prefetch(reinterpret_cast<const char*>(wk + kLanesPrefetchFloats), _MM_HINT_T0);
-    const reg a = Vec::load(at + k * Vec::kLanes);
+    reg a[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) a[r] = Vec::load(at + (k * R + r) * Vec::kLanes);
 #pragma GCC unroll 16
-    for (int u = 0; u < C; ++u) acc[u] = Vec::fmadd(Vec::broadcast(wk + u), a, acc[u]);
+    for (int u = 0; u < C; ++u) {
+      const reg wu = Vec::broadcast(wk + u);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[u][r] = Vec::fmadd(wu, a[r], acc[u][r]);
+    }
   }
-  for (int u = 0; u < C; ++u) Vec::store(tmp + u * Vec::kLanes, acc[u]);
+#pragma GCC unroll 16
+  for (int u = 0; u < C; ++u)
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) Vec::store(tmp + (u * R + r) * Vec::kLanes, acc[u][r]);
 }
 
 void lanes_gemm(const LanesGemm& g) {
-  constexpr int L = Vec::kLanes;
+  constexpr int R = kLanesRowVecs;
+  constexpr int RL = R * Vec::kLanes;  // rows per call
   if (g.M <= 0 || g.N <= 0) return;
   const int64_t blocks = (g.N + kPackBlock - 1) / kPackBlock;
   const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(g.num_threads, blocks)));
@@ -708,25 +726,30 @@ void lanes_gemm(const LanesGemm& g) {
   {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t b0 = blocks * t / nt, b1 = blocks * (t + 1) / nt;
-    // at: [K][L], lane m = row m of A (0 past M).
-    float* at = thread_scratch(static_cast<size_t>(g.K * L + kPackBlock * L));
-    float* tmp = at + g.K * L;  // [16][L]: one block's sums, column-major
+    // at: [K][RL], lane m = row m of A (0 past M).
+    float* at = thread_scratch(static_cast<size_t>(g.K * RL + kPackBlock * RL));
+    float* tmp = at + g.K * RL;  // [16][RL]: one block's sums, column-major
     if ((g.M - 1) * g.lda < (int64_t{1} << 31)) {  // the gather's 32-bit offsets reach every row
-      for (int64_t k = 0; k < g.K; ++k) Vec::store(at + k * L, Vec::gather(g.a + k, g.lda, g.M));
+      for (int64_t k = 0; k < g.K; ++k)
+        for (int r = 0; r < R; ++r) {
+          const int64_t m0 = r * Vec::kLanes, rows = std::clamp<int64_t>(g.M - m0, 0, Vec::kLanes);
+          Vec::store(at + k * RL + m0, rows > 0 ? Vec::gather(g.a + m0 * g.lda + k, g.lda, rows) : Vec::zero());
+        }
     } else {
       for (int64_t k = 0; k < g.K; ++k)
-        for (int64_t m = 0; m < L; ++m) at[k * L + m] = m < g.M ? g.a[m * g.lda + k] : 0.0f;
+        for (int64_t m = 0; m < RL; ++m) at[k * RL + m] = m < g.M ? g.a[m * g.lda + k] : 0.0f;
     }
     for (int64_t b = b0; b < b1; ++b) {
       const float* w = g.packed + b * g.K * kPackBlock;
       for (int u0 = 0; u0 < kPackBlock; u0 += kLanesColumns)
-        lanes_block<kLanesColumns>(w + u0, g.K, at, tmp + u0 * L);
+        lanes_block<kLanesColumns, R>(w + u0, g.K, at, tmp + u0 * RL);
       const int64_t n0 = b * kPackBlock, cols = std::min<int64_t>(kPackBlock, g.N - n0);
       for (int64_t m = 0; m < g.M; ++m) {
         float* c = g.c + m * g.ldc + n0;
-        for (int s = 0; s * L < cols; ++s) {
-          const int64_t cnt = std::min<int64_t>(L, cols - s * L);
-          st(c + s * L, Vec::add(ld(c + s * L, cnt), Vec::gather(tmp + s * L * L + m, L, cnt)), cnt);
+        for (int s = 0; s * Vec::kLanes < cols; ++s) {
+          const int64_t cnt = std::min<int64_t>(Vec::kLanes, cols - s * Vec::kLanes);
+          st(c + s * Vec::kLanes,
+             Vec::add(ld(c + s * Vec::kLanes, cnt), Vec::gather(tmp + s * Vec::kLanes * RL + m, RL, cnt)), cnt);
         }
       }
     }
@@ -742,6 +765,6 @@ const Kernels kKernels = {
     {&elman_backward<false>, &elman_backward<true>, &lstm_backward, &gru_backward},
     &small_batch_forward,
     &small_batch_backward,
-    Vec::kLanes,
+    kLanesRowVecs * Vec::kLanes,
     &lanes_gemm,
 };

@@ -11,12 +11,14 @@ namespace rnnkit::kernels::cpu::tuning {
 // rnn_backward_workspace_size, so set it before sizing workspaces. Not thread-safe.
 void set_backward_chunk_rows(int64_t rows);
 
-// Lowers (or raises) the W_hh size, in floats, from which batches that fill a
-// vector take the rows-in-lanes product (rnn.cpp, lanes_path), so that tests
-// reach that path with small layers, also with 8-lane vectors, where the default
-// rule never takes it; a negative value restores the default.
+// Lowers (or raises) the W_hh size, in floats, from which batches of 14-16 rows
+// take the rows-in-lanes product (rnn.cpp, lanes_path), so that tests reach
+// that path with small layers; a negative value restores the default.
 // Changes the workspace sizes, so set it before sizing them. Not thread-safe.
 void set_lanes_min_weights(int64_t floats);
+
+// The default of that size: 1.5x the L2 cache of the machine's cores, in floats.
+int64_t default_lanes_min_weights();
 
 // Which forward path dims take on the active instruction set: "small-batch",
 // "lanes" (rows-in-lanes products) or "gemm" (oneDNN per-step products).
