@@ -1523,6 +1523,67 @@ TEST(RnnKernels, ActivationsMatchCLibrary) {
   }
 }
 
+// The vectorised pointwise passes evaluate several vectors' activations
+// interleaved (whole groups of vectors, then pairs, then single and partial
+// vectors): a unit's results must not depend on which of these it fell into.
+// Each row is computed whole and unit by unit (a one-lane partial vector), and
+// every output must agree bit for bit, forward (inference and training) and
+// backward, for every cell and lengths that reach each kind of group.
+TEST(RnnKernels, PointwiseDoesNotDependOnPosition) {
+  const int64_t lengths[] = {1, 7, 16, 59, 115, 203};
+  const CellType cells[] = {CellType::RNN_TANH, CellType::RNN_RELU, CellType::LSTM, CellType::GRU};
+  for (simd::Isa isa : available_isas()) {
+    const simd::Kernels* kern = simd::kernels(isa);
+    if (kern == nullptr) continue;  // scalar: one loop, no vectors to group
+    SCOPED_TRACE(simd::isa_name(isa));
+    for (CellType cell : cells) {
+      for (int64_t H : lengths) {
+        SCOPED_TRACE(testing::Message() << "cell " << int(cell) << " H " << H);
+        std::mt19937 rng(static_cast<uint32_t>(H * 7 + int(cell)));
+        // Pre-activations up to +-12 reach both branches of tanh and the
+        // saturated ends of sigmoid.
+        std::uniform_real_distribution<float> wide(-12.0f, 12.0f), unit(-1.0f, 1.0f);
+        const auto fill = [&](size_t n, std::uniform_real_distribution<float>& d) {
+          std::vector<float> v(n);
+          for (float& x : v) x = d(rng);
+          return v;
+        };
+        const std::vector<float> gates0 = fill(4 * H, wide), bias = fill(4 * H, unit), h_prev = fill(H, unit),
+                                 c_prev = fill(H, wide), dh_a = fill(H, unit), dh_b = fill(H, unit),
+                                 dc0 = fill(H, unit);
+        for (bool training : {false, true}) {
+          std::vector<float> g_all = gates0, c_all(H), h_all(H);
+          std::vector<float> g_one = gates0, c_one(H), h_one(H);
+          kern->forward[int(cell)](H, H, g_all.data(), bias.data(), h_prev.data(), c_prev.data(), c_all.data(),
+                                   h_all.data(), training);
+          for (int64_t j = 0; j < H; ++j)
+            kern->forward[int(cell)](1, H, g_one.data() + j, bias.data() + j, h_prev.data() + j,
+                                     c_prev.data() + j, c_one.data() + j, h_one.data() + j, training);
+          EXPECT_EQ(std::memcmp(h_all.data(), h_one.data(), H * sizeof(float)), 0) << "h";
+          if (cell == CellType::LSTM)
+            EXPECT_EQ(std::memcmp(c_all.data(), c_one.data(), H * sizeof(float)), 0) << "c";
+          if (training)
+            EXPECT_EQ(std::memcmp(g_all.data(), g_one.data(), g_all.size() * sizeof(float)), 0) << "gates";
+          if (!training) continue;
+          // Backward from the training forward's saved gates (and c).
+          std::vector<float> dg_all(4 * H), dg_one(4 * H), dd_all(H), dd_one(H);
+          std::vector<float> dc_all = dc0, dc_one = dc0;
+          kern->backward[int(cell)](H, H, g_all.data(), h_prev.data(), c_prev.data(), c_all.data(), dh_a.data(),
+                                    dh_b.data(), dd_all.data(), dc_all.data(), dg_all.data());
+          for (int64_t j = 0; j < H; ++j)
+            kern->backward[int(cell)](1, H, g_all.data() + j, h_prev.data() + j, c_prev.data() + j,
+                                      c_all.data() + j, dh_a.data() + j, dh_b.data() + j, dd_one.data() + j,
+                                      dc_one.data() + j, dg_one.data() + j);
+          EXPECT_EQ(std::memcmp(dg_all.data(), dg_one.data(), dg_all.size() * sizeof(float)), 0) << "dgates";
+          EXPECT_EQ(std::memcmp(dc_all.data(), dc_one.data(), H * sizeof(float)), 0) << "dc";
+          if (cell == CellType::GRU)
+            EXPECT_EQ(std::memcmp(dd_all.data(), dd_one.data(), H * sizeof(float)), 0) << "dh_direct";
+        }
+      }
+    }
+  }
+}
+
 TEST(RnnKernels, GateCounts) {
   EXPECT_EQ(k::gate_count(CellType::RNN_TANH), 1);
   EXPECT_EQ(k::gate_count(CellType::RNN_RELU), 1);

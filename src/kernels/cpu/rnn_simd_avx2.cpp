@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/rnn_simd.h"
@@ -14,13 +15,15 @@
 
 #pragma GCC push_options
 // GCC 12's intrinsic headers leave the "undefined" source operand of the
-// unmasked forms uninitialised on purpose; its maybe-uninitialized warning on
-// them is noise.
+// unmasked forms uninitialised on purpose; its (maybe-)uninitialized warnings on
+// them are noise.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC target("avx2,fma,bmi,bmi2,f16c")
 
 #include "kernels/cpu/simd_math.h"
+#include "kernels/cpu/simd_vec_multi.h"
 #include "kernels/cpu/simd_vec_avx2.h"
 
 namespace rnnkit::kernels::cpu::simd {

@@ -19,7 +19,7 @@
 namespace rnnkit::kernels::cpu::simd {
 
 template <class V>
-inline typename V::reg exp(typename V::reg x) {
+[[gnu::always_inline]] inline typename V::reg exp(typename V::reg x) {
   using reg = typename V::reg;
   // Below -104 the result is 0 even as a subnormal; above 88.8 it is +inf. NaN
   // passes both clamps (it is the second operand).
@@ -42,14 +42,14 @@ inline typename V::reg exp(typename V::reg x) {
 // which leaves it within about half an ulp plus 2^-27 relative of num/den,
 // several times cheaper than a division.
 template <class V>
-inline typename V::reg div_by_1_to_2(typename V::reg num, typename V::reg den) {
+[[gnu::always_inline]] inline typename V::reg div_by_1_to_2(typename V::reg num, typename V::reg den) {
   const typename V::reg r = V::recip_1_2(den);
   const typename V::reg q = V::mul(num, r);
   return V::fmadd(V::fnmadd(den, q, num), r, q);
 }
 
 template <class V>
-inline typename V::reg sigmoid(typename V::reg x) {
+[[gnu::always_inline]] inline typename V::reg sigmoid(typename V::reg x) {
   using reg = typename V::reg;
   const reg one = V::set1(1.0f);
   const reg e = exp<V>(V::sub(V::zero(), V::abs(x)));
@@ -57,7 +57,7 @@ inline typename V::reg sigmoid(typename V::reg x) {
 }
 
 template <class V>
-inline typename V::reg tanh(typename V::reg x) {
+[[gnu::always_inline]] inline typename V::reg tanh(typename V::reg x) {
   using reg = typename V::reg;
   const reg one = V::set1(1.0f);
   const reg a = V::abs(x);
