@@ -532,13 +532,21 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
       const bool ascending = (step & 1) == 1;
       scheduler.step(t, step, sched_state, [&](int g) {
         const int64_t jb0 = blocks * g / groups, jb1 = blocks * (g + 1) / groups;
+        const int64_t u0 = jb0 * kPackBlock, u1 = std::min(H, jb1 * kPackBlock);
         // All of h is read by every block, and the other groups' parts of it
         // were just written on other cores: request those cache lines at once,
         // so that their transfers overlap each other and the product over this
         // group's own part instead of stalling the first block where it meets
         // them (-2 to -7% per step at H = 128, N = 1 on two Zen 3 cores, where a
-        // line takes about 200 ns from one core to the other).
-        for (int64_t b = 0; b < s.n; ++b) prefetch_lines(h_rows[b], K);
+        // line takes about 200 ns from one core to the other). The same for the
+        // step's gates rows (written by the input projection long before, so
+        // in L2 or L3; -1.5% there): each block's first loads would wait for
+        // them in turn, and their strided lines escape the hardware prefetcher.
+        for (int64_t b = 0; b < s.n; ++b) {
+          prefetch_lines(h_rows[b], K);
+          if (u1 > u0)
+            for (int q = 0; q < S; ++q) prefetch_lines(g_rows[b] + q * H + u0, u1 - u0);
+        }
         for (int64_t i = jb0; i < jb1; ++i) {
           const int64_t jb = ascending ? i : jb1 - 1 - (i - jb0);
           const int64_t j = jb * kPackBlock;
@@ -553,7 +561,6 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
         }
         // The pointwise pass over all of the group's units at once: its vectors
         // are independent, so their long activation chains overlap.
-        const int64_t u0 = jb0 * kPackBlock, u1 = std::min(H, jb1 * kPackBlock);
         for (int64_t b = 0; b < s.n && u1 > u0; ++b)
           pointwise(u1 - u0, H, g_rows[b] + u0, a.bias + u0, h_rows[b] + u0,
                     lstm ? c_prev_rows[b] + u0 : nullptr, lstm ? c_rows[b] + u0 : nullptr,
