@@ -1094,6 +1094,63 @@ TEST(RnnKernels, PackedWeightsForEachPath) {
 // packed_gemm with row strides other than the widths (a GRU's gates rows, a
 // bidirectional layer's y) gives exactly what it gives on dense copies of the same
 // rows, and the product itself, for both weight orientations.
+// Small-batch float weights are packed k-major for passes that take all gates
+// at once and gate-major where a batch's passes take the gates a few at a time
+// (8-lane vectors, more than one row: Kernels::gate_major). Packed for one batch
+// and used for another, they are used where the layouts agree and ignored
+// (the forward packs for itself) where they differ: either way the results are
+// those of the forward packing for itself, bit for bit.
+TEST(RnnKernels, PackedSmallBatchLayouts) {
+  for (simd::Isa isa : available_isas()) {
+    const simd::Kernels* kern = simd::kernels(isa);
+    if (kern == nullptr) continue;
+    SCOPED_TRACE(simd::isa_name(isa));
+    const IsaScope scope(isa);
+    EXPECT_FALSE(kern->gate_major(4, 1)) << "one row takes all gates per pass";
+    EXPECT_EQ(kern->gate_major(4, 4), isa == simd::Isa::kAvx2) << "4 rows of 4 gates: 32 accumulators with 8 lanes";
+    EXPECT_FALSE(kern->gate_major(1, 4)) << "one gate: one layout";
+    for (CellType cell : {CellType::LSTM, CellType::GRU}) {
+      for (int64_t N : {1, 3, 4}) {
+        SCOPED_TRACE(testing::Message() << "cell " << int(cell) << " batch " << N);
+        Config c = random_config(cell, 11 + N);
+        c.I = 24, c.H = 40, c.P = 0, c.N = N, c.T = 4;  // H = 40: a partial last block
+        c.has_bias = true;
+        c.batch_sizes.assign(4, N);
+        c.separate_scratch = false;
+        ASSERT_STREQ(k::tuning::forward_path(c.dims()), "small-batch");
+        const Problem p = random_problem(c);
+        const std::vector<float> w_ih(p.w_ih.begin(), p.w_ih.end()), w_hh(p.w_hh.begin(), p.w_hh.end());
+        const std::vector<float> b_ih(p.b_ih.begin(), p.b_ih.end()), b_hh(p.b_hh.begin(), p.b_hh.end());
+        const std::vector<float> x(p.x.begin(), p.x.end());
+        const RnnLayerDims d = c.dims();
+        std::vector<float> ws(k::rnn_forward_workspace_size(d, false));
+        const auto forward = [&](const float* packed) {
+          RnnWeights<float> wt;
+          wt.w_ih = w_ih.data();
+          wt.w_hh = w_hh.data();
+          wt.b_ih = b_ih.data();
+          wt.b_hh = b_hh.data();
+          wt.w_hh_packed = packed;
+          std::vector<float> y(static_cast<size_t>(c.rows() * c.H));
+          k::rnn_forward<float>(d, wt, x.data(), c.I, nullptr, nullptr, y.data(), c.H, nullptr, nullptr,
+                                ws.data(), false);
+          return y;
+        };
+        const std::vector<float> want = forward(nullptr);
+        for (int64_t packed_n : {1, 2, 4}) {
+          Config other = c;
+          other.N = packed_n;
+          other.batch_sizes.assign(4, packed_n);
+          std::vector<float> packed(k::rnn_packed_weights_size(other.dims()));
+          ASSERT_FALSE(packed.empty());
+          k::rnn_pack_weights(other.dims(), w_hh.data(), packed.data());
+          EXPECT_EQ(forward(packed.data()), want) << "weights packed for a batch of " << packed_n;
+        }
+      }
+    }
+  }
+}
+
 TEST(RnnKernels, PackedGemmStridedOperands) {
   std::mt19937_64 rng(91);
   std::uniform_real_distribution<float> uni(-1.0f, 1.0f);

@@ -161,11 +161,21 @@ struct PackedHeader {
   uint32_t magic, cell, hidden_size, proj_size, precision, kind;
   // kGemm only: oneDNN's layout depends on these too.
   uint32_t batch, threads, floats;
+  // kSmallBatch float only: packed gate-major (simd::Kernels::gate_major).
+  uint32_t gate_major;
 };
+static_assert(sizeof(PackedHeader) <= kPackedHeader * sizeof(float), "the header fits its floats");
+
+// Whether the small-batch forward on d takes float weights packed gate-major.
+bool small_batch_gate_major(const RnnLayerDims& d) {
+  const simd::Kernels* k = simd::active_kernels();
+  return k != nullptr && k->gate_major(gate_count(d.cell), d.batch);
+}
 
 // The caller-packed weights' body for a forward on d by the given path, or null
 // when they were packed for the other path, another batch (kGemm) or another
-// thread count (kGemm): the forward then packs for itself. Weights packed for
+// thread count (kGemm), or in the other float layout (kSmallBatch: the batch
+// or the instruction set decides it): the forward then packs for itself. Weights packed for
 // another cell or size are a caller error and throw, as do bfloat16 ones in
 // training.
 const float* packed_body(const RnnLayerDims& d, const float* packed, PackedKind kind,
@@ -181,6 +191,8 @@ const float* packed_body(const RnnLayerDims& d, const float* packed, PackedKind 
   RNNKIT_CHECK(!(*bf16 && training),
                "rnn_forward: bfloat16 packed weights are for inference only (training = true)");
   if (h.kind != static_cast<uint32_t>(kind)) return nullptr;
+  if (kind == PackedKind::kSmallBatch && !*bf16 && (h.gate_major != 0) != small_batch_gate_major(d))
+    return nullptr;
   if (kind == PackedKind::kGemm) {
     const int64_t G = gate_count(d.cell);
     if (h.batch != static_cast<uint32_t>(d.batch) ||
@@ -440,6 +452,7 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
                                : packed_body(d, w.w_hh_packed, PackedKind::kSmallBatch, Training, &a.bf16);
       a.pack = given == nullptr;
       if (a.pack) a.bf16 = false;
+      a.gate_major = small_batch_gate_major(d);
       a.packed = a.pack ? packed : const_cast<float*>(given);
       a.gates = gates;
       a.ldg = ldg;
@@ -940,6 +953,8 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
   header.kind = static_cast<uint32_t>(small   ? PackedKind::kSmallBatch
                                       : lanes ? PackedKind::kLanes
                                               : PackedKind::kGemm);
+  const bool gate_major = small && precision == PackedPrecision::kFloat32 && small_batch_gate_major(dims);
+  header.gate_major = gate_major ? 1 : 0;
   if (!small && !lanes) {
     header.batch = static_cast<uint32_t>(dims.batch);
     header.threads = static_cast<uint32_t>(rnnkit::get_num_threads());
@@ -957,7 +972,7 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
   else if (precision == PackedPrecision::kBFloat16)
     simd::pack_recurrent_bf16(G, H, H, w_hh, reinterpret_cast<uint16_t*>(body));
   else
-    simd::pack_recurrent(G, H, H, w_hh, body, 0, (H + simd::kPackBlock - 1) / simd::kPackBlock);
+    simd::pack_recurrent(G, H, H, w_hh, body, 0, (H + simd::kPackBlock - 1) / simd::kPackBlock, gate_major);
 }
 
 template <class T>

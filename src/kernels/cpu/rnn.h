@@ -80,7 +80,8 @@ struct RnnWeights {
   // skips packing w_hh itself at every call (worth it when the weights do not
   // change between calls, as in inference). w_hh is still required. Packed
   // weights that do not fit this call (packed for another batch path, or, on
-  // the GEMM path, another batch or thread count) are ignored; rnn_forward
+  // the GEMM path, another batch or thread count, or on the small-batch path in
+  // the other float layout: see rnn_pack_weights) are ignored; rnn_forward
   // throws if they were packed for another cell or size, or in bfloat16 for a
   // training forward.
   const T* w_hh_packed = nullptr;
@@ -124,9 +125,11 @@ enum class PackedPrecision { kFloat32, kBFloat16 };
 size_t rnn_packed_weights_size(const RnnLayerDims& dims,
                                PackedPrecision precision = PackedPrecision::kFloat32);
 // Writes w_hh [G*H, Hout] re-laid out for the path dims take (internal layouts,
-// tagged with what they depend on: for the small-batch path cell, sizes and
-// precision only; for the GEMM path (larger batches) also the batch and the thread count, as
-// oneDNN's matmul chooses the layout).
+// tagged with what they depend on: for the small-batch path cell, sizes,
+// precision and, for float, whether the batch's passes take the gates a few at
+// a time, which with AVX2 they do for more than one row (then each gate's
+// weights are packed contiguous); for the GEMM path (larger batches) also the
+// batch and the thread count, as oneDNN's matmul chooses the layout).
 // packed: [rnn_packed_weights_size(dims, precision)], 64-byte aligned is best.
 void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed,
                       PackedPrecision precision = PackedPrecision::kFloat32);

@@ -83,7 +83,8 @@ int64_t packed_recurrent_size(int64_t G, int64_t H, int64_t K) {
 
 // Compiled for AVX-512, AVX2 and plain x86-64, chosen at load time.
 __attribute__((target_clones("avx512f", "avx2", "default"))) void pack_recurrent(
-    int64_t G, int64_t H, int64_t K, const float* w_hh, float* packed, int64_t block_begin, int64_t block_end) {
+    int64_t G, int64_t H, int64_t K, const float* w_hh, float* packed, int64_t block_begin, int64_t block_end,
+    bool gate_major) {
   // A 16 x 16 tile at a time: 16 rows of w_hh (one gate's units of the block)
   // by 16 consecutive k, read row by row (one cache line each) and written
   // transposed. Reading column by column instead (16 rows, then the next k)
@@ -93,7 +94,9 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void pack_recurrent
   alignas(64) float tile[B][B];
   for (int64_t jb = block_begin; jb < block_end; ++jb) {
     const int64_t units = std::min(B, H - jb * B);
-    float* dst = packed + jb * K * G * B;  // [K][G][16]
+    float* dst = packed + jb * K * G * B;  // [K][G][16] or [G][K][16]
+    // Elements between consecutive k, and between consecutive gates.
+    const int64_t k_step = gate_major ? B : G * B, g_step = gate_major ? K * B : B;
     for (int64_t g = 0; g < G; ++g) {
       const float* rows = w_hh + (g * H + jb * B) * K;
       for (int64_t k0 = 0; k0 < K; k0 += B) {
@@ -108,7 +111,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void pack_recurrent
             for (int64_t kk = 0; kk < B; ++kk) tile[u][kk] = 0.f;
         }
         for (int64_t kk = 0; kk < width; ++kk) {
-          float* out = dst + ((k0 + kk) * G + g) * B;
+          float* out = dst + (k0 + kk) * k_step + g * g_step;
           for (int64_t u = 0; u < B; ++u) out[u] = tile[u][kk];
         }
       }
@@ -146,7 +149,7 @@ void pack_lanes(int64_t N, int64_t K, const float* w, int64_t ldw, bool w_is_kn,
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t jb = 0; jb < blocks; ++jb) {
     if (!w_is_kn) {
-      pack_recurrent(1, N, K, w, packed, jb, jb + 1);
+      pack_recurrent(1, N, K, w, packed, jb, jb + 1, false);
       continue;
     }
     const int64_t n0 = jb * kPackBlock, cols = std::min(kPackBlock, N - n0);

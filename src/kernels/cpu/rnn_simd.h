@@ -46,12 +46,13 @@ constexpr int64_t kPackBlock = 16;
 // which batches do).
 constexpr int64_t kSmallBatchMax = 32;
 // Floats of W_hh [G*H, K] packed for the small-batch path: ceil(H/16) blocks,
-// each [K][G][16] (unit fastest, then gate, then input column k; units past H
-// are zero).
+// each [K][G][16] (unit fastest, then gate, then input column k), or with
+// gate_major [G][K][16] (each gate's part of the block contiguous); units past
+// H are zero. Which one a forward reads is Kernels::gate_major's choice.
 int64_t packed_recurrent_size(int64_t G, int64_t H, int64_t K);
 // Packs blocks [block_begin, block_end) of w_hh into packed (same layout).
 void pack_recurrent(int64_t G, int64_t H, int64_t K, const float* w_hh, float* packed,
-                    int64_t block_begin, int64_t block_end);
+                    int64_t block_begin, int64_t block_end, bool gate_major);
 // W_hh in bfloat16 (round to nearest even), all blocks, each [K/2][G][16][2]:
 // the weights of k and k + 1 side by side in one 32-bit lane, so that one load
 // and one shift or mask widen them (K odd: the last pair's second half is 0).
@@ -97,6 +98,7 @@ struct SmallBatchForward {
   const float* w_ih = nullptr;         // [G*H, I]
   const float* w_hh = nullptr;         // [G*H, H], packed by the threads when pack
   float* packed = nullptr;             // packed W_hh: written when pack, else read
+  bool gate_major = false;             // packed's layout (float): Kernels::gate_major
   bool pack = true;
   bool bf16 = false;                   // packed holds bfloat16 (then pack is false)
   float* gates = nullptr;              // [rows, S*H] written: input projection (no biases),
@@ -149,6 +151,11 @@ struct Kernels {
   ArrayFn exp, sigmoid, tanh;
   RowForward forward[4];    // indexed by CellType
   RowBackward backward[4];
+  // Whether the small-batch forward of a batch of `batch` rows takes float
+  // weights packed gate-major (pack_recurrent): where its passes take the gates
+  // a few at a time (8-lane vectors and more than one row), so that each pass
+  // streams contiguous weights.
+  bool (*gate_major)(int64_t G, int64_t batch);
   void (*small_batch_forward)(const SmallBatchForward& args);
   void (*small_batch_backward)(const SmallBatchBackward& args);
   int lanes;  // rows one lanes_gemm call takes: 16 (one AVX-512 vector, two AVX2 ones)
