@@ -1463,7 +1463,26 @@ TEST(RnnKernels, PackedWeightsBf16AndChecks) {
                           ws.data(), false);
     double max_err = 0;
     for (size_t i = 0; i < y32.size(); ++i) max_err = std::max(max_err, double(std::abs(y16[i] - y32[i])));
-    if (simd::active_kernels() != nullptr) EXPECT_GT(max_err, 0.0) << "bfloat16 weights were not used";
+    if (simd::active_kernels() != nullptr) {
+      EXPECT_GT(max_err, 0.0) << "bfloat16 weights were not used";
+      // The same forward in float from W_hh rounded to bfloat16 (to nearest
+      // even) agrees to float rounding: only the order of the sums differs.
+      std::vector<float> w_round(w_hh.size()), y_round(rows * H);
+      for (size_t i = 0; i < w_hh.size(); ++i) {
+        uint32_t bits;
+        std::memcpy(&bits, &w_hh[i], sizeof bits);
+        bits = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
+        std::memcpy(&w_round[i], &bits, sizeof bits);
+      }
+      RnnWeights<float> wr = w;
+      wr.w_hh = w_round.data();
+      wr.w_hh_packed = nullptr;
+      k::rnn_forward<float>(d, wr, x.data(), c.I, nullptr, nullptr, y_round.data(), H, nullptr, nullptr,
+                            ws.data(), false);
+      double max_diff = 0;
+      for (size_t i = 0; i < y16.size(); ++i) max_diff = std::max(max_diff, double(std::abs(y16[i] - y_round[i])));
+      EXPECT_LT(max_diff, 1e-5) << "bfloat16 forward against float on the rounded weights";
+    }
     EXPECT_LT(max_err, 2e-2);
     // Training with bfloat16 weights, or weights packed for another size, is refused.
     EXPECT_THROW(k::rnn_forward<float>(d, w, x.data(), c.I, nullptr, nullptr, y16.data(), H, nullptr,

@@ -161,12 +161,12 @@ struct PackedHeader {
   uint32_t magic, cell, hidden_size, proj_size, precision, kind;
   // kGemm only: oneDNN's layout depends on these too.
   uint32_t batch, threads, floats;
-  // kSmallBatch float only: packed gate-major (simd::Kernels::gate_major).
+  // kSmallBatch only: packed gate-major (simd::Kernels::gate_major).
   uint32_t gate_major;
 };
 static_assert(sizeof(PackedHeader) <= kPackedHeader * sizeof(float), "the header fits its floats");
 
-// Whether the small-batch forward on d takes float weights packed gate-major.
+// Whether the small-batch forward on d takes weights packed gate-major.
 bool small_batch_gate_major(const RnnLayerDims& d) {
   const simd::Kernels* k = simd::active_kernels();
   return k != nullptr && k->gate_major(gate_count(d.cell), d.batch);
@@ -174,8 +174,8 @@ bool small_batch_gate_major(const RnnLayerDims& d) {
 
 // The caller-packed weights' body for a forward on d by the given path, or null
 // when they were packed for the other path, another batch (kGemm) or another
-// thread count (kGemm), or in the other float layout (kSmallBatch: the batch
-// or the instruction set decides it): the forward then packs for itself. Weights packed for
+// thread count (kGemm), or in the other layout (kSmallBatch: the batch and the
+// instruction set decide it): the forward then packs for itself (in float). Weights packed for
 // another cell or size are a caller error and throw, as do bfloat16 ones in
 // training.
 const float* packed_body(const RnnLayerDims& d, const float* packed, PackedKind kind,
@@ -191,7 +191,7 @@ const float* packed_body(const RnnLayerDims& d, const float* packed, PackedKind 
   RNNKIT_CHECK(!(*bf16 && training),
                "rnn_forward: bfloat16 packed weights are for inference only (training = true)");
   if (h.kind != static_cast<uint32_t>(kind)) return nullptr;
-  if (kind == PackedKind::kSmallBatch && !*bf16 && (h.gate_major != 0) != small_batch_gate_major(d))
+  if (kind == PackedKind::kSmallBatch && (h.gate_major != 0) != small_batch_gate_major(d))
     return nullptr;
   if (kind == PackedKind::kGemm) {
     const int64_t G = gate_count(d.cell);
@@ -953,7 +953,7 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
   header.kind = static_cast<uint32_t>(small   ? PackedKind::kSmallBatch
                                       : lanes ? PackedKind::kLanes
                                               : PackedKind::kGemm);
-  const bool gate_major = small && precision == PackedPrecision::kFloat32 && small_batch_gate_major(dims);
+  const bool gate_major = small && small_batch_gate_major(dims);
   header.gate_major = gate_major ? 1 : 0;
   if (!small && !lanes) {
     header.batch = static_cast<uint32_t>(dims.batch);
@@ -970,7 +970,7 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
                                   static_cast<int64_t>(size - kPackedHeader)),
                  "rnn_pack_weights: oneDNN could not pack these weights");
   else if (precision == PackedPrecision::kBFloat16)
-    simd::pack_recurrent_bf16(G, H, H, w_hh, reinterpret_cast<uint16_t*>(body));
+    simd::pack_recurrent_bf16(G, H, H, w_hh, reinterpret_cast<uint16_t*>(body), gate_major);
   else
     simd::pack_recurrent(G, H, H, w_hh, body, 0, (H + simd::kPackBlock - 1) / simd::kPackBlock, gate_major);
 }

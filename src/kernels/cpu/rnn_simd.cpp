@@ -165,14 +165,18 @@ int64_t packed_recurrent_size_bf16(int64_t G, int64_t H, int64_t K) {
   return (H + kPackBlock - 1) / kPackBlock * ((K + 1) / 2 * 2) * G * kPackBlock;
 }
 
-void pack_recurrent_bf16(int64_t G, int64_t H, int64_t K, const float* w_hh, uint16_t* packed) {
-  const int64_t blocks = (H + kPackBlock - 1) / kPackBlock;
-  uint16_t* dst = packed;  // [blocks][K/2][G][16][2]
+void pack_recurrent_bf16(int64_t G, int64_t H, int64_t K, const float* w_hh, uint16_t* packed,
+                         bool gate_major) {
+  const int64_t blocks = (H + kPackBlock - 1) / kPackBlock, pairs = (K + 1) / 2;
+  constexpr int64_t kPair = 2 * kPackBlock;  // values per gate and pair of k
   for (int64_t jb = 0; jb < blocks; ++jb) {
     const int64_t units = std::min(kPackBlock, H - jb * kPackBlock);
     for (int64_t k = 0; k < K; k += 2)
       for (int64_t g = 0; g < G; ++g) {
         const float* src = w_hh + (g * H + jb * kPackBlock) * K + k;
+        // [blocks][K/2][G][16][2], or [blocks][G][K/2][16][2] gate-major.
+        uint16_t* dst = packed + jb * pairs * G * kPair +
+                        (gate_major ? g * pairs + k / 2 : k / 2 * G + g) * kPair;
         for (int64_t u = 0; u < kPackBlock; ++u)
           for (int64_t e = 0; e < 2; ++e) {
             uint32_t bits = 0;
@@ -182,7 +186,6 @@ void pack_recurrent_bf16(int64_t G, int64_t H, int64_t K, const float* w_hh, uin
             const uint32_t rounded = nan ? (bits | 0x00400000u) : bits + 0x7fffu + ((bits >> 16) & 1u);
             dst[2 * u + e] = static_cast<uint16_t>(rounded >> 16);
           }
-        dst += 2 * kPackBlock;
       }
   }
 }

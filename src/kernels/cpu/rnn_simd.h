@@ -53,11 +53,13 @@ int64_t packed_recurrent_size(int64_t G, int64_t H, int64_t K);
 // Packs blocks [block_begin, block_end) of w_hh into packed (same layout).
 void pack_recurrent(int64_t G, int64_t H, int64_t K, const float* w_hh, float* packed,
                     int64_t block_begin, int64_t block_end, bool gate_major);
-// W_hh in bfloat16 (round to nearest even), all blocks, each [K/2][G][16][2]:
-// the weights of k and k + 1 side by side in one 32-bit lane, so that one load
-// and one shift or mask widen them (K odd: the last pair's second half is 0).
+// W_hh in bfloat16 (round to nearest even), all blocks, each [K/2][G][16][2],
+// or [G][K/2][16][2] with gate_major: the weights of k and k + 1 side by side
+// in one 32-bit lane, so that one load and one shift or mask widen them (K odd:
+// the last pair's second half is 0).
 int64_t packed_recurrent_size_bf16(int64_t G, int64_t H, int64_t K);  // 16-bit values
-void pack_recurrent_bf16(int64_t G, int64_t H, int64_t K, const float* w_hh, uint16_t* packed);
+void pack_recurrent_bf16(int64_t G, int64_t H, int64_t K, const float* w_hh, uint16_t* packed,
+                         bool gate_major);
 
 // Rows-in-lanes product, for GEMM-path batches that fill a vector (rnn.cpp,
 // lanes_path): C[M, N] (row stride ldc) += A[M, K] (row stride lda) op(W), with
@@ -98,7 +100,7 @@ struct SmallBatchForward {
   const float* w_ih = nullptr;         // [G*H, I]
   const float* w_hh = nullptr;         // [G*H, H], packed by the threads when pack
   float* packed = nullptr;             // packed W_hh: written when pack, else read
-  bool gate_major = false;             // packed's layout (float): Kernels::gate_major
+  bool gate_major = false;             // packed's layout: Kernels::gate_major
   bool pack = true;
   bool bf16 = false;                   // packed holds bfloat16 (then pack is false)
   float* gates = nullptr;              // [rows, S*H] written: input projection (no biases),
@@ -151,8 +153,8 @@ struct Kernels {
   ArrayFn exp, sigmoid, tanh;
   RowForward forward[4];    // indexed by CellType
   RowBackward backward[4];
-  // Whether the small-batch forward of a batch of `batch` rows takes float
-  // weights packed gate-major (pack_recurrent): where its passes take the gates
+  // Whether the small-batch forward of a batch of `batch` rows takes weights
+  // packed gate-major (pack_recurrent*): where its passes take the gates
   // a few at a time (8-lane vectors and more than one row), so that each pass
   // streams contiguous weights.
   bool (*gate_major)(int64_t G, int64_t batch);

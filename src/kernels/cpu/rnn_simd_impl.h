@@ -355,17 +355,18 @@ inline void recurrent_block(const float* wp, int64_t K, int64_t H, const float* 
 // ([K/2][G][16][2], see pack_recurrent_bf16): one load and one shift or mask
 // per 16 weights; h and the sums stay float. Two accumulator sets (k even, k
 // odd) when registers allow, for enough FMA chains.
-// (Always k-major: GM is not used.)
 template <int G, int GP, int NB, bool GM>
 inline void recurrent_block(const uint16_t* wp, int64_t K, int64_t H, const float* const* h,
                             float* const* g_rows, int g0, int64_t cnt) {
   constexpr int KS = 2 * NB * GP * kSub <= Vec::kRegisters - 8 ? 2 : 1;
   reg acc[KS][NB][GP][kSub];
   load_accumulators(acc, g_rows, H, g0, cnt);
-  wp += g0 * kPackBlock * 2;
+  // Values between consecutive pairs of k, and between consecutive gates.
+  const int64_t k_step = (GM ? 1 : G) * kPackBlock * 2, g_step = GM ? (K + 1) / 2 * kPackBlock * 2 : kPackBlock * 2;
+  wp += g0 * g_step;
   const int64_t pairs = K / 2;
   for (int64_t kp = 0; kp < pairs; ++kp) {
-    const uint16_t* w = wp + kp * G * kPackBlock * 2;
+    const uint16_t* w = wp + kp * k_step;
     reg h0[NB], h1[NB];
 #pragma GCC unroll 16
     for (int b = 0; b < NB; ++b) {
@@ -377,7 +378,7 @@ inline void recurrent_block(const uint16_t* wp, int64_t K, int64_t H, const floa
 #pragma GCC unroll 16
       for (int s = 0; s < kSub; ++s) {
         reg w0, w1;
-        Vec::load_bf16_pairs(w + (g * kPackBlock + s * Vec::kLanes) * 2, &w0, &w1);
+        Vec::load_bf16_pairs(w + g * g_step + s * Vec::kLanes * 2, &w0, &w1);
 #pragma GCC unroll 16
         for (int b = 0; b < NB; ++b) {
           acc[0][b][g][s] = Vec::fmadd(w0, h0[b], acc[0][b][g][s]);
@@ -386,13 +387,13 @@ inline void recurrent_block(const uint16_t* wp, int64_t K, int64_t H, const floa
       }
   }
   if (K % 2 == 1) {  // the last k alone; its pair's other half is zero
-    const uint16_t* w = wp + pairs * G * kPackBlock * 2;
+    const uint16_t* w = wp + pairs * k_step;
 #pragma GCC unroll 16
     for (int g = 0; g < GP; ++g)
 #pragma GCC unroll 16
       for (int s = 0; s < kSub; ++s) {
         reg w0, w1;
-        Vec::load_bf16_pairs(w + (g * kPackBlock + s * Vec::kLanes) * 2, &w0, &w1);
+        Vec::load_bf16_pairs(w + g * g_step + s * Vec::kLanes * 2, &w0, &w1);
 #pragma GCC unroll 16
         for (int b = 0; b < NB; ++b)
           acc[0][b][g][s] = Vec::fmadd(w0, Vec::broadcast(h[b] + K - 1), acc[0][b][g][s]);
@@ -401,38 +402,31 @@ inline void recurrent_block(const uint16_t* wp, int64_t K, int64_t H, const floa
   store_accumulators(acc, g_rows, H, g0, cnt);
 }
 
-// Steps along k per chunk when a block's gates take several passes over
-// k-major weights (bfloat16): the chunk's weights (kGateChunk * G * 16 values)
-// stay in L1 from the first pass to the last, so that the block's weights still
-// stream from L2/L3 once and in order. Float weights are packed gate-major where
-// this happens (Kernels::gate_major), so that each pass streams its gate's
-// contiguous weights from the start: LSTM H = 512, N = 4 on two Zen 3 cores, 128
-// -> 104 us per step with the input projection (the k-major 64-step chunks' pass
-// read one 64-byte line in four, which the prefetchers served poorly; 12 ->
-// 7.4 cycles per 8 FMAs with the weights in L3, measured alone); N = 2 88 -> 71,
-// GRU N = 4 91 -> 77. One-row passes (all gates at once) stay k-major: a single
-// stream is 2-3% faster there than four.
-constexpr int64_t kGateChunk = 64;
-
-// NB rows through all G gates, gates_per_pass(G, NB) at a time.
+// NB rows through all G gates, gates_per_pass(G, NB) at a time. Where that is
+// fewer than G, the weights are packed gate-major (Kernels::gate_major decides
+// from the batch's widest pass, and narrower ones take at least as many gates),
+// so that each pass streams its gates' contiguous weights. Such passes first
+// went over k-major weights in 64-step chunks, whose weights stayed in L1 from
+// the first gate's pass to the last; but each pass then read one 64-byte line
+// in four, which the prefetchers served poorly: 7.2-8.3 cycles per 8 FMAs
+// against 4.4 for contiguous weights, measured alone with the weights in L3 on
+// two Zen 3 cores. Whole steps with the input projection, us: LSTM H = 512 N =
+// 4 128-144 -> 104-114, N = 2 88-91 -> 69-71, GRU H = 512 N = 4 91-103 -> 77-88.
+// One-row passes (all gates at once) stay k-major: one stream is 2-3% faster
+// there than four.
 template <int G, int NB, bool GM, class W>
 inline void recurrent_block_gates(const W* wp, int64_t K, int64_t H, const float* const* h,
                                   float* const* g_rows, int64_t cnt) {
   constexpr int GP = gates_per_pass(G, NB);
-  if constexpr (GP == G || (GM && std::is_same_v<W, float>)) {
-    for (int g0 = 0; g0 < G; g0 += GP) recurrent_block<G, GP, NB, GM>(wp, K, H, h, g_rows, g0, cnt);
-  } else {
-    // Elements of W per k (bfloat16 weights come in pairs along k).
-    constexpr int64_t per_k = G * kPackBlock;
-    static_assert(kGateChunk % 2 == 0, "chunks keep bfloat16 pairs whole");
-    for (int64_t k0 = 0; k0 < K; k0 += kGateChunk) {
-      const int64_t kc = std::min(kGateChunk, K - k0);
-      const float* hk[NB];
-      for (int b = 0; b < NB; ++b) hk[b] = h[b] + k0;
-      for (int g0 = 0; g0 < G; g0 += GP)
-        recurrent_block<G, GP, NB, false>(wp + k0 * per_k, kc, H, hk, g_rows, g0, cnt);
-    }
-  }
+  static_assert(GP == G || GM, "k-major passes take all gates");
+  for (int g0 = 0; g0 < G; g0 += GP) recurrent_block<G, GP, NB, GM>(wp, K, H, h, g_rows, g0, cnt);
+}
+
+// Rows one pass over k-major weights takes: the most that all G gates fit.
+constexpr int all_gates_rows(int G) {
+  int nb = 1;
+  while (nb < kMaxBatchPerPass && gates_per_pass(G, nb + 1) == G) ++nb;
+  return nb;
 }
 
 // The last rows < kMaxBatchPerPass: the widest pass that fits them.
@@ -451,15 +445,22 @@ inline void recurrent_block_tail(const W* wp, int64_t K, int64_t H, const float*
 template <int G, bool GM, class W>
 inline void recurrent_block_rows(const W* wp, int64_t K, int64_t H, const float* const* h,
                                  float* const* g_rows, int64_t rows, int64_t cnt) {
-  constexpr int NB = kMaxBatchPerPass;
+  constexpr int NB = GM ? kMaxBatchPerPass : all_gates_rows(G);
   int64_t b = 0;
   for (; b + NB <= rows; b += NB) recurrent_block_gates<G, NB, GM>(wp, K, H, h + b, g_rows + b, cnt);
-  if (b < rows) recurrent_block_tail<G, NB - 1, GM>(wp, K, H, h + b, g_rows + b, rows - b, cnt);
+  if constexpr (NB > 1)
+    if (b < rows) recurrent_block_tail<G, NB - 1, GM>(wp, K, H, h + b, g_rows + b, rows - b, cnt);
 }
 
 bool gate_major(int64_t G, int64_t batch) {
-  const int nb = static_cast<int>(std::min<int64_t>(std::max<int64_t>(batch, 1), kMaxBatchPerPass));
-  return gates_per_pass(static_cast<int>(G), nb) < G;
+  int all_gates = 0;
+  switch (G) {
+    case 1: all_gates = all_gates_rows(1); break;
+    case 3: all_gates = all_gates_rows(3); break;
+    case 4: all_gates = all_gates_rows(4); break;
+    default: return false;
+  }
+  return std::min<int64_t>(batch, kMaxBatchPerPass) > all_gates;
 }
 
 // Requests every cache line of p[0, n) into L1.
@@ -571,8 +572,8 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
           float* g_at[kSmallBatchMax];
           for (int64_t b = 0; b < s.n; ++b) g_at[b] = g_rows[b] + j;
           if (a.bf16)
-            recurrent_block_rows<G, false>(reinterpret_cast<const uint16_t*>(a.packed) + jb * block_elems_bf16,
-                                           K, H, h_rows, g_at, s.n, cnt);
+            recurrent_block_rows<G, GM>(reinterpret_cast<const uint16_t*>(a.packed) + jb * block_elems_bf16,
+                                        K, H, h_rows, g_at, s.n, cnt);
           else
             recurrent_block_rows<G, GM>(a.packed + jb * block_elems, K, H, h_rows, g_at, s.n, cnt);
         }
@@ -606,7 +607,7 @@ void small_batch_forward_layout(const SmallBatchForward& a) {
 }
 
 void small_batch_forward(const SmallBatchForward& a) {
-  if (a.gate_major && !a.bf16)
+  if (a.gate_major)
     small_batch_forward_layout<true>(a);
   else
     small_batch_forward_layout<false>(a);
