@@ -365,26 +365,55 @@ inline void recurrent_block(const uint16_t* wp, int64_t K, int64_t H, const floa
   const int64_t k_step = (GM ? 1 : G) * kPackBlock * 2, g_step = GM ? (K + 1) / 2 * kPackBlock * 2 : kPackBlock * 2;
   wp += g0 * g_step;
   const int64_t pairs = K / 2;
+  constexpr int kAcc = KS * NB * GP * kSub;
+  // Both halves of a pair at once needs 2 * NB broadcasts; the even half first,
+  // holding the odd weights for the second, needs NB and GP * kSub weights.
+  // Whichever fits the registers (4 rows of one gate with 8-lane vectors need
+  // the second: 18 registers spilled in the first).
+  constexpr bool kHalves = kAcc + 2 * NB + 2 > Vec::kRegisters && kAcc + NB + GP * kSub + 1 <= Vec::kRegisters;
   for (int64_t kp = 0; kp < pairs; ++kp) {
     const uint16_t* w = wp + kp * k_step;
-    reg h0[NB], h1[NB];
+    if constexpr (kHalves) {
+      reg odd[GP][kSub], hb[NB];
 #pragma GCC unroll 16
-    for (int b = 0; b < NB; ++b) {
-      h0[b] = Vec::broadcast(h[b] + 2 * kp);
-      h1[b] = Vec::broadcast(h[b] + 2 * kp + 1);
-    }
+      for (int b = 0; b < NB; ++b) hb[b] = Vec::broadcast(h[b] + 2 * kp);
 #pragma GCC unroll 16
-    for (int g = 0; g < GP; ++g)
+      for (int g = 0; g < GP; ++g)
 #pragma GCC unroll 16
-      for (int s = 0; s < kSub; ++s) {
-        reg w0, w1;
-        Vec::load_bf16_pairs(w + g * g_step + s * Vec::kLanes * 2, &w0, &w1);
+        for (int s = 0; s < kSub; ++s) {
+          reg w0;
+          Vec::load_bf16_pairs(w + g * g_step + s * Vec::kLanes * 2, &w0, &odd[g][s]);
 #pragma GCC unroll 16
-        for (int b = 0; b < NB; ++b) {
-          acc[0][b][g][s] = Vec::fmadd(w0, h0[b], acc[0][b][g][s]);
-          acc[KS - 1][b][g][s] = Vec::fmadd(w1, h1[b], acc[KS - 1][b][g][s]);
+          for (int b = 0; b < NB; ++b) acc[0][b][g][s] = Vec::fmadd(w0, hb[b], acc[0][b][g][s]);
         }
+#pragma GCC unroll 16
+      for (int b = 0; b < NB; ++b) hb[b] = Vec::broadcast(h[b] + 2 * kp + 1);
+#pragma GCC unroll 16
+      for (int g = 0; g < GP; ++g)
+#pragma GCC unroll 16
+        for (int s = 0; s < kSub; ++s)
+#pragma GCC unroll 16
+          for (int b = 0; b < NB; ++b) acc[KS - 1][b][g][s] = Vec::fmadd(odd[g][s], hb[b], acc[KS - 1][b][g][s]);
+    } else {
+      reg h0[NB], h1[NB];
+#pragma GCC unroll 16
+      for (int b = 0; b < NB; ++b) {
+        h0[b] = Vec::broadcast(h[b] + 2 * kp);
+        h1[b] = Vec::broadcast(h[b] + 2 * kp + 1);
       }
+#pragma GCC unroll 16
+      for (int g = 0; g < GP; ++g)
+#pragma GCC unroll 16
+        for (int s = 0; s < kSub; ++s) {
+          reg w0, w1;
+          Vec::load_bf16_pairs(w + g * g_step + s * Vec::kLanes * 2, &w0, &w1);
+#pragma GCC unroll 16
+          for (int b = 0; b < NB; ++b) {
+            acc[0][b][g][s] = Vec::fmadd(w0, h0[b], acc[0][b][g][s]);
+            acc[KS - 1][b][g][s] = Vec::fmadd(w1, h1[b], acc[KS - 1][b][g][s]);
+          }
+        }
+    }
   }
   if (K % 2 == 1) {  // the last k alone; its pair's other half is zero
     const uint16_t* w = wp + pairs * k_step;
