@@ -31,11 +31,6 @@ class StepScheduler {
 
   explicit StepScheduler(int groups) : groups_(groups) {}
 
-  // Called by every thread t of the region for steps 1, 2, ... in order; returns
-  // when all groups of `step` are done. run(g) does group g of this step.
-  // `stole` is the calling thread's own flag (false at first): whether it ran
-  // another thread's group in its previous step; if so it does not wait for the
-  // grace period again, until a step goes by without taking over.
   // A thread's own state across steps; one per thread, fresh (default) at the
   // start of the region.
   struct ThreadState {
