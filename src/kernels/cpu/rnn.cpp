@@ -175,9 +175,9 @@ bool small_batch_gate_major(const RnnLayerDims& d) {
 // The caller-packed weights' body for a forward on d by the given path, or null
 // when they were packed for the other path, another batch (kGemm) or another
 // thread count (kGemm), or in the other layout (kSmallBatch: the batch and the
-// instruction set decide it): the forward then packs for itself (in float). Weights packed for
-// another cell or size are a caller error and throw, as do bfloat16 ones in
-// training.
+// instruction set decide it): the forward then packs for itself (in float).
+// Weights packed for another cell or size are a caller error and throw, as do
+// bfloat16 ones in training.
 const float* packed_body(const RnnLayerDims& d, const float* packed, PackedKind kind,
                          bool training, bool* bf16) {
   PackedHeader h;

@@ -482,14 +482,7 @@ inline void recurrent_block_rows(const W* wp, int64_t K, int64_t H, const float*
 }
 
 bool gate_major(int64_t G, int64_t batch) {
-  int all_gates = 0;
-  switch (G) {
-    case 1: all_gates = all_gates_rows(1); break;
-    case 3: all_gates = all_gates_rows(3); break;
-    case 4: all_gates = all_gates_rows(4); break;
-    default: return false;
-  }
-  return std::min<int64_t>(batch, kMaxBatchPerPass) > all_gates;
+  return std::min<int64_t>(batch, kMaxBatchPerPass) > all_gates_rows(static_cast<int>(G));
 }
 
 // Requests every cache line of p[0, n) into L1.
