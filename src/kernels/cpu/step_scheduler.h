@@ -8,9 +8,9 @@
 // A thread that finds a group of the current step still unclaimed after a grace
 // period (its owner is late: on a shared machine, usually descheduled; the grace
 // grows with the length of the groups' work, so that a slow start of a long step
-// is not mistaken for absence) claims and runs it itself, so that one preempted thread stalls the others for
-// microseconds rather than for the rest of a scheduler time slice; while the
-// owner stays away it does so without waiting. A group is run exactly once per
+// is not mistaken for absence) claims and runs it itself, so that one preempted
+// thread stalls the others for microseconds rather than for the rest of a
+// scheduler time slice; while the owner stays away it does so without waiting. A group is run exactly once per
 // step either way, and its result does not depend on which thread ran it.
 #include <sched.h>
 
