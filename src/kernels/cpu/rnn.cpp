@@ -58,8 +58,23 @@ T* align_base(T* p) {
 
 int gate_stride(CellType cell) { return cell == CellType::GRU ? GruCell::kGateStride : gate_count(cell); }
 
+// Row stride of the gates and dgates buffers: S*H, plus one 64-byte line when
+// S*H is a multiple of 256 floats (1 KiB). The weight gradients read those
+// buffers transposed (dW += dgates^T x), and oneDNN 2.6's sgemm packs such an
+// operand column by column: at a stride of a multiple of 1 KiB its lines fall
+// into a few cache sets and evict each other. Measured on two Zen 3 cores,
+// dgates^T [K = 1600 rows] x [., N], GFLOP/s at stride M -> M + 16: M = 1024
+// (LSTM H = 256) N = 64-320 62-67 -> 101-124, M = 2048 N = 64-256 62-77 ->
+// 124-169, M = 512 N = 64-320 88-106 -> 105-132; from N = 384 on, no change.
+// (oneDNN's own RNN pads its gates buffers alike.)
+int64_t gates_row_stride(const RnnLayerDims& d) {
+  const int64_t s = gate_stride(d.cell) * d.hidden_size;
+  return s % 256 == 0 ? s + 16 : s;
+}
+
 // Forward workspace, offsets in elements of T:
-//   gates [rows, S*H]  pre-activations (input projection + biases + recurrent term);
+//   gates [rows, S*H]  pre-activations (input projection + biases + recurrent term),
+//                      row stride gates_row_stride;
 //                      after a training forward the post-activations (rnn_pointwise.h).
 //                      Absent for the Elman cells, whose single gate is h itself:
 //                      they work in y (gates_in_output).
@@ -211,7 +226,7 @@ ForwardLayout forward_layout(const RnnLayerDims& d, bool training) {
   ForwardLayout L;
   size_t at = 0;
   L.gates = at;
-  if (!gates_in_output(d)) at = align_up(at + rows * static_cast<size_t>(gate_stride(d.cell)) * H);
+  if (!gates_in_output(d)) at = align_up(at + rows * static_cast<size_t>(gates_row_stride(d)));
   L.c = at;
   if (d.cell == CellType::LSTM) at = align_up(at + state_rows * H);
   L.m = at;
@@ -295,7 +310,7 @@ int64_t g_chunk_rows_cap = 0;  // tuning::set_backward_chunk_rows
 // Whether the forward's packed-weights area holds the dgates of a whole step.
 bool dgates_in_forward_workspace(const RnnLayerDims& d) {
   return !d.separate_scratch && static_cast<int64_t>(recurrent_scratch_size(d)) >=
-         d.batch * gate_stride(d.cell) * d.hidden_size;
+         d.batch * gates_row_stride(d);
 }
 
 // Whether the backward writes dgates over the forward's saved gates (the Elman
@@ -308,7 +323,7 @@ bool dgates_over_gates(const RnnLayerDims& d) {
 int64_t chunk_rows(const RnnLayerDims& d) {
   const int64_t rows = packed_rows(d);
   if (dgates_over_gates(d)) return rows;
-  const int64_t row_elems = gate_stride(d.cell) * d.hidden_size;
+  const int64_t row_elems = gates_row_stride(d);
   int64_t budget;
   if (dgates_in_forward_workspace(d))
     budget = static_cast<int64_t>(recurrent_scratch_size(d)) / row_elems;
@@ -332,7 +347,8 @@ size_t backward_packed_size(const RnnLayerDims& d) {
 }
 
 // Backward workspace, offsets in elements of T (C = chunk_rows):
-//   dgates   [C, S*H]     gradient w.r.t. the pre-activations of the chunk's rows;
+//   dgates   [C, S*H]     gradient w.r.t. the pre-activations of the chunk's rows, row
+//                         stride gates_row_stride;
 //                         in the forward workspace instead when it has room (over
 //                         the saved gates with overwrite_forward_workspace, or in
 //                         the packed-weights area)
@@ -363,7 +379,7 @@ BackwardLayout backward_layout(const RnnLayerDims& d) {
   const size_t C = static_cast<size_t>(L.chunk);
   size_t at = 0;
   L.dgates = at;
-  if (!L.dgates_in_forward_workspace) at = align_up(at + C * static_cast<size_t>(gate_stride(d.cell)) * H);
+  if (!L.dgates_in_forward_workspace) at = align_up(at + C * static_cast<size_t>(gates_row_stride(d)));
   L.dh_state = at;
   at = align_up(at + N * Hout);
   L.dc_state = at;
@@ -416,7 +432,6 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
   const int64_t I = d.input_size, H = d.hidden_size, P = d.proj_size;
   const int64_t Hout = hidden_out_size(d);
   const int64_t GH = Cell::kGates * H;      // width of the GEMM outputs
-  const int64_t S = Cell::kGateStride * H;  // row stride of the gates buffer
   const int64_t rows = packed_rows(d);
   const ForwardLayout L = forward_layout(d, Training);
   workspace = align_base(workspace);
@@ -425,17 +440,17 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
   const int64_t packed_capacity = d.separate_scratch
                                       ? static_cast<int64_t>(recurrent_scratch_size(d))
                                       : static_cast<int64_t>(L.packed_end - L.packed);
-  // Gates [rows, S] with row stride ldg: the workspace's, or y for the Elman cells.
+  // Gates [rows, S*H] with row stride ldg: the workspace's, or y for the Elman cells.
   const bool in_y = gates_in_output(d);
   T* gates = in_y ? y : workspace + L.gates;
-  const int64_t ldg = in_y ? ldy : S;
+  const int64_t ldg = in_y ? ldy : gates_row_stride(d);
   T* c_buf = workspace + L.c;      // [rows, H] training, [N, H] inference
   T* m_buf = workspace + L.m;      // [rows, H] training, [N, H] inference
   T* zeros = workspace + L.zeros;  // [max(H, Hout)]
   set_row(std::max(H, Hout), T(0), zeros);
 
   const int nthreads = rnnkit::get_num_threads();
-  T* bias = workspace + L.bias;  // [S], added by the pointwise passes
+  T* bias = workspace + L.bias;  // [S*H], added by the pointwise passes
   Cell::fill_bias_row(H, bias, d.has_bias ? w.b_ih : nullptr, d.has_bias ? w.b_hh : nullptr);
 
   if constexpr (std::is_same_v<T, float>) {
@@ -529,7 +544,7 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
 
   const Pointwise<T, Cell> pointwise(d.cell);
   for_each_step(d, rows, true, [&](const Step& s) {
-    T* g = gates + s.off * ldg;  // [n, S], row stride ldg
+    T* g = gates + s.off * ldg;  // [n, S*H], row stride ldg
     const T* y_prev = s.n_cont > 0 ? y + s.off_prev * ldy : y;  // [n_cont, Hout]
     // Recurrent term: gates[:, 0:GH] += h_prev W_hh^T, h_prev being the previous
     // step's y rows and, for rows starting here, h0 (nothing to add when null).
@@ -577,13 +592,13 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
 // their own product. dgates holds the chunk's packed rows [r0, r1).
 template <class T>
 void recurrent_weight_grad(const RnnLayerDims& d, int64_t rows, int64_t r0, int64_t r1,
-                           int64_t GH, int64_t S, const T* dgates, const T* y, int64_t ldy,
+                           int64_t GH, int64_t ldd, const T* dgates, const T* y, int64_t ldy,
                            const T* h0, T* dw_hh) {
   const int64_t Hout = hidden_out_size(d);
   int64_t run_dg = 0, run_y = 0, run_rows = 0;
   auto flush = [&] {
     if (run_rows > 0)
-      gemm(true, false, GH, Hout, run_rows, T(1), dgates + (run_dg - r0) * S, S, y + run_y * ldy,
+      gemm(true, false, GH, Hout, run_rows, T(1), dgates + (run_dg - r0) * ldd, ldd, y + run_y * ldy,
            ldy, T(1), dw_hh, Hout);
     run_rows = 0;
   };
@@ -601,7 +616,7 @@ void recurrent_weight_grad(const RnnLayerDims& d, int64_t rows, int64_t r0, int6
     if (s.n_cont < s.n) {
       flush();
       if (h0 != nullptr)
-        gemm(true, false, GH, Hout, s.n - s.n_cont, T(1), dgates + (s.off + s.n_cont - r0) * S, S,
+        gemm(true, false, GH, Hout, s.n - s.n_cont, T(1), dgates + (s.off + s.n_cont - r0) * ldd, ldd,
              h0 + s.n_cont * Hout, Hout, T(1), dw_hh, Hout);
     }
   });
@@ -616,21 +631,22 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
   const int64_t I = d.input_size, H = d.hidden_size, P = d.proj_size;
   const int64_t Hout = hidden_out_size(d);
   const int64_t GH = Cell::kGates * H;
-  const int64_t S = Cell::kGateStride * H;
+  const int64_t ldd = gates_row_stride(d);  // row stride of gates and dgates
   const int64_t rows = packed_rows(d);
   const ForwardLayout FL = forward_layout(d, true);
   workspace = align_base(workspace);
   backward_workspace = align_base(backward_workspace);
-  // Post-activations [rows, S], row stride ldg (y for the Elman cells).
+  // Post-activations [rows, S*H], row stride ldg (y for the Elman cells).
   const bool in_y = gates_in_output(d);
   const T* gates = in_y ? y : workspace + FL.gates;
-  const int64_t ldg = in_y ? ldy : S;
+  const int64_t ldg = in_y ? ldy : ldd;
   const T* c_all = workspace + FL.c;  // [rows, H]
   const T* m_all = workspace + FL.m;  // [rows, H]
   const BackwardLayout L = backward_layout(d);
-  // [C, S]: over the saved gates when allowed (each row's pointwise pass reads its
-  // gates before writing its dgates), else in the forward's packed-weights area,
-  // which is free once the forward is done, else in the backward workspace.
+  // [C, S*H], row stride ldd: over the saved gates when allowed (each row's
+  // pointwise pass reads its gates before writing its dgates), else in the
+  // forward's packed-weights area, which is free once the forward is done, else
+  // in the backward workspace.
   T* dgates = dgates_over_gates(d)          ? const_cast<T*>(gates)
               : L.dgates_in_forward_workspace ? const_cast<T*>(workspace) + FL.packed
                                               : backward_workspace + L.dgates;
@@ -690,6 +706,7 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
         a.dh_n = dh_n;
         a.dc_n = dc_n;
         a.dgates = dgates;
+        a.ldd = ldd;
         a.dh_state = dh_state;
         a.dc_state = dc_state;
         a.dh0 = dh0;
@@ -733,7 +750,7 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
       }
 
       const T* g = gates + s.off * ldg;
-      T* dg = dgates + (s.off - r0) * S;
+      T* dg = dgates + (s.off - r0) * ldd;
       parallel_rows(s.n, Cell::kGates, H, nthreads, [&](int64_t b, int64_t j0, int64_t j1) {
         const T* dh_a;
         const T* dh_b;
@@ -754,7 +771,7 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
           dc = dc_state + b * H + j0;
         }
         pointwise.backward(j1 - j0, H, g + b * ldg + j0, hp + j0, cp, cc, dh_a + j0, dh_b + j0,
-                           dh_state + b * Hout + j0, dc, dg + b * S + j0);
+                           dh_state + b * Hout + j0, dc, dg + b * ldd + j0);
       });
 
       // dh_prev = dgates[:, 0:GH] W_hh (+ the GRU's pointwise term already there).
@@ -765,16 +782,16 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
         if (packed_dh && (lanes != nullptr || m == d.batch) && m > 0) {
           if (!Cell::kDirectHiddenGrad) set_row(m * Hout, T(0), dh_state);
           if (lanes != nullptr)
-            lanes->lanes_gemm(simd::LanesGemm{m, Hout, GH, dg, S, backward_workspace + L.packed_dh, dh_state,
+            lanes->lanes_gemm(simd::LanesGemm{m, Hout, GH, dg, ldd, backward_workspace + L.packed_dh, dh_state,
                                               Hout, nthreads});
           else
-            packed_gemm(m, Hout, GH, dg, S, backward_workspace + L.packed_dh, w.w_hh, Hout, true,
+            packed_gemm(m, Hout, GH, dg, ldd, backward_workspace + L.packed_dh, w.w_hh, Hout, true,
                         dh_state, Hout);
           done = true;
         }
       }
       if (!done)
-        gemm(false, false, m, Hout, GH, T(1), dg, S, w.w_hh, Hout,
+        gemm(false, false, m, Hout, GH, T(1), dg, ldd, w.w_hh, Hout,
              Cell::kDirectHiddenGrad ? T(1) : T(0), dh_state, Hout);
       for (int64_t b = s.n_cont; b < s.n; ++b) {
         if (dh0 != nullptr) copy_row(Hout, dh_state + b * Hout, dh0 + b * Hout);
@@ -790,23 +807,23 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
     const int64_t R = r1 - r0;
     const T* xr = x + r0 * ldx;
     if (dw.dw_ih != nullptr) {
-      gemm(true, false, GH_first, I, R, T(1), dgates, S, xr, ldx, T(1), dw.dw_ih, I);
+      gemm(true, false, GH_first, I, R, T(1), dgates, ldd, xr, ldx, T(1), dw.dw_ih, I);
       if (split_n)
-        gemm(true, false, H, I, R, T(1), dgates + 3 * H, S, xr, ldx, T(1), dw.dw_ih + 2 * H * I, I);
+        gemm(true, false, H, I, R, T(1), dgates + 3 * H, ldd, xr, ldx, T(1), dw.dw_ih + 2 * H * I, I);
     }
     if (dx != nullptr) {
       T* dxr = dx + r0 * lddx;
-      gemm(false, false, R, I, GH_first, T(1), dgates, S, w.w_ih, I, beta_dx, dxr, lddx);
+      gemm(false, false, R, I, GH_first, T(1), dgates, ldd, w.w_ih, I, beta_dx, dxr, lddx);
       if (split_n)
-        gemm(false, false, R, I, H, T(1), dgates + 3 * H, S, w.w_ih + 2 * H * I, I, T(1), dxr, lddx);
+        gemm(false, false, R, I, H, T(1), dgates + 3 * H, ldd, w.w_ih + 2 * H * I, I, T(1), dxr, lddx);
     }
-    if (dw.dw_hh != nullptr) recurrent_weight_grad(d, rows, r0, r1, GH, S, dgates, y, ldy, h0, dw.dw_hh);
+    if (dw.dw_hh != nullptr) recurrent_weight_grad(d, rows, r0, r1, GH, ldd, dgates, y, ldy, h0, dw.dw_hh);
     if (d.has_bias && (dw.db_ih != nullptr || dw.db_hh != nullptr)) {
-      if (dw.db_hh != nullptr) gemm(false, false, 1, GH, R, T(1), ones, R, dgates, S, T(1), dw.db_hh, GH);
+      if (dw.db_hh != nullptr) gemm(false, false, 1, GH, R, T(1), ones, R, dgates, ldd, T(1), dw.db_hh, GH);
       if (dw.db_ih != nullptr) {
-        gemm(false, false, 1, GH_first, R, T(1), ones, R, dgates, S, T(1), dw.db_ih, GH);
+        gemm(false, false, 1, GH_first, R, T(1), ones, R, dgates, ldd, T(1), dw.db_ih, GH);
         if (split_n)
-          gemm(false, false, 1, H, R, T(1), ones, R, dgates + 3 * H, S, T(1), dw.db_ih + 2 * H, GH);
+          gemm(false, false, 1, H, R, T(1), ones, R, dgates + 3 * H, ldd, T(1), dw.db_ih + 2 * H, GH);
       }
     }
     if (P > 0 && dw.dw_hr != nullptr)

@@ -140,6 +140,7 @@ struct SmallBatchBackward {
   const float* dh_n = nullptr;         // [N, H] or null
   const float* dc_n = nullptr;         // [N, H] or null (LSTM)
   float* dgates = nullptr;             // [rows of the walked steps, S*H] written
+  int64_t ldd = 0;                     // row stride of dgates (at least S*H)
   float* dh_state = nullptr;           // [N, H] scratch
   float* dc_state = nullptr;           // [N, H] scratch (LSTM)
   float* dh0 = nullptr;                // [N, H] or null

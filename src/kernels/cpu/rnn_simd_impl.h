@@ -730,7 +730,7 @@ void small_batch_backward_cell(const SmallBatchBackward& a, RowBackward pointwis
       const float* dg_rows[kSmallBatchMax];
       float* dh_rows[kSmallBatchMax];
       for (int64_t b = 0; b < m; ++b) {
-        dg_rows[b] = a.dgates + (s.off + b - a.row0) * S * H;
+        dg_rows[b] = a.dgates + (s.off + b - a.row0) * a.ldd;
         dh_rows[b] = a.dh_state + b * H;
       }
       recurrent_grad_rows(a.w_hh, G * H, H, dg_rows, dh_rows, m, u0, u1, DirectHiddenGrad);
@@ -782,7 +782,7 @@ void small_batch_backward_cell(const SmallBatchBackward& a, RowBackward pointwis
           const float* dyr = a.dy != nullptr ? a.dy + (s.off + b) * a.lddy : a.zeros;
           pointwise(nu, H, a.gates + (s.off + b) * a.ldg + u0, hp + u0, cp, cc, dyr + u0,
                     a.dh_state + b * H + u0, a.dh_state + b * H + u0, dc,
-                    a.dgates + (s.off + b - a.row0) * S * H + u0);
+                    a.dgates + (s.off + b - a.row0) * a.ldd + u0);
         }
       });
       prev = s;
