@@ -114,6 +114,16 @@ bool small_batch_backward_path(const RnnLayerDims& d) {
   return small_batch_path(d) && d.batch <= kSmallBatchAlways;
 }
 
+// Whether the small-batch backward reads W_hh in prefetched row chunks
+// (rnn_simd_impl.h, recurrent_grad_rows): from 8 MiB of W_hh, where that was
+// measured faster on Zen 3 (9 MiB: -10%, 64 MiB: -38% of the backward); at
+// 4 MiB and below it was level or slower.
+int64_t g_streamed_grad_min_bytes = -1;  // tuning::set_streamed_grad_min_bytes; -1: the default
+bool stream_w_hh_in_backward(const RnnLayerDims& d) {
+  const int64_t min_bytes = g_streamed_grad_min_bytes >= 0 ? g_streamed_grad_min_bytes : int64_t{8} << 20;
+  return gate_count(d.cell) * d.hidden_size * d.hidden_size * int64_t{sizeof(float)} >= min_bytes;
+}
+
 // GEMM-path batches of 14 to 16 rows (7/8 of the 16 rows a lanes_gemm call
 // takes: one AVX-512 vector, two AVX2 ones) whose W_hh does not fit the cores'
 // L2 take the rows-in-lanes product (rnn_simd.h, lanes_gemm) for their per-step
@@ -712,6 +722,7 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
         a.dh0 = dh0;
         a.dc0 = dc0;
         a.zeros = zeros;
+        a.stream_w_hh = stream_w_hh_in_backward(d);
         a.num_threads = nthreads;
         small->small_batch_backward(a);
         return;
@@ -930,6 +941,7 @@ int64_t default_lanes_min_weights() {
 }
 
 void set_lanes_min_weights(int64_t floats) { g_lanes_min_weights = floats >= 0 ? floats : -1; }
+void set_streamed_grad_min_bytes(int64_t bytes) { g_streamed_grad_min_bytes = bytes >= 0 ? bytes : -1; }
 const char* forward_path(const RnnLayerDims& dims) {
   check_rnn_dims(dims);
   if (small_batch_path(dims) && simd::active_kernels() != nullptr) return "small-batch";

@@ -146,6 +146,7 @@ struct SmallBatchBackward {
   float* dh0 = nullptr;                // [N, H] or null
   float* dc0 = nullptr;                // [N, H] or null (LSTM)
   const float* zeros = nullptr;        // [H] zeros
+  bool stream_w_hh = false;            // W_hh read in row chunks, prefetched (rnn_simd_impl.h)
   int num_threads = 1;
 };
 

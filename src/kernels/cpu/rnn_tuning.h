@@ -20,6 +20,12 @@ void set_lanes_min_weights(int64_t floats);
 // The default of that size: 1.5x the L2 cache of the machine's cores, in floats.
 int64_t default_lanes_min_weights();
 
+// Sets the W_hh size, in bytes, from which the small-batch backward reads W_hh
+// in prefetched row chunks (rnn.cpp, stream_w_hh_in_backward); the results are
+// the same bits either way. A negative value restores the default (8 MiB).
+// Not thread-safe.
+void set_streamed_grad_min_bytes(int64_t bytes);
+
 // Which forward path dims take on the active instruction set: "small-batch",
 // "lanes" (rows-in-lanes products) or "gemm" (oneDNN per-step products).
 const char* forward_path(const RnnLayerDims& dims);
