@@ -1432,35 +1432,50 @@ TEST(RnnKernels, LanesPathRule) {
   EXPECT_EQ(path(CellType::LSTM, 128, 16), "small-batch");
 }
 
-// The weight-gradient product C += A^T B, which gemm routes through oneDNN's
-// matmul in 512-row steps for tall, narrow shapes (M >= 1024, N <= 512), with
-// the rows beyond the last whole step, strided operands, and other shapes.
+// The weight-gradient product C = alpha A^T op(B) + beta C, which gemm routes
+// through oneDNN's matmul in 512-row steps for tall, narrow shapes (M >= 1024,
+// N <= 512; AVX-512) and, where A's row stride is a multiple of 256 floats,
+// through row-padded copies of A in 512-row steps (M >= 512, 128 <= N <= 512,
+// K >= 1024): the rows beyond the last whole step, strided operands, B
+// transposed, beta 0 (C's old values, NaN here, ignored) and other shapes.
 TEST(RnnKernels, GemmTransposedAccumulate) {
   std::mt19937_64 rng(92);
   std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
   struct Shape {
     int64_t M, N, K, pad_a, pad_b, pad_c;
+    float alpha = 1.0f, beta = 1.0f;
+    bool trans_b = false;
   };
   for (const Shape& sh : {Shape{1024, 40, 1100, 0, 0, 0}, Shape{1536, 64, 512, 8, 3, 5},
                           Shape{1100, 512, 600, 0, 16, 0}, Shape{1024, 513, 520, 0, 0, 0},
-                          Shape{512, 40, 1100, 0, 0, 0}}) {
-    SCOPED_TRACE(::testing::Message() << "M=" << sh.M << " N=" << sh.N << " K=" << sh.K);
-    const int64_t lda = sh.M + sh.pad_a, ldb = sh.N + sh.pad_b, ldc = sh.N + sh.pad_c;
-    std::vector<float> a(static_cast<size_t>(sh.K * lda)), b(static_cast<size_t>(sh.K * ldb)),
-        c(static_cast<size_t>(sh.M * ldc));
+                          Shape{512, 40, 1100, 0, 0, 0}, Shape{1024, 128, 1100, 0, 0, 0},
+                          Shape{512, 200, 1300, 512, 0, 3, 0.5f, 0.25f, true},
+                          Shape{768, 256, 1024, 0, 7, 0, 1.5f, 0.0f, false},
+                          Shape{1024, 384, 1100, 0, 0, 0, 1.0f, 0.0f, true}}) {
+    SCOPED_TRACE(::testing::Message() << "M=" << sh.M << " N=" << sh.N << " K=" << sh.K << " lda="
+                                      << sh.M + sh.pad_a << " trans_b=" << sh.trans_b);
+    const int64_t lda = sh.M + sh.pad_a, ldc = sh.N + sh.pad_c;
+    const int64_t ldb = (sh.trans_b ? sh.K : sh.N) + sh.pad_b;
+    std::vector<float> a(static_cast<size_t>(sh.K * lda)),
+        b(static_cast<size_t>((sh.trans_b ? sh.N : sh.K) * ldb)), c(static_cast<size_t>(sh.M * ldc));
     for (auto* v : {&a, &b, &c})
       for (float& e : *v) e = uni(rng);
-    std::vector<double> ref(c.begin(), c.end()), bound(c.size());
+    std::vector<double> ref(c.size()), bound(c.size());
+    for (size_t i = 0; i < c.size(); ++i) ref[i] = sh.beta == 0.0f ? 0.0 : double(sh.beta) * c[i];
     for (int64_t i = 0; i < sh.M; ++i)
       for (int64_t k = 0; k < sh.K; ++k) {
-        const double av = a[k * lda + i];
+        const double av = double(sh.alpha) * a[k * lda + i];
         for (int64_t j = 0; j < sh.N; ++j) {
-          ref[i * ldc + j] += av * b[k * ldb + j];
-          bound[i * ldc + j] += std::abs(av * b[k * ldb + j]);
+          const double bv = sh.trans_b ? b[j * ldb + k] : b[k * ldb + j];
+          ref[i * ldc + j] += av * bv;
+          bound[i * ldc + j] += std::abs(av * bv);
         }
       }
+    if (sh.beta == 0.0f)
+      for (int64_t i = 0; i < sh.M; ++i)
+        for (int64_t j = 0; j < sh.N; ++j) c[i * ldc + j] = std::numeric_limits<float>::quiet_NaN();
     const std::vector<float> before = c;
-    k::gemm(true, false, sh.M, sh.N, sh.K, 1.0f, a.data(), lda, b.data(), ldb, 1.0f, c.data(), ldc);
+    k::gemm(true, sh.trans_b, sh.M, sh.N, sh.K, sh.alpha, a.data(), lda, b.data(), ldb, sh.beta, c.data(), ldc);
     for (int64_t i = 0; i < sh.M; ++i)
       for (int64_t j = 0; j < ldc; ++j) {
         const size_t at = static_cast<size_t>(i * ldc + j);
@@ -1469,7 +1484,7 @@ TEST(RnnKernels, GemmTransposedAccumulate) {
           continue;
         }
         // float32 sums: a few units of rounding of the sum of magnitudes.
-        ASSERT_NEAR(c[at], ref[at], 4e-7 * (bound[at] + 1.0) * std::sqrt(double(sh.K)))
+        ASSERT_NEAR(c[at], ref[at], 4e-7 * (bound[at] + std::abs(ref[at]) + 1.0) * std::sqrt(double(sh.K)))
             << "row " << i << " column " << j;
       }
   }
