@@ -851,6 +851,20 @@ TEST(RnnKernels, BackwardInChunks) {
   }
 }
 
+// N sequences of 5 steps or fewer (lengths 5, then 1 + 3b mod 5, sorted),
+// reversed for even N.
+Config packed_small_batch_config(CellType cell, uint64_t seed, int64_t N, int64_t H) {
+  Config c = random_config(cell, seed);
+  c.I = 24, c.H = H, c.P = 0, c.N = N, c.T = 5;
+  std::vector<int64_t> lengths(static_cast<size_t>(N), c.T);
+  for (int64_t b = 1; b < N; ++b) lengths[b] = 1 + (b * 3) % c.T;
+  std::sort(lengths.begin(), lengths.end(), std::greater<int64_t>());
+  c.batch_sizes = batch_sizes_from_lengths(lengths);
+  c.reverse = N % 2 == 0;
+  c.weight_scale = 0.25;
+  return c;
+}
+
 // Batches of up to 8, and up to 32 when the per-step product is small, take the
 // persistent small-batch forward: several 16-unit blocks over two threads, a
 // partial last block, packed sequences, both directions, every cell; above 8
@@ -860,14 +874,7 @@ TEST(RnnKernels, SmallBatchPathMultiBlock) {
   uint64_t seed = 900;
   for (CellType cell : {CellType::RNN_TANH, CellType::RNN_RELU, CellType::LSTM, CellType::GRU}) {
     for (int64_t N : {1, 2, 3, 5, 8, 13, 32}) {
-      Config c = random_config(cell, ++seed);
-      c.I = 24, c.H = N % 2 ? 40 : 33, c.P = 0, c.N = N, c.T = 5;
-      std::vector<int64_t> lengths(static_cast<size_t>(N), c.T);
-      for (int64_t b = 1; b < N; ++b) lengths[b] = 1 + (b * 3) % c.T;
-      std::sort(lengths.begin(), lengths.end(), std::greater<int64_t>());
-      c.batch_sizes = batch_sizes_from_lengths(lengths);
-      c.reverse = N % 2 == 0;
-      c.weight_scale = 0.25;
+      const Config c = packed_small_batch_config(cell, ++seed, N, N % 2 ? 40 : 33);
       // bfloat16 packing exists for the small-batch path only.
       ASSERT_GT(k::rnn_packed_weights_size(c.dims(), k::PackedPrecision::kBFloat16), 0u)
           << "batch " << N << " should take the small-batch path";
@@ -885,14 +892,7 @@ TEST(RnnKernels, SmallBatchBackwardStreamedWeights) {
   uint64_t seed = 960;
   for (CellType cell : {CellType::RNN_TANH, CellType::RNN_RELU, CellType::LSTM, CellType::GRU}) {
     for (int64_t N : {1, 3, 4, 6, 8}) {
-      Config c = random_config(cell, ++seed);
-      c.I = 24, c.H = N % 2 ? 72 : 41, c.P = 0, c.N = N, c.T = 5;
-      std::vector<int64_t> lengths(static_cast<size_t>(N), c.T);
-      for (int64_t b = 1; b < N; ++b) lengths[b] = 1 + (b * 3) % c.T;
-      std::sort(lengths.begin(), lengths.end(), std::greater<int64_t>());
-      c.batch_sizes = batch_sizes_from_lengths(lengths);
-      c.reverse = N % 2 == 0;
-      c.weight_scale = 0.25;
+      const Config c = packed_small_batch_config(cell, ++seed, N, N % 2 ? 72 : 41);
       SCOPED_TRACE(c.describe());
       ASSERT_STREQ(k::tuning::forward_path(c.dims()), "small-batch");
       const Problem p = random_problem(c);
