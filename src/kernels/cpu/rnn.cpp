@@ -66,7 +66,6 @@ int gate_stride(CellType cell) { return cell == CellType::GRU ? GruCell::kGateSt
 // dgates^T [K = 1600 rows] x [., N], GFLOP/s at stride M -> M + 16: M = 1024
 // (LSTM H = 256) N = 64-320 62-67 -> 101-124, M = 2048 N = 64-256 62-77 ->
 // 124-169, M = 512 N = 64-320 88-106 -> 105-132; from N = 384 on, no change.
-// (oneDNN's own RNN pads its gates buffers alike.)
 int64_t gates_row_stride(const RnnLayerDims& d) {
   const int64_t s = gate_stride(d.cell) * d.hidden_size;
   return s % 256 == 0 ? s + 16 : s;
