@@ -69,7 +69,7 @@ struct MatmulEntry {
 
 // The calling thread's buffer number `slot` of at least `bytes`, 64-byte aligned:
 // slot 0 holds oneDNN's scratchpads, slot 1 packed_gemm's dense copies, slot 2
-// transposed_a_gemm's row-padded copies.
+// padded_transposed_a_gemm's row-padded copies.
 void* thread_buffer(int slot, size_t bytes) {
   struct Buffer {
     void* data = nullptr;
@@ -226,8 +226,7 @@ bool padded_transposed_a_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, 
                               int64_t ldc) {
   if (!trans_a || lda % 256 != 0 || M < 512 || N < 128 || N > 512 || K < 2 * kPaddedK) return false;
   const int64_t ldp = M + 16;
-  const int64_t rows = std::min(K, kPaddedK);
-  float* padded = static_cast<float*>(thread_buffer(2, static_cast<size_t>(rows * ldp) * sizeof(float)));
+  float* padded = static_cast<float*>(thread_buffer(2, static_cast<size_t>(kPaddedK * ldp) * sizeof(float)));
   const int nthreads = rnnkit::get_num_threads();
   for (int64_t k0 = 0; k0 < K; k0 += kPaddedK) {
     const int64_t kc = std::min(kPaddedK, K - k0);

@@ -647,11 +647,11 @@ constexpr int64_t kGradChunk = 32;
 
 // dh_b[k0 + v*L ...] (+)= sum_r dg_b[r] * W[r, k0 + ...] over rows [r0, r1) of
 // W, for NB batch rows b and the cnt <= KV*L columns from k0; from_zero starts
-// the sums at 0 instead of dh. prefetch: see recurrent_grad_rows.
-template <int NB, int KV>
+// the sums at 0 instead of dh. Prefetch: see recurrent_grad_rows.
+template <int NB, int KV, bool Prefetch>
 inline void recurrent_grad_block(const float* w, int64_t r0, int64_t r1, int64_t R, int64_t ldw,
                                  const float* const* dg, float* const* dh, int64_t k0, int64_t cnt,
-                                 bool from_zero, bool prefetch) {
+                                 bool from_zero) {
   reg acc[NB][KV];
   int64_t c[KV];
   for (int v = 0; v < KV; ++v) c[v] = sub_lanes(cnt, v);
@@ -661,7 +661,7 @@ inline void recurrent_grad_block(const float* w, int64_t r0, int64_t r1, int64_t
   const bool full = cnt == KV * Vec::kLanes;
   for (int64_t r = r0; r < r1; ++r) {
     const float* wr = w + r * ldw + k0;
-    if (prefetch && r + kGradChunk < R) __builtin_prefetch(wr + kGradChunk * ldw, 0, 3);
+    if (Prefetch && r + kGradChunk < R) __builtin_prefetch(wr + kGradChunk * ldw, 0, 3);
     reg gb[NB];
     for (int b = 0; b < NB; ++b) gb[b] = Vec::broadcast(dg[b] + r);
     for (int v = 0; v < KV; ++v) {
@@ -680,9 +680,13 @@ inline void recurrent_grad_rows_nb(const float* w, int64_t r0, int64_t r1, int64
                                    const float* const* dg, float* const* dh, int64_t k0, int64_t k1,
                                    bool from_zero, bool prefetch) {
   constexpr int KV = std::max(1, std::min(8, (Vec::kRegisters - 4) / NB - 1));
-  for (int64_t k = k0; k < k1; k += KV * Vec::kLanes)
-    recurrent_grad_block<NB, KV>(w, r0, r1, R, ldw, dg, dh, k, std::min<int64_t>(KV * Vec::kLanes, k1 - k),
-                                 from_zero, prefetch);
+  for (int64_t k = k0; k < k1; k += KV * Vec::kLanes) {
+    const int64_t cnt = std::min<int64_t>(KV * Vec::kLanes, k1 - k);
+    if (prefetch)
+      recurrent_grad_block<NB, KV, true>(w, r0, r1, R, ldw, dg, dh, k, cnt, from_zero);
+    else
+      recurrent_grad_block<NB, KV, false>(w, r0, r1, R, ldw, dg, dh, k, cnt, from_zero);
+  }
 }
 
 // dh_b[k0:k1] (+)= dg_b W for the batch rows b < rows, W of R rows.
