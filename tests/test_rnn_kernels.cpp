@@ -9,6 +9,7 @@
 // against the C library over the whole float range.
 // Every configuration is random and its seed is printed on failure.
 #include <gtest/gtest.h>
+#include <omp.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -934,6 +935,46 @@ TEST(RnnKernels, ForwardDoesNotDependOnThreadCount) {
       EXPECT_EQ(one.c_n, two.c_n);
       EXPECT_EQ(one.y, three.y);
     }
+}
+
+// Hidden sizes of one 16-unit block run the small-batch forward as a team of one
+// thread, whose input-projection GEMMs must then run on that thread alone, as
+// with one thread configured: oneDNN would otherwise start a nested team there,
+// and its sgemm rounds a 92 x 2 x 37 product (this packed batch) differently on
+// two threads than on one.
+TEST(RnnKernels, OneGroupForwardDoesNotDependOnThreadCount) {
+  const std::vector<int64_t> lengths = {31, 26, 17, 9, 6, 3};
+  for (CellType cell : {CellType::LSTM, CellType::GRU, CellType::RNN_TANH})
+    for (int64_t H : {2, 3, 16}) {
+      Config c = random_config(cell, 977 + H);
+      c.I = 37, c.H = H, c.P = 0, c.N = 6, c.T = 31;
+      c.batch_sizes.assign(31, 0);
+      for (int64_t t = 0; t < c.T; ++t)
+        for (int64_t len : lengths) c.batch_sizes[t] += len > t ? 1 : 0;
+      SCOPED_TRACE(c.describe());
+      ASSERT_STREQ(k::tuning::forward_path(c.dims()), "small-batch");
+      const Problem p = random_problem(c);
+      const KernelOutputs one = run_float_kernel_on(1, c, p), two = run_float_kernel_on(2, c, p);
+      EXPECT_EQ(one.y, two.y);
+      EXPECT_EQ(one.h_n, two.h_n);
+      EXPECT_EQ(one.c_n, two.c_n);
+    }
+}
+
+// Inside a parallel region of any team size, a kernel started there runs on one
+// thread.
+TEST(RnnKernels, ThreadCountInsideParallelRegions) {
+  rnnkit::set_num_threads(2);
+  int inside_one = 0, inside_two[2] = {0, 0};
+#pragma omp parallel num_threads(1)
+  inside_one = rnnkit::get_num_threads();
+#pragma omp parallel num_threads(2)
+  inside_two[omp_get_thread_num()] = rnnkit::get_num_threads();
+  EXPECT_EQ(inside_one, 1);
+  EXPECT_EQ(inside_two[0], 1);
+  EXPECT_EQ(inside_two[1], 1);
+  EXPECT_EQ(rnnkit::get_num_threads(), 2);
+  rnnkit::set_num_threads(0);
 }
 
 // A kernel called from inside a parallel region (two directions side by side)

@@ -10,9 +10,11 @@
 namespace rnnkit {
 
 // Threads a kernel started now would use: the configured count, or 1 when called
-// from inside an active OpenMP parallel region (nested regions would
-// oversubscribe; this is how two directions of a bidirectional layer run side by
-// side, one thread each, from an `omp parallel sections` of the caller).
+// from inside any OpenMP parallel region (nested regions would oversubscribe;
+// this is how two directions of a bidirectional layer run side by side, one
+// thread each, from an `omp parallel sections` of the caller). A region of a
+// one-thread team counts too: work a kernel hands to a team of one runs on that
+// thread alone, exactly as with one thread configured.
 int get_num_threads();
 
 // Sets the count for every later call, from any thread (n >= 1); n == 0 restores

@@ -45,7 +45,7 @@ const bool kAppliedEnvironment = [] {
 }  // namespace
 
 int get_num_threads() {
-  if (omp_in_parallel()) return 1;
+  if (omp_get_level() > 0) return 1;  // any region, a one-thread team's included
   return configured().load(std::memory_order_relaxed);
 }
 

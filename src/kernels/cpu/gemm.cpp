@@ -43,10 +43,13 @@ namespace rnnkit::kernels::cpu {
 namespace {
 
 // oneDNN's OpenMP build takes its team size from the calling thread's OpenMP
-// default: make it rnnkit's (inside a parallel region it runs on one thread).
+// default: make it rnnkit's, one thread inside any parallel region. (oneDNN
+// itself goes single-threaded only inside an active region; inside a one-thread
+// team's region it would start a nested team of the inherited default size, and
+// its sgemm's sums may then round differently from a one-thread run's.)
 void use_rnnkit_threads() {
   const int nthreads = rnnkit::get_num_threads();
-  if (!omp_in_parallel() && omp_get_max_threads() != nthreads) omp_set_num_threads(nthreads);
+  if (omp_get_max_threads() != nthreads) omp_set_num_threads(nthreads);
 }
 
 using dnnl::memory;
@@ -386,14 +389,14 @@ namespace {
 void copy_rows(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd) {
   const size_t bytes = static_cast<size_t>(cols) * sizeof(float);
 #pragma omp parallel for schedule(static) num_threads(rnnkit::get_num_threads()) \
-    if (!omp_in_parallel() && rows * cols >= (int64_t{1} << 16))
+    if (omp_get_level() == 0 && rows * cols >= (int64_t{1} << 16))
   for (int64_t i = 0; i < rows; ++i) std::memcpy(dst + i * ldd, src + i * lds, bytes);
 }
 
 // dst[i * ldd + j] += src[i * lds + j] for i < rows, j < cols.
 void add_rows(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd) {
 #pragma omp parallel for schedule(static) num_threads(rnnkit::get_num_threads()) \
-    if (!omp_in_parallel() && rows * cols >= (int64_t{1} << 16))
+    if (omp_get_level() == 0 && rows * cols >= (int64_t{1} << 16))
   for (int64_t i = 0; i < rows; ++i) {
     const float* s = src + i * lds;
     float* d = dst + i * ldd;
