@@ -964,7 +964,7 @@ TEST(RnnKernels, OneGroupForwardDoesNotDependOnThreadCount) {
 // Inside a parallel region of any team size, a kernel started there runs on one
 // thread.
 TEST(RnnKernels, ThreadCountInsideParallelRegions) {
-  rnnkit::set_num_threads(2);
+  const ThreadsScope two(2);
   int inside_one = 0, inside_two[2] = {0, 0};
 #pragma omp parallel num_threads(1)
   inside_one = rnnkit::get_num_threads();
@@ -974,7 +974,6 @@ TEST(RnnKernels, ThreadCountInsideParallelRegions) {
   EXPECT_EQ(inside_two[0], 1);
   EXPECT_EQ(inside_two[1], 1);
   EXPECT_EQ(rnnkit::get_num_threads(), 2);
-  rnnkit::set_num_threads(0);
 }
 
 // A kernel called from inside a parallel region (two directions side by side)
