@@ -843,8 +843,15 @@ void small_batch_backward(const SmallBatchBackward& a) {
 // Row vectors per call: 16 rows with either vector width.
 constexpr int kLanesRowVecs = Vec::kLanes >= 16 ? 1 : 16 / Vec::kLanes;
 // Columns of a packed block per pass: all 16 with 32 registers (one row
-// vector), 4 with 16 registers (two row vectors: 8 accumulators).
-constexpr int kLanesColumns = Vec::kRegisters >= 32 ? 16 : 8 / kLanesRowVecs;
+// vector); with 16 registers (two row vectors) 6, then 5 and 5: 12 or 10
+// accumulators, the two row vectors and one broadcast weight. Passes of 4
+// columns (8 accumulators, too few FMA chains in flight for two FMA pipes of
+// latency 4) ran the 16-row product of Elman 1760 at 168 GFLOP/s on two Zen 3
+// cores; 6-6-4 took 0.92-0.94x that time, 6-5-5 another 0.985-0.995x (in-process
+// A/B, recurrent part alone). Keeping each K chunk's rows of A in L1 across the
+// passes gained nothing.
+constexpr bool kLanesAllColumns = Vec::kRegisters >= 32 && kLanesRowVecs == 1;
+static_assert(kLanesAllColumns || kLanesRowVecs == 2, "the passes below fit two row vectors in 16 registers");
 // Software prefetch distance along a block's weights (1 KiB): without it the
 // 16-row product of 12 MB of weights (1760 x 1760, 2 cores) took 1.1-1.2x as
 // long; 4-8 KiB ahead was about the same, prefetching into L2 only slower.
@@ -903,8 +910,13 @@ void lanes_gemm(const LanesGemm& g) {
     }
     for (int64_t b = b0; b < b1; ++b) {
       const float* w = g.packed + b * g.K * kPackBlock;
-      for (int u0 = 0; u0 < kPackBlock; u0 += kLanesColumns)
-        lanes_block<kLanesColumns, R>(w + u0, g.K, at, tmp + u0 * RL);
+      if constexpr (kLanesAllColumns) {
+        lanes_block<kPackBlock, R>(w, g.K, at, tmp);
+      } else {
+        lanes_block<6, R>(w, g.K, at, tmp);
+        lanes_block<5, R>(w + 6, g.K, at, tmp + 6 * RL);
+        lanes_block<5, R>(w + 11, g.K, at, tmp + 11 * RL);
+      }
       const int64_t n0 = b * kPackBlock, cols = std::min<int64_t>(kPackBlock, g.N - n0);
       for (int64_t m = 0; m < g.M; ++m) {
         float* c = g.c + m * g.ldc + n0;
