@@ -948,14 +948,11 @@ TEST(RnnKernels, ForwardDoesNotDependOnThreadCount) {
 // and its sgemm rounds a 92 x 2 x 37 product (this packed batch) differently on
 // two threads than on one.
 TEST(RnnKernels, OneGroupForwardDoesNotDependOnThreadCount) {
-  const std::vector<int64_t> lengths = {31, 26, 17, 9, 6, 3};
   for (CellType cell : {CellType::LSTM, CellType::GRU, CellType::RNN_TANH})
     for (int64_t H : {2, 3, 16}) {
       Config c = random_config(cell, 977 + H);
       c.I = 37, c.H = H, c.P = 0, c.N = 6, c.T = 31;
-      c.batch_sizes.assign(31, 0);
-      for (int64_t t = 0; t < c.T; ++t)
-        for (int64_t len : lengths) c.batch_sizes[t] += len > t ? 1 : 0;
+      c.batch_sizes = batch_sizes_from_lengths({31, 26, 17, 9, 6, 3});
       SCOPED_TRACE(c.describe());
       ASSERT_STREQ(k::tuning::forward_path(c.dims()), "small-batch");
       expect_forward_same_on(2, c, random_problem(c));

@@ -389,14 +389,14 @@ namespace {
 void copy_rows(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd) {
   const size_t bytes = static_cast<size_t>(cols) * sizeof(float);
 #pragma omp parallel for schedule(static) num_threads(rnnkit::get_num_threads()) \
-    if (omp_get_level() == 0 && rows * cols >= (int64_t{1} << 16))
+    if (rnnkit::get_num_threads() > 1 && rows * cols >= (int64_t{1} << 16))
   for (int64_t i = 0; i < rows; ++i) std::memcpy(dst + i * ldd, src + i * lds, bytes);
 }
 
 // dst[i * ldd + j] += src[i * lds + j] for i < rows, j < cols.
 void add_rows(int64_t rows, int64_t cols, const float* src, int64_t lds, float* dst, int64_t ldd) {
 #pragma omp parallel for schedule(static) num_threads(rnnkit::get_num_threads()) \
-    if (omp_get_level() == 0 && rows * cols >= (int64_t{1} << 16))
+    if (rnnkit::get_num_threads() > 1 && rows * cols >= (int64_t{1} << 16))
   for (int64_t i = 0; i < rows; ++i) {
     const float* s = src + i * lds;
     float* d = dst + i * ldd;
