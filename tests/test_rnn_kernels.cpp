@@ -85,6 +85,15 @@ class StreamedGradScope {
   ~StreamedGradScope() { k::tuning::set_streamed_grad_min_bytes(-1); }
 };
 
+// Sets the slice of W_hh from which the small-batch forward splits its groups
+// into parts that other threads may run (k::tuning::set_split_min_bytes) while in
+// scope.
+class SplitScope {
+ public:
+  explicit SplitScope(int64_t bytes) { k::tuning::set_split_min_bytes(bytes); }
+  ~SplitScope() { k::tuning::set_split_min_bytes(-1); }
+};
+
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kSentinel = 777.0;  // fills columns past the row width; must survive
 
@@ -940,6 +949,81 @@ TEST(RnnKernels, ForwardDoesNotDependOnThreadCount) {
       expect_forward_same_on(2, c, p);
       expect_forward_same_on(3, c, p);
     }
+}
+
+// Groups split into parts (blocks a thread done with its own group may run for a
+// slower one; StepScheduler::set_parts) give the same bits as whole groups and
+// as one thread: training and inference forward, float and bfloat16 packed
+// weights, the backward that reads the forward's workspace; full and packed
+// batches, hidden sizes with a partial last block. Three threads on this
+// machine's two cores keep one of them behind now and then, so that parts are
+// taken by helpers in some steps.
+TEST(RnnKernels, SplitGroupsGiveTheSameBits) {
+  if (simd::active_kernels() == nullptr) GTEST_SKIP() << "no vector kernels on this CPU: no small-batch path";
+  for (CellType cell : {CellType::LSTM, CellType::GRU, CellType::RNN_TANH})
+    for (int64_t H : {70, 200})
+      for (int batch : {1, 3, 6}) {
+        Config c = random_config(cell, 6100 + H + batch);
+        c.I = 24, c.H = H, c.P = 0, c.N = batch, c.T = 24;
+        c.separate_scratch = false;
+        c.batch_sizes = batch == 6 ? batch_sizes_from_lengths({24, 19, 13, 13, 8, 1}) : std::vector<int64_t>(24, batch);
+        c.weight_scale = 0.2;
+        SCOPED_TRACE(c.describe());
+        ASSERT_STREQ(k::tuning::forward_path(c.dims()), "small-batch");
+        const Problem p = random_problem(c);
+        const KernelOutputs one = run_float_kernel_on(1, c, p);
+        for (int threads : {2, 3}) {
+          SCOPED_TRACE(testing::Message() << threads << " threads");
+          KernelOutputs whole, split;
+          {
+            const SplitScope scope(int64_t{1} << 40);
+            whole = run_float_kernel_on(threads, c, p);
+          }
+          {
+            const SplitScope scope(0);
+            split = run_float_kernel_on(threads, c, p);
+          }
+          for (const KernelOutputs* more : {&whole, &split}) {
+            EXPECT_EQ(one.y, more->y);
+            EXPECT_EQ(one.h_n, more->h_n);
+            EXPECT_EQ(one.c_n, more->c_n);
+            EXPECT_EQ(one.y_inf, more->y_inf);
+            EXPECT_EQ(one.h_n_inf, more->h_n_inf);
+            EXPECT_EQ(one.c_n_inf, more->c_n_inf);
+            EXPECT_EQ(one.y_inf_packed, more->y_inf_packed);
+          }
+          // The backward's whole-sequence GEMMs are oneDNN's, whose sums depend on
+          // its thread count: against whole groups on as many threads.
+          EXPECT_EQ(whole.dx, split.dx);
+          EXPECT_EQ(whole.dh0, split.dh0);
+          EXPECT_EQ(whole.dw_hh, split.dw_hh);
+          EXPECT_EQ(whole.dw_ih, split.dw_ih);
+        }
+        // bfloat16 packed weights, inference.
+        const RnnLayerDims d = c.dims();
+        const std::vector<float> w_ih(p.w_ih.begin(), p.w_ih.end()), w_hh(p.w_hh.begin(), p.w_hh.end()),
+            b_ih(p.b_ih.begin(), p.b_ih.end()), b_hh(p.b_hh.begin(), p.b_hh.end()), x(p.x.begin(), p.x.end());
+        std::vector<float> packed(k::rnn_packed_weights_size(d, k::PackedPrecision::kBFloat16));
+        k::rnn_pack_weights(d, w_hh.data(), packed.data(), k::PackedPrecision::kBFloat16);
+        RnnWeights<float> w;
+        w.w_ih = w_ih.data();
+        w.w_hh = w_hh.data();
+        w.b_ih = c.has_bias ? b_ih.data() : nullptr;
+        w.b_hh = c.has_bias ? b_hh.data() : nullptr;
+        w.w_hh_packed = packed.data();
+        std::vector<float> ws(k::rnn_forward_workspace_size(d, false));
+        const auto forward_bf16 = [&](int threads, int64_t split_bytes) {
+          const ThreadsScope scope(threads);
+          const SplitScope split(split_bytes);
+          std::vector<float> y(static_cast<size_t>(c.rows() * H));
+          k::rnn_forward<float>(d, w, x.data(), c.I, nullptr, nullptr, y.data(), H, nullptr, nullptr, ws.data(),
+                                false);
+          return y;
+        };
+        const std::vector<float> want = forward_bf16(1, -1);
+        EXPECT_EQ(forward_bf16(3, 0), want) << "bfloat16, 3 threads, split groups";
+        EXPECT_EQ(forward_bf16(2, 0), want) << "bfloat16, 2 threads, split groups";
+      }
 }
 
 // Hidden sizes of one 16-unit block run the small-batch forward as a team of one

@@ -123,6 +123,19 @@ bool stream_w_hh_in_backward(const RnnLayerDims& d) {
   return gate_count(d.cell) * d.hidden_size * d.hidden_size * int64_t{sizeof(float)} >= min_bytes;
 }
 
+// A small-batch forward group whose slice of W_hh is at least this big is split
+// into parts (its 16-unit blocks) that a thread done with its own group may run
+// for it (rnn_simd_impl.h, small_batch_forward_cell): such a slice streams from
+// L3 every step, so no core's cache is lost when another core runs some of its
+// blocks, and its step is long enough that one core slowed for a while (a
+// neighbour on a shared host) leaves the other waiting for microseconds.
+// Measured on two Zen 3 cores, in-process A/B alternating call by call, medians
+// of 40-pair windows over minutes: from 4.5 MiB (lstm-768-2, gru-1024-1) level in
+// quiet phases and 2-5% faster in slow ones; at 2 MiB (lstm-512-1/4) 0.5-1%
+// slower in quiet phases, hence 4 MiB.
+int64_t g_split_min_bytes = -1;  // tuning::set_split_min_bytes; -1: the default
+int64_t split_min_bytes() { return g_split_min_bytes >= 0 ? g_split_min_bytes : int64_t{4} << 20; }
+
 // GEMM-path batches of 14 to 16 rows (7/8 of the 16 rows a lanes_gemm call
 // takes: one AVX-512 vector, two AVX2 ones) whose W_hh does not fit the cores'
 // L2 take the rows-in-lanes product (rnn_simd.h, lanes_gemm) for their per-step
@@ -491,6 +504,7 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
       a.zeros = zeros;
       a.training = Training;
       a.num_threads = nthreads;
+      a.split_min_bytes = split_min_bytes();
       k->small_batch_forward(a);
       return;
     }
@@ -941,6 +955,7 @@ int64_t default_lanes_min_weights() {
 
 void set_lanes_min_weights(int64_t floats) { g_lanes_min_weights = floats >= 0 ? floats : -1; }
 void set_streamed_grad_min_bytes(int64_t bytes) { g_streamed_grad_min_bytes = bytes >= 0 ? bytes : -1; }
+void set_split_min_bytes(int64_t bytes) { g_split_min_bytes = bytes >= 0 ? bytes : -1; }
 const char* forward_path(const RnnLayerDims& dims) {
   check_rnn_dims(dims);
   if (small_batch_path(dims) && simd::active_kernels() != nullptr) return "small-batch";

@@ -117,6 +117,8 @@ struct SmallBatchForward {
   const float* zeros = nullptr;        // [H] zeros
   bool training = false;
   int num_threads = 1;
+  int64_t split_min_bytes = 0;         // a thread's slice of packed from which others may
+                                       // run its last blocks (StepScheduler parts); 0: any
 };
 
 // Arguments of the small-batch backward: the reverse walk of rnn_backward

@@ -21,7 +21,9 @@
 //   - threads meet once per step (StepScheduler), since the next step needs all
 //     of h; a thread whose partner is late (descheduled) runs its part for it.
 // Blocks are walked in alternating order on alternate steps, so that the blocks
-// a step touched last (still in cache) are the first the next step reads.
+// a step touched last (still in cache) are the first the next step reads. A
+// group whose slice streams from L3 anyway (SmallBatchForward::split_min_bytes)
+// lets a thread done with its own group run its last blocks when it is behind.
 
 using reg = Vec::reg;
 
@@ -510,6 +512,11 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
   const bool lstm = d.cell == CellType::LSTM;
   const int groups = small_batch_threads(a.num_threads, blocks);
   detail::StepScheduler scheduler(groups);
+  const int64_t slice_bytes = blocks / groups * (a.bf16 ? block_elems_bf16 * 2 : block_elems * 4);
+  const bool split = groups > 1 && slice_bytes >= a.split_min_bytes;
+  if (split)
+    for (int g = 0; g < groups; ++g)
+      scheduler.set_parts(g, static_cast<int>(blocks * (g + 1) / groups - blocks * g / groups));
 
 #pragma omp parallel num_threads(groups)
   {
@@ -570,7 +577,38 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
       }
       ++step;
       const bool ascending = (step & 1) == 1;
-      scheduler.step(t, step, sched_state, [&](int g) {
+      // Block i of group g's walk this step.
+      const auto walk_block = [&](int g, int64_t i) {
+        const int64_t jb0 = blocks * g / groups, jb1 = blocks * (g + 1) / groups;
+        return ascending ? jb0 + i : jb1 - 1 - i;
+      };
+      const auto product = [&](int64_t jb) {
+        const int64_t j = jb * kPackBlock;
+        const int64_t cnt = std::min<int64_t>(kPackBlock, H - j);
+        float* g_at[kSmallBatchMax];
+        for (int64_t b = 0; b < s.n; ++b) g_at[b] = g_rows[b] + j;
+        if (a.bf16)
+          recurrent_block_rows<G, GM>(reinterpret_cast<const uint16_t*>(a.packed) + jb * block_elems_bf16, K,
+                                      H, h_rows, g_at, s.n, cnt);
+        else
+          recurrent_block_rows<G, GM>(a.packed + jb * block_elems, K, H, h_rows, g_at, s.n, cnt);
+      };
+      // The pointwise pass over units [u0, u1) at once (its vectors are
+      // independent, so their long activation chains overlap), and the entries
+      // whose sequence ends here: those units of h_n and c_n.
+      const auto finish_units = [&](int64_t u0, int64_t u1) {
+        for (int64_t b = 0; b < s.n && u1 > u0; ++b)
+          pointwise(u1 - u0, H, g_rows[b] + u0, a.bias + u0, h_rows[b] + u0,
+                    lstm ? c_prev_rows[b] + u0 : nullptr, lstm ? c_rows[b] + u0 : nullptr,
+                    a.y + (s.off + b) * a.ldy + u0, a.training);
+        for (int64_t b = s.n_next_cont; b < s.n && u1 > u0; ++b) {
+          if (a.h_n != nullptr)
+            std::memcpy(a.h_n + b * H + u0, a.y + (s.off + b) * a.ldy + u0, (u1 - u0) * sizeof(float));
+          if (lstm && a.c_n != nullptr)
+            std::memcpy(a.c_n + b * H + u0, c_rows[b] + u0, (u1 - u0) * sizeof(float));
+        }
+      };
+      const auto run_group = [&](int g) {
         const int64_t jb0 = blocks * g / groups, jb1 = blocks * (g + 1) / groups;
         const int64_t u0 = jb0 * kPackBlock, u1 = std::min(H, jb1 * kPackBlock);
         // All of h is read by every block, and the other groups' parts of it
@@ -587,32 +625,31 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
           if (u1 > u0)
             for (int q = 0; q < S; ++q) prefetch_lines(g_rows[b] + q * H + u0, u1 - u0);
         }
-        for (int64_t i = jb0; i < jb1; ++i) {
-          const int64_t jb = ascending ? i : jb1 - 1 - (i - jb0);
-          const int64_t j = jb * kPackBlock;
-          const int64_t cnt = std::min<int64_t>(kPackBlock, H - j);
-          float* g_at[kSmallBatchMax];
-          for (int64_t b = 0; b < s.n; ++b) g_at[b] = g_rows[b] + j;
-          if (a.bf16)
-            recurrent_block_rows<G, GM>(reinterpret_cast<const uint16_t*>(a.packed) + jb * block_elems_bf16,
-                                        K, H, h_rows, g_at, s.n, cnt);
-          else
-            recurrent_block_rows<G, GM>(a.packed + jb * block_elems, K, H, h_rows, g_at, s.n, cnt);
+        if (!split) {
+          for (int64_t i = 0; i < jb1 - jb0; ++i) product(walk_block(g, i));
+          finish_units(u0, u1);
+          return;
         }
-        // The pointwise pass over all of the group's units at once: its vectors
-        // are independent, so their long activation chains overlap.
-        for (int64_t b = 0; b < s.n && u1 > u0; ++b)
-          pointwise(u1 - u0, H, g_rows[b] + u0, a.bias + u0, h_rows[b] + u0,
-                    lstm ? c_prev_rows[b] + u0 : nullptr, lstm ? c_rows[b] + u0 : nullptr,
-                    a.y + (s.off + b) * a.ldy + u0, a.training);
-        // Entries whose sequence ends here: the group's units of h_n and c_n.
-        for (int64_t b = s.n_next_cont; b < s.n && u1 > u0; ++b) {
-          if (a.h_n != nullptr)
-            std::memcpy(a.h_n + b * H + u0, a.y + (s.off + b) * a.ldy + u0, (u1 - u0) * sizeof(float));
-          if (lstm && a.c_n != nullptr)
-            std::memcpy(a.c_n + b * H + u0, c_rows[b] + u0, (u1 - u0) * sizeof(float));
-        }
-      });
+        // Split: the blocks one at a time, while other threads may take the
+        // last ones; the pointwise pass then covers the blocks this thread ran
+        // (the first `taken` of the walk).
+        int64_t taken = 0;
+        for (int first, count; (count = scheduler.take_front(g, step, &first)) > 0; taken += count)
+          for (int i = first; i < first + count; ++i) product(walk_block(g, i));
+        if (ascending)
+          finish_units(u0, std::min(H, (jb0 + taken) * kPackBlock));
+        else
+          finish_units((jb1 - taken) * kPackBlock, u1);
+      };
+      const auto run_part = [&](int g, int i) {
+        const int64_t jb = walk_block(g, i);
+        product(jb);
+        finish_units(jb * kPackBlock, std::min(H, (jb + 1) * kPackBlock));
+      };
+      if (split)
+        scheduler.step(t, step, sched_state, run_group, run_part);
+      else
+        scheduler.step(t, step, sched_state, run_group);
     });
   }
 }

@@ -26,6 +26,12 @@ int64_t default_lanes_min_weights();
 // Not thread-safe.
 void set_streamed_grad_min_bytes(int64_t bytes);
 
+// Sets the size, in bytes, of a thread's slice of W_hh from which the
+// small-batch forward lets threads take the last blocks of each other's slices
+// (rnn.cpp, split_min_bytes); the results are the same bits either way. A
+// negative value restores the default (4 MiB). Not thread-safe.
+void set_split_min_bytes(int64_t bytes);
+
 // Which forward path dims take on the active instruction set: "small-batch",
 // "lanes" (rows-in-lanes products) or "gemm" (oneDNN per-step products).
 const char* forward_path(const RnnLayerDims& dims);
