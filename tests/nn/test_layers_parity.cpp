@@ -310,7 +310,9 @@ TEST_F(LayersParity, FunctionalPad) {
 TEST_F(LayersParity, SequentialModel) {
   TRACE_SEED();
   for (Dtype dtype : kDtypes) {
-    const int64_t in = rnd(gen_, 2, 10), hidden = rnd(gen_, 2, 10), classes = rnd(gen_, 2, 6);
+    // hidden >= 4: the LayerNorm over it is ill-conditioned in float32 with 2 (see
+    // the LayerNorm test).
+    const int64_t in = rnd(gen_, 2, 10), hidden = rnd(gen_, 4, 10), classes = rnd(gen_, 2, 6);
     const json inner = {
         {"type", "Sequential"},
         {"named",
