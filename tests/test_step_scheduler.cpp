@@ -40,28 +40,36 @@ struct Record {
   std::atomic<int> started_early{0}, left_early{0};
 };
 
-// Threads 0 .. threads-1 walk steps 1 .. steps; thread `late` (if >= 0) starts
-// only after late_ms, long after the others have had to run its group.
-void run_walk(int threads, int groups, int64_t steps, int late, int late_ms, Record& rec) {
-  StepScheduler scheduler(groups);
+// Starts threads 0 .. threads-1, each walking steps 1 .. steps with a fresh
+// ThreadState through step_fn(t, s, state); thread `late` (if >= 0) starts
+// only after late_ms.
+template <class StepFn>
+void walk_threads(int threads, int64_t steps, int late, int late_ms, StepFn&& step_fn) {
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t)
     pool.emplace_back([&, t] {
       if (t == late) std::this_thread::sleep_for(std::chrono::milliseconds(late_ms));
       StepScheduler::ThreadState state;
-      for (int64_t s = 1; s <= steps; ++s) {
-        scheduler.step(t, s, state, [&](int g) {
-          if (s > 1 && !rec.step_complete(s - 1)) rec.started_early.fetch_add(1);
-          rec.runs_of(s, g).fetch_add(1);
-          rec.runner_of(s, g).store(t);
-          // Some work, a little different per group, so that finishing order varies.
-          volatile double x = 0;
-          for (int i = 0; i < 50 * (g + 1); ++i) x = x + i;
-        });
-        if (!rec.step_complete(s)) rec.left_early.fetch_add(1);
-      }
+      for (int64_t s = 1; s <= steps; ++s) step_fn(t, s, state);
     });
   for (std::thread& th : pool) th.join();
+}
+
+// Threads 0 .. threads-1 walk steps 1 .. steps; thread `late` (if >= 0) starts
+// only after late_ms, long after the others have had to run its group.
+void run_walk(int threads, int groups, int64_t steps, int late, int late_ms, Record& rec) {
+  StepScheduler scheduler(groups);
+  walk_threads(threads, steps, late, late_ms, [&](int t, int64_t s, StepScheduler::ThreadState& state) {
+    scheduler.step(t, s, state, [&](int g) {
+      if (s > 1 && !rec.step_complete(s - 1)) rec.started_early.fetch_add(1);
+      rec.runs_of(s, g).fetch_add(1);
+      rec.runner_of(s, g).store(t);
+      // Some work, a little different per group, so that finishing order varies.
+      volatile double x = 0;
+      for (int i = 0; i < 50 * (g + 1); ++i) x = x + i;
+    });
+    if (!rec.step_complete(s)) rec.left_early.fetch_add(1);
+  });
 }
 
 TEST(StepScheduler, EveryGroupOncePerStepInOrder) {
@@ -161,33 +169,26 @@ void run_parts_walk(int threads, int64_t steps, int slow, int late, int late_ms,
       }
     }
   };
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t)
-    pool.emplace_back([&, t] {
-      if (t == late) std::this_thread::sleep_for(std::chrono::milliseconds(late_ms));
-      StepScheduler::ThreadState state;
-      for (int64_t s = 1; s <= steps; ++s) {
-        scheduler.step(
-            t, s, state,
-            [&](int g) {
-              // The runner's parts come from the front, one run of them after another.
-              int next = 0;
-              for (int first, count; (count = scheduler.take_front(g, s, &first)) > 0; next = first + count) {
-                if (first != next) rec.runner_took_back.fetch_add(1);
-                for (int i = first; i < first + count; ++i) {
-                  rec.ran(s, g, i, false);
-                  work(s, g, i);
-                }
-              }
-            },
-            [&](int g, int i) {
-              rec.ran(s, g, i, true);
+  walk_threads(threads, steps, late, late_ms, [&](int t, int64_t s, StepScheduler::ThreadState& state) {
+    scheduler.step(
+        t, s, state,
+        [&](int g) {
+          // The runner's parts come from the front, one run of them after another.
+          int next = 0;
+          for (int first, count; (count = scheduler.take_front(g, s, &first)) > 0; next = first + count) {
+            if (first != next) rec.runner_took_back.fetch_add(1);
+            for (int i = first; i < first + count; ++i) {
+              rec.ran(s, g, i, false);
               work(s, g, i);
-            });
-        if (!rec.step_complete(s)) rec.left_early.fetch_add(1);
-      }
-    });
-  for (std::thread& th : pool) th.join();
+            }
+          }
+        },
+        [&](int g, int i) {
+          rec.ran(s, g, i, true);
+          work(s, g, i);
+        });
+    if (!rec.step_complete(s)) rec.left_early.fetch_add(1);
+  });
 }
 
 TEST(StepScheduler, EveryPartOncePerStepAndHelpersTakeTheLast) {
