@@ -630,9 +630,10 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
           finish_units(u0, u1);
           return;
         }
-        // Split: the blocks one at a time, while other threads may take the
-        // last ones; the pointwise pass then covers the blocks this thread ran
-        // (the first `taken` of the walk).
+        // Split: the blocks a few at a time (StepScheduler::take_front), while
+        // a thread done with its own group may take the last ones; the
+        // pointwise pass then covers the blocks this thread ran (the first
+        // `taken` of the walk).
         int64_t taken = 0;
         for (int first, count; (count = scheduler.take_front(g, step, &first)) > 0; taken += count)
           for (int i = first; i < first + count; ++i) product(walk_block(g, i));
