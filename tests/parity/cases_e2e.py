@@ -60,7 +60,7 @@ def train_language_model(cfg, t):
         model.double()
     _load(model, t)
     model.eval()  # dropout off: the two frameworks draw different masks
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], eps=cfg["eps"])
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg["step_size"], gamma=cfg["gamma"])
     crit = nn.CrossEntropyLoss()
     data = t["data"]  # [steps, bptt + 1, batch]
@@ -87,7 +87,7 @@ def train_bigru_classifier(cfg, t):
     if t["param.embedding.weight"].dtype == torch.float64:
         model.double()
     _load(model, t)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], eps=cfg["eps"])
     crit = nn.CrossEntropyLoss()
     texts, lengths, labels = t["texts"], t["lengths"], t["labels"]  # [steps, N, L], [steps, N], [steps, N]
     losses = []
