@@ -129,10 +129,11 @@ bool stream_w_hh_in_backward(const RnnLayerDims& d) {
 // L3 every step, so no core's cache is lost when another core runs some of its
 // blocks, and its step is long enough that one core slowed for a while (a
 // neighbour on a shared host) leaves the other waiting for microseconds.
-// Measured on two Zen 3 cores, in-process A/B alternating call by call, medians
-// of 40-pair windows over minutes: from 4.5 MiB (lstm-768-2, gru-1024-1) level in
-// quiet phases and 2-5% faster in slow ones; at 2 MiB (lstm-512-1/4) 0.5-1%
-// slower in quiet phases, hence 4 MiB.
+// Measured on two Zen 3 cores, in-process A/B alternating call by call, ratios
+// of medians over 40-call windows for 80-100 s (docs/PERFORMANCE.md): gru-1024-1
+// 0.984 (0.966-1.005), lstm-768-2 (4.5 MiB) 0.995 (0.93-1.01), the slow windows
+// being the host's slow phases; split from 2 MiB, lstm-512-1 1.006 and
+// lstm-512-4 0.997, hence 4 MiB.
 int64_t g_split_min_bytes = -1;  // tuning::set_split_min_bytes; -1: the default
 int64_t split_min_bytes() { return g_split_min_bytes >= 0 ? g_split_min_bytes : int64_t{4} << 20; }
 

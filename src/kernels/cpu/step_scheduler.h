@@ -66,8 +66,9 @@ class StepScheduler {
   // The next parts of group g for its runner, counted from the front: [*first,
   // *first + count), count 0 when every part is taken. A quarter of those left
   // at a time (at least one), so that a step takes a few atomic operations per
-  // group rather than one per part (each is a full fence, which stalls the
-  // weight stream), while the last parts stay free for a helper.
+  // group rather than one per part (each is a full fence, which likely stalls
+  // the weight stream: one per part was slower), while the last parts stay free
+  // for a helper.
   int take_front(int g, int64_t step, int* first) {
     std::atomic<uint64_t>& word = taken_[g].word;
     uint64_t old = word.load(std::memory_order_relaxed);
@@ -153,16 +154,21 @@ class StepScheduler {
   static uint64_t pack(int64_t step, int front, int back) {
     return (static_cast<uint64_t>(step) << 32) | (static_cast<uint64_t>(front) << 16) | static_cast<uint64_t>(back);
   }
+  // Whether the word is of this step: its runner has taken a part.
+  static bool of_step(uint64_t word, int64_t step) {
+    return (word >> 32) == (static_cast<uint64_t>(step) & 0xffffffffu);
+  }
   static Taken unpack(uint64_t word, int64_t step) {
-    if ((word >> 32) != (static_cast<uint64_t>(step) & 0xffffffffu)) return {0, 0};
+    if (!of_step(word, step)) return {0, 0};
     return {static_cast<int>((word >> 16) & 0xffff), static_cast<int>(word & 0xffff)};
   }
 
   // Takes the parts left of the groups other threads are running, from the back,
-  // and runs them (the caller runs none: it is waiting for the step's end). Only a group whose runner has taken its first part is helped
-  // (one not started yet is the late-owner path's), and a group with nothing
-  // left is not looked at again this step, so that its runner's next take finds
-  // its counter's line still in its own cache.
+  // and runs them (the caller runs none: it is waiting for the step's end). Only
+  // a group whose runner has taken its first part is helped (one not started yet
+  // is the late-owner path's), and a group with nothing left is not looked at
+  // again this step, so that its runner's next take finds its counter's line
+  // still in its own cache.
   template <class RunPart>
   void help(int64_t step, RunPart& run_part, uint64_t& exhausted) {
     for (int g = 0; g < groups_; ++g) {
@@ -173,7 +179,7 @@ class StepScheduler {
       int ran = 0;
       uint64_t old = word.load(std::memory_order_relaxed);
       for (;;) {
-        if ((old >> 32) != (static_cast<uint64_t>(step) & 0xffffffffu)) break;  // not started
+        if (!of_step(old, step)) break;  // not started
         const Taken k = unpack(old, step);
         if (k.front + k.back + 2 > parts_[g]) {
           exhausted |= uint64_t{1} << (g & 63);
