@@ -94,6 +94,14 @@ class SplitScope {
   ~SplitScope() { k::tuning::set_split_min_bytes(-1); }
 };
 
+// Sets how far ahead the small-batch forward's product requests its weights
+// (k::tuning::set_small_batch_prefetch; 0: not at all) while in scope.
+class PrefetchScope {
+ public:
+  explicit PrefetchScope(int64_t bytes) { k::tuning::set_small_batch_prefetch(bytes); }
+  ~PrefetchScope() { k::tuning::set_small_batch_prefetch(-1); }
+};
+
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kSentinel = 777.0;  // fills columns past the row width; must survive
 
@@ -1024,6 +1032,70 @@ TEST(RnnKernels, SplitGroupsGiveTheSameBits) {
         EXPECT_EQ(forward_bf16(3, 0), want) << "bfloat16, 3 threads, split groups";
         EXPECT_EQ(forward_bf16(2, 0), want) << "bfloat16, 2 threads, split groups";
       }
+}
+
+// The small-batch product's weight prefetches (any distance, or none) change no
+// bits: float training and inference forward, and bfloat16 weights, for batches
+// that take k-major and gate-major passes, a partial last block included; on
+// every instruction set the CPU has.
+TEST(RnnKernels, WeightPrefetchGivesTheSameBits) {
+  int isas = 0;
+  for (simd::Isa isa : available_isas()) {
+    if (simd::kernels(isa) == nullptr) continue;
+    ++isas;
+    SCOPED_TRACE(simd::isa_name(isa));
+    const IsaScope isa_scope(isa);
+    for (CellType cell : {CellType::LSTM, CellType::GRU, CellType::RNN_TANH})
+      for (int batch : {1, 3, 4}) {
+        Config c = random_config(cell, 6300 + batch);
+        c.I = 20, c.H = 200, c.P = 0, c.N = batch, c.T = 12;
+        c.separate_scratch = false;
+        c.batch_sizes.assign(12, batch);
+        c.weight_scale = 0.2;
+        SCOPED_TRACE(c.describe());
+        ASSERT_STREQ(k::tuning::forward_path(c.dims()), "small-batch");
+        const Problem p = random_problem(c);
+        const RnnLayerDims d = c.dims();
+        const std::vector<float> w_ih(p.w_ih.begin(), p.w_ih.end()), w_hh(p.w_hh.begin(), p.w_hh.end()),
+            b_ih(p.b_ih.begin(), p.b_ih.end()), b_hh(p.b_hh.begin(), p.b_hh.end()), x(p.x.begin(), p.x.end());
+        std::vector<float> packed(k::rnn_packed_weights_size(d, k::PackedPrecision::kBFloat16));
+        k::rnn_pack_weights(d, w_hh.data(), packed.data(), k::PackedPrecision::kBFloat16);
+        RnnWeights<float> w;
+        w.w_ih = w_ih.data();
+        w.w_hh = w_hh.data();
+        w.b_ih = c.has_bias ? b_ih.data() : nullptr;
+        w.b_hh = c.has_bias ? b_hh.data() : nullptr;
+        w.w_hh_packed = packed.data();
+        std::vector<float> ws(k::rnn_forward_workspace_size(d, false));
+        const auto forward_bf16 = [&] {
+          std::vector<float> y(static_cast<size_t>(c.rows() * c.H));
+          k::rnn_forward<float>(d, w, x.data(), c.I, nullptr, nullptr, y.data(), c.H, nullptr, nullptr,
+                                ws.data(), false);
+          return y;
+        };
+        KernelOutputs none;
+        std::vector<float> none_bf16;
+        {
+          const PrefetchScope scope(0);
+          none = run_float_kernel_on(2, c, p);
+          const ThreadsScope threads(2);
+          none_bf16 = forward_bf16();
+        }
+        for (int64_t bytes : {int64_t{64}, int64_t{2048}, int64_t{4096}}) {
+          SCOPED_TRACE(testing::Message() << "prefetch " << bytes << " bytes ahead");
+          const PrefetchScope scope(bytes);
+          const KernelOutputs ahead = run_float_kernel_on(2, c, p);
+          EXPECT_EQ(none.y, ahead.y);
+          EXPECT_EQ(none.h_n, ahead.h_n);
+          EXPECT_EQ(none.c_n, ahead.c_n);
+          EXPECT_EQ(none.y_inf, ahead.y_inf);
+          EXPECT_EQ(none.y_inf_packed, ahead.y_inf_packed);
+          const ThreadsScope threads(2);
+          EXPECT_EQ(forward_bf16(), none_bf16) << "bfloat16";
+        }
+      }
+  }
+  if (isas == 0) GTEST_SKIP() << "no vector kernels on this CPU: no small-batch path";
 }
 
 // Hidden sizes of one 16-unit block run the small-batch forward as a team of one

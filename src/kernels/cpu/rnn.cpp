@@ -136,6 +136,7 @@ bool stream_w_hh_in_backward(const RnnLayerDims& d) {
 // lstm-512-4 0.997, hence 4 MiB.
 int64_t g_split_min_bytes = -1;  // tuning::set_split_min_bytes; -1: the default
 int64_t split_min_bytes() { return g_split_min_bytes >= 0 ? g_split_min_bytes : int64_t{4} << 20; }
+int64_t g_small_batch_prefetch = -1;  // tuning::set_small_batch_prefetch; -1: by the slice's size
 
 // GEMM-path batches of 14 to 16 rows (7/8 of the 16 rows a lanes_gemm call
 // takes: one AVX-512 vector, two AVX2 ones) whose W_hh does not fit the cores'
@@ -506,6 +507,7 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
       a.training = Training;
       a.num_threads = nthreads;
       a.split_min_bytes = split_min_bytes();
+      a.prefetch_bytes = g_small_batch_prefetch;
       k->small_batch_forward(a);
       return;
     }
@@ -957,6 +959,7 @@ int64_t default_lanes_min_weights() {
 void set_lanes_min_weights(int64_t floats) { g_lanes_min_weights = floats >= 0 ? floats : -1; }
 void set_streamed_grad_min_bytes(int64_t bytes) { g_streamed_grad_min_bytes = bytes >= 0 ? bytes : -1; }
 void set_split_min_bytes(int64_t bytes) { g_split_min_bytes = bytes >= 0 ? bytes : -1; }
+void set_small_batch_prefetch(int64_t bytes) { g_small_batch_prefetch = bytes >= 0 ? bytes : -1; }
 const char* forward_path(const RnnLayerDims& dims) {
   check_rnn_dims(dims);
   if (small_batch_path(dims) && simd::active_kernels() != nullptr) return "small-batch";

@@ -119,6 +119,8 @@ struct SmallBatchForward {
   int num_threads = 1;
   int64_t split_min_bytes = 0;         // a thread's slice of packed from which others may
                                        // run its last blocks (StepScheduler parts); 0: any
+  int64_t prefetch_bytes = -1;         // how far ahead the product requests its weights;
+                                       // 0: not at all; -1: by the slice's size
 };
 
 // Arguments of the small-batch backward: the reverse walk of rnn_backward

@@ -15,7 +15,8 @@
 //     that the product runs along k with the 16 units of all G gates in
 //     registers and no horizontal sums; [G][K][16] where the passes take the
 //     gates a few at a time); it then reads only that slice, which stays in the
-//     core's own L2 (or L1) across steps;
+//     core's own L2 (or L1) across steps, and requests its weights a few KiB
+//     ahead of the product (recurrent_prefetch_bytes);
 //   - per step it completes the pre-activations of its units and runs the fused
 //     pointwise pass on them while they are in L1, writing its part of h (and c);
 //   - threads meet once per step (StepScheduler), since the next step needs all
@@ -320,10 +321,12 @@ inline void store_accumulators(reg (&acc)[KS][NB][GP][kSub], float* const* g_row
 // For NB rows b and the GP gates g0 <= g < g0 + GP: gates_b[g*H + u] += sum_k
 // W_hh[g*H + j0 + u, k] * h_b[k] for the cnt units u of one block (j0 is folded
 // into g_rows); wp is the block's packed weights, [K][G][16], or [G][K][16]
-// with GM (gate-major; see Kernels::gate_major), for K columns.
+// with GM (gate-major; see Kernels::gate_major), for K columns. With prefetch
+// > 0, each gate's stream is requested that many elements ahead into L1
+// (recurrent_prefetch).
 template <int G, int GP, int NB, bool GM>
 inline void recurrent_block(const float* wp, int64_t K, int64_t H, const float* const* h,
-                            float* const* g_rows, int g0, int64_t cnt) {
+                            float* const* g_rows, int g0, int64_t cnt, int64_t prefetch) {
   constexpr int KS = k_splits(GP, NB);
   reg acc[KS][NB][GP][kSub];
   load_accumulators(acc, g_rows, H, g0, cnt);
@@ -333,6 +336,9 @@ inline void recurrent_block(const float* wp, int64_t K, int64_t H, const float* 
   // acc[q] += W[kk] h[kk] for every row, gate and sub-vector.
   const auto step = [&](int q, int64_t kk) __attribute__((always_inline)) {
     const float* w = wp + kk * k_step;
+    if (prefetch > 0)
+#pragma GCC unroll 16
+      for (int g = 0; g < GP; ++g) _mm_prefetch(reinterpret_cast<const char*>(w + g * g_step + prefetch), _MM_HINT_T0);
     reg hb[NB];
 #pragma GCC unroll 16
     for (int b = 0; b < NB; ++b) hb[b] = Vec::broadcast(h[b] + kk);
@@ -359,7 +365,7 @@ inline void recurrent_block(const float* wp, int64_t K, int64_t H, const float* 
 // accumulator sets (k even, k odd) when registers allow, for enough FMA chains.
 template <int G, int GP, int NB, bool GM>
 inline void recurrent_block(const uint16_t* wp, int64_t K, int64_t H, const float* const* h,
-                            float* const* g_rows, int g0, int64_t cnt) {
+                            float* const* g_rows, int g0, int64_t cnt, int64_t prefetch) {
   constexpr int KS = 2 * NB * GP * kSub <= Vec::kRegisters - 8 ? 2 : 1;
   reg acc[KS][NB][GP][kSub];
   load_accumulators(acc, g_rows, H, g0, cnt);
@@ -375,6 +381,9 @@ inline void recurrent_block(const uint16_t* wp, int64_t K, int64_t H, const floa
   constexpr bool kHalves = kAcc + 2 * NB + 2 > Vec::kRegisters && kAcc + NB + GP * kSub + 1 <= Vec::kRegisters;
   for (int64_t kp = 0; kp < pairs; ++kp) {
     const uint16_t* w = wp + kp * k_step;
+    if (prefetch > 0)
+#pragma GCC unroll 16
+      for (int g = 0; g < GP; ++g) _mm_prefetch(reinterpret_cast<const char*>(w + g * g_step + prefetch), _MM_HINT_T0);
     if constexpr (kHalves) {
       reg odd[GP][kSub], hb[NB];
 #pragma GCC unroll 16
@@ -447,10 +456,10 @@ inline void recurrent_block(const uint16_t* wp, int64_t K, int64_t H, const floa
 // there than four.
 template <int G, int NB, bool GM, class W>
 inline void recurrent_block_gates(const W* wp, int64_t K, int64_t H, const float* const* h,
-                                  float* const* g_rows, int64_t cnt) {
+                                  float* const* g_rows, int64_t cnt, int64_t prefetch) {
   constexpr int GP = gates_per_pass(G, NB);
   static_assert(GP == G || GM, "k-major passes take all gates");
-  for (int g0 = 0; g0 < G; g0 += GP) recurrent_block<G, GP, NB, GM>(wp, K, H, h, g_rows, g0, cnt);
+  for (int g0 = 0; g0 < G; g0 += GP) recurrent_block<G, GP, NB, GM>(wp, K, H, h, g_rows, g0, cnt, prefetch);
 }
 
 // Rows one pass over k-major weights takes: the most that all G gates fit.
@@ -463,24 +472,24 @@ constexpr int all_gates_rows(int G) {
 // The last rows < kMaxBatchPerPass: the widest pass that fits them.
 template <int G, int NB, bool GM, class W>
 inline void recurrent_block_tail(const W* wp, int64_t K, int64_t H, const float* const* h,
-                                 float* const* g_rows, int64_t rows, int64_t cnt) {
+                                 float* const* g_rows, int64_t rows, int64_t cnt, int64_t prefetch) {
   if constexpr (NB > 1) {
     if (rows < NB) {
-      recurrent_block_tail<G, NB - 1, GM>(wp, K, H, h, g_rows, rows, cnt);
+      recurrent_block_tail<G, NB - 1, GM>(wp, K, H, h, g_rows, rows, cnt, prefetch);
       return;
     }
   }
-  recurrent_block_gates<G, NB, GM>(wp, K, H, h, g_rows, cnt);
+  recurrent_block_gates<G, NB, GM>(wp, K, H, h, g_rows, cnt, prefetch);
 }
 
 template <int G, bool GM, class W>
 inline void recurrent_block_rows(const W* wp, int64_t K, int64_t H, const float* const* h,
-                                 float* const* g_rows, int64_t rows, int64_t cnt) {
+                                 float* const* g_rows, int64_t rows, int64_t cnt, int64_t prefetch) {
   constexpr int NB = GM ? kMaxBatchPerPass : all_gates_rows(G);
   int64_t b = 0;
-  for (; b + NB <= rows; b += NB) recurrent_block_gates<G, NB, GM>(wp, K, H, h + b, g_rows + b, cnt);
+  for (; b + NB <= rows; b += NB) recurrent_block_gates<G, NB, GM>(wp, K, H, h + b, g_rows + b, cnt, prefetch);
   if constexpr (NB > 1)
-    if (b < rows) recurrent_block_tail<G, NB - 1, GM>(wp, K, H, h + b, g_rows + b, rows - b, cnt);
+    if (b < rows) recurrent_block_tail<G, NB - 1, GM>(wp, K, H, h + b, g_rows + b, rows - b, cnt, prefetch);
 }
 
 bool gate_major(int64_t G, int64_t batch) {
@@ -493,6 +502,29 @@ inline void prefetch_lines(const float* p, int64_t n) {
   const uintptr_t end = reinterpret_cast<uintptr_t>(p + n);
   for (uintptr_t a = reinterpret_cast<uintptr_t>(p) & ~(kLine - 1); a < end; a += kLine)
     _mm_prefetch(reinterpret_cast<const char*>(a), _MM_HINT_T0);
+}
+
+// How far ahead (bytes) the small-batch product requests each gate's weights
+// into L1, for a group's slice of W_hh of slice_bytes; 0: not at all. With the
+// hardware prefetchers alone the product waited on its weights wherever they
+// came from, L2 or L3. Forward with pre-packed weights on one Xeon (AVX-512,
+// 2 MiB of L2 per core), two threads, us per step without -> with, medians of
+// in-process runs alternating the two call by call: LSTM H = 512 N = 4 79-85
+// -> 74-76 (the recurrent part alone, input size 1: 59 -> 47), N = 1 51-52 ->
+// 45-47; GRU H = 512 N = 2 to 4 -10 to -14%; GRU H = 1024 N = 1 -4 to -10%;
+// LSTM H = 256 N = 1 and N = 8 -6 to -12%; LSTM H = 128 N = 1 -2.5 to -3.5%,
+// GRU H = 128 -1.5%; the AVX2 kernels on the same CPU alike (LSTM H = 512
+// N = 4 99 -> 92, GRU H = 512 N = 2 -11%; LSTM H = 128 level, +1%). But Elman
+// H = 128 (32 KB per thread, in L1) took 7-9% longer: the requests only cost
+// there, hence none below 64 KiB. 2 KiB ahead was best for the small slices (4
+// and 8 KiB: up to 3% slower at H = 128), 4 KiB for slices of 1 MiB and more
+// (GRU H = 1024: 2-3% faster than 2 KiB). With bfloat16 weights: GRU H = 1024
+// N = 1 117 -> 103, LSTM H = 512 N = 1 36 -> 33, but LSTM H = 512 N = 4 66 ->
+// 68 at any distance (1-4 KiB): with 4 rows the widening and the FMAs fill the
+// core, and the requests only add to them. Not measured on AMD cores.
+inline int64_t recurrent_prefetch_bytes(int64_t slice_bytes, bool bf16, int64_t batch) {
+  if (slice_bytes < (int64_t{64} << 10) || (bf16 && batch >= kMaxBatchPerPass)) return 0;
+  return slice_bytes >= (int64_t{1} << 20) ? 4096 : 2048;
 }
 
 // Thread count for the small-batch paths: at most one per 16-unit block.
@@ -514,6 +546,8 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
   detail::StepScheduler scheduler(groups);
   const int64_t slice_bytes = blocks / groups * (a.bf16 ? block_elems_bf16 * 2 : block_elems * 4);
   const bool split = groups > 1 && slice_bytes >= a.split_min_bytes;
+  const int64_t prefetch =
+      a.prefetch_bytes >= 0 ? a.prefetch_bytes : recurrent_prefetch_bytes(slice_bytes, a.bf16, d.batch);
   if (split)
     for (int g = 0; g < groups; ++g)
       scheduler.set_parts(g, static_cast<int>(blocks * (g + 1) / groups - blocks * g / groups));
@@ -589,9 +623,9 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
         for (int64_t b = 0; b < s.n; ++b) g_at[b] = g_rows[b] + j;
         if (a.bf16)
           recurrent_block_rows<G, GM>(reinterpret_cast<const uint16_t*>(a.packed) + jb * block_elems_bf16, K,
-                                      H, h_rows, g_at, s.n, cnt);
+                                      H, h_rows, g_at, s.n, cnt, prefetch / 2);
         else
-          recurrent_block_rows<G, GM>(a.packed + jb * block_elems, K, H, h_rows, g_at, s.n, cnt);
+          recurrent_block_rows<G, GM>(a.packed + jb * block_elems, K, H, h_rows, g_at, s.n, cnt, prefetch / 4);
       };
       // The pointwise pass over units [u0, u1) at once (its vectors are
       // independent, so their long activation chains overlap), and the entries

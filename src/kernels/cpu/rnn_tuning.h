@@ -32,6 +32,12 @@ void set_streamed_grad_min_bytes(int64_t bytes);
 // negative value restores the default (4 MiB). Not thread-safe.
 void set_split_min_bytes(int64_t bytes);
 
+// Sets how far ahead, in bytes, the small-batch forward's product requests its
+// packed weights (rnn_simd_impl.h, recurrent_prefetch_bytes); 0 turns the
+// requests off; the results are the same bits either way. A negative value
+// restores the default (by the size of a thread's slice). Not thread-safe.
+void set_small_batch_prefetch(int64_t bytes);
+
 // Which forward path dims take on the active instruction set: "small-batch",
 // "lanes" (rows-in-lanes products) or "gemm" (oneDNN per-step products).
 const char* forward_path(const RnnLayerDims& dims);
