@@ -1034,10 +1034,10 @@ TEST(RnnKernels, SplitGroupsGiveTheSameBits) {
       }
 }
 
-// The small-batch product's weight prefetches (any distance, or none) change no
-// bits: float training and inference forward, and bfloat16 weights, for batches
-// that take k-major and gate-major passes, a partial last block included; on
-// every instruction set the CPU has.
+// The small-batch products' weight prefetches (any distance, or none) change no
+// bits: float training and inference forward, the backward, and bfloat16
+// weights, for batches that take k-major and gate-major passes, a partial last
+// block included; on every instruction set the CPU has.
 TEST(RnnKernels, WeightPrefetchGivesTheSameBits) {
   int isas = 0;
   for (simd::Isa isa : available_isas()) {
@@ -1090,6 +1090,10 @@ TEST(RnnKernels, WeightPrefetchGivesTheSameBits) {
           EXPECT_EQ(none.c_n, ahead.c_n);
           EXPECT_EQ(none.y_inf, ahead.y_inf);
           EXPECT_EQ(none.y_inf_packed, ahead.y_inf_packed);
+          EXPECT_EQ(none.dx, ahead.dx);
+          EXPECT_EQ(none.dh0, ahead.dh0);
+          EXPECT_EQ(none.dw_hh, ahead.dw_hh);
+          EXPECT_EQ(none.dw_ih, ahead.dw_ih);
           const ThreadsScope threads(2);
           EXPECT_EQ(forward_bf16(), none_bf16) << "bfloat16";
         }

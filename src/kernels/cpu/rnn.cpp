@@ -739,6 +739,7 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
         a.dc0 = dc0;
         a.zeros = zeros;
         a.stream_w_hh = stream_w_hh_in_backward(d);
+        a.prefetch_bytes = g_small_batch_prefetch;
         a.num_threads = nthreads;
         small->small_batch_backward(a);
         return;

@@ -151,6 +151,8 @@ struct SmallBatchBackward {
   float* dc0 = nullptr;                // [N, H] or null (LSTM)
   const float* zeros = nullptr;        // [H] zeros
   bool stream_w_hh = false;            // W_hh read in row chunks, prefetched (rnn_simd_impl.h)
+  int64_t prefetch_bytes = -1;         // otherwise how far ahead its rows are requested;
+                                       // 0: not at all; -1: by the slice's size
   int num_threads = 1;
 };
 

@@ -719,11 +719,12 @@ constexpr int64_t kGradChunk = 32;
 
 // dh_b[k0 + v*L ...] (+)= sum_r dg_b[r] * W[r, k0 + ...] over rows [r0, r1) of
 // W, for NB batch rows b and the cnt <= KV*L columns from k0; from_zero starts
-// the sums at 0 instead of dh. Prefetch: see recurrent_grad_rows.
+// the sums at 0 instead of dh. Prefetch: see recurrent_grad_rows; without it,
+// ahead > 0 requests the block's lines that many rows ahead.
 template <int NB, int KV, bool Prefetch>
 inline void recurrent_grad_block(const float* w, int64_t r0, int64_t r1, int64_t R, int64_t ldw,
                                  const float* const* dg, float* const* dh, int64_t k0, int64_t cnt,
-                                 bool from_zero) {
+                                 bool from_zero, int64_t ahead) {
   reg acc[NB][KV];
   int64_t c[KV];
   for (int v = 0; v < KV; ++v) c[v] = sub_lanes(cnt, v);
@@ -734,6 +735,9 @@ inline void recurrent_grad_block(const float* w, int64_t r0, int64_t r1, int64_t
   for (int64_t r = r0; r < r1; ++r) {
     const float* wr = w + r * ldw + k0;
     if (Prefetch && r + kGradChunk < R) __builtin_prefetch(wr + kGradChunk * ldw, 0, 3);
+    if (!Prefetch && ahead > 0 && r + ahead < R)
+      for (int v = 0; v < KV; ++v)
+        _mm_prefetch(reinterpret_cast<const char*>(wr + ahead * ldw + v * Vec::kLanes), _MM_HINT_T0);
     reg gb[NB];
     for (int b = 0; b < NB; ++b) gb[b] = Vec::broadcast(dg[b] + r);
     for (int v = 0; v < KV; ++v) {
@@ -750,14 +754,14 @@ inline void recurrent_grad_block(const float* w, int64_t r0, int64_t r1, int64_t
 template <int NB>
 inline void recurrent_grad_rows_nb(const float* w, int64_t r0, int64_t r1, int64_t R, int64_t ldw,
                                    const float* const* dg, float* const* dh, int64_t k0, int64_t k1,
-                                   bool from_zero, bool prefetch) {
+                                   bool from_zero, bool prefetch, int64_t ahead) {
   constexpr int KV = std::max(1, std::min(8, (Vec::kRegisters - 4) / NB - 1));
   for (int64_t k = k0; k < k1; k += KV * Vec::kLanes) {
     const int64_t cnt = std::min<int64_t>(KV * Vec::kLanes, k1 - k);
     if (prefetch)
-      recurrent_grad_block<NB, KV, true>(w, r0, r1, R, ldw, dg, dh, k, cnt, from_zero);
+      recurrent_grad_block<NB, KV, true>(w, r0, r1, R, ldw, dg, dh, k, cnt, from_zero, 0);
     else
-      recurrent_grad_block<NB, KV, false>(w, r0, r1, R, ldw, dg, dh, k, cnt, from_zero);
+      recurrent_grad_block<NB, KV, false>(w, r0, r1, R, ldw, dg, dh, k, cnt, from_zero, ahead);
   }
 }
 
@@ -776,23 +780,42 @@ inline void recurrent_grad_rows_nb(const float* w, int64_t r0, int64_t r1, int64
 // gru-1024-1-300 step 138 -> 127 ms, lstm-768-2-50 26.1 -> 23.4 ms; with W_hh of
 // 4 MiB or less (lstm-512-1/4, rnn_tanh-1024-8, lstm-256-8) neutral to 5% slower,
 // hence the threshold.
+//   - The plain walk requests each column block's lines ahead rows ahead (0:
+//     not at all; see recurrent_grad_ahead).
 inline void recurrent_grad_rows(const float* w, int64_t R, int64_t ldw, const float* const* dg,
                                 float* const* dh, int64_t rows, int64_t k0, int64_t k1, bool accumulate,
-                                bool streamed) {
+                                bool streamed, int64_t ahead) {
   const int64_t chunk = streamed ? kGradChunk : R;
   for (int64_t r = 0; r < R; r += chunk) {
     const int64_t r1 = std::min(R, r + chunk);
     const bool from_zero = r == 0 && !accumulate;
     int64_t b = 0;
     for (; b + 4 <= rows; b += 4)
-      recurrent_grad_rows_nb<4>(w, r, r1, R, ldw, dg + b, dh + b, k0, k1, from_zero, streamed);
+      recurrent_grad_rows_nb<4>(w, r, r1, R, ldw, dg + b, dh + b, k0, k1, from_zero, streamed, ahead);
     switch (rows - b) {
-      case 3: recurrent_grad_rows_nb<3>(w, r, r1, R, ldw, dg + b, dh + b, k0, k1, from_zero, streamed); break;
-      case 2: recurrent_grad_rows_nb<2>(w, r, r1, R, ldw, dg + b, dh + b, k0, k1, from_zero, streamed); break;
-      case 1: recurrent_grad_rows_nb<1>(w, r, r1, R, ldw, dg + b, dh + b, k0, k1, from_zero, streamed); break;
+      case 3: recurrent_grad_rows_nb<3>(w, r, r1, R, ldw, dg + b, dh + b, k0, k1, from_zero, streamed, ahead); break;
+      case 2: recurrent_grad_rows_nb<2>(w, r, r1, R, ldw, dg + b, dh + b, k0, k1, from_zero, streamed, ahead); break;
+      case 1: recurrent_grad_rows_nb<1>(w, r, r1, R, ldw, dg + b, dh + b, k0, k1, from_zero, streamed, ahead); break;
       default: break;
     }
   }
+}
+
+// Rows ahead that the plain walk of recurrent_grad_rows requests W's lines, for
+// a group's slice of slice_bytes (all rows, the group's columns) and rows of
+// row_bytes; 0: not at all. Training step of two threads on one Xeon (AVX-512,
+// 2 MiB of L2 per core), backward time without -> with 8 rows ahead, medians
+// of in-process runs alternating the two: LSTM H = 512 N = 4 5.16-5.39 ->
+// 4.69-4.93 ms, N = 1 2.98-3.02 -> 2.77-2.88, GRU H = 512 N = 2 5.06-5.23 ->
+// 4.55-4.67, LSTM H = 384 N = 2 3.44 -> 3.23-3.25, GRU H = 768 N = 1 11.1 ->
+// 10.1; but LSTM H = 128 N = 1 (128 KB per thread) 1.05 -> 1.15 and LSTM
+// H = 256 (512 KB) level, hence none below 1 MiB. Elman H = 1024 (4 KiB rows)
+// N = 4 was best at 4-6 rows (10.6-10.8 -> 9.5-9.6 ms) and 1.16x slower at 12:
+// so at most 24 KiB ahead.
+inline int64_t recurrent_grad_ahead(int64_t slice_bytes, int64_t row_bytes, int64_t prefetch_bytes) {
+  if (prefetch_bytes >= 0) return prefetch_bytes / row_bytes;
+  if (slice_bytes < (int64_t{1} << 20)) return 0;
+  return std::max<int64_t>(1, std::min<int64_t>(8, (int64_t{24} << 10) / row_bytes));
 }
 
 // Step k of the backward scheduler runs, per group: the dh product of walk step
@@ -835,7 +858,9 @@ void small_batch_backward_cell(const SmallBatchBackward& a, RowBackward pointwis
         dg_rows[b] = a.dgates + (s.off + b - a.row0) * a.ldd;
         dh_rows[b] = a.dh_state + b * H;
       }
-      recurrent_grad_rows(a.w_hh, G * H, H, dg_rows, dh_rows, m, u0, u1, DirectHiddenGrad, a.stream_w_hh);
+      const int64_t row_bytes = H * int64_t{sizeof(float)};
+      const int64_t ahead = recurrent_grad_ahead(G * (u1 - u0) * row_bytes, row_bytes, a.prefetch_bytes);
+      recurrent_grad_rows(a.w_hh, G * H, H, dg_rows, dh_rows, m, u0, u1, DirectHiddenGrad, a.stream_w_hh, ahead);
       const size_t bytes = static_cast<size_t>(u1 - u0) * float_size;
       for (int64_t b = s.n_cont; b < s.n; ++b) {
         if (a.dh0 != nullptr) std::memcpy(a.dh0 + b * H + u0, a.dh_state + b * H + u0, bytes);

@@ -33,9 +33,11 @@ void set_streamed_grad_min_bytes(int64_t bytes);
 void set_split_min_bytes(int64_t bytes);
 
 // Sets how far ahead, in bytes, the small-batch forward's product requests its
-// packed weights (rnn_simd_impl.h, recurrent_prefetch_bytes); 0 turns the
-// requests off; the results are the same bits either way. A negative value
-// restores the default (by the size of a thread's slice). Not thread-safe.
+// packed weights, and the small-batch backward's plain walk its rows of W_hh
+// (rnn_simd_impl.h, recurrent_prefetch_bytes and recurrent_grad_ahead); 0
+// turns the requests off; the results are the same bits either way. A
+// negative value restores the defaults (by the size of a thread's slice). Not
+// thread-safe.
 void set_small_batch_prefetch(int64_t bytes);
 
 // Which forward path dims take on the active instruction set: "small-batch",
