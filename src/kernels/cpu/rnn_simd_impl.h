@@ -505,26 +505,26 @@ inline void prefetch_lines(const float* p, int64_t n) {
 }
 
 // How far ahead (bytes) the small-batch product requests each gate's weights
-// into L1, for a group's slice of W_hh of slice_bytes; 0: not at all. With the
-// hardware prefetchers alone the product waited on its weights wherever they
-// came from, L2 or L3. Forward with pre-packed weights on one Xeon (AVX-512,
-// 2 MiB of L2 per core), two threads, us per step without -> with, medians of
-// in-process runs alternating the two call by call: LSTM H = 512 N = 4 79-85
-// -> 74-76 (the recurrent part alone, input size 1: 59 -> 47), N = 1 51-52 ->
-// 45-47; GRU H = 512 N = 2 to 4 -10 to -14%; GRU H = 1024 N = 1 -4 to -10%;
-// LSTM H = 256 N = 1 and N = 8 -6 to -12%; LSTM H = 128 N = 1 -2.5 to -3.5%,
-// GRU H = 128 -1.5%; the AVX2 kernels on the same CPU alike (LSTM H = 512
-// N = 4 99 -> 92, GRU H = 512 N = 2 -11%; LSTM H = 128 level, +1%). But Elman
-// H = 128 (32 KB per thread, in L1) took 7-9% longer: the requests only cost
-// there, hence none below 64 KiB. 2 KiB ahead was best for the small slices (4
-// and 8 KiB: up to 3% slower at H = 128), 4 KiB for slices of 1 MiB and more
-// (GRU H = 1024: 2-3% faster than 2 KiB). With bfloat16 weights: GRU H = 1024
-// N = 1 117 -> 103, LSTM H = 512 N = 1 36 -> 33, but LSTM H = 512 N = 4 66 ->
-// 68 at any distance (1-4 KiB): with 4 rows the widening and the FMAs fill the
-// core, and the requests only add to them. Not measured on AMD cores.
+// into L1, for a group's slice of W_hh of slice_bytes and a batch of `batch`
+// rows; 0: not at all. Measured as the bench measures (bench/problem.h's
+// layers, 64-byte aligned, each call alternating with one of oneDNN's RNN
+// primitive), forward with pre-packed weights, two threads of one Xeon
+// (AVX-512, 2 MiB of L2 per core), time with 4 KiB ahead / without, medians of
+// calls alternating the two: LSTM H = 512 N = 4 0.95-0.96 (1 KiB ahead 0.98,
+// 2 KiB 0.95, 8 KiB 0.94), N = 2 0.98; GRU H = 512 N = 4 0.95, N = 2 0.98; LSTM
+// H = 1024 N = 4 0.93. Where a thread's slice is smaller, or with one row, the
+// requests only cost: GRU H = 256 and 128 N = 4 0.97-0.98 but LSTM H = 128 N = 4
+// 1.00, Elman H = 512 N = 4 1.02, LSTM H = 256 N = 8 1.01; one row: LSTM
+// H = 128 1.08, GRU H = 128 1.10, LSTM H = 256 1.06, LSTM H = 512 1.03, GRU
+// H = 1024 0.99; bfloat16 weights at one row 0.97-1.01. The AVX2 kernels on
+// the same CPU: LSTM H = 512 N = 4 0.94, GRU H = 512 N = 2 0.90 (not measured
+// on AMD cores). (A first measurement
+// with the packed weights 16 bytes off a cache line, every vector load split
+// across two lines, found 10-20% gains at one row too: the misaligned stream
+// is what the hardware prefetchers served badly.)
 inline int64_t recurrent_prefetch_bytes(int64_t slice_bytes, bool bf16, int64_t batch) {
-  if (slice_bytes < (int64_t{64} << 10) || (bf16 && batch >= kMaxBatchPerPass)) return 0;
-  return slice_bytes >= (int64_t{1} << 20) ? 4096 : 2048;
+  if (bf16 || batch < 2 || slice_bytes < (int64_t{1} << 20)) return 0;
+  return 4096;
 }
 
 // Thread count for the small-batch paths: at most one per 16-unit block.
@@ -802,19 +802,19 @@ inline void recurrent_grad_rows(const float* w, int64_t R, int64_t ldw, const fl
 }
 
 // Rows ahead that the plain walk of recurrent_grad_rows requests W's lines, for
-// a group's slice of slice_bytes (all rows, the group's columns) and rows of
-// row_bytes; 0: not at all. Training step of two threads on one Xeon (AVX-512,
-// 2 MiB of L2 per core), backward time without -> with 8 rows ahead, medians
-// of in-process runs alternating the two: LSTM H = 512 N = 4 5.16-5.39 ->
-// 4.69-4.93 ms, N = 1 2.98-3.02 -> 2.77-2.88, GRU H = 512 N = 2 5.06-5.23 ->
-// 4.55-4.67, LSTM H = 384 N = 2 3.44 -> 3.23-3.25, GRU H = 768 N = 1 11.1 ->
-// 10.1; but LSTM H = 128 N = 1 (128 KB per thread) 1.05 -> 1.15 and LSTM
-// H = 256 (512 KB) level, hence none below 1 MiB. Elman H = 1024 (4 KiB rows)
-// N = 4 was best at 4-6 rows (10.6-10.8 -> 9.5-9.6 ms) and 1.16x slower at 12:
-// so at most 24 KiB ahead.
-inline int64_t recurrent_grad_ahead(int64_t slice_bytes, int64_t row_bytes, int64_t prefetch_bytes) {
+// a group's slice of slice_bytes (all rows, the group's columns), rows of W of
+// row_bytes and a step of `rows` batch rows; 0: not at all. Training steps as
+// the bench measures them (see recurrent_prefetch_bytes), with / without: LSTM
+// H = 512 N = 4 0.94 (its forward's share included), Elman H = 1024 N = 4
+// 0.88, GRU H = 512 N = 2 0.98; but at one row LSTM H = 512 1.02, GRU H = 768
+// 1.05, LSTM H = 128 1.00, hence none there, nor below 1 MiB (LSTM H = 256 N = 8
+// level); the AVX2 kernels: LSTM H = 512 N = 4 0.92. Elman H = 1024 (4 KiB
+// rows) at N = 4 was best at 4-6 rows ahead and 1.16x slower at 12 (a first,
+// misaligned harness): at most 24 KiB ahead.
+inline int64_t recurrent_grad_ahead(int64_t slice_bytes, int64_t row_bytes, int64_t rows,
+                                    int64_t prefetch_bytes) {
   if (prefetch_bytes >= 0) return prefetch_bytes / row_bytes;
-  if (slice_bytes < (int64_t{1} << 20)) return 0;
+  if (rows < 2 || slice_bytes < (int64_t{1} << 20)) return 0;
   return std::max<int64_t>(1, std::min<int64_t>(8, (int64_t{24} << 10) / row_bytes));
 }
 
@@ -859,7 +859,7 @@ void small_batch_backward_cell(const SmallBatchBackward& a, RowBackward pointwis
         dh_rows[b] = a.dh_state + b * H;
       }
       const int64_t row_bytes = H * int64_t{sizeof(float)};
-      const int64_t ahead = recurrent_grad_ahead(G * (u1 - u0) * row_bytes, row_bytes, a.prefetch_bytes);
+      const int64_t ahead = recurrent_grad_ahead(G * (u1 - u0) * row_bytes, row_bytes, m, a.prefetch_bytes);
       recurrent_grad_rows(a.w_hh, G * H, H, dg_rows, dh_rows, m, u0, u1, DirectHiddenGrad, a.stream_w_hh, ahead);
       const size_t bytes = static_cast<size_t>(u1 - u0) * float_size;
       for (int64_t b = s.n_cont; b < s.n; ++b) {
