@@ -15,8 +15,8 @@
 //     that the product runs along k with the 16 units of all G gates in
 //     registers and no horizontal sums; [G][K][16] where the passes take the
 //     gates a few at a time); it then reads only that slice, which stays in the
-//     core's own L2 (or L1) across steps, and requests its weights a few KiB
-//     ahead of the product (recurrent_prefetch_bytes);
+//     core's own L2 (or L1) across steps (with several rows and a large slice
+//     the product requests its weights ahead: recurrent_prefetch_bytes);
 //   - per step it completes the pre-activations of its units and runs the fused
 //     pointwise pass on them while they are in L1, writing its part of h (and c);
 //   - threads meet once per step (StepScheduler), since the next step needs all
@@ -323,7 +323,7 @@ inline void store_accumulators(reg (&acc)[KS][NB][GP][kSub], float* const* g_row
 // into g_rows); wp is the block's packed weights, [K][G][16], or [G][K][16]
 // with GM (gate-major; see Kernels::gate_major), for K columns. With prefetch
 // > 0, each gate's stream is requested that many elements ahead into L1
-// (recurrent_prefetch).
+// (recurrent_prefetch_bytes).
 template <int G, int GP, int NB, bool GM>
 inline void recurrent_block(const float* wp, int64_t K, int64_t H, const float* const* h,
                             float* const* g_rows, int g0, int64_t cnt, int64_t prefetch) {
@@ -518,10 +518,10 @@ inline void prefetch_lines(const float* p, int64_t n) {
 // H = 128 1.08, GRU H = 128 1.10, LSTM H = 256 1.06, LSTM H = 512 1.03, GRU
 // H = 1024 0.99; bfloat16 weights at one row 0.97-1.01. The AVX2 kernels on
 // the same CPU: LSTM H = 512 N = 4 0.94, GRU H = 512 N = 2 0.90 (not measured
-// on AMD cores). (A first measurement
-// with the packed weights 16 bytes off a cache line, every vector load split
-// across two lines, found 10-20% gains at one row too: the misaligned stream
-// is what the hardware prefetchers served badly.)
+// on AMD cores). (A first measurement with the packed weights 16 bytes off a
+// cache line, every vector load split across two lines, found 10-20% gains at
+// one row too: the misaligned stream is what the hardware prefetchers served
+// badly.)
 inline int64_t recurrent_prefetch_bytes(int64_t slice_bytes, bool bf16, int64_t batch) {
   if (bf16 || batch < 2 || slice_bytes < (int64_t{1} << 20)) return 0;
   return 4096;
