@@ -959,6 +959,42 @@ TEST(RnnKernels, ForwardDoesNotDependOnThreadCount) {
     }
 }
 
+// The inference forward of a configuration's layer (problem p, float) with W_hh
+// packed in bfloat16 once; each call runs on the thread count and tunings then
+// in force and returns y.
+class Bf16Forward {
+ public:
+  Bf16Forward(const Config& c, const Problem& p)
+      : c_(c),
+        d_(c_.dims()),
+        w_ih_(p.w_ih.begin(), p.w_ih.end()),
+        w_hh_(p.w_hh.begin(), p.w_hh.end()),
+        b_ih_(p.b_ih.begin(), p.b_ih.end()),
+        b_hh_(p.b_hh.begin(), p.b_hh.end()),
+        x_(p.x.begin(), p.x.end()),
+        packed_(k::rnn_packed_weights_size(d_, k::PackedPrecision::kBFloat16)),
+        ws_(k::rnn_forward_workspace_size(d_, false)) {
+    k::rnn_pack_weights(d_, w_hh_.data(), packed_.data(), k::PackedPrecision::kBFloat16);
+  }
+  std::vector<float> operator()() {
+    RnnWeights<float> w;
+    w.w_ih = w_ih_.data();
+    w.w_hh = w_hh_.data();
+    w.b_ih = c_.has_bias ? b_ih_.data() : nullptr;
+    w.b_hh = c_.has_bias ? b_hh_.data() : nullptr;
+    w.w_hh_packed = packed_.data();
+    std::vector<float> y(static_cast<size_t>(c_.rows() * c_.H));
+    k::rnn_forward<float>(d_, w, x_.data(), c_.I, nullptr, nullptr, y.data(), c_.H, nullptr, nullptr, ws_.data(),
+                          false);
+    return y;
+  }
+
+ private:
+  Config c_;
+  RnnLayerDims d_;
+  std::vector<float> w_ih_, w_hh_, b_ih_, b_hh_, x_, packed_, ws_;
+};
+
 // Groups split into parts (blocks a thread done with its own group may run for a
 // slower one; StepScheduler::set_parts) give the same bits as whole groups and
 // as one thread: training and inference forward, float and bfloat16 packed
@@ -1008,25 +1044,11 @@ TEST(RnnKernels, SplitGroupsGiveTheSameBits) {
           EXPECT_EQ(whole.dw_ih, split.dw_ih);
         }
         // bfloat16 packed weights, inference.
-        const RnnLayerDims d = c.dims();
-        const std::vector<float> w_ih(p.w_ih.begin(), p.w_ih.end()), w_hh(p.w_hh.begin(), p.w_hh.end()),
-            b_ih(p.b_ih.begin(), p.b_ih.end()), b_hh(p.b_hh.begin(), p.b_hh.end()), x(p.x.begin(), p.x.end());
-        std::vector<float> packed(k::rnn_packed_weights_size(d, k::PackedPrecision::kBFloat16));
-        k::rnn_pack_weights(d, w_hh.data(), packed.data(), k::PackedPrecision::kBFloat16);
-        RnnWeights<float> w;
-        w.w_ih = w_ih.data();
-        w.w_hh = w_hh.data();
-        w.b_ih = c.has_bias ? b_ih.data() : nullptr;
-        w.b_hh = c.has_bias ? b_hh.data() : nullptr;
-        w.w_hh_packed = packed.data();
-        std::vector<float> ws(k::rnn_forward_workspace_size(d, false));
+        Bf16Forward bf16(c, p);
         const auto forward_bf16 = [&](int threads, int64_t split_bytes) {
           const ThreadsScope scope(threads);
           const SplitScope split(split_bytes);
-          std::vector<float> y(static_cast<size_t>(c.rows() * H));
-          k::rnn_forward<float>(d, w, x.data(), c.I, nullptr, nullptr, y.data(), H, nullptr, nullptr, ws.data(),
-                                false);
-          return y;
+          return bf16();
         };
         const std::vector<float> want = forward_bf16(1, -1);
         EXPECT_EQ(forward_bf16(3, 0), want) << "bfloat16, 3 threads, split groups";
@@ -1055,24 +1077,7 @@ TEST(RnnKernels, WeightPrefetchGivesTheSameBits) {
         SCOPED_TRACE(c.describe());
         ASSERT_STREQ(k::tuning::forward_path(c.dims()), "small-batch");
         const Problem p = random_problem(c);
-        const RnnLayerDims d = c.dims();
-        const std::vector<float> w_ih(p.w_ih.begin(), p.w_ih.end()), w_hh(p.w_hh.begin(), p.w_hh.end()),
-            b_ih(p.b_ih.begin(), p.b_ih.end()), b_hh(p.b_hh.begin(), p.b_hh.end()), x(p.x.begin(), p.x.end());
-        std::vector<float> packed(k::rnn_packed_weights_size(d, k::PackedPrecision::kBFloat16));
-        k::rnn_pack_weights(d, w_hh.data(), packed.data(), k::PackedPrecision::kBFloat16);
-        RnnWeights<float> w;
-        w.w_ih = w_ih.data();
-        w.w_hh = w_hh.data();
-        w.b_ih = c.has_bias ? b_ih.data() : nullptr;
-        w.b_hh = c.has_bias ? b_hh.data() : nullptr;
-        w.w_hh_packed = packed.data();
-        std::vector<float> ws(k::rnn_forward_workspace_size(d, false));
-        const auto forward_bf16 = [&] {
-          std::vector<float> y(static_cast<size_t>(c.rows() * c.H));
-          k::rnn_forward<float>(d, w, x.data(), c.I, nullptr, nullptr, y.data(), c.H, nullptr, nullptr,
-                                ws.data(), false);
-          return y;
-        };
+        Bf16Forward forward_bf16(c, p);
         KernelOutputs none;
         std::vector<float> none_bf16;
         {
