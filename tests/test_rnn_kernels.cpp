@@ -976,6 +976,8 @@ class Bf16Forward {
         ws_(k::rnn_forward_workspace_size(d_, false)) {
     k::rnn_pack_weights(d_, w_hh_.data(), packed_.data(), k::PackedPrecision::kBFloat16);
   }
+  Bf16Forward(const Bf16Forward&) = delete;  // d_ points into c_
+  Bf16Forward& operator=(const Bf16Forward&) = delete;
   std::vector<float> operator()() {
     RnnWeights<float> w;
     w.w_ih = w_ih_.data();
