@@ -83,7 +83,6 @@ int64_t packed_recurrent_size(int64_t G, int64_t H, int64_t K) {
   return (H + kPackBlock - 1) / kPackBlock * K * G * kPackBlock;
 }
 
-// Compiled for AVX-512, AVX2 and plain x86-64, chosen at load time.
 namespace {
 
 // GCC 12's AVX-512 unpack and shuffle intrinsics pass an undefined vector as
@@ -113,8 +112,10 @@ __attribute__((target("avx512f"))) void transpose16x16(__m512 (&r)[16]) {
   }
   // Column 4L + c: lane L of r[c], r[4 + c], r[8 + c], r[12 + c].
   for (int c = 0; c < 4; ++c) {
-    const __m512 lo01 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44), lo23 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44);
-    const __m512 hi01 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xEE), hi23 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xEE);
+    const __m512 lo01 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44);  // lanes 0, 1 of each
+    const __m512 lo23 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44);
+    const __m512 hi01 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xEE);  // lanes 2, 3 of each
+    const __m512 hi23 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xEE);
     t[c] = _mm512_shuffle_f32x4(lo01, lo23, 0x88);
     t[4 + c] = _mm512_shuffle_f32x4(lo01, lo23, 0xDD);
     t[8 + c] = _mm512_shuffle_f32x4(hi01, hi23, 0x88);
@@ -166,6 +167,7 @@ bool have_avx512f() {
 
 }  // namespace
 
+// Compiled for AVX-512, AVX2 and plain x86-64, chosen at load time.
 __attribute__((target_clones("avx512f", "avx2", "default"))) void pack_recurrent(
     int64_t G, int64_t H, int64_t K, const float* w_hh, float* packed, int64_t block_begin, int64_t block_end,
     bool gate_major) {

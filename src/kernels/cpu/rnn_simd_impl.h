@@ -338,7 +338,8 @@ inline void recurrent_block(const float* wp, int64_t K, int64_t H, const float* 
     const float* w = wp + kk * k_step;
     if (prefetch > 0)
 #pragma GCC unroll 16
-      for (int g = 0; g < GP; ++g) _mm_prefetch(reinterpret_cast<const char*>(w + g * g_step + prefetch), _MM_HINT_T0);
+      for (int g = 0; g < GP; ++g)
+        _mm_prefetch(reinterpret_cast<const char*>(w + g * g_step + prefetch), _MM_HINT_T0);
     reg hb[NB];
 #pragma GCC unroll 16
     for (int b = 0; b < NB; ++b) hb[b] = Vec::broadcast(h[b] + kk);
@@ -383,7 +384,8 @@ inline void recurrent_block(const uint16_t* wp, int64_t K, int64_t H, const floa
     const uint16_t* w = wp + kp * k_step;
     if (prefetch > 0)
 #pragma GCC unroll 16
-      for (int g = 0; g < GP; ++g) _mm_prefetch(reinterpret_cast<const char*>(w + g * g_step + prefetch), _MM_HINT_T0);
+      for (int g = 0; g < GP; ++g)
+        _mm_prefetch(reinterpret_cast<const char*>(w + g * g_step + prefetch), _MM_HINT_T0);
     if constexpr (kHalves) {
       reg odd[GP][kSub], hb[NB];
 #pragma GCC unroll 16
