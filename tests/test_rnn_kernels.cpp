@@ -1352,36 +1352,39 @@ TEST(RnnKernels, PackedWeightsForEachPath) {
 // those of the forward packing for itself, bit for bit.
 // pack_recurrent against its definition, element by element: blocks of 16 units,
 // each [K][G][16] or, gate-major, [G][K][16]; units past H zero. Sizes with and
-// without whole 16 x 16 tiles (which go through the AVX-512 transpose where the
-// CPU has one, the rest through the tile loop), packed in two block ranges as
-// the forward's groups pack them.
+// without whole 16 x 16 tiles (which go through registers, AVX-512 or AVX2, the
+// rest through the tile loop), packed in two block ranges as the forward's
+// groups pack them; on every instruction set the CPU has, scalar included.
 TEST(RnnKernels, PackRecurrentLayout) {
   std::mt19937_64 rng(71);
   std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
   constexpr int64_t B = simd::kPackBlock;
-  for (int64_t G : {1, 3, 4})
-    for (int64_t H : {16, 40, 64})
-      for (int64_t K : {5, 16, 37, 48})
-        for (bool gate_major : {false, true}) {
-          SCOPED_TRACE(testing::Message() << "G=" << G << " H=" << H << " K=" << K << " gate_major=" << gate_major);
-          std::vector<float> w(static_cast<size_t>(G * H * K));
-          for (float& e : w) e = uni(rng);
-          const int64_t blocks = (H + B - 1) / B;
-          ASSERT_EQ(simd::packed_recurrent_size(G, H, K), blocks * K * G * B);
-          std::vector<float> packed(static_cast<size_t>(blocks * K * G * B), static_cast<float>(kNaN));
-          simd::pack_recurrent(G, H, K, w.data(), packed.data(), 0, blocks / 2, gate_major);
-          simd::pack_recurrent(G, H, K, w.data(), packed.data(), blocks / 2, blocks, gate_major);
-          for (int64_t jb = 0; jb < blocks; ++jb)
-            for (int64_t g = 0; g < G; ++g)
-              for (int64_t k = 0; k < K; ++k)
-                for (int64_t u = 0; u < B; ++u) {
-                  const int64_t unit = jb * B + u;
-                  const float want = unit < H ? w[static_cast<size_t>((g * H + unit) * K + k)] : 0.0f;
-                  const int64_t at = jb * K * G * B + (gate_major ? (g * K + k) * B : (k * G + g) * B) + u;
-                  ASSERT_EQ(packed[static_cast<size_t>(at)], want) << "block " << jb << " gate " << g << " k " << k
-                                                                   << " unit " << u;
-                }
-        }
+  for (simd::Isa isa : available_isas())
+    for (int64_t G : {1, 3, 4})
+      for (int64_t H : {16, 40, 64})
+        for (int64_t K : {5, 16, 37, 48})
+          for (bool gate_major : {false, true}) {
+            SCOPED_TRACE(testing::Message() << simd::isa_name(isa) << " G=" << G << " H=" << H << " K=" << K
+                                            << " gate_major=" << gate_major);
+            const IsaScope isa_scope(isa);
+            std::vector<float> w(static_cast<size_t>(G * H * K));
+            for (float& e : w) e = uni(rng);
+            const int64_t blocks = (H + B - 1) / B;
+            ASSERT_EQ(simd::packed_recurrent_size(G, H, K), blocks * K * G * B);
+            std::vector<float> packed(static_cast<size_t>(blocks * K * G * B), static_cast<float>(kNaN));
+            simd::pack_recurrent(G, H, K, w.data(), packed.data(), 0, blocks / 2, gate_major);
+            simd::pack_recurrent(G, H, K, w.data(), packed.data(), blocks / 2, blocks, gate_major);
+            for (int64_t jb = 0; jb < blocks; ++jb)
+              for (int64_t g = 0; g < G; ++g)
+                for (int64_t k = 0; k < K; ++k)
+                  for (int64_t u = 0; u < B; ++u) {
+                    const int64_t unit = jb * B + u;
+                    const float want = unit < H ? w[static_cast<size_t>((g * H + unit) * K + k)] : 0.0f;
+                    const int64_t at = jb * K * G * B + (gate_major ? (g * K + k) * B : (k * G + g) * B) + u;
+                    ASSERT_EQ(packed[static_cast<size_t>(at)], want) << "block " << jb << " gate " << g << " k " << k
+                                                                     << " unit " << u;
+                  }
+          }
 }
 
 TEST(RnnKernels, PackedSmallBatchLayouts) {
