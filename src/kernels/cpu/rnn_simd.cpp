@@ -86,9 +86,10 @@ int64_t packed_recurrent_size(int64_t G, int64_t H, int64_t K) {
 namespace {
 
 // GCC 12's AVX-512 unpack and shuffle intrinsics pass an undefined vector as
-// the unused merge source of their builtins, which -Wmaybe-uninitialized
+// the unused merge source of their builtins, which -W(maybe-)uninitialized
 // reports wherever they are inlined; nothing here reads an undefined lane.
 #pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 // Transposes a 16 x 16 tile of floats held in 16 registers: r[i][j] becomes
@@ -124,82 +125,43 @@ __attribute__((target("avx512f"))) void transpose16x16(__m512 (&r)[16]) {
   for (int i = 0; i < 16; ++i) r[i] = t[i];
 }
 
-// The full 16 x 16 tiles of pack_recurrent's blocks [block_begin, block_end)
-// (all 16 units, 16 columns k) through registers, k outermost so that the
-// stores of all gates at the same k run in memory order; for CPUs with
-// AVX-512 (active_isa says so). The same bytes as the tile loop in pack_recurrent. rnn_pack_weights
-// on one thread of the 2026-12-06 Xeon, before -> after (medians of 60): LSTM
-// H = 128 20.0 -> 8.9 us (its 256 KB in L2), LSTM H = 512 411-446 -> 327 us,
-// GRU H = 1024 1118-1206 -> 957-998 us, the lanes layout of Elman H = 1760
-// 518-550 -> 457-490 us (the large ones bound by memory: each weight is read,
-// and its packed line fetched and written back). Packing inside a forward
-// (fwd* less fwd, as the bench measures it): lstm-512-4 0.33 -> 0.27 ms,
-// lstm-512-1 0.29 -> 0.20, lstm-128-1 0.028 -> 0.009, rnn_relu-1760 1.34 ->
-// 1.09.
-__attribute__((target("avx512f"))) void pack_full_tiles_avx512(int64_t G, int64_t H, int64_t K,
-                                                                const float* w_hh, float* packed,
-                                                                int64_t block_begin, int64_t block_end,
-                                                                bool gate_major) {
-  constexpr int64_t B = kPackBlock;
-  const int64_t k_step = gate_major ? B : G * B, g_step = gate_major ? K * B : B;
-  for (int64_t jb = block_begin; jb < block_end; ++jb) {
-    if (H - jb * B < B) continue;
-    float* dst = packed + jb * K * G * B;
-    for (int64_t k0 = 0; k0 + B <= K; k0 += B) {
-      for (int64_t g = 0; g < G; ++g) {
-        const float* rows = w_hh + (g * H + jb * B) * K;
-        __m512 r[16];
-        for (int64_t u = 0; u < B; ++u) r[u] = _mm512_loadu_ps(rows + u * K + k0);
-        transpose16x16(r);
-        float* out = dst + k0 * k_step + g * g_step;
-        for (int64_t kk = 0; kk < B; ++kk) _mm512_storeu_ps(out + kk * k_step, r[kk]);
-      }
-    }
-  }
+// One whole 16 x 16 tile through registers: src's 16 rows (stride lds) of 16
+// floats, their column kk written as 16 floats at dst + kk * ldd.
+__attribute__((target("avx512f"))) void transpose_tile_avx512(const float* src, int64_t lds, float* dst,
+                                                               int64_t ldd) {
+  __m512 r[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
+  transpose16x16(r);
+  for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + i * ldd, r[i]);
 }
 
 #pragma GCC diagnostic pop
 
-// The same with AVX2: each 16 x 16 tile as four 8 x 8 ones (rows of units 0-7
-// and 8-15, columns k0 .. k0 + 7 and k0 + 8 .. k0 + 15), each transposed in 8
-// registers (unpacks, then 64-bit shuffles within 128-bit lanes, then the
-// lanes exchanged). rnn_pack_weights on one thread of the same Xeon with the
-// AVX2 code, before -> after: LSTM H = 128 20-21 -> 12-14 us, LSTM H = 512
-// 381-440 -> 328-347 us, GRU H = 1024 1228-1243 -> 1059-1096 us (not measured
-// on AMD cores).
-__attribute__((target("avx2"))) void pack_full_tiles_avx2(int64_t G, int64_t H, int64_t K, const float* w_hh,
-                                                          float* packed, int64_t block_begin, int64_t block_end,
-                                                          bool gate_major) {
-  constexpr int64_t B = kPackBlock;
-  const int64_t k_step = gate_major ? B : G * B, g_step = gate_major ? K * B : B;
-  for (int64_t jb = block_begin; jb < block_end; ++jb) {
-    if (H - jb * B < B) continue;
-    float* dst = packed + jb * K * G * B;
-    for (int64_t k0 = 0; k0 + B <= K; k0 += B)
-      for (int64_t g = 0; g < G; ++g)
-        for (int64_t half_u = 0; half_u < B; half_u += 8)
-          for (int64_t half_k = 0; half_k < B; half_k += 8) {
-            const float* rows = w_hh + (g * H + jb * B + half_u) * K + k0 + half_k;
-            __m256 r[8], t[8], s[8];
-            for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(rows + i * K);
-            for (int i = 0; i < 8; i += 2) {
-              t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-              t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-            }
-            // s[4h + c], lane L: rows 4h .. 4h + 3 at column 4L + c.
-            for (int h = 0; h < 8; h += 4) {
-              s[h] = _mm256_shuffle_ps(t[h], t[h + 2], 0x44);
-              s[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], 0xEE);
-              s[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);
-              s[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xEE);
-            }
-            float* out = dst + (k0 + half_k) * k_step + g * g_step + half_u;
-            for (int c = 0; c < 4; ++c) {
-              _mm256_storeu_ps(out + c * k_step, _mm256_permute2f128_ps(s[c], s[4 + c], 0x20));
-              _mm256_storeu_ps(out + (4 + c) * k_step, _mm256_permute2f128_ps(s[c], s[4 + c], 0x31));
-            }
-          }
-  }
+// The same with AVX2, as four 8 x 8 tiles (units 0-7 and 8-15 by columns 0-7
+// and 8-15), each transposed in 8 registers: unpacks, then 64-bit shuffles
+// within 128-bit lanes, then the lanes exchanged.
+__attribute__((target("avx2"))) void transpose_tile_avx2(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  for (int64_t half_u = 0; half_u < 16; half_u += 8)
+    for (int64_t half_k = 0; half_k < 16; half_k += 8) {
+      __m256 r[8], t[8], s[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + (half_u + i) * lds + half_k);
+      for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+      }
+      // s[4h + c], lane L: rows 4h .. 4h + 3 at column 4L + c.
+      for (int h = 0; h < 8; h += 4) {
+        s[h] = _mm256_shuffle_ps(t[h], t[h + 2], 0x44);
+        s[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], 0xEE);
+        s[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);
+        s[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xEE);
+      }
+      float* out = dst + half_k * ldd + half_u;
+      for (int c = 0; c < 4; ++c) {
+        _mm256_storeu_ps(out + c * ldd, _mm256_permute2f128_ps(s[c], s[4 + c], 0x20));
+        _mm256_storeu_ps(out + (4 + c) * ldd, _mm256_permute2f128_ps(s[c], s[4 + c], 0x31));
+      }
+    }
 }
 
 }  // namespace
@@ -215,24 +177,35 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void pack_recurrent
   // power-of-two sizes fall into a few L1 sets and thrash (3 GB/s at H = 512).
   constexpr int64_t B = kPackBlock;
   alignas(64) float tile[B][B];
-  // Whole tiles through registers on the active instruction set (so that tests
-  // reach each), the rest below.
+  // Whole tiles go through registers on the active instruction set (so that
+  // tests reach each). The tiles of one k go across the gates, so that the
+  // stores run in memory order. rnn_pack_weights on one thread of the
+  // 2026-12-06 Xeon, before -> after (medians of 60): LSTM H = 128 20.0 -> 8.9
+  // us (its 256 KB in L2), LSTM H = 512 411-446 -> 327, GRU H = 1024 1118-1206
+  // -> 957-998, the lanes layout of Elman H = 1760 518-550 -> 457-490 (the
+  // large ones bound by memory: each weight is read, and its packed line
+  // fetched and written back); with the AVX2 code on the same CPU, LSTM H =
+  // 128 20-21 -> 12-14 us, LSTM H = 512 381-440 -> 328-347, GRU H = 1024
+  // 1228-1243 -> 1059-1096 (not measured on AMD cores). Packing inside a
+  // forward (fwd* less fwd, as the bench measures it): lstm-512-4 0.33 -> 0.27
+  // ms, lstm-512-1 0.29 -> 0.20, lstm-128-1 0.028 -> 0.009, rnn_relu-1760 1.34
+  // -> 1.09.
   const Isa isa = active_isa();
-  const bool full_tiles_done = isa != Isa::kScalar;
-  if (isa == Isa::kAvx512)
-    pack_full_tiles_avx512(G, H, K, w_hh, packed, block_begin, block_end, gate_major);
-  else if (isa == Isa::kAvx2)
-    pack_full_tiles_avx2(G, H, K, w_hh, packed, block_begin, block_end, gate_major);
+  void (*const whole_tile)(const float*, int64_t, float*, int64_t) =
+      isa == Isa::kAvx512 ? &transpose_tile_avx512 : isa == Isa::kAvx2 ? &transpose_tile_avx2 : nullptr;
   for (int64_t jb = block_begin; jb < block_end; ++jb) {
     const int64_t units = std::min(B, H - jb * B);
     float* dst = packed + jb * K * G * B;  // [K][G][16] or [G][K][16]
     // Elements between consecutive k, and between consecutive gates.
     const int64_t k_step = gate_major ? B : G * B, g_step = gate_major ? K * B : B;
-    for (int64_t g = 0; g < G; ++g) {
-      const float* rows = w_hh + (g * H + jb * B) * K;
-      for (int64_t k0 = 0; k0 < K; k0 += B) {
-        const int64_t width = std::min(B, K - k0);
-        if (units == B && width == B && full_tiles_done) continue;
+    for (int64_t k0 = 0; k0 < K; k0 += B) {
+      const int64_t width = std::min(B, K - k0);
+      for (int64_t g = 0; g < G; ++g) {
+        const float* rows = w_hh + (g * H + jb * B) * K;
+        if (units == B && width == B && whole_tile != nullptr) {
+          whole_tile(rows + k0, K, dst + k0 * k_step + g * g_step, k_step);
+          continue;
+        }
         if (units == B && width == B) {
           for (int64_t u = 0; u < B; ++u)
             for (int64_t kk = 0; kk < B; ++kk) tile[u][kk] = rows[u * K + k0 + kk];
