@@ -94,8 +94,9 @@ class SplitScope {
   ~SplitScope() { k::tuning::set_split_min_bytes(-1); }
 };
 
-// Sets how far ahead the small-batch forward's product requests its weights
-// (k::tuning::set_small_batch_prefetch; 0: not at all) while in scope.
+// Sets how far ahead the small-batch forward's product and backward's column
+// walk request their weights (k::tuning::set_small_batch_prefetch; 0: not at
+// all) while in scope.
 class PrefetchScope {
  public:
   explicit PrefetchScope(int64_t bytes) { k::tuning::set_small_batch_prefetch(bytes); }
