@@ -9,6 +9,10 @@
 // turned off (every layer and direction one after another on all threads):
 // the `sequential` column, and `sched` = rnnkit / sequential, show what running
 // directions concurrently and stacked layers as a wavefront gain.
+// A module keeps W_hh packed between inference calls while the weights do not
+// change; the `repack ms` column is the forward with every W_hh marked changed
+// before each call (as after an optimizer step), alternating call by call with
+// the plain forward, and `kept` = rnnkit / repack shows what keeping them gains.
 //
 //   bench_rnn_layers [--hidden 512] [--input 512] [--batch 64] [--steps 25] [--layers 1]
 //                    [--bidirectional] [--cells LSTM,GRU,RNN] [--reps 10]
@@ -61,7 +65,29 @@ struct Timing {
   double forward_ms = 0, train_ms = 0;
   int forward_threads = 0, train_threads = 0;
   double forward_sequential_ms = 0, train_sequential_ms = 0;  // 2 threads, schedule off
+  double forward_repack_ms = 0;  // W_hh marked changed before every call
 };
+
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Medians of a and b called alternately, reps times each after a warm-up round,
+// so that a change of load on the shared machine hits both alike.
+std::pair<double, double> interleaved_ms(const std::function<void()>& a, const std::function<void()>& b,
+                                         int64_t reps) {
+  std::vector<double> ta, tb;
+  for (int64_t i = 0; i <= reps; ++i)
+    for (int which = 0; which < 2; ++which) {
+      const auto t0 = std::chrono::steady_clock::now();
+      (which == 0 ? a : b)();
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (i > 0) (which == 0 ? ta : tb).push_back(ms);
+    }
+  return {median_of(ta), median_of(tb)};
+}
 
 // Best of 1 and 2 threads for each pass; then 2 threads with the module's
 // thread schedule off.
@@ -96,6 +122,26 @@ Timing time_layer(const Layer& layer, const Settings& s) {
       best.train_threads = threads;
     }
   }
+  {
+    // Kept against repacked, on the forward's best thread count; the kept time
+    // replaces the one above, so that the ratio compares one interleaved run.
+    rnnkit::set_num_threads(best.forward_threads);
+    std::vector<Tensor> w_hh;
+    for (const auto& [name, p] : layer->named_parameters())
+      if (name.rfind("weight_hh", 0) == 0) w_hh.push_back(p);
+    auto forward = [&] {
+      NoGradGuard guard;
+      layer->forward(x);
+    };
+    auto repacked = [&] {
+      for (const Tensor& w : w_hh) (void)w.data_ptr<float>();  // a writable pointer: "changed"
+      NoGradGuard guard;
+      layer->forward(x);
+    };
+    const auto kept_repack = interleaved_ms(forward, repacked, s.reps);
+    best.forward_ms = kept_repack.first;
+    best.forward_repack_ms = kept_repack.second;
+  }
   if (max_threads >= 2 && (s.layers > 1 || s.bidirectional)) {
     // The two schedules alternate call by call, so that a change of load on the
     // shared machine hits both alike; the scheduled time replaces the one above
@@ -112,27 +158,19 @@ Timing time_layer(const Layer& layer, const Settings& s) {
     };
     for (int pass = 0; pass < 2; ++pass) {
       const std::function<void()> fn = pass == 0 ? std::function<void()>(forward) : std::function<void()>(train);
-      std::vector<double> sched, seq;
-      for (int64_t i = 0; i <= s.reps; ++i) {
-        for (int mode = 0; mode < 2; ++mode) {
-          nn::detail::set_layer_schedule(mode == 0 ? nn::detail::LayerSchedule::kAuto
-                                                   : nn::detail::LayerSchedule::kSequential);
-          const auto t0 = std::chrono::steady_clock::now();
+      auto with = [&](nn::detail::LayerSchedule schedule) {
+        return [&fn, schedule] {
+          nn::detail::set_layer_schedule(schedule);
           fn();
-          const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-          if (i > 0) (mode == 0 ? sched : seq).push_back(ms);  // the first round warms up
-        }
-      }
-      nn::detail::set_layer_schedule(nn::detail::LayerSchedule::kAuto);
-      auto median = [](std::vector<double> v) {
-        std::sort(v.begin(), v.end());
-        const size_t n = v.size();
-        return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+        };
       };
+      const auto sched_seq = interleaved_ms(with(nn::detail::LayerSchedule::kAuto),
+                                            with(nn::detail::LayerSchedule::kSequential), s.reps);
+      nn::detail::set_layer_schedule(nn::detail::LayerSchedule::kAuto);
       double& mine = pass == 0 ? best.forward_ms : best.train_ms;
       const int mine_threads = pass == 0 ? best.forward_threads : best.train_threads;
-      (pass == 0 ? best.forward_sequential_ms : best.train_sequential_ms) = median(seq);
-      if (mine_threads == 2) mine = median(sched);
+      (pass == 0 ? best.forward_sequential_ms : best.train_sequential_ms) = sched_seq.second;
+      if (mine_threads == 2) mine = sched_seq.first;
     }
   }
   rnnkit::set_num_threads(0);
@@ -230,8 +268,8 @@ int main(int argc, char** argv) {
       static_cast<long long>(s.input), static_cast<long long>(s.hidden), static_cast<long long>(s.batch),
       static_cast<long long>(s.steps), static_cast<long long>(s.layers), s.bidirectional ? ", bidirectional" : "",
       static_cast<long long>(s.reps));
-  std::printf("%-5s %-16s %12s %8s %13s %7s %12s %8s %8s\n", "layer", "pass", "rnnkit ms", "threads", "sequential ms",
-              "sched", "torch ms", "threads", "ratio");
+  std::printf("%-5s %-16s %12s %8s %10s %6s %13s %7s %12s %8s %8s\n", "layer", "pass", "rnnkit ms", "threads",
+              "repack ms", "kept", "sequential ms", "sched", "torch ms", "threads", "ratio");
   for (size_t i = 0; i < cells.size(); ++i) {
     for (int pass = 0; pass < 2; ++pass) {
       const char* key = pass == 0 ? "forward_ms" : "train_ms";
@@ -250,6 +288,11 @@ int main(int argc, char** argv) {
       const char* pass_name = pass == 0 ? "forward" : "forward+backward";
       const double sequential = pass == 0 ? ours[i].forward_sequential_ms : ours[i].train_sequential_ms;
       char seq_ms[32] = "-", sched[32] = "-", torch_ms[32] = "-", torch_threads[32] = "-", ratio[32] = "-";
+      char repack_ms[32] = "-", kept[32] = "-";
+      if (pass == 0 && ours[i].forward_repack_ms > 0) {
+        std::snprintf(repack_ms, sizeof(repack_ms), "%.2f", ours[i].forward_repack_ms);
+        std::snprintf(kept, sizeof(kept), "%.2f", mine / ours[i].forward_repack_ms);
+      }
       if (sequential > 0) {
         std::snprintf(seq_ms, sizeof(seq_ms), "%.2f", sequential);
         std::snprintf(sched, sizeof(sched), "%.2f", mine / sequential);
@@ -259,11 +302,13 @@ int main(int argc, char** argv) {
         std::snprintf(torch_threads, sizeof(torch_threads), "%d", threads);
         std::snprintf(ratio, sizeof(ratio), "%.2f", mine / best);
       }
-      std::printf("%-5s %-16s %12.2f %8d %13s %7s %12s %8s %8s\n", cells[i].c_str(), pass_name, mine, mine_threads,
-                  seq_ms, sched, torch_ms, torch_threads, ratio);
+      std::printf("%-5s %-16s %12.2f %8d %10s %6s %13s %7s %12s %8s %8s\n", cells[i].c_str(), pass_name, mine,
+                  mine_threads, repack_ms, kept, seq_ms, sched, torch_ms, torch_threads, ratio);
     }
   }
   std::printf("ratio = rnnkit / PyTorch, each the best of 1 and 2 threads; below 1 is faster\n");
+  std::printf("repack = the forward with W_hh marked changed before every call (packed afresh); "
+              "kept = rnnkit / repack\n");
   std::printf("sequential = rnnkit on 2 threads with layers and directions one after another; "
               "sched = rnnkit / sequential\n");
   for (const json* t : {&torch1, &torch2}) {

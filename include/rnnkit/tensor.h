@@ -7,6 +7,7 @@
 // The autograd fields (requires_grad, grad, grad_fn) live here too, but the
 // tensor layer only stores them: graph construction is done by the
 // differentiable ops in rnnkit/ops.h.
+#include <atomic>
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
@@ -28,17 +29,32 @@ class Node;
 }
 
 // Raw bytes, 64-byte aligned, shared between a tensor and its views.
+//
+// version() counts the writable pointers handed out: every data() call (and so
+// every Tensor::data_ptr / raw_data, which every write goes through: in-place
+// ops, optimizers, copies, loading) advances it; const_data() does not. A
+// reader that derives something from the bytes (the recurrent modules keep
+// W_hh packed between inference calls) notes the version and knows the bytes
+// unchanged while it stays the same. Writes through a pointer kept from an
+// earlier data() call are not seen: take a fresh pointer for each change, as
+// with PyTorch's version counter.
 class Storage {
  public:
   Storage(size_t nbytes, Device device);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
-  void* data() const { return data_; }
+  void* data() const {
+    version_.fetch_add(1, std::memory_order_relaxed);
+    return data_;
+  }
+  const void* const_data() const { return data_; }
+  uint64_t version() const { return version_.load(std::memory_order_relaxed); }
   size_t nbytes() const { return nbytes_; }
   Device device() const { return device_; }
 
  private:
+  mutable std::atomic<uint64_t> version_{0};
   void* data_ = nullptr;
   size_t nbytes_ = 0;
   Device device_;
@@ -83,9 +99,14 @@ class Tensor {
   const std::shared_ptr<Storage>& storage() const;
 
   // Typed pointer to the first element (storage + offset). T must match dtype.
+  // Advances the storage's version (see Storage): use const_data_ptr to read.
   template <typename T>
   T* data_ptr() const;
   void* raw_data() const;
+  // The same pointer for reading only; leaves the version alone.
+  template <typename T>
+  const T* const_data_ptr() const;
+  const void* const_raw_data() const;
   // Value of a one-element tensor as double (int64/bool converted).
   double item() const;
   template <typename T>

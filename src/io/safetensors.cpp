@@ -429,7 +429,7 @@ SafetensorsContent read_tensors(const Source& src, const std::string& where, boo
   for (size_t i = 0; i < h.entries.size(); ++i) {
     if (dtypes[i] != Dtype::Bool) continue;
     // Any other byte in a C++ bool is undefined behaviour.
-    const unsigned char* p = static_cast<const unsigned char*>(tensors[i].raw_data());
+    const unsigned char* p = static_cast<const unsigned char*>(tensors[i].const_raw_data());
     for (size_t k = 0; k < static_cast<size_t>(tensors[i].nbytes()); ++k)
       RNNKIT_CHECK(p[k] <= 1, where, ": tensor '", h.entries[i].name, "': BOOL value ", int(p[k]), " at element ",
                    k, " is neither 0 nor 1 (corrupted file)");
@@ -482,7 +482,7 @@ Serialized serialize(const StateDict& tensors, const Metadata& metadata, bool ch
     std::vector<DigestItem> items;
     for (size_t i = 0; i < n; ++i)
       items.push_back({&tensors.items()[i].first, &dtype_names[i], &contiguous[i].sizes(),
-                       crc32(contiguous[i].raw_data(), contiguous[i].nbytes())});
+                       crc32(contiguous[i].const_raw_data(), contiguous[i].nbytes())});
     md[kChecksumKey] = hex8(content_digest(metadata, items));
   }
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
@@ -521,7 +521,7 @@ std::string to_safetensors_bytes(const StateDict& tensors, const Metadata& metad
   std::string out;
   out.reserve(total);
   out += s.head;
-  for (const Tensor& t : s.data) out.append(static_cast<const char*>(t.raw_data()), t.nbytes());
+  for (const Tensor& t : s.data) out.append(static_cast<const char*>(t.const_raw_data()), t.nbytes());
   return out;
 }
 
@@ -535,7 +535,7 @@ void save_safetensors(const StateDict& tensors, const std::string& path, const M
   Serialized s = serialize(tensors, metadata, /*checksum=*/true);
   std::vector<ByteSpan> pieces{{s.head.data(), s.head.size()}};
   for (const Tensor& t : s.data)
-    if (t.nbytes() > 0) pieces.push_back({t.raw_data(), t.nbytes()});
+    if (t.nbytes() > 0) pieces.push_back({t.const_raw_data(), t.nbytes()});
   write_file_atomic(path, pieces);
 }
 

@@ -56,6 +56,7 @@ const char* RNNImplBase::layer_name() const {
 
 void RNNImplBase::build() {
   const char* name = layer_name();
+  packed_cache_ = std::make_shared<detail::PackedWeightsCache>();
   RNNKIT_CHECK(mode_ == Mode::LSTM || proj_size_ == 0,
                "proj_size argument is only supported for LSTM, not RNN or GRU (", name, " got proj_size=", proj_size_,
                ")");
@@ -305,6 +306,7 @@ detail::RecurrentSpec RNNImplBase::recurrent_spec() const {
   spec.dropout = dropout_;
   spec.dropout_active = is_training() && dropout_ > 0.0 && num_layers_ > 1;
   spec.generator = generator_;
+  spec.packed_cache = packed_cache_.get();
   spec.node_name = mode_ == Mode::LSTM ? "LSTMBackward" : mode_ == Mode::GRU ? "GRUBackward" : "RNNBackward";
   return spec;
 }

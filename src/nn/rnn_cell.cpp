@@ -20,7 +20,7 @@ const char* cell_name(bool lstm, bool gru) { return lstm ? "LSTMCell" : gru ? "G
 RNNCellImplBase::RNNCellImplBase(Mode mode, int64_t input_size, int64_t hidden_size, bool bias,
                                  Generator* generator, const char* name)
     : Module(name), mode_(mode), input_size_(input_size), hidden_size_(hidden_size), bias_(bias),
-      generator_(generator) {
+      generator_(generator), packed_cache_(std::make_shared<detail::PackedWeightsCache>()) {
   RNNKIT_CHECK(input_size > 0, name, ": input_size must be positive, got ", input_size);
   RNNKIT_CHECK(hidden_size > 0, name, ": hidden_size must be positive, got ", hidden_size);
   const int64_t gates = mode == Mode::LSTM ? 4 : mode == Mode::GRU ? 3 : 1;
@@ -100,6 +100,7 @@ LSTMState RNNCellImplBase::step(const Tensor& input, const Tensor& h, const Tens
   layout.hidden_shape = state_shape;
   layout.cell_shape = state_shape;
   layout.return_h_n = false;  // the output row is h'
+  spec.packed_cache = packed_cache_.get();
   detail::RecurrentResult r = detail::recurrent_forward(spec, layout, input, h, lstm ? c : Tensor(), weights);
   return {r.output, r.c_n};
 }

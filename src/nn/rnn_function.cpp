@@ -74,16 +74,21 @@ struct Saved {
   k::RnnWeights<T> layer_weights(int64_t layer, int64_t direction) const {
     const Tensor* w = &weights[static_cast<size_t>((layer * D + direction) * per_direction)];
     k::RnnWeights<T> r;
-    r.w_ih = w[0].data_ptr<T>();
-    r.w_hh = w[1].data_ptr<T>();
+    // Read-only pointers: they leave the weights' storage versions alone, which
+    // the packed-weights cache keys on.
+    r.w_ih = w[0].const_data_ptr<T>();
+    r.w_hh = w[1].const_data_ptr<T>();
     int next = 2;
     if (spec.has_bias) {
-      r.b_ih = w[2].data_ptr<T>();
-      r.b_hh = w[3].data_ptr<T>();
+      r.b_ih = w[2].const_data_ptr<T>();
+      r.b_hh = w[3].const_data_ptr<T>();
       next = 4;
     }
-    if (spec.proj_size > 0) r.w_hr = w[next].data_ptr<T>();
+    if (spec.proj_size > 0) r.w_hr = w[next].const_data_ptr<T>();
     return r;
+  }
+  const Tensor& w_hh(int64_t layer, int64_t direction) const {
+    return weights[static_cast<size_t>((layer * D + direction) * per_direction + 1)];
   }
 
   // Layer l's input rows (after dropout) and its row stride.
@@ -315,9 +320,13 @@ void forward_wavefront(const Saved& s, const Wavefront& wave, LayerY&& layer_y, 
   // Per layer: packed W_hh (the small-batch packing depends on cell and hidden
   // size only, so one size fits every layer), and the state a chunk call writes
   // before it becomes the layer's state (a call's h_n must not alias its h0).
+  // With the module's cache, its entries instead.
   const size_t packed_each = align_elements(k::rnn_packed_weights_size(s.dims(0, 0)));
   const TensorOptions opts(s.dtype);
-  Tensor packed = packed_each > 0 ? empty({static_cast<int64_t>(packed_each) * L}, opts) : Tensor();
+  Tensor packed = packed_each > 0 && s.spec.packed_cache == nullptr
+                      ? empty({static_cast<int64_t>(packed_each) * L}, opts)
+                      : Tensor();
+  std::vector<Tensor> cached(static_cast<size_t>(L));
   Tensor next_h = empty({L, N, Hout}, opts);
   Tensor next_c = lstm ? empty({L, N, H}, opts) : Tensor();
   std::vector<T*> y(static_cast<size_t>(L));
@@ -326,7 +335,13 @@ void forward_wavefront(const Saved& s, const Wavefront& wave, LayerY&& layer_y, 
   run_wavefront(L, wave.chunks, get_num_threads(), [&](int64_t l, int64_t chunk) {
     k::RnnWeights<T> w = s.layer_weights<T>(l, 0);
     if constexpr (std::is_same<T, float>::value) {  // plan_wavefront takes float only
-      if (packed.defined()) {
+      if (s.spec.packed_cache != nullptr) {
+        // Chunk 0 of layer l runs before every other chunk of it.
+        if (chunk == 0) cached[static_cast<size_t>(l)] = s.spec.packed_cache->get(static_cast<size_t>(l), s.w_hh(l, 0),
+                                                                                  s.dims(l, 0));
+        const Tensor& held = cached[static_cast<size_t>(l)];
+        if (held.defined()) w.w_hh_packed = held.const_data_ptr<float>();
+      } else if (packed.defined()) {
         T* p = packed.data_ptr<T>() + static_cast<size_t>(l) * packed_each;
         if (chunk == 0) k::rnn_pack_weights(s.dims(l, 0), w.w_hh, p);
         w.w_hh_packed = p;
@@ -447,8 +462,16 @@ RecurrentResult forward_impl(const std::shared_ptr<Saved>& sp, const Tensor& inp
         const int64_t sd = l * D + d;
         T* ws_d = training ? ws + s.workspace_offset[static_cast<size_t>(sd)] : ws + slot * ws_each;
         T* scratch_d = scratch_base ? scratch_base + slot * scratch_each : nullptr;
-        k::rnn_forward<T>(s.dims(l, d), s.layer_weights<T>(l, d), x_in, ldx, h0_of(sd), c0_of(sd), y + d * Hout, DH,
-                          h_n_of(sd), c_n_of(sd), ws_d, training, scratch_d);
+        k::RnnWeights<T> w = s.layer_weights<T>(l, d);
+        Tensor held;  // the cache's packed W_hh, alive through the call
+        if constexpr (std::is_same<T, float>::value) {
+          if (!training && spec.packed_cache != nullptr) {
+            held = spec.packed_cache->get(static_cast<size_t>(sd), s.w_hh(l, d), s.dims(l, d));
+            if (held.defined()) w.w_hh_packed = held.const_data_ptr<float>();
+          }
+        }
+        k::rnn_forward<T>(s.dims(l, d), w, x_in, ldx, h0_of(sd), c0_of(sd), y + d * Hout, DH, h_n_of(sd), c_n_of(sd),
+                          ws_d, training, scratch_d);
       };
       if (concurrent)
         run_on_team(2, 2, [&](int d) { run_direction(d, d); });
@@ -631,6 +654,44 @@ autograd::tensor_list RecurrentBackward::apply(autograd::tensor_list&& grads) {
 
 void set_layer_schedule(LayerSchedule schedule) { g_layer_schedule = schedule; }
 LayerSchedule layer_schedule() { return g_layer_schedule; }
+
+Tensor PackedWeightsCache::get(size_t index, const Tensor& w_hh, const k::RnnLayerDims& dims) {
+  RNNKIT_CHECK(w_hh.dtype() == kFloat32 && w_hh.is_contiguous() && w_hh.storage(),
+               "PackedWeightsCache: internal error, W_hh must be contiguous float32");
+  const size_t n = k::rnn_packed_weights_size(dims);
+  if (n == 0) return Tensor();
+  const std::shared_ptr<Storage>& storage = w_hh.storage();
+  const int64_t offset = w_hh.storage_offset();
+  // The version before packing: a change while packing makes the entry stale.
+  const uint64_t version = storage->version();
+  Tensor packed;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (index < entries_.size()) {
+      Entry& e = entries_[index];
+      // Same storage: same control block (an address reused by a new storage
+      // is not the same owner while this weak_ptr lives).
+      const bool same = !e.storage.owner_before(storage) && !storage.owner_before(e.storage) &&
+                        !e.storage.expired();
+      if (e.packed.defined() && same && e.offset == offset && e.version == version &&
+          k::rnn_packed_weights_fit(dims, e.packed.const_data_ptr<float>()))
+        return e.packed;
+      // Stale: repack into its buffer when no call holds it and the size fits
+      // (a fresh buffer costs its pages' first-touch faults, about as much as
+      // packing). Taken out of the entry meanwhile, so no other call gets it.
+      if (e.packed.defined() && e.packed.impl().use_count() == 1 &&
+          e.packed.numel() == static_cast<int64_t>(n))
+        packed = std::move(e.packed);
+    }
+  }
+  if (!packed.defined()) packed = empty({static_cast<int64_t>(n)}, kFloat32);
+  k::rnn_pack_weights(dims, w_hh.const_data_ptr<float>(), packed.data_ptr<float>());
+  packs_.fetch_add(1);
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (entries_.size() <= index) entries_.resize(index + 1);
+  entries_[index] = Entry{storage, offset, version, packed};
+  return packed;
+}
 
 RecurrentResult recurrent_forward(const RecurrentSpec& spec, const RecurrentLayout& layout, const Tensor& input,
                                   const Tensor& h0, const Tensor& c0, const std::vector<Tensor>& weights) {

@@ -8,7 +8,10 @@
 // sum(batch_sizes); a padded batch has batch_sizes all N). Layer l writes its
 // output [rows, D*H_out], both directions into column halves of one buffer, and
 // that buffer (after dropout) is layer l+1's input.
+#include <atomic>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "kernels/cpu/rnn.h"
@@ -16,6 +19,38 @@
 #include "rnnkit/tensor.h"
 
 namespace rnnkit::nn::detail {
+
+// W_hh of each layer and direction packed for the kernels, kept by a module
+// between inference calls (no graph recorded) so that a call does not repack
+// weights that have not changed. An entry is reused only while it was packed
+// from the very storage and offset the call's W_hh has, at the storage's
+// current version (rnnkit::Storage: every writable pointer taken, as every
+// in-place change, optimizer step and load takes one, advances it), and in the
+// layout the call's kernel path takes (kernels::cpu::rnn_packed_weights_fit).
+// Anything else packs afresh and replaces the entry. Thread-safe: concurrent
+// calls of one module share it; an entry in use stays alive through its handle.
+// It costs the packed copy's memory (about W_hh's size per layer and direction)
+// for as long as the module lives.
+class PackedWeightsCache {
+ public:
+  // W_hh (float32, contiguous) of entry `index` packed for an inference
+  // rnn_forward on dims from the calling context's threads; undefined when the
+  // call's path has no packed form.
+  Tensor get(size_t index, const Tensor& w_hh, const kernels::cpu::RnnLayerDims& dims);
+  // Times get() packed (tests).
+  int64_t packs() const { return packs_.load(); }
+
+ private:
+  struct Entry {
+    std::weak_ptr<Storage> storage;
+    int64_t offset = 0;
+    uint64_t version = 0;
+    Tensor packed;
+  };
+  std::mutex mutex_;
+  std::vector<Entry> entries_;
+  std::atomic<int64_t> packs_{0};
+};
 
 struct RecurrentSpec {
   kernels::cpu::CellType cell = kernels::cpu::CellType::LSTM;
@@ -29,6 +64,7 @@ struct RecurrentSpec {
   bool dropout_active = false;  // training mode, dropout > 0 and num_layers > 1
   Generator* generator = nullptr;
   const char* node_name = "RecurrentBackward";  // the autograd node's name
+  PackedWeightsCache* packed_cache = nullptr;     // the module's, or null: pack at every call
 };
 
 // How the tensors given to recurrent_forward lay out in memory.

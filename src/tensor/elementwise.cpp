@@ -39,7 +39,7 @@ void copy_into(const Tensor& dst, const Tensor& src) {
     D* d = static_cast<D*>(dst.raw_data());
     dispatch_all(src.dtype(), "copy_", [&](auto stag) {
       using S = decltype(stag);
-      const S* s = static_cast<const S*>(src.raw_data());
+      const S* s = static_cast<const S*>(src.const_raw_data());
       nd_loop<2>(shape, strides, [&](const std::array<int64_t, 2>& off, int64_t n,
                                      const std::array<int64_t, 2>& inner) {
         D* dp = d + off[0];
@@ -131,8 +131,8 @@ Tensor map_binary(const Tensor& a, const Tensor& b, const char* opname, Dtype ou
   const Shape shape = broadcast_shapes(a.sizes(), b.sizes(), opname);
   Tensor out = empty(shape, TensorOptions(out_dtype));
   R* o = out.data_ptr<R>();
-  const T* pa = static_cast<const T*>(a.raw_data());
-  const T* pb = static_cast<const T*>(b.raw_data());
+  const T* pa = static_cast<const T*>(a.const_raw_data());
+  const T* pb = static_cast<const T*>(b.const_raw_data());
   if (a.sizes() == shape && b.sizes() == shape && a.is_contiguous() && b.is_contiguous()) {
     const int64_t n = out.numel();
 #pragma omp parallel for schedule(static) if (n > 65536)
@@ -222,8 +222,8 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   dispatch_all(a.dtype(), "where", [&](auto tag) {
     using T = decltype(tag);
     const bool* pc = cond.data_ptr<bool>();
-    const T* pa = static_cast<const T*>(a.raw_data());
-    const T* pb = static_cast<const T*>(b.raw_data());
+    const T* pa = static_cast<const T*>(a.const_raw_data());
+    const T* pb = static_cast<const T*>(b.const_raw_data());
     T* o = out.data_ptr<T>();
     int64_t pos = 0;
     nd_loop<3>(shape, strides, [&](const std::array<int64_t, 3>& off, int64_t n,

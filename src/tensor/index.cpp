@@ -97,7 +97,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   Shape coord(index.dim(), 0);
   dispatch_all(x.dtype(), "gather", [&](auto tag) {
     using T = decltype(tag);
-    const T* src = static_cast<const T*>(x.raw_data());
+    const T* src = static_cast<const T*>(x.const_raw_data());
     T* dst = out.data_ptr<T>();
     for (int64_t lin = 0, total = index.numel(); lin < total; ++lin) {
       int64_t rem = lin, off = 0;

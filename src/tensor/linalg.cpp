@@ -27,8 +27,8 @@ template <typename T>
 void gemm_2d(const Tensor& a, const Tensor& b, const Tensor& out) {
   const int64_t M = a.sizes()[0], K = a.sizes()[1], N = b.sizes()[1];
   GemmOperand A = as_gemm_operand(a), B = as_gemm_operand(b);
-  kernels::cpu::gemm(A.trans, B.trans, M, N, K, T(1), static_cast<const T*>(A.holder.raw_data()),
-                     A.ld, static_cast<const T*>(B.holder.raw_data()), B.ld, T(0),
+  kernels::cpu::gemm(A.trans, B.trans, M, N, K, T(1), static_cast<const T*>(A.holder.const_raw_data()),
+                     A.ld, static_cast<const T*>(B.holder.const_raw_data()), B.ld, T(0),
                      static_cast<T*>(out.raw_data()), std::max<int64_t>(N, 1));
 }
 

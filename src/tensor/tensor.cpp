@@ -180,6 +180,12 @@ void* Tensor::raw_data() const {
   return static_cast<char*>(impl_->storage->data()) + impl_->offset * element_size(impl_->dtype);
 }
 
+const void* Tensor::const_raw_data() const {
+  RNNKIT_IMPL_OR_THROW("const_data_ptr");
+  if (!impl_->storage) return nullptr;
+  return static_cast<const char*>(impl_->storage->const_data()) + impl_->offset * element_size(impl_->dtype);
+}
+
 template <typename T>
 static Dtype dtype_of();
 template <> Dtype dtype_of<float>() { return Dtype::Float32; }
@@ -194,6 +200,18 @@ T* Tensor::data_ptr() const {
                dtype_name(dtype_of<T>()), " but the tensor has ", dtype_name(impl_->dtype));
   return static_cast<T*>(raw_data());
 }
+
+template <typename T>
+const T* Tensor::const_data_ptr() const {
+  RNNKIT_IMPL_OR_THROW("const_data_ptr");
+  RNNKIT_CHECK(impl_->dtype == dtype_of<T>(), "Tensor.const_data_ptr: expected dtype ",
+               dtype_name(dtype_of<T>()), " but the tensor has ", dtype_name(impl_->dtype));
+  return static_cast<const T*>(const_raw_data());
+}
+template const float* Tensor::const_data_ptr<float>() const;
+template const double* Tensor::const_data_ptr<double>() const;
+template const int64_t* Tensor::const_data_ptr<int64_t>() const;
+template const bool* Tensor::const_data_ptr<bool>() const;
 template float* Tensor::data_ptr<float>() const;
 template double* Tensor::data_ptr<double>() const;
 template int64_t* Tensor::data_ptr<int64_t>() const;
@@ -204,14 +222,14 @@ double Tensor::item() const {
                " elements cannot be converted to Scalar");
   return dispatch_all(dtype(), "Tensor.item", [&](auto tag) -> double {
     using T = decltype(tag);
-    return static_cast<double>(*static_cast<const T*>(raw_data()));
+    return static_cast<double>(*static_cast<const T*>(const_raw_data()));
   });
 }
 
 template <typename T>
 std::vector<T> Tensor::to_vector() const {
   Tensor c = native::contiguous(to(dtype_of<T>()));
-  const T* p = c.data_ptr<T>();
+  const T* p = c.const_data_ptr<T>();
   return std::vector<T>(p, p + c.numel());
 }
 template std::vector<float> Tensor::to_vector<float>() const;

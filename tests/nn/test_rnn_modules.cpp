@@ -8,9 +8,13 @@
 #include <cmath>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "nn/nn_test_util.h"
 #include "nn/rnn_parity_cases.h"
+#include "nn/rnn_function.h"
+#include "rnnkit/optim/sgd.h"
+#include "rnnkit/threading.h"
 #include "support/gradcheck.h"
 
 namespace {
@@ -375,6 +379,138 @@ TEST(RnnModules, GradientsThroughDropoutByFiniteDifferences) {
     return add(sum(mul(padded, rp)), sum(mul(h_n, h_n)));
   };
   EXPECT_TRUE(rnnkit::testing::gradcheck(g, packed_inputs, 1e-6, 1e-6));
+}
+
+// ------------------------------------------------------------------ packed weights kept
+
+const nn::detail::PackedWeightsCache& packed_cache_of(const nn::Module& m) {
+  if (auto* layer = dynamic_cast<const nn::RNNImplBase*>(&m)) return layer->packed_weights_cache();
+  return dynamic_cast<const nn::RNNCellImplBase&>(m).packed_weights_cache();
+}
+
+// Inference calls keep W_hh packed between them, and every way of changing
+// the weights reaches the next call: the result is always what a new module
+// with the same weights computes (which packs them afresh), bit for bit.
+TEST(RnnModules, InferenceKeepsPackedWeightsUntilTheyChange) {
+  const uint64_t seed = rnnkit::testing::fresh_seed();
+  SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  auto layer = [](const char* kind, int64_t I, int64_t H, int64_t L, int64_t N, int64_t T, bool bidirectional) {
+    return json{{"kind", kind},   {"input_size", I},         {"hidden_size", H},   {"num_layers", L},
+                {"batch", N},     {"steps", T},              {"bias", true},       {"batch_first", false},
+                {"dropout", 0.0}, {"bidirectional", bidirectional}, {"proj_size", 0}, {"nonlinearity", "relu"}};
+  };
+  const std::vector<json> configs = {
+      layer("LSTM", 24, 64, 2, 1, 40, false),  // small batch, stacked: the wavefront
+      layer("GRU", 16, 48, 1, 3, 7, true),     // small batch, directions at once
+      layer("RNN", 20, 96, 1, 40, 5, false),   // large batch: the packed GEMM or lanes path
+      layer("LSTM", 8, 40, 2, 12, 6, true),    // medium batch, stacked and bidirectional
+      layer("LSTMCell", 12, 32, 1, 2, 1, false),
+      layer("GRUCell", 12, 32, 1, 1, 1, false),
+      layer("RNNCell", 12, 32, 1, 20, 1, false),
+  };
+  for (const json& c : configs) {
+    SCOPED_TRACE(c.dump());
+    const std::string kind = c["kind"];
+    const bool cell = rnnkit::testing::rnn::is_cell(kind);
+    const int64_t I = c["input_size"], H = c["hidden_size"], N = c["batch"], T = c["steps"];
+    const int64_t D = c["bidirectional"].get<bool>() ? 2 : 1, L = c["num_layers"];
+    Generator gen(rng());
+    auto m = rnnkit::testing::rnn::build_model(c, &gen);
+    m.module->eval();
+    const Tensor x = randn(cell ? Shape{N, I} : Shape{T, N, I}, {}, &gen);
+    // A cell's output depends on W_hh only through a state.
+    const Tensor h = cell ? randn({N, H}, {}, &gen) : Tensor();
+    const Tensor cs = kind == "LSTMCell" ? randn({N, H}, {}, &gen) : Tensor();
+    auto packs = [&] { return packed_cache_of(*m.module).packs(); };
+    auto run = [&] {
+      NoGradGuard guard;
+      return m.forward(x, h, cs).output;
+    };
+    auto fresh = [&] {
+      Generator other(1);
+      auto f = rnnkit::testing::rnn::build_model(c, &other);
+      f.module->eval();
+      f.module->load_state_dict(m.module->state_dict());
+      NoGradGuard guard;
+      return f.forward(x, h, cs).output;
+    };
+    Tensor w_hh;
+    for (auto& [name, p] : m.module->named_parameters())
+      if (name == "weight_hh" || name == "weight_hh_l0") w_hh = p;
+    ASSERT_TRUE(w_hh.defined());
+
+    Tensor y = run();
+    EXPECT_EQ(packs(), L * D);  // every layer and direction has a packed form here
+    EXPECT_TRUE(equal(run(), y));
+    EXPECT_TRUE(equal(run(), y));
+    EXPECT_EQ(packs(), L * D);
+    EXPECT_TRUE(equal(y, fresh()));
+
+    // After a change: packed afresh, a different result, the new weights'
+    // result, and kept again.
+    auto expect_seen = [&](const char* route) {
+      SCOPED_TRACE(route);
+      const int64_t before = packs();
+      const Tensor y2 = run();
+      EXPECT_GT(packs(), before);
+      EXPECT_FALSE(equal(y2, y));
+      EXPECT_TRUE(equal(y2, fresh()));
+      const int64_t after = packs();
+      EXPECT_TRUE(equal(run(), y2));
+      EXPECT_EQ(packs(), after);
+      y = y2;
+    };
+
+    {  // A training step: its forward records a graph and leaves the cache alone.
+      optim::SGD sgd(m.module->parameters(), optim::SGDOptions(0.5));
+      const int64_t before = packs();
+      const Tensor xg = x.detach().clone().requires_grad_();
+      m.forward(xg, h, cs).output.pow(2).sum().backward();
+      EXPECT_EQ(packs(), before);
+      sgd.step();
+    }
+    expect_seen("an optimizer step");
+    {
+      NoGradGuard guard;
+      w_hh.narrow(0, 0, w_hh.size(0) / 2).mul_(0.5);  // through a view
+    }
+    expect_seen("an in-place op on a view");
+    {
+      float* p = w_hh.data_ptr<float>();
+      for (int64_t i = 0; i < w_hh.numel(); i += 3) p[i] += 0.25f;
+    }
+    expect_seen("a write through data_ptr");
+    {
+      Generator other(rng());
+      auto donor = rnnkit::testing::rnn::build_model(c, &other);
+      m.module->load_state_dict(donor.module->state_dict());
+    }
+    expect_seen("load_state_dict");
+    nn::init::uniform_(w_hh, -0.4, 0.4, &gen);
+    expect_seen("nn::init");
+    w_hh.set_data(randn(w_hh.sizes(), {}, &gen) * 0.2);
+    expect_seen("set_data");
+
+    // Another thread count: packed for it where the layout depends on it.
+    const int threads = get_num_threads();
+    set_num_threads(1);
+    const Tensor one = run();
+    EXPECT_TRUE(equal(one, fresh()));
+    set_num_threads(threads);
+    EXPECT_TRUE(equal(run(), fresh()));
+
+    // Calls from two threads at once share the kept weights.
+    const Tensor want = run();
+    bool same[2] = {true, true};
+    std::vector<std::thread> callers;
+    for (int t = 0; t < 2; ++t)
+      callers.emplace_back([&, t] {
+        for (int i = 0; i < 10; ++i) same[t] = same[t] && equal(run(), want);
+      });
+    for (auto& th : callers) th.join();
+    EXPECT_TRUE(same[0] && same[1]);
+  }
 }
 
 // ------------------------------------------------------------------ errors

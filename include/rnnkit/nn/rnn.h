@@ -21,6 +21,7 @@
 // A whole forward (all layers, directions and steps) is one autograd node whose
 // backward is a fused backward-through-time; see docs/RECURRENT.md.
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -33,7 +34,8 @@
 namespace rnnkit::nn {
 
 namespace detail {
-struct RecurrentSpec;  // internal: what the fused recurrent op needs to know
+struct RecurrentSpec;       // internal: what the fused recurrent op needs to know
+class PackedWeightsCache;  // internal: W_hh packed between inference calls
 
 // Options shared by RNN, LSTM and GRU (PyTorch's RNNBase arguments). Setters
 // return the derived options so that chains keep their type.
@@ -143,6 +145,8 @@ class RNNImplBase : public Module {
   double dropout() const { return dropout_; }
   bool bidirectional() const { return bidirectional_; }
   int64_t proj_size() const { return proj_size_; }
+  // Internal (tests): the packed W_hh kept between inference calls.
+  const detail::PackedWeightsCache& packed_weights_cache() const { return *packed_cache_; }
 
  protected:
   enum class Mode { RNN_TANH, RNN_RELU, LSTM, GRU };
@@ -177,6 +181,9 @@ class RNNImplBase : public Module {
   bool bidirectional_;
   int64_t proj_size_;
   Generator* generator_;
+  // W_hh packed for the kernels, kept between inference calls (no graph
+  // recorded) while the weights do not change; see rnn_function.h.
+  std::shared_ptr<detail::PackedWeightsCache> packed_cache_;
 };
 
 // Elman RNN: h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh) (or relu).

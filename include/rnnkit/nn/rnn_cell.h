@@ -13,6 +13,7 @@
 // from U(-1/sqrt(H), 1/sqrt(H)) as PyTorch. Each call is one autograd node (the
 // recurrent-layer kernel with one step).
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "rnnkit/generator.h"
@@ -29,6 +30,7 @@ struct LSTMState {
 };
 
 namespace detail {
+class PackedWeightsCache;  // internal: W_hh packed between inference calls
 
 template <class Derived>
 class RNNCellOptionsBase {
@@ -87,6 +89,8 @@ class RNNCellImplBase : public Module {
   int64_t input_size() const { return input_size_; }
   int64_t hidden_size() const { return hidden_size_; }
   bool bias() const { return bias_; }
+  // Internal (tests): the packed W_hh kept between inference calls.
+  const detail::PackedWeightsCache& packed_weights_cache() const { return *packed_cache_; }
 
  protected:
   enum class Mode { RNN_TANH, RNN_RELU, LSTM, GRU };
@@ -101,6 +105,8 @@ class RNNCellImplBase : public Module {
   int64_t hidden_size_;
   bool bias_;
   Generator* generator_;
+  // W_hh packed between inference calls; see RNNImplBase.
+  std::shared_ptr<detail::PackedWeightsCache> packed_cache_;
 };
 
 class RNNCellImpl : public RNNCellImplBase {

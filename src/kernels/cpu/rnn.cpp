@@ -7,6 +7,7 @@
 // per-step GEMMs and fork/joins. docs/PERFORMANCE.md has the measurements.
 #include "kernels/cpu/rnn.h"
 
+#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -1019,8 +1020,36 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
                  "rnn_pack_weights: oneDNN could not pack these weights");
   else if (precision == PackedPrecision::kBFloat16)
     simd::pack_recurrent_bf16(G, H, H, w_hh, reinterpret_cast<uint16_t*>(body), gate_major);
-  else
-    simd::pack_recurrent(G, H, H, w_hh, body, 0, (H + simd::kPackBlock - 1) / simd::kPackBlock, gate_major);
+  else {
+    // Blocks of gate rows are packed independently: one range per thread, as
+    // the forward packs its slices (the work is bound by memory bandwidth).
+    const int64_t blocks = (H + simd::kPackBlock - 1) / simd::kPackBlock;
+    const int64_t nthreads = std::min<int64_t>(rnnkit::get_num_threads(), blocks);
+#pragma omp parallel num_threads(static_cast<int>(nthreads)) if (nthreads > 1 && G * H * H >= (1 << 16))
+    {
+      const int64_t n = omp_get_num_threads(), t = omp_get_thread_num();
+      simd::pack_recurrent(G, H, H, w_hh, body, blocks * t / n, blocks * (t + 1) / n, gate_major);
+    }
+  }
+}
+
+bool rnn_packed_weights_fit(const RnnLayerDims& dims, const float* packed) {
+  check_rnn_dims(dims);
+  RNNKIT_CHECK(packed != nullptr, "rnn_packed_weights_fit: packed is null");
+  PackedHeader h;
+  std::memcpy(&h, packed, sizeof h);
+  if (h.magic != kPackedMagic || h.cell != static_cast<uint32_t>(dims.cell) ||
+      h.hidden_size != static_cast<uint32_t>(dims.hidden_size) ||
+      h.proj_size != static_cast<uint32_t>(dims.proj_size) || h.precision > 1)
+    return false;
+  // The path rnn_forward takes (forward_impl): small-batch only with SIMD kernels.
+  PackedKind kind = PackedKind::kGemm;
+  if (simd::active_kernels() != nullptr && small_batch_path(dims))
+    kind = PackedKind::kSmallBatch;
+  else if (lanes_path(dims) != nullptr)
+    kind = PackedKind::kLanes;
+  bool bf16 = false;
+  return packed_body(dims, packed, kind, false, &bf16) != nullptr;
 }
 
 template <class T>

@@ -133,6 +133,13 @@ size_t rnn_packed_weights_size(const RnnLayerDims& dims,
 // packed: [rnn_packed_weights_size(dims, precision)], 64-byte aligned is best.
 void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed,
                       PackedPrecision precision = PackedPrecision::kFloat32);
+// Whether an inference rnn_forward on dims, run with the current thread count
+// (rnnkit::get_num_threads()), takes `packed` as it is rather than packing W_hh
+// itself: packed was written by rnn_pack_weights for this cell and these sizes
+// and for the path, layout, batch and thread count this call takes. False for
+// anything else, never throws for a mismatch (so a caller that keeps packed
+// weights between calls can ask before passing them).
+bool rnn_packed_weights_fit(const RnnLayerDims& dims, const float* packed);
 
 // Forward pass of one direction. Threads: rnnkit::get_num_threads()
 // (rnnkit/threading.h), so a call from inside an OpenMP parallel region runs on
