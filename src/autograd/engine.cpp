@@ -26,13 +26,30 @@ AccumulateGrad::AccumulateGrad(std::shared_ptr<TensorImpl> v) : variable(std::mo
   output_dtypes = {variable->dtype};
 }
 
+// Whether g may become a leaf's .grad as it is: no other handle or view can
+// see its memory (this is the only handle on its TensorImpl and that the only
+// one on its storage, which it fills exactly), it is contiguous with the
+// leaf's shape, and it has no history. PyTorch's AccumulateGrad steals such a
+// gradient likewise instead of copying it.
+static bool can_take_as_grad(const Tensor& g, const TensorImpl& leaf) {
+  const std::shared_ptr<Storage>& storage = g.storage();
+  return g.impl().use_count() == 1 && storage && storage.use_count() == 1 && g.storage_offset() == 0 &&
+         g.is_contiguous() && g.nbytes() == storage->nbytes() && g.sizes() == leaf.sizes && !g.requires_grad() &&
+         !g.grad_fn();
+}
+
 tensor_list AccumulateGrad::apply(tensor_list&& grads) {
-  Tensor g = grads[0];
+  Tensor g = std::move(grads[0]);
   if (!g.defined()) return {};
   Tensor& acc = variable->grad;
   if (g.dtype() != variable->dtype) g = g.to(variable->dtype);
   if (!acc.defined()) {
-    // Own a fresh contiguous buffer: incoming gradients may alias saved data.
+    if (can_take_as_grad(g, *variable)) {
+      acc = std::move(g);
+      return {};
+    }
+    // Own a fresh contiguous buffer: incoming gradients may alias saved data
+    // or another gradient.
     Tensor fresh = empty(variable->sizes, TensorOptions(variable->dtype));
     native::copy_into(fresh, g);
     acc = fresh;

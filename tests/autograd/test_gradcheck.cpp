@@ -139,6 +139,43 @@ TEST(Autograd, DetachNoGradAndNonScalarBackward) {
   EXPECT_THROW(d.backward(), rnnkit::Error);  // does not require grad
 }
 
+// A leaf's first gradient is taken as it is when nothing else can see its
+// memory, and copied otherwise: every .grad must be memory of its own.
+TEST(Autograd, FirstGradientsOwnTheirMemory) {
+  auto shares = [](const Tensor& a, const Tensor& b) { return a.storage() == b.storage(); };
+  // One incoming gradient reaches two leaves (add passes it to both).
+  Tensor a = ones({3}, kFloat64).requires_grad_(), b = ones({3}, kFloat64).requires_grad_();
+  Tensor g = tensor({1.0, 2.0, 3.0});
+  (a + b).backward(g);
+  EXPECT_FALSE(shares(a.grad(), b.grad()));
+  EXPECT_FALSE(shares(a.grad(), g));
+  a.grad().mul_(2.0);
+  EXPECT_EQ(b.grad().to_vector<double>(), (std::vector<double>{1, 2, 3}));
+  EXPECT_EQ(g.to_vector<double>(), (std::vector<double>{1, 2, 3}));
+  // A leaf as the root: the caller's gradient is not taken.
+  Tensor x = ones({2}, kFloat64).requires_grad_();
+  Tensor dy = tensor({4.0, 5.0});
+  x.backward(dy);
+  EXPECT_FALSE(shares(x.grad(), dy));
+  dy.fill_(0.0);
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{4, 5}));
+  // A view's gradient, and one kept by a retained graph, are leaves' own too.
+  Tensor w = ones({2, 3}, kFloat64).requires_grad_();
+  Tensor r = sum(w.view({6}) * 2.0);
+  r.backward(Tensor(), /*retain_graph=*/true);
+  Tensor first = w.grad().clone();
+  w.grad().mul_(10.0);
+  r.backward();
+  EXPECT_TRUE(equal(w.grad(), first * 11.0));
+  // The taken gradient accumulates in place afterwards (a second backward adds).
+  Tensor v = ones({4}, kFloat64).requires_grad_();
+  sum(v * 3.0).backward();
+  const Tensor held = v.grad();
+  sum(v * 1.0).backward();
+  EXPECT_TRUE(shares(v.grad(), held));
+  EXPECT_EQ(v.grad().to_vector<double>(), (std::vector<double>{4, 4, 4, 4}));
+}
+
 TEST(Autograd, DiamondGraphSumsBothPaths) {
   Tensor x = full({2}, 2.0, kFloat64).requires_grad_();
   Tensor a = x * x;      // da/dx = 2x = 4
