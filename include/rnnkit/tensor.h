@@ -31,13 +31,15 @@ class Node;
 // Raw bytes, 64-byte aligned, shared between a tensor and its views.
 //
 // version() counts the writable pointers handed out: every data() call (and so
-// every Tensor::data_ptr / raw_data, which every write goes through: in-place
-// ops, optimizers, copies, loading) advances it; const_data() does not. A
-// reader that derives something from the bytes (the recurrent modules keep
-// W_hh packed between inference calls) notes the version and knows the bytes
-// unchanged while it stays the same. Writes through a pointer kept from an
-// earlier data() call are not seen: take a fresh pointer for each change, as
-// with PyTorch's version counter.
+// every Tensor::data_ptr / raw_data, which every write in the library goes
+// through: in-place ops, optimizers, copies, loading) advances it;
+// const_data() does not. A reader that derives something from the bytes (the
+// recurrent modules keep W_hh packed between inference calls) notes the
+// version and takes the bytes as unchanged while it stays the same. The
+// version moves when a pointer is handed out, not when it is written through:
+// a write through a pointer kept from before such a reader's last look is not
+// seen. Take a fresh data_ptr for each change (or call data_ptr once after
+// writing through an old one).
 class Storage {
  public:
   Storage(size_t nbytes, Device device);

@@ -205,7 +205,7 @@ Tensor class_index_loss(const char* node_name, const Tensor& input, const Tensor
   double nll_scale = 1.0 - eps, smooth_scale = eps / static_cast<double>(l.C);
   if (cfg.reduction == Reduction::Mean) {
     double total_weight = 0;
-    const int64_t* tp = tc.data_ptr<int64_t>();
+    const int64_t* tp = tc.const_data_ptr<int64_t>();
     const std::vector<double> wv = wc.defined() ? wc.to_vector<double>() : std::vector<double>();
     for (int64_t i = 0; i < M; ++i)
       if (tp[i] != cfg.ignore_index) total_weight += wc.defined() ? wv[static_cast<size_t>(tp[i])] : 1.0;

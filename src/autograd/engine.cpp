@@ -28,14 +28,14 @@ AccumulateGrad::AccumulateGrad(std::shared_ptr<TensorImpl> v) : variable(std::mo
 
 // Whether g may become a leaf's .grad as it is: no other handle or view can
 // see its memory (this is the only handle on its TensorImpl and that the only
-// one on its storage, which it fills exactly), it is contiguous with the
-// leaf's shape, and it has no history. PyTorch's AccumulateGrad steals such a
-// gradient likewise instead of copying it.
+// one on its storage, which it fills exactly), it has the leaf's shape with
+// row-major strides (as a copy would), and it has no history. PyTorch's
+// AccumulateGrad steals such a gradient likewise instead of copying it.
 static bool can_take_as_grad(const Tensor& g, const TensorImpl& leaf) {
   const std::shared_ptr<Storage>& storage = g.storage();
   return g.impl().use_count() == 1 && storage && storage.use_count() == 1 && g.storage_offset() == 0 &&
-         g.is_contiguous() && g.nbytes() == storage->nbytes() && g.sizes() == leaf.sizes && !g.requires_grad() &&
-         !g.grad_fn();
+         g.sizes() == leaf.sizes && g.strides() == contiguous_strides(leaf.sizes) &&
+         g.nbytes() == storage->nbytes() && !g.requires_grad() && !g.grad_fn();
 }
 
 tensor_list AccumulateGrad::apply(tensor_list&& grads) {

@@ -44,7 +44,7 @@ Tensor embedding(const Tensor& weight, const Tensor& indices, int64_t padding_id
   RNNKIT_CHECK(weight.dim() == 2, "embedding: 'weight' must be 2-D, got shape ", shape_str(weight.sizes()));
   const int64_t num = weight.size(0);
   Tensor flat = native::contiguous(indices.reshape({-1}));
-  const int64_t* ip = flat.data_ptr<int64_t>();
+  const int64_t* ip = flat.const_data_ptr<int64_t>();
   for (int64_t i = 0; i < flat.numel(); ++i)
     RNNKIT_CHECK(ip[i] >= 0 && ip[i] < num, "embedding: index out of range in self (index ", ip[i],
                  ", num_embeddings ", num, ")");

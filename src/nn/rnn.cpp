@@ -23,7 +23,7 @@ void check_permutation(const Tensor& perm, int64_t n, const char* what, const ch
                shape_str(perm.sizes()));
   std::vector<char> seen(static_cast<size_t>(n), 0);
   const Tensor c = perm.contiguous();
-  const int64_t* p = c.data_ptr<int64_t>();
+  const int64_t* p = c.const_data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i) {
     RNNKIT_CHECK(p[i] >= 0 && p[i] < n && !seen[static_cast<size_t>(p[i])], op, ": PackedSequence.", what,
                  " must be a permutation of 0..", n - 1, ", got the value ", p[i], " at position ", i);
@@ -35,7 +35,7 @@ Tensor invert_permutation(const Tensor& perm) {
   const Tensor c = perm.contiguous();
   const int64_t n = c.numel();
   std::vector<int64_t> inv(static_cast<size_t>(n));
-  const int64_t* p = c.data_ptr<int64_t>();
+  const int64_t* p = c.const_data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i) inv[static_cast<size_t>(p[i])] = i;
   return from_vector(inv, {n});
 }

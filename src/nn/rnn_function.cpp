@@ -453,7 +453,7 @@ RecurrentResult forward_impl(const std::shared_ptr<Saved>& sp, const Tensor& inp
                          c0_of(0), h_n_of(0), c_n_of(0), ws, ws_each);
   } else {
     Generator& gen = spec.generator ? *spec.generator : default_generator();
-    const T* x_in = s.x.data_ptr<T>();
+    const T* x_in = s.x.const_data_ptr<T>();
     int64_t ldx = I;
     for (int64_t l = 0; l < L; ++l) {
       T* y = layer_output(l).template data_ptr<T>();
@@ -616,7 +616,7 @@ autograd::tensor_list RecurrentBackward::backward(const autograd::tensor_list& g
     else
       for (int64_t d = 0; d < D; ++d) run_direction(d, 0);
     if (D == 2 && dx_l != nullptr) {
-      const T* r = dx_reverse.data_ptr<T>();
+      const T* r = dx_reverse.const_data_ptr<T>();
       for (int64_t i = 0, n = rows * lddx; i < n; ++i) dx_l[i] += r[i];
     }
     if (l > 0) {
@@ -658,8 +658,8 @@ LayerSchedule layer_schedule() { return g_layer_schedule; }
 Tensor PackedWeightsCache::get(size_t index, const Tensor& w_hh, const k::RnnLayerDims& dims) {
   RNNKIT_CHECK(w_hh.dtype() == kFloat32 && w_hh.is_contiguous() && w_hh.storage(),
                "PackedWeightsCache: internal error, W_hh must be contiguous float32");
+  if (!k::rnn_forward_takes_packed(dims)) return Tensor();
   const size_t n = k::rnn_packed_weights_size(dims);
-  if (n == 0) return Tensor();
   const std::shared_ptr<Storage>& storage = w_hh.storage();
   const int64_t offset = w_hh.storage_offset();
   // The version before packing: a change while packing makes the entry stale.
@@ -680,12 +680,20 @@ Tensor PackedWeightsCache::get(size_t index, const Tensor& w_hh, const k::RnnLay
       // (a fresh buffer costs its pages' first-touch faults, about as much as
       // packing). Taken out of the entry meanwhile, so no other call gets it.
       if (e.packed.defined() && e.packed.impl().use_count() == 1 &&
-          e.packed.numel() == static_cast<int64_t>(n))
+          e.packed.numel() == static_cast<int64_t>(n)) {
+        // Pairs with the release of the last other handle: that call's reads
+        // of the buffer happen before this repacking writes it.
+        std::atomic_thread_fence(std::memory_order_acquire);
         packed = std::move(e.packed);
+      }
     }
   }
   if (!packed.defined()) packed = empty({static_cast<int64_t>(n)}, kFloat32);
-  k::rnn_pack_weights(dims, w_hh.const_data_ptr<float>(), packed.data_ptr<float>());
+  try {
+    k::rnn_pack_weights(dims, w_hh.const_data_ptr<float>(), packed.data_ptr<float>());
+  } catch (const Error&) {
+    return Tensor();  // oneDNN declined this layout: the forward packs for itself, as without a cache
+  }
   packs_.fetch_add(1);
   std::lock_guard<std::mutex> lock(mutex_);
   if (entries_.size() <= index) entries_.resize(index + 1);
@@ -727,6 +735,7 @@ RecurrentResult recurrent_forward(const RecurrentSpec& spec, const RecurrentLayo
   const bool training = autograd::needs_grad(inputs);
 
   s->training = training;
+  if (training) s->spec.packed_cache = nullptr;  // unused there, and the node may outlive the module
   RecurrentResult result = dispatch_floating(s->dtype, spec.node_name, [&](auto tag) {
     return forward_impl<decltype(tag)>(s, input, h0, c0, training);
   });

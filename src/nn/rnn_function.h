@@ -27,15 +27,17 @@ namespace rnnkit::nn::detail {
 // current version (rnnkit::Storage: every writable pointer taken, as every
 // in-place change, optimizer step and load takes one, advances it), and in the
 // layout the call's kernel path takes (kernels::cpu::rnn_packed_weights_fit).
-// Anything else packs afresh and replaces the entry. Thread-safe: concurrent
-// calls of one module share it; an entry in use stays alive through its handle.
-// It costs the packed copy's memory (about W_hh's size per layer and direction)
-// for as long as the module lives.
+// Anything else packs afresh and replaces the entry (one entry per layer and
+// direction: calls alternating between batch sizes that take different paths
+// repack each time). Thread-safe: concurrent calls of one module share it; an
+// entry in use stays alive through its handle. It costs the packed copy's
+// memory (about W_hh's size per layer and direction) while the module lives.
 class PackedWeightsCache {
  public:
   // W_hh (float32, contiguous) of entry `index` packed for an inference
   // rnn_forward on dims from the calling context's threads; undefined when the
-  // call's path has no packed form.
+  // call's path takes no packed weights (kernels::cpu::rnn_forward_takes_packed)
+  // or they cannot be packed, and the forward then packs for itself.
   Tensor get(size_t index, const Tensor& w_hh, const kernels::cpu::RnnLayerDims& dims);
   // Times get() packed (tests).
   int64_t packs() const { return packs_.load(); }

@@ -67,7 +67,7 @@ template <typename T, typename F>
 Tensor map_unary(const Tensor& x, F f) {
   Tensor xc = contiguous(x);
   Tensor out = empty(x.sizes(), TensorOptions(x.dtype()));
-  const T* in = xc.data_ptr<T>();
+  const T* in = xc.const_data_ptr<T>();
   T* o = out.data_ptr<T>();
   const int64_t n = out.numel();
 #pragma omp parallel for schedule(static) if (n > 65536)
@@ -221,7 +221,7 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
                                broadcast_strides(b, shape)};
   dispatch_all(a.dtype(), "where", [&](auto tag) {
     using T = decltype(tag);
-    const bool* pc = cond.data_ptr<bool>();
+    const bool* pc = cond.const_data_ptr<bool>();
     const T* pa = static_cast<const T*>(a.const_raw_data());
     const T* pb = static_cast<const T*>(b.const_raw_data());
     T* o = out.data_ptr<T>();

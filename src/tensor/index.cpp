@@ -32,7 +32,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   Tensor xc = contiguous(x.dim() == 0 ? x.reshape({1}) : x);
   Tensor ic = contiguous(index.reshape({-1}));
   const int64_t n = xc.sizes()[d], k = ic.numel();
-  const int64_t* ip = ic.data_ptr<int64_t>();
+  const int64_t* ip = ic.const_data_ptr<int64_t>();
   for (int64_t j = 0; j < k; ++j)
     RNNKIT_CHECK(ip[j] >= 0 && ip[j] < n, "index_select: index out of range in self (index ", ip[j],
                  " for dimension ", d, " of size ", n, ")");
@@ -43,7 +43,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   split_extents(xc.sizes(), d, &outer, &inner);
   dispatch_all(x.dtype(), "index_select", [&](auto tag) {
     using T = decltype(tag);
-    const T* src = xc.data_ptr<T>();
+    const T* src = xc.const_data_ptr<T>();
     T* dst = out.data_ptr<T>();
     for (int64_t o = 0; o < outer; ++o)
       for (int64_t j = 0; j < k; ++j) {
@@ -59,13 +59,13 @@ Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Ten
   Tensor out = zeros(shape, TensorOptions(src.dtype()));
   Tensor sc = contiguous(src);
   Tensor ic = contiguous(index.reshape({-1}));
-  const int64_t* ip = ic.data_ptr<int64_t>();
+  const int64_t* ip = ic.const_data_ptr<int64_t>();
   const int64_t n = shape[dim], k = ic.numel();
   int64_t outer, inner;
   split_extents(shape, dim, &outer, &inner);
   dispatch_floating(src.dtype(), "index_add", [&](auto tag) {
     using T = decltype(tag);
-    const T* s = sc.data_ptr<T>();
+    const T* s = sc.const_data_ptr<T>();
     T* o = out.data_ptr<T>();
     for (int64_t a = 0; a < outer; ++a)
       for (int64_t j = 0; j < k; ++j) {
@@ -90,7 +90,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
                    shape_str(x.sizes()), " apart from dimension ", d);
   Tensor out = empty(index.sizes(), TensorOptions(x.dtype()));
   Tensor ic = contiguous(index);
-  const int64_t* ip = ic.data_ptr<int64_t>();
+  const int64_t* ip = ic.const_data_ptr<int64_t>();
   const int64_t n = x.sizes()[d];
   // Iterate over index positions; map to x with the gathered coordinate.
   Shape xs = x.strides();
@@ -123,11 +123,11 @@ Tensor scatter_add(const Shape& shape, int64_t dim, const Tensor& index, const T
   Tensor out = zeros(shape, TensorOptions(src.dtype()));
   Tensor ic = contiguous(index);
   Tensor sc = contiguous(src);
-  const int64_t* ip = ic.data_ptr<int64_t>();
+  const int64_t* ip = ic.const_data_ptr<int64_t>();
   Shape os = out.strides();
   dispatch_floating(src.dtype(), "scatter_add", [&](auto tag) {
     using T = decltype(tag);
-    const T* s = sc.data_ptr<T>();
+    const T* s = sc.const_data_ptr<T>();
     T* o = out.data_ptr<T>();
     for (int64_t lin = 0, total = ic.numel(); lin < total; ++lin) {
       int64_t rem = lin, off = 0;

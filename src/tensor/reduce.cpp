@@ -66,7 +66,7 @@ Tensor sum(const Tensor& x, const Shape& dims, bool keepdim) {
     using Acc = std::conditional_t<std::is_same<T, float>::value, double,
                                    std::conditional_t<std::is_same<T, bool>::value, int64_t, T>>;
     using Out = std::conditional_t<std::is_same<T, bool>::value, int64_t, T>;
-    const T* p = f.data.template data_ptr<T>();
+    const T* p = f.data.template const_data_ptr<T>();
     Out* o = out.template data_ptr<Out>();
     const int64_t R = f.reduced;
 #pragma omp parallel for schedule(static) if (f.outer * R > 65536)
@@ -94,7 +94,7 @@ MaxResult max_dim(const Tensor& x, int64_t dim, bool keepdim, bool is_min) {
   res.indices = empty(f.out_shape, TensorOptions(kInt64));
   dispatch_all(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    const T* p = f.data.template data_ptr<T>();
+    const T* p = f.data.template const_data_ptr<T>();
     T* v = res.values.template data_ptr<T>();
     int64_t* ix = res.indices.data_ptr<int64_t>();
     const int64_t R = f.reduced;
@@ -130,7 +130,7 @@ Tensor softmax(const Tensor& x, int64_t dim, bool log) {
   const int64_t n = xc.sizes()[d];
   dispatch_floating(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    const T* p = xc.data_ptr<T>();
+    const T* p = xc.const_data_ptr<T>();
     T* o = out.data_ptr<T>();
 #pragma omp parallel for schedule(static) if (outer * inner * n > 65536)
     for (int64_t a = 0; a < outer; ++a) {

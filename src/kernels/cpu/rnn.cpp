@@ -1033,6 +1033,11 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
   }
 }
 
+bool rnn_forward_takes_packed(const RnnLayerDims& dims) {
+  if (small_batch_path(dims)) return simd::active_kernels() != nullptr;
+  return rnn_packed_weights_size(dims) > 0;
+}
+
 bool rnn_packed_weights_fit(const RnnLayerDims& dims, const float* packed) {
   check_rnn_dims(dims);
   RNNKIT_CHECK(packed != nullptr, "rnn_packed_weights_fit: packed is null");

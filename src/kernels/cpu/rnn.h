@@ -131,12 +131,21 @@ size_t rnn_packed_weights_size(const RnnLayerDims& dims,
 // weights are packed contiguous); for the GEMM path (larger batches) also the
 // batch and the thread count, as oneDNN's matmul chooses the layout).
 // packed: [rnn_packed_weights_size(dims, precision)], 64-byte aligned is best.
+// Runs on rnnkit::get_num_threads() threads; the result does not depend on it
+// except through the GEMM path's layout.
 void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed,
                       PackedPrecision precision = PackedPrecision::kFloat32);
+// Whether an inference rnn_forward on dims takes weights packed by
+// rnn_pack_weights (float32) at all: false where the forward it takes has no
+// use for them (the small-batch layout without AVX2 kernels, where the forward
+// takes the GEMM path) or there is no packed form (rnn_packed_weights_size 0).
+bool rnn_forward_takes_packed(const RnnLayerDims& dims);
 // Whether an inference rnn_forward on dims, run with the current thread count
 // (rnnkit::get_num_threads()), takes `packed` as it is rather than packing W_hh
 // itself: packed was written by rnn_pack_weights for this cell and these sizes
-// and for the path, layout, batch and thread count this call takes. False for
+// and for the path and layout this call takes (with, on the GEMM path, its
+// batch and thread count; on the small-batch path the layout depends on the
+// batch only through the gate-major choice). False for
 // anything else, never throws for a mismatch (so a caller that keeps packed
 // weights between calls can ask before passing them).
 bool rnn_packed_weights_fit(const RnnLayerDims& dims, const float* packed);

@@ -41,7 +41,7 @@ Tensor gather_rows(const Tensor& src, int64_t width, const std::vector<int64_t>&
   const int64_t rows = static_cast<int64_t>(index.size());
   dispatch_all(src.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    const T* in = s.data_ptr<T>();
+    const T* in = s.const_data_ptr<T>();
     T* o = out.data_ptr<T>();
     const T pad = static_cast<T>(fill);
     for (int64_t i = 0; i < rows; ++i) {
@@ -58,7 +58,7 @@ Tensor gather_rows(const Tensor& src, int64_t width, const std::vector<int64_t>&
     const Tensor go = native::contiguous(g[0]);
     dispatch_floating(go.dtype(), op, [&](auto tag) {
       using T = decltype(tag);
-      const T* in = go.data_ptr<T>();
+      const T* in = go.const_data_ptr<T>();
       T* d = grad.data_ptr<T>();
       for (size_t i = 0; i < index.size(); ++i) {
         if (index[i] < 0) continue;
