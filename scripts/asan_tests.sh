@@ -6,7 +6,9 @@
 #     undefined behaviour there must fail CI;
 #   - the recurrent-layer parity test: its stacked cases run the module's
 #     threaded schedules (directions at once, the wavefront of time chunks) whose
-#     workspaces are sized per call and shared between threads.
+#     workspaces are sized per call and shared between threads;
+#   - the recurrent modules' test: among others, the packed weights a module
+#     keeps between inference calls, repacked in place, shared by two threads.
 #
 #   scripts/asan_tests.sh                    # build-asan/, all of them
 #   RNNKIT_ASAN_BUILD_DIR=/tmp/a scripts/asan_tests.sh
@@ -18,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 BUILD_DIR="${RNNKIT_ASAN_BUILD_DIR:-build-asan}"
 JOBS="${RNNKIT_JOBS:-$(nproc)}"
-read -r -a TESTS <<< "${RNNKIT_ASAN_TESTS:-test_corruption test_checkpoint test_safetensors test_rnn_parity}"
+read -r -a TESTS <<< "${RNNKIT_ASAN_TESTS:-test_corruption test_checkpoint test_safetensors test_rnn_parity test_rnn_modules}"
 
 # -O1 -g1: the speed ASan is designed for, line numbers in reports, and a
 # quicker build than -O2 -g. Apps and benchmarks are not built.
