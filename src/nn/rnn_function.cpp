@@ -337,8 +337,8 @@ void forward_wavefront(const Saved& s, const Wavefront& wave, LayerY&& layer_y, 
     if constexpr (std::is_same<T, float>::value) {  // plan_wavefront takes float only
       if (s.spec.packed_cache != nullptr) {
         // Chunk 0 of layer l runs before every other chunk of it.
-        if (chunk == 0) cached[static_cast<size_t>(l)] = s.spec.packed_cache->get(static_cast<size_t>(l), s.w_hh(l, 0),
-                                                                                  s.dims(l, 0));
+        if (chunk == 0)
+          cached[static_cast<size_t>(l)] = s.spec.packed_cache->get(static_cast<size_t>(l), s.w_hh(l, 0), s.dims(l, 0));
         const Tensor& held = cached[static_cast<size_t>(l)];
         if (held.defined()) w.w_hh_packed = held.const_data_ptr<float>();
       } else if (packed.defined()) {
