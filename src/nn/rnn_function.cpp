@@ -664,28 +664,40 @@ Tensor PackedWeightsCache::get(size_t index, const Tensor& w_hh, const k::RnnLay
   const int64_t offset = w_hh.storage_offset();
   // The version before packing: a change while packing makes the entry stale.
   const uint64_t version = storage->version();
+  // Whether entry e was packed from these very bytes: the same storage (the
+  // same control block: an address reused by a new storage is not the same
+  // owner while e's weak_ptr lives), offset and version.
+  const auto current = [&](const Entry& e) {
+    return e.packed.defined() && !e.storage.owner_before(storage) && !storage.owner_before(e.storage) &&
+           !e.storage.expired() && e.offset == offset && e.version == version;
+  };
+  size_t victim = 0;
   Tensor packed;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (index < entries_.size()) {
-      Entry& e = entries_[index];
-      // Same storage: same control block (an address reused by a new storage
-      // is not the same owner while this weak_ptr lives).
-      const bool same = !e.storage.owner_before(storage) && !storage.owner_before(e.storage) &&
-                        !e.storage.expired();
-      if (e.packed.defined() && same && e.offset == offset && e.version == version &&
-          k::rnn_packed_weights_fit(dims, e.packed.const_data_ptr<float>()))
-        return e.packed;
-      // Stale: repack into its buffer when no call holds it and the size fits
-      // (a fresh buffer costs its pages' first-touch faults, about as much as
-      // packing). Taken out of the entry meanwhile, so no other call gets it.
-      if (e.packed.defined() && e.packed.impl().use_count() == 1 &&
-          e.packed.numel() == static_cast<int64_t>(n)) {
-        // Pairs with the release of the last other handle: that call's reads
-        // of the buffer happen before this repacking writes it.
-        std::atomic_thread_fence(std::memory_order_acquire);
-        packed = std::move(e.packed);
+    if (entries_.size() < (index + 1) * kSlots) entries_.resize((index + 1) * kSlots);
+    Entry* slots = &entries_[index * kSlots];
+    for (size_t i = 0; i < kSlots; ++i)
+      if (current(slots[i]) && k::rnn_packed_weights_fit(dims, slots[i].packed.const_data_ptr<float>())) {
+        slots[i].last_use = ++use_clock_;
+        return slots[i].packed;
       }
+    // The entry to replace: an empty one, else a stale one, else the least
+    // recently used (each group by least recent use).
+    const auto rank = [&](const Entry& e) { return !e.packed.defined() ? 0 : !current(e) ? 1 : 2; };
+    for (size_t i = 1; i < kSlots; ++i)
+      if (rank(slots[i]) < rank(slots[victim]) ||
+          (rank(slots[i]) == rank(slots[victim]) && slots[i].last_use < slots[victim].last_use))
+        victim = i;
+    Entry& e = slots[victim];
+    // Repack into its buffer when no call holds it and the size fits (a fresh
+    // buffer costs its pages' first-touch faults, about as much as packing).
+    // Taken out of the entry meanwhile, so no other call gets it.
+    if (e.packed.defined() && e.packed.impl().use_count() == 1 && e.packed.numel() == static_cast<int64_t>(n)) {
+      // Pairs with the release of the last other handle: that call's reads
+      // of the buffer happen before this repacking writes it.
+      std::atomic_thread_fence(std::memory_order_acquire);
+      packed = std::move(e.packed);
     }
   }
   if (!packed.defined()) packed = empty({static_cast<int64_t>(n)}, kFloat32);
@@ -696,8 +708,7 @@ Tensor PackedWeightsCache::get(size_t index, const Tensor& w_hh, const k::RnnLay
   }
   packs_.fetch_add(1);
   std::lock_guard<std::mutex> lock(mutex_);
-  if (entries_.size() <= index) entries_.resize(index + 1);
-  entries_[index] = Entry{storage, offset, version, packed};
+  entries_[index * kSlots + victim] = Entry{storage, offset, version, ++use_clock_, packed};
   return packed;
 }
 

@@ -27,11 +27,13 @@ namespace rnnkit::nn::detail {
 // current version (rnnkit::Storage: every writable pointer taken, as every
 // in-place change, optimizer step and load takes one, advances it), and in the
 // layout the call's kernel path takes (kernels::cpu::rnn_packed_weights_fit).
-// Anything else packs afresh and replaces the entry (one entry per layer and
-// direction: calls alternating between batch sizes that take different paths
-// repack each time). Thread-safe: concurrent calls of one module share it; an
-// entry in use stays alive through its handle. It costs the packed copy's
-// memory (about W_hh's size per layer and direction) while the module lives.
+// Anything else packs afresh. Each layer and direction has kSlots entries, so
+// that calls alternating between batch sizes whose paths want different
+// layouts (batch 1 and a training-size batch, say) keep one of each; a new
+// packing replaces an empty entry, else a stale one, else the least recently
+// used. Thread-safe: concurrent calls of one module share it; an entry in use
+// stays alive through its handle. It costs the packed copies' memory (about
+// W_hh's size per layer, direction and layout in use) while the module lives.
 class PackedWeightsCache {
  public:
   // W_hh (float32, contiguous) of entry `index` packed for an inference
@@ -43,14 +45,17 @@ class PackedWeightsCache {
   int64_t packs() const { return packs_.load(); }
 
  private:
+  static constexpr size_t kSlots = 2;
   struct Entry {
     std::weak_ptr<Storage> storage;
     int64_t offset = 0;
     uint64_t version = 0;
+    uint64_t last_use = 0;  // use_clock_ at its last hit or packing
     Tensor packed;
   };
   std::mutex mutex_;
-  std::vector<Entry> entries_;
+  std::vector<Entry> entries_;  // kSlots per index
+  uint64_t use_clock_ = 0;
   std::atomic<int64_t> packs_{0};
 };
 

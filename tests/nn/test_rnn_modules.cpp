@@ -541,6 +541,52 @@ TEST(RnnModules, InferenceKeepsPackedWeightsUntilTheyChange) {
   simd::set_active_isa(saved_isa);
 }
 
+// Calls alternating between batch sizes whose paths want different packed
+// layouts (the small-batch walk and the GEMM path) keep one packing of each.
+TEST(RnnModules, InferenceKeepsAPackingPerLayout) {
+  const uint64_t seed = rnnkit::testing::fresh_seed();
+  SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed));
+  Generator gen(seed);
+  const int64_t I = 16, H = 40, T = 5;
+  nn::LSTM lstm(nn::LSTMOptions(I, H).generator(&gen));
+  lstm->eval();
+  auto takes_packed = [&](int64_t N) {
+    kernels::cpu::RnnLayerDims dims;
+    dims.cell = kernels::cpu::CellType::LSTM;
+    dims.input_size = I;
+    dims.hidden_size = H;
+    dims.batch = N;
+    dims.steps = T;
+    const std::vector<int64_t> batch_sizes(static_cast<size_t>(T), N);
+    dims.batch_sizes = batch_sizes.data();
+    return kernels::cpu::rnn_forward_takes_packed(dims) ? 1 : 0;
+  };
+  const Tensor small = randn({T, 1, I}, {}, &gen), large = randn({T, 40, I}, {}, &gen);
+  auto run = [&](const Tensor& x) {
+    NoGradGuard guard;
+    return lstm->forward(x).output;
+  };
+  const Tensor y_small = run(small), y_large = run(large);
+  const int64_t packs = lstm->packed_weights_cache().packs();
+  EXPECT_EQ(packs, takes_packed(1) + takes_packed(40));
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(equal(run(small), y_small));
+    EXPECT_TRUE(equal(run(large), y_large));
+  }
+  EXPECT_EQ(lstm->packed_weights_cache().packs(), packs);
+  // After a change each layout is packed once more, and kept again.
+  {
+    NoGradGuard guard;
+    lstm->named_parameters()[1].second.mul_(0.5);  // weight_hh_l0
+  }
+  const Tensor z_small = run(small), z_large = run(large);
+  EXPECT_FALSE(equal(z_small, y_small));
+  EXPECT_EQ(lstm->packed_weights_cache().packs(), 2 * packs);
+  EXPECT_TRUE(equal(run(small), z_small));
+  EXPECT_TRUE(equal(run(large), z_large));
+  EXPECT_EQ(lstm->packed_weights_cache().packs(), 2 * packs);
+}
+
 // ------------------------------------------------------------------ errors
 
 TEST(RnnModules, BadOptionsThrow) {
