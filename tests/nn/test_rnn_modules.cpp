@@ -385,6 +385,20 @@ TEST(RnnModules, GradientsThroughDropoutByFiniteDifferences) {
 
 // ------------------------------------------------------------------ packed weights kept
 
+// Whether an inference call on one layer of these sizes (a padded batch)
+// takes packed weights (kernels::cpu::rnn_forward_takes_packed).
+bool takes_packed(kernels::cpu::CellType cell, int64_t I, int64_t H, int64_t N, int64_t T) {
+  kernels::cpu::RnnLayerDims dims;
+  dims.cell = cell;
+  dims.input_size = I;
+  dims.hidden_size = H;
+  dims.batch = N;
+  dims.steps = T;
+  const std::vector<int64_t> batch_sizes(static_cast<size_t>(T), N);
+  dims.batch_sizes = batch_sizes.data();
+  return kernels::cpu::rnn_forward_takes_packed(dims);
+}
+
 const nn::detail::PackedWeightsCache& packed_cache_of(const nn::Module& m) {
   if (auto* layer = dynamic_cast<const nn::RNNImplBase*>(&m)) return layer->packed_weights_cache();
   return dynamic_cast<const nn::RNNCellImplBase&>(m).packed_weights_cache();
@@ -427,17 +441,10 @@ TEST(RnnModules, InferenceKeepsPackedWeightsUntilTheyChange) {
     const int64_t D = c["bidirectional"].get<bool>() ? 2 : 1, L = c["num_layers"];
     // Whether the calls take packed weights: layer 0's kernel dims decide (the
     // later layers differ only in input size).
-    kernels::cpu::RnnLayerDims dims;
-    dims.cell = kind.rfind("LSTM", 0) == 0 ? kernels::cpu::CellType::LSTM
-                : kind.rfind("GRU", 0) == 0 ? kernels::cpu::CellType::GRU
-                                             : kernels::cpu::CellType::RNN_RELU;
-    dims.input_size = I;
-    dims.hidden_size = H;
-    dims.batch = N;
-    dims.steps = T;
-    const std::vector<int64_t> batch_sizes(static_cast<size_t>(T), N);
-    dims.batch_sizes = batch_sizes.data();
-    const int64_t expected = kernels::cpu::rnn_forward_takes_packed(dims) ? L * D : 0;
+    const kernels::cpu::CellType cell_type = kind.rfind("LSTM", 0) == 0  ? kernels::cpu::CellType::LSTM
+                                             : kind.rfind("GRU", 0) == 0 ? kernels::cpu::CellType::GRU
+                                                                         : kernels::cpu::CellType::RNN_RELU;
+    const int64_t expected = takes_packed(cell_type, I, H, N, T) ? L * D : 0;
     EXPECT_TRUE(expected > 0 || isa == simd::Isa::kScalar);
     Generator gen(rng());
     auto m = rnnkit::testing::rnn::build_model(c, &gen);
@@ -550,17 +557,7 @@ TEST(RnnModules, InferenceKeepsAPackingPerLayout) {
   const int64_t I = 16, H = 40, T = 5;
   nn::LSTM lstm(nn::LSTMOptions(I, H).generator(&gen));
   lstm->eval();
-  auto takes_packed = [&](int64_t N) {
-    kernels::cpu::RnnLayerDims dims;
-    dims.cell = kernels::cpu::CellType::LSTM;
-    dims.input_size = I;
-    dims.hidden_size = H;
-    dims.batch = N;
-    dims.steps = T;
-    const std::vector<int64_t> batch_sizes(static_cast<size_t>(T), N);
-    dims.batch_sizes = batch_sizes.data();
-    return kernels::cpu::rnn_forward_takes_packed(dims) ? 1 : 0;
-  };
+  auto packings = [&](int64_t N) { return takes_packed(kernels::cpu::CellType::LSTM, I, H, N, T) ? 1 : 0; };
   const Tensor small = randn({T, 1, I}, {}, &gen), large = randn({T, 40, I}, {}, &gen);
   auto run = [&](const Tensor& x) {
     NoGradGuard guard;
@@ -568,7 +565,7 @@ TEST(RnnModules, InferenceKeepsAPackingPerLayout) {
   };
   const Tensor y_small = run(small), y_large = run(large);
   const int64_t packs = lstm->packed_weights_cache().packs();
-  EXPECT_EQ(packs, takes_packed(1) + takes_packed(40));
+  EXPECT_EQ(packs, packings(1) + packings(40));
   for (int i = 0; i < 3; ++i) {
     EXPECT_TRUE(equal(run(small), y_small));
     EXPECT_TRUE(equal(run(large), y_large));
