@@ -49,18 +49,6 @@ struct Settings {
   bool torch = true;
 };
 
-double median_ms(const std::function<void()>& fn, int64_t reps) {
-  fn();  // warm-up
-  std::vector<double> times;
-  for (int64_t i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(times.begin(), times.end());
-  const size_t n = times.size();
-  return n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
-}
 
 struct Timing {
   double forward_ms = 0, train_ms = 0;
@@ -73,6 +61,17 @@ double median_of(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double median_ms(const std::function<void()>& fn, int64_t reps) {
+  fn();  // warm-up
+  std::vector<double> times;
+  for (int64_t i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return median_of(times);
 }
 
 // Medians of a and b called alternately, reps times each after a warm-up round,

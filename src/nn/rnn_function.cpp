@@ -304,7 +304,8 @@ constexpr size_t kFirstWeight = 3;
 // The layers of an inference call (one direction, no dropout) as a wavefront of
 // time chunks: task (l, k) runs layer l over the steps of chunk k, from the state
 // chunk k - 1 left, as one single-threaded kernel call (rnn_forward's calls
-// compose over time). W_hh of each layer is packed once, by its first chunk.
+// compose over time). W_hh of each layer comes packed from the module's
+// cache, taken by its first chunk (kept between calls while unchanged).
 // Each layer's state lives in its h_n/c_n slice (entries of a packed batch that
 // ended in an earlier chunk keep their final state there).
 // h0/c0 (null: zeros) and h_n/c_n are [L, N, *] in the kernels' batch order.
@@ -317,15 +318,11 @@ void forward_wavefront(const Saved& s, const Wavefront& wave, LayerY&& layer_y, 
   std::vector<int64_t> row_offset(static_cast<size_t>(T_) + 1, 0);
   for (int64_t t = 0; t < T_; ++t) row_offset[static_cast<size_t>(t) + 1] = row_offset[static_cast<size_t>(t)] + bs[t];
 
-  // Per layer: packed W_hh (the small-batch packing depends on cell and hidden
-  // size only, so one size fits every layer), and the state a chunk call writes
-  // before it becomes the layer's state (a call's h_n must not alias its h0).
-  // With the module's cache, its entries instead.
-  const size_t packed_each = align_elements(k::rnn_packed_weights_size(s.dims(0, 0)));
+  // Per layer: packed W_hh from the module's cache (taken by the layer's first
+  // chunk; without a cache every chunk call packs for itself), and the state a
+  // chunk call writes before it becomes the layer's state (a call's h_n must
+  // not alias its h0).
   const TensorOptions opts(s.dtype);
-  Tensor packed = packed_each > 0 && s.spec.packed_cache == nullptr
-                      ? empty({static_cast<int64_t>(packed_each) * L}, opts)
-                      : Tensor();
   std::vector<Tensor> cached(static_cast<size_t>(L));
   Tensor next_h = empty({L, N, Hout}, opts);
   Tensor next_c = lstm ? empty({L, N, H}, opts) : Tensor();
@@ -335,17 +332,11 @@ void forward_wavefront(const Saved& s, const Wavefront& wave, LayerY&& layer_y, 
   run_wavefront(L, wave.chunks, get_num_threads(), [&](int64_t l, int64_t chunk) {
     k::RnnWeights<T> w = s.layer_weights<T>(l, 0);
     if constexpr (std::is_same<T, float>::value) {  // plan_wavefront takes float only
-      if (s.spec.packed_cache != nullptr) {
-        // Chunk 0 of layer l runs before every other chunk of it.
-        if (chunk == 0)
-          cached[static_cast<size_t>(l)] = s.spec.packed_cache->get(static_cast<size_t>(l), s.w_hh(l, 0), s.dims(l, 0));
-        const Tensor& held = cached[static_cast<size_t>(l)];
-        if (held.defined()) w.w_hh_packed = held.const_data_ptr<float>();
-      } else if (packed.defined()) {
-        T* p = packed.data_ptr<T>() + static_cast<size_t>(l) * packed_each;
-        if (chunk == 0) k::rnn_pack_weights(s.dims(l, 0), w.w_hh, p);
-        w.w_hh_packed = p;
-      }
+      // Chunk 0 of layer l runs before every other chunk of it.
+      if (chunk == 0 && s.spec.packed_cache != nullptr)
+        cached[static_cast<size_t>(l)] = s.spec.packed_cache->get(static_cast<size_t>(l), s.w_hh(l, 0), s.dims(l, 0));
+      const Tensor& held = cached[static_cast<size_t>(l)];
+      if (held.defined()) w.w_hh_packed = held.const_data_ptr<float>();
     }
     const int64_t t0 = chunk * wave.chunk_steps, t1 = std::min(T_, t0 + wave.chunk_steps);
     k::RnnLayerDims dims = s.dims(l, 0);

@@ -218,13 +218,25 @@ bool small_batch_gate_major(const RnnLayerDims& d) {
 // instruction set decide it): the forward then packs for itself (in float).
 // Weights packed for another cell or size are a caller error and throw, as do
 // bfloat16 ones in training.
+// Whether the header says rnn_pack_weights wrote it for d's cell and sizes.
+bool packed_for(const PackedHeader& h, const RnnLayerDims& d) {
+  return h.magic == kPackedMagic && h.cell == static_cast<uint32_t>(d.cell) &&
+         h.hidden_size == static_cast<uint32_t>(d.hidden_size) &&
+         h.proj_size == static_cast<uint32_t>(d.proj_size) && h.precision <= 1;
+}
+
+// The packed weights an inference forward on d takes: the small-batch path
+// only with vector kernels (forward_impl), else the lanes or GEMM path.
+PackedKind forward_packed_kind(const RnnLayerDims& d) {
+  if (simd::active_kernels() != nullptr && small_batch_path(d)) return PackedKind::kSmallBatch;
+  return lanes_path(d) != nullptr ? PackedKind::kLanes : PackedKind::kGemm;
+}
+
 const float* packed_body(const RnnLayerDims& d, const float* packed, PackedKind kind,
                          bool training, bool* bf16) {
   PackedHeader h;
   std::memcpy(&h, packed, sizeof h);
-  RNNKIT_CHECK(h.magic == kPackedMagic && h.cell == static_cast<uint32_t>(d.cell) &&
-                   h.hidden_size == static_cast<uint32_t>(d.hidden_size) &&
-                   h.proj_size == static_cast<uint32_t>(d.proj_size) && h.precision <= 1,
+  RNNKIT_CHECK(packed_for(h, d),
                "rnn_forward: w_hh_packed was not written by rnn_pack_weights for this cell, "
                "hidden_size (", d.hidden_size, ") and proj_size (", d.proj_size, ")");
   *bf16 = h.precision == static_cast<uint32_t>(PackedPrecision::kBFloat16);
@@ -964,8 +976,12 @@ void set_split_min_bytes(int64_t bytes) { g_split_min_bytes = bytes >= 0 ? bytes
 void set_small_batch_prefetch(int64_t bytes) { g_small_batch_prefetch = bytes >= 0 ? bytes : -1; }
 const char* forward_path(const RnnLayerDims& dims) {
   check_rnn_dims(dims);
-  if (small_batch_path(dims) && simd::active_kernels() != nullptr) return "small-batch";
-  return lanes_path(dims) != nullptr ? "lanes" : "gemm";
+  switch (forward_packed_kind(dims)) {
+    case PackedKind::kSmallBatch: return "small-batch";
+    case PackedKind::kLanes: return "lanes";
+    case PackedKind::kGemm: break;
+  }
+  return "gemm";
 }
 }  // namespace tuning
 
@@ -1023,9 +1039,12 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
   else {
     // Blocks of gate rows are packed independently: one range per thread, as
     // the forward packs its slices (the work is bound by memory bandwidth).
+    // Small weights (below 64 Ki, 256 KiB) are packed by the calling thread,
+    // where starting the team would cost about as much (not tuned further).
+    constexpr int64_t kParallelPackMinWeights = int64_t{1} << 16;
     const int64_t blocks = (H + simd::kPackBlock - 1) / simd::kPackBlock;
     const int64_t nthreads = std::min<int64_t>(rnnkit::get_num_threads(), blocks);
-#pragma omp parallel num_threads(static_cast<int>(nthreads)) if (nthreads > 1 && G * H * H >= (1 << 16))
+#pragma omp parallel num_threads(static_cast<int>(nthreads)) if (nthreads > 1 && G * H * H >= kParallelPackMinWeights)
     {
       const int64_t n = omp_get_num_threads(), t = omp_get_thread_num();
       simd::pack_recurrent(G, H, H, w_hh, body, blocks * t / n, blocks * (t + 1) / n, gate_major);
@@ -1034,6 +1053,8 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
 }
 
 bool rnn_forward_takes_packed(const RnnLayerDims& dims) {
+  // rnn_pack_weights writes the small-batch layout wherever small_batch_path
+  // holds, which the forward takes only with vector kernels.
   if (small_batch_path(dims)) return simd::active_kernels() != nullptr;
   return rnn_packed_weights_size(dims) > 0;
 }
@@ -1043,18 +1064,9 @@ bool rnn_packed_weights_fit(const RnnLayerDims& dims, const float* packed) {
   RNNKIT_CHECK(packed != nullptr, "rnn_packed_weights_fit: packed is null");
   PackedHeader h;
   std::memcpy(&h, packed, sizeof h);
-  if (h.magic != kPackedMagic || h.cell != static_cast<uint32_t>(dims.cell) ||
-      h.hidden_size != static_cast<uint32_t>(dims.hidden_size) ||
-      h.proj_size != static_cast<uint32_t>(dims.proj_size) || h.precision > 1)
-    return false;
-  // The path rnn_forward takes (forward_impl): small-batch only with SIMD kernels.
-  PackedKind kind = PackedKind::kGemm;
-  if (simd::active_kernels() != nullptr && small_batch_path(dims))
-    kind = PackedKind::kSmallBatch;
-  else if (lanes_path(dims) != nullptr)
-    kind = PackedKind::kLanes;
+  if (!packed_for(h, dims)) return false;
   bool bf16 = false;
-  return packed_body(dims, packed, kind, false, &bf16) != nullptr;
+  return packed_body(dims, packed, forward_packed_kind(dims), false, &bf16) != nullptr;
 }
 
 template <class T>
