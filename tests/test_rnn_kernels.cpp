@@ -942,6 +942,30 @@ TEST(RnnKernels, SmallBatchBackwardStreamedWeights) {
   }
 }
 
+// The small-batch backward's column blocks of dh = dgates W_hh: whole ones (as
+// many vectors as the registers allow: 8 for one batch row, 6 for four, with
+// AVX-512) and narrower last ones of every width, read plainly and in
+// prefetched chunks, on one and two threads, against the double reference.
+// H = 296: one thread's 296 columns are 128 + 128 + 40 for one row, two
+// threads' 144 and 152 are 128 + 16 and 128 + 24, or 96 + 48 and 96 + 56.
+TEST(RnnKernels, SmallBatchBackwardColumnBlocks) {
+  uint64_t seed = 980;
+  for (CellType cell : {CellType::RNN_TANH, CellType::LSTM, CellType::GRU})
+    for (int64_t N : {1, 4, 5})
+      for (int threads : {1, 2})
+        for (int64_t streamed_from : {int64_t{-1}, int64_t{0}}) {
+          const ThreadsScope scope(threads);
+          const StreamedGradScope streamed(streamed_from);
+          Config c = packed_small_batch_config(cell, ++seed, N, 296);
+          c.T = 3;
+          c.batch_sizes.assign(3, N);
+          SCOPED_TRACE(std::to_string(threads) + " threads, streamed from " + std::to_string(streamed_from));
+          ASSERT_STREQ(k::tuning::forward_path(c.dims()), "small-batch");
+          check_large(c);
+          if (::testing::Test::HasFailure()) return;
+        }
+}
+
 // The float forward gives the same bits whatever the thread count; hidden sizes
 // whose last 16-unit block is partial, down to a single unit (which a thread may
 // own alone).

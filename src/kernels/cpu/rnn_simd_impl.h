@@ -720,37 +720,71 @@ void small_batch_forward(const SmallBatchForward& a) {
 constexpr int64_t kGradChunk = 32;
 
 // dh_b[k0 + v*L ...] (+)= sum_r dg_b[r] * W[r, k0 + ...] over rows [r0, r1) of
-// W, for NB batch rows b and the cnt <= KV*L columns from k0; from_zero starts
-// the sums at 0 instead of dh. Prefetch: see recurrent_grad_rows; without it,
-// ahead > 0 requests the block's lines that many rows ahead.
-template <int NB, int KV, bool Prefetch>
+// W, for NB batch rows b and the cnt columns from k0, (KV-1)*L < cnt <= KV*L
+// (Full: cnt == KV*L); from_zero starts the sums at 0 instead of dh. Prefetch:
+// see recurrent_grad_rows; without it, ahead > 0 requests the block's lines
+// that many rows ahead. The loops are unrolled whole (the pragmas) so that the
+// accumulators stay in registers: without them GCC kept them on the stack, and
+// the walk took about as long again as the forward's product over the same
+// weights (see recurrent_grad_rows).
+template <int NB, int KV, bool Prefetch, bool Full>
 inline void recurrent_grad_block(const float* w, int64_t r0, int64_t r1, int64_t R, int64_t ldw,
                                  const float* const* dg, float* const* dh, int64_t k0, int64_t cnt,
                                  bool from_zero, int64_t ahead) {
   reg acc[NB][KV];
   int64_t c[KV];
-  for (int v = 0; v < KV; ++v) c[v] = sub_lanes(cnt, v);
+#pragma GCC unroll 16
+  for (int v = 0; v < KV; ++v) c[v] = Full ? Vec::kLanes : sub_lanes(cnt, v);
+#pragma GCC unroll 16
   for (int b = 0; b < NB; ++b)
+#pragma GCC unroll 16
     for (int v = 0; v < KV; ++v)
-      acc[b][v] = !from_zero && c[v] > 0 ? ld(dh[b] + k0 + v * Vec::kLanes, c[v]) : Vec::zero();
-  const bool full = cnt == KV * Vec::kLanes;
+      acc[b][v] = from_zero ? Vec::zero() : ld(dh[b] + k0 + v * Vec::kLanes, c[v]);
   for (int64_t r = r0; r < r1; ++r) {
     const float* wr = w + r * ldw + k0;
     if (Prefetch && r + kGradChunk < R) __builtin_prefetch(wr + kGradChunk * ldw, 0, 3);
     if (!Prefetch && ahead > 0 && r + ahead < R)
+#pragma GCC unroll 16
       for (int v = 0; v < KV; ++v)
         _mm_prefetch(reinterpret_cast<const char*>(wr + ahead * ldw + v * Vec::kLanes), _MM_HINT_T0);
     reg gb[NB];
+#pragma GCC unroll 16
     for (int b = 0; b < NB; ++b) gb[b] = Vec::broadcast(dg[b] + r);
+#pragma GCC unroll 16
     for (int v = 0; v < KV; ++v) {
-      if (!full && c[v] == 0) continue;
-      const reg wv = full ? Vec::load(wr + v * Vec::kLanes) : ld(wr + v * Vec::kLanes, c[v]);
+      const reg wv = Full ? Vec::load(wr + v * Vec::kLanes) : ld(wr + v * Vec::kLanes, c[v]);
+#pragma GCC unroll 16
       for (int b = 0; b < NB; ++b) acc[b][v] = Vec::fmadd(wv, gb[b], acc[b][v]);
     }
   }
+#pragma GCC unroll 16
   for (int b = 0; b < NB; ++b)
-    for (int v = 0; v < KV; ++v)
-      if (c[v] > 0) st(dh[b] + k0 + v * Vec::kLanes, acc[b][v], c[v]);
+#pragma GCC unroll 16
+    for (int v = 0; v < KV; ++v) st(dh[b] + k0 + v * Vec::kLanes, acc[b][v], c[v]);
+}
+
+// One column block of cnt <= KV*L columns, with as many vectors as it takes: a
+// narrower last block does no FMAs on vectors of zeros (it did before, 1/8 of
+// lstm-512-4's walk).
+template <int NB, int KV>
+inline void recurrent_grad_block_vectors(const float* w, int64_t r0, int64_t r1, int64_t R, int64_t ldw,
+                                         const float* const* dg, float* const* dh, int64_t k0, int64_t cnt,
+                                         bool from_zero, bool prefetch, int64_t ahead) {
+  if constexpr (KV > 1) {
+    if (cnt <= (KV - 1) * Vec::kLanes) {
+      recurrent_grad_block_vectors<NB, KV - 1>(w, r0, r1, R, ldw, dg, dh, k0, cnt, from_zero, prefetch, ahead);
+      return;
+    }
+  }
+  const bool full = cnt == KV * Vec::kLanes;
+  if (prefetch && full)
+    recurrent_grad_block<NB, KV, true, true>(w, r0, r1, R, ldw, dg, dh, k0, cnt, from_zero, 0);
+  else if (prefetch)
+    recurrent_grad_block<NB, KV, true, false>(w, r0, r1, R, ldw, dg, dh, k0, cnt, from_zero, 0);
+  else if (full)
+    recurrent_grad_block<NB, KV, false, true>(w, r0, r1, R, ldw, dg, dh, k0, cnt, from_zero, ahead);
+  else
+    recurrent_grad_block<NB, KV, false, false>(w, r0, r1, R, ldw, dg, dh, k0, cnt, from_zero, ahead);
 }
 
 template <int NB>
@@ -760,10 +794,7 @@ inline void recurrent_grad_rows_nb(const float* w, int64_t r0, int64_t r1, int64
   constexpr int KV = std::max(1, std::min(8, (Vec::kRegisters - 4) / NB - 1));
   for (int64_t k = k0; k < k1; k += KV * Vec::kLanes) {
     const int64_t cnt = std::min<int64_t>(KV * Vec::kLanes, k1 - k);
-    if (prefetch)
-      recurrent_grad_block<NB, KV, true>(w, r0, r1, R, ldw, dg, dh, k, cnt, from_zero, 0);
-    else
-      recurrent_grad_block<NB, KV, false>(w, r0, r1, R, ldw, dg, dh, k, cnt, from_zero, ahead);
+    recurrent_grad_block_vectors<NB, KV>(w, r0, r1, R, ldw, dg, dh, k, cnt, from_zero, prefetch, ahead);
   }
 }
 
