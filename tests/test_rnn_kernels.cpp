@@ -398,6 +398,9 @@ std::vector<double> widen(const std::vector<T>& v) {
   return std::vector<double>(v.begin(), v.end());
 }
 
+void expect_close(const std::string& what, const std::vector<double>& got, const std::vector<double>& want,
+                  double rtol, double atol);
+
 template <class T>
 KernelOutputs run_kernel(const Config& c, const Problem& p) {
   const RnnLayerDims d = c.dims();
@@ -523,6 +526,37 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
   out.dw_hh_partial = widen(dw_hh2);
   out.db_hh_partial = widen(db_hh2);
   out.dw_hr_partial = widen(dw_hr2);
+  // The gradients written instead of accumulated (RnnGrads::overwrite), into
+  // buffers full of NaN: the values accumulating into zeros gave above, to
+  // float rounding (sgemm with beta = 0 may sum in another order than with
+  // beta = 1: last-bit differences).
+  if (!c.accumulate) {
+    if (c.overwrite) {
+      std::fill(ws.begin(), ws.end(), static_cast<T>(kNaN));
+      train_forward();
+    }
+    std::vector<T> dw_ih3(dw_ih.size(), static_cast<T>(kNaN)), dw_hh3(dw_hh.size(), static_cast<T>(kNaN)),
+        db_ih3(db_ih.size(), static_cast<T>(kNaN)), db_hh3(db_hh.size(), static_cast<T>(kNaN)),
+        dw_hr3(dw_hr.size(), static_cast<T>(kNaN));
+    RnnGrads<T> dw3;
+    dw3.dw_ih = dw_ih3.data();
+    dw3.dw_hh = dw_hh3.data();
+    dw3.db_ih = db_ih3.data();
+    dw3.db_hh = db_hh3.data();
+    dw3.dw_hr = c.P > 0 ? dw_hr3.data() : nullptr;
+    dw3.overwrite = true;
+    std::fill(bws.begin(), bws.end(), static_cast<T>(kNaN));
+    k::rnn_backward<T>(d, w, x.data(), ldx, h0p, c0p, y.data(), ldy, ws.data(), dyp, lddy, dh_np,
+                       dc_np, nullptr, lddx, T(0), nullptr, nullptr, dw3, bws.data());
+    const double tol = std::is_same_v<T, float> ? 1e-6 : 1e-14;
+    expect_close("dw_ih written (overwrite)", widen(dw_ih3), out.dw_ih, tol, tol);
+    expect_close("dw_hh written (overwrite)", widen(dw_hh3), out.dw_hh, tol, tol);
+    if (c.has_bias) {
+      expect_close("db_ih written (overwrite)", widen(db_ih3), out.db_ih, tol, tol);
+      expect_close("db_hh written (overwrite)", widen(db_hh3), out.db_hh, tol, tol);
+    }
+    if (c.P > 0) expect_close("dw_hr written (overwrite)", widen(dw_hr3), out.dw_hr, tol, tol);
+  }
   return out;
 }
 
@@ -1714,7 +1748,11 @@ TEST(RnnKernels, GemmTransposedAccumulate) {
                           Shape{512, 40, 1100, 0, 0, 0}, Shape{1024, 128, 1100, 0, 0, 0},
                           Shape{512, 200, 1300, 512, 0, 3, 0.5f, 0.25f, true},
                           Shape{768, 256, 1024, 0, 7, 0, 1.5f, 0.0f, false},
-                          Shape{1024, 384, 1100, 0, 0, 0, 1.0f, 0.0f, true}}) {
+                          Shape{1024, 384, 1100, 0, 0, 0, 1.0f, 0.0f, true},
+                          // beta = 0 on the weight-gradient matmul's shapes (a gradient
+                          // written, not accumulated: RnnGrads::overwrite), which it zeroes first
+                          Shape{1024, 40, 1100, 0, 0, 0, 1.0f, 0.0f, false},
+                          Shape{1024, 200, 600, 0, 0, 0, 1.0f, 0.0f, false}}) {
     SCOPED_TRACE(::testing::Message() << "M=" << sh.M << " N=" << sh.N << " K=" << sh.K << " lda="
                                       << sh.M + sh.pad_a << " trans_b=" << sh.trans_b);
     const int64_t lda = sh.M + sh.pad_a, ldc = sh.N + sh.pad_c;

@@ -539,9 +539,11 @@ autograd::tensor_list RecurrentBackward::backward(const autograd::tensor_list& g
   // Outgoing gradients.
   Tensor dh0 = wants(1) ? empty({L * D, N, Hout}, opts) : Tensor();
   Tensor dc0 = wants(2) && lstm ? empty({L * D, N, H}, opts) : Tensor();
+  // Fresh and left unfilled: each direction's kernel call writes its weights'
+  // gradients whole (RnnGrads::overwrite).
   std::vector<Tensor> dweights(s.weights.size());
   for (size_t i = 0; i < s.weights.size(); ++i)
-    if (wants(kFirstWeight + i)) dweights[i] = zeros(s.weights[i].sizes(), opts);
+    if (wants(kFirstWeight + i)) dweights[i] = empty(s.weights[i].sizes(), opts);
   Tensor dx = wants(0) ? empty({rows, I}, opts) : Tensor();
 
   // The kernels may write the gradients w.r.t. the gates over the saved gates
@@ -577,6 +579,7 @@ autograd::tensor_list RecurrentBackward::backward(const autograd::tensor_list& g
       const int64_t sd = l * D + d;
       const size_t w0 = static_cast<size_t>(sd * s.per_direction);
       k::RnnGrads<T> dw;
+      dw.overwrite = true;
       auto grad_ptr = [&](size_t offset) {
         const Tensor& g = dweights[w0 + offset];
         return g.defined() ? g.data_ptr<T>() : nullptr;

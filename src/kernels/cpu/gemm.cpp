@@ -160,7 +160,9 @@ const MatmulEntry* matmul_entry(int64_t M, int64_t N, int64_t K, int64_t lda, in
 // steps of kWeightGradK (one primitive per shape, whatever the sequence length),
 // the rest of K by sgemm. Wider or shorter shapes gain nothing (1760 x 1760,
 // 4096 x 1024: 5-10% slower) and stay with sgemm. Returns false, doing nothing,
-// for other shapes or when oneDNN has no brgemm matmul for these strides.
+// for other shapes or when oneDNN has no brgemm matmul for these strides. With
+// beta = 0 (a gradient written, not accumulated) C is zeroed first, as the
+// primitive accumulates.
 constexpr int64_t kWeightGradK = 512;
 
 // The weight-gradient primitive for K = kWeightGradK (A [K, M] read transposed
@@ -199,10 +201,13 @@ void execute(const MatmulEntry& e, const float* A, const float* B, float* C) {
 bool weight_gradient_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                           const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                           int64_t ldc) {
-  if (!trans_a || trans_b || alpha != 1.0f || beta != 1.0f || N > 512 || M < 1024 || K < kWeightGradK)
+  if (!trans_a || trans_b || alpha != 1.0f || (beta != 1.0f && beta != 0.0f) || N > 512 || M < 1024 ||
+      K < kWeightGradK)
     return false;
   const MatmulEntry* e = weight_gradient_matmul(M, N, lda, ldb, ldc);
   if (e == nullptr) return false;
+  if (beta == 0.0f)
+    for (int64_t i = 0; i < M; ++i) std::memset(C + i * ldc, 0, static_cast<size_t>(N) * sizeof(float));
   int64_t k0 = 0;
   for (; k0 + kWeightGradK <= K; k0 += kWeightGradK) execute(*e, A + k0 * lda, B + k0 * ldb, C);
   if (k0 < K) {

@@ -628,17 +628,21 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
 // dW_hh += sum over the steps of a chunk of dgates_t[:, 0:GH]^T h_{t-1}: the
 // continuing rows of consecutive steps of equal batch are contiguous both in
 // dgates and in y, so each run of them is one GEMM; rows starting from h0 add
-// their own product. dgates holds the chunk's packed rows [r0, r1).
+// their own product. dgates holds the chunk's packed rows [r0, r1). beta: that
+// of the next product into dw_hh (0 before the first when the gradients are
+// written, not accumulated), 1 after any.
 template <class T>
 void recurrent_weight_grad(const RnnLayerDims& d, int64_t rows, int64_t r0, int64_t r1,
                            int64_t GH, int64_t ldd, const T* dgates, const T* y, int64_t ldy,
-                           const T* h0, T* dw_hh) {
+                           const T* h0, T* dw_hh, T& beta) {
   const int64_t Hout = hidden_out_size(d);
   int64_t run_dg = 0, run_y = 0, run_rows = 0;
   auto flush = [&] {
-    if (run_rows > 0)
+    if (run_rows > 0) {
       gemm(true, false, GH, Hout, run_rows, T(1), dgates + (run_dg - r0) * ldd, ldd, y + run_y * ldy,
-           ldy, T(1), dw_hh, Hout);
+           ldy, beta, dw_hh, Hout);
+      beta = T(1);
+    }
     run_rows = 0;
   };
   // Ascending packed rows in both directions.
@@ -654,9 +658,11 @@ void recurrent_weight_grad(const RnnLayerDims& d, int64_t rows, int64_t r0, int6
     }
     if (s.n_cont < s.n) {
       flush();
-      if (h0 != nullptr)
+      if (h0 != nullptr) {
         gemm(true, false, GH, Hout, s.n - s.n_cont, T(1), dgates + (s.off + s.n_cont - r0) * ldd, ldd,
-             h0 + s.n_cont * Hout, Hout, T(1), dw_hh, Hout);
+             h0 + s.n_cont * Hout, Hout, beta, dw_hh, Hout);
+        beta = T(1);
+      }
     }
   });
   flush();
@@ -844,13 +850,19 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
 
   // Products over the chunk's rows [r0, r1). Input side: columns [0, GH) of
   // dgates, except the GRU whose n-part is column block [3H, 4H).
+  // The beta of each parameter gradient's next product: 0 until its first when
+  // they are written (dw.overwrite), else 1.
+  const T first_beta = dw.overwrite ? T(0) : T(1);
+  T beta_w_ih = first_beta, beta_w_hh = first_beta, beta_b_ih = first_beta, beta_b_hh = first_beta,
+    beta_w_hr = first_beta;
   auto chunk_products = [&](int64_t r0, int64_t r1) {
     const int64_t R = r1 - r0;
     const T* xr = x + r0 * ldx;
     if (dw.dw_ih != nullptr) {
-      gemm(true, false, GH_first, I, R, T(1), dgates, ldd, xr, ldx, T(1), dw.dw_ih, I);
+      gemm(true, false, GH_first, I, R, T(1), dgates, ldd, xr, ldx, beta_w_ih, dw.dw_ih, I);
       if (split_n)
-        gemm(true, false, H, I, R, T(1), dgates + 3 * H, ldd, xr, ldx, T(1), dw.dw_ih + 2 * H * I, I);
+        gemm(true, false, H, I, R, T(1), dgates + 3 * H, ldd, xr, ldx, beta_w_ih, dw.dw_ih + 2 * H * I, I);
+      beta_w_ih = T(1);
     }
     if (dx != nullptr) {
       T* dxr = dx + r0 * lddx;
@@ -858,17 +870,24 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
       if (split_n)
         gemm(false, false, R, I, H, T(1), dgates + 3 * H, ldd, w.w_ih + 2 * H * I, I, T(1), dxr, lddx);
     }
-    if (dw.dw_hh != nullptr) recurrent_weight_grad(d, rows, r0, r1, GH, ldd, dgates, y, ldy, h0, dw.dw_hh);
+    if (dw.dw_hh != nullptr)
+      recurrent_weight_grad(d, rows, r0, r1, GH, ldd, dgates, y, ldy, h0, dw.dw_hh, beta_w_hh);
     if (d.has_bias && (dw.db_ih != nullptr || dw.db_hh != nullptr)) {
-      if (dw.db_hh != nullptr) gemm(false, false, 1, GH, R, T(1), ones, R, dgates, ldd, T(1), dw.db_hh, GH);
+      if (dw.db_hh != nullptr) {
+        gemm(false, false, 1, GH, R, T(1), ones, R, dgates, ldd, beta_b_hh, dw.db_hh, GH);
+        beta_b_hh = T(1);
+      }
       if (dw.db_ih != nullptr) {
-        gemm(false, false, 1, GH_first, R, T(1), ones, R, dgates, ldd, T(1), dw.db_ih, GH);
+        gemm(false, false, 1, GH_first, R, T(1), ones, R, dgates, ldd, beta_b_ih, dw.db_ih, GH);
         if (split_n)
-          gemm(false, false, 1, H, R, T(1), ones, R, dgates + 3 * H, ldd, T(1), dw.db_ih + 2 * H, GH);
+          gemm(false, false, 1, H, R, T(1), ones, R, dgates + 3 * H, ldd, beta_b_ih, dw.db_ih + 2 * H, GH);
+        beta_b_ih = T(1);
       }
     }
-    if (P > 0 && dw.dw_hr != nullptr)
-      gemm(true, false, P, H, R, T(1), dh_proj, P, m_all + r0 * H, H, T(1), dw.dw_hr, H);
+    if (P > 0 && dw.dw_hr != nullptr) {
+      gemm(true, false, P, H, R, T(1), dh_proj, P, m_all + r0 * H, H, beta_w_hr, dw.dw_hr, H);
+      beta_w_hr = T(1);
+    }
   };
 
   // Chunks: runs of consecutive walk steps of at most L.chunk rows (at least one
@@ -886,6 +905,9 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
   });
   walk_steps(k0, k, r0);
   chunk_products(r0, r1);
+  // A dW_hh that no product reached (one step from zero initial states, say)
+  // is written all the same.
+  if (dw.dw_hh != nullptr && beta_w_hh == T(0)) set_row(GH * Hout, T(0), dw.dw_hh);
 }
 
 template <class Fn>

@@ -87,8 +87,10 @@ struct RnnWeights {
   const T* w_hh_packed = nullptr;
 };
 
-// Parameter gradients, each with its weight's shape; ACCUMULATED (+=). A null
-// pointer skips that gradient (b_* gradients are skipped anyway without bias).
+// Parameter gradients, each with its weight's shape; ACCUMULATED (+=), or with
+// overwrite WRITTEN (=): then the buffers need not be initialised, as for fresh
+// gradients, which saves filling them with zeros first. A null pointer skips
+// that gradient (b_* gradients are skipped anyway without bias).
 template <class T>
 struct RnnGrads {
   T* dw_ih = nullptr;  // [G*H, I]
@@ -96,6 +98,7 @@ struct RnnGrads {
   T* db_ih = nullptr;  // [G*H]
   T* db_hh = nullptr;  // [G*H]
   T* dw_hr = nullptr;  // [P, H]
+  bool overwrite = false;
 };
 
 // Elements of T that rnn_forward needs. With training = true the workspace keeps,
