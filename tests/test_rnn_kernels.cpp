@@ -487,12 +487,18 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
   std::vector<T> dh0(N * Hout, static_cast<T>(kNaN)), dc0(N * H, static_cast<T>(kNaN));
   std::vector<T> dw_ih = to<T>(dw_ih0), dw_hh = to<T>(dw_hh0), db_ih = to<T>(db_ih0),
                  db_hh = to<T>(db_hh0), dw_hr = to<T>(dw_hr0);
-  RnnGrads<T> dw;
-  dw.dw_ih = dw_ih.data();
-  dw.dw_hh = dw_hh.data();
-  dw.db_ih = db_ih.data();
-  dw.db_hh = db_hh.data();
-  dw.dw_hr = c.P > 0 ? dw_hr.data() : nullptr;
+  // Every parameter gradient (dw_hr with a projection) into these buffers.
+  auto all_grads = [&](std::vector<T>& w_ih, std::vector<T>& w_hh, std::vector<T>& b_ih, std::vector<T>& b_hh,
+                       std::vector<T>& w_hr) {
+    RnnGrads<T> g;
+    g.dw_ih = w_ih.data();
+    g.dw_hh = w_hh.data();
+    g.db_ih = b_ih.data();
+    g.db_hh = b_hh.data();
+    g.dw_hr = c.P > 0 ? w_hr.data() : nullptr;
+    return g;
+  };
+  const RnnGrads<T> dw = all_grads(dw_ih, dw_hh, db_ih, db_hh, dw_hr);
   std::vector<T> bws(k::rnn_backward_workspace_size(d), static_cast<T>(kNaN));
   k::rnn_backward<T>(d, w, x.data(), ldx, h0p, c0p, y.data(), ldy, ws.data(), dyp, lddy, dh_np,
                      dc_np, dx.data(), lddx, c.accumulate ? T(1) : T(0), dh0.data(),
@@ -538,12 +544,7 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
     std::vector<T> dw_ih3(dw_ih.size(), static_cast<T>(kNaN)), dw_hh3(dw_hh.size(), static_cast<T>(kNaN)),
         db_ih3(db_ih.size(), static_cast<T>(kNaN)), db_hh3(db_hh.size(), static_cast<T>(kNaN)),
         dw_hr3(dw_hr.size(), static_cast<T>(kNaN));
-    RnnGrads<T> dw3;
-    dw3.dw_ih = dw_ih3.data();
-    dw3.dw_hh = dw_hh3.data();
-    dw3.db_ih = db_ih3.data();
-    dw3.db_hh = db_hh3.data();
-    dw3.dw_hr = c.P > 0 ? dw_hr3.data() : nullptr;
+    RnnGrads<T> dw3 = all_grads(dw_ih3, dw_hh3, db_ih3, db_hh3, dw_hr3);
     dw3.overwrite = true;
     std::fill(bws.begin(), bws.end(), static_cast<T>(kNaN));
     k::rnn_backward<T>(d, w, x.data(), ldx, h0p, c0p, y.data(), ldy, ws.data(), dyp, lddy, dh_np,
