@@ -212,12 +212,6 @@ bool small_batch_gate_major(const RnnLayerDims& d) {
   return k != nullptr && k->gate_major(gate_count(d.cell), d.batch);
 }
 
-// The caller-packed weights' body for a forward on d by the given path, or null
-// when they were packed for the other path, another batch (kGemm) or another
-// thread count (kGemm), or in the other layout (kSmallBatch: the batch and the
-// instruction set decide it): the forward then packs for itself (in float).
-// Weights packed for another cell or size are a caller error and throw, as do
-// bfloat16 ones in training.
 // Whether the header says rnn_pack_weights wrote it for d's cell and sizes.
 bool packed_for(const PackedHeader& h, const RnnLayerDims& d) {
   return h.magic == kPackedMagic && h.cell == static_cast<uint32_t>(d.cell) &&
@@ -232,6 +226,12 @@ PackedKind forward_packed_kind(const RnnLayerDims& d) {
   return lanes_path(d) != nullptr ? PackedKind::kLanes : PackedKind::kGemm;
 }
 
+// The caller-packed weights' body for a forward on d by the given path, or null
+// when they were packed for the other path, another batch (kGemm) or another
+// thread count (kGemm), or in the other layout (kSmallBatch: the batch and the
+// instruction set decide it): the forward then packs for itself (in float).
+// Weights packed for another cell or size are a caller error and throw, as do
+// bfloat16 ones in training.
 const float* packed_body(const RnnLayerDims& d, const float* packed, PackedKind kind,
                          bool training, bool* bf16) {
   PackedHeader h;
@@ -625,6 +625,16 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
   });
 }
 
+// The beta for the next product into a parameter gradient: `beta` as it is (0
+// before the first product when gradients are written, not accumulated), which
+// is 1 from then on.
+template <class T>
+T next_beta(T& beta) {
+  const T b = beta;
+  beta = T(1);
+  return b;
+}
+
 // dW_hh += sum over the steps of a chunk of dgates_t[:, 0:GH]^T h_{t-1}: the
 // continuing rows of consecutive steps of equal batch are contiguous both in
 // dgates and in y, so each run of them is one GEMM; rows starting from h0 add
@@ -638,11 +648,9 @@ void recurrent_weight_grad(const RnnLayerDims& d, int64_t rows, int64_t r0, int6
   const int64_t Hout = hidden_out_size(d);
   int64_t run_dg = 0, run_y = 0, run_rows = 0;
   auto flush = [&] {
-    if (run_rows > 0) {
+    if (run_rows > 0)
       gemm(true, false, GH, Hout, run_rows, T(1), dgates + (run_dg - r0) * ldd, ldd, y + run_y * ldy,
-           ldy, beta, dw_hh, Hout);
-      beta = T(1);
-    }
+           ldy, next_beta(beta), dw_hh, Hout);
     run_rows = 0;
   };
   // Ascending packed rows in both directions.
@@ -658,11 +666,9 @@ void recurrent_weight_grad(const RnnLayerDims& d, int64_t rows, int64_t r0, int6
     }
     if (s.n_cont < s.n) {
       flush();
-      if (h0 != nullptr) {
+      if (h0 != nullptr)
         gemm(true, false, GH, Hout, s.n - s.n_cont, T(1), dgates + (s.off + s.n_cont - r0) * ldd, ldd,
-             h0 + s.n_cont * Hout, Hout, beta, dw_hh, Hout);
-        beta = T(1);
-      }
+             h0 + s.n_cont * Hout, Hout, next_beta(beta), dw_hh, Hout);
     }
   });
   flush();
@@ -859,10 +865,9 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
     const int64_t R = r1 - r0;
     const T* xr = x + r0 * ldx;
     if (dw.dw_ih != nullptr) {
-      gemm(true, false, GH_first, I, R, T(1), dgates, ldd, xr, ldx, beta_w_ih, dw.dw_ih, I);
-      if (split_n)
-        gemm(true, false, H, I, R, T(1), dgates + 3 * H, ldd, xr, ldx, beta_w_ih, dw.dw_ih + 2 * H * I, I);
-      beta_w_ih = T(1);
+      const T beta = next_beta(beta_w_ih);  // both products write disjoint rows
+      gemm(true, false, GH_first, I, R, T(1), dgates, ldd, xr, ldx, beta, dw.dw_ih, I);
+      if (split_n) gemm(true, false, H, I, R, T(1), dgates + 3 * H, ldd, xr, ldx, beta, dw.dw_ih + 2 * H * I, I);
     }
     if (dx != nullptr) {
       T* dxr = dx + r0 * lddx;
@@ -873,21 +878,16 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
     if (dw.dw_hh != nullptr)
       recurrent_weight_grad(d, rows, r0, r1, GH, ldd, dgates, y, ldy, h0, dw.dw_hh, beta_w_hh);
     if (d.has_bias && (dw.db_ih != nullptr || dw.db_hh != nullptr)) {
-      if (dw.db_hh != nullptr) {
-        gemm(false, false, 1, GH, R, T(1), ones, R, dgates, ldd, beta_b_hh, dw.db_hh, GH);
-        beta_b_hh = T(1);
-      }
+      if (dw.db_hh != nullptr)
+        gemm(false, false, 1, GH, R, T(1), ones, R, dgates, ldd, next_beta(beta_b_hh), dw.db_hh, GH);
       if (dw.db_ih != nullptr) {
-        gemm(false, false, 1, GH_first, R, T(1), ones, R, dgates, ldd, beta_b_ih, dw.db_ih, GH);
-        if (split_n)
-          gemm(false, false, 1, H, R, T(1), ones, R, dgates + 3 * H, ldd, beta_b_ih, dw.db_ih + 2 * H, GH);
-        beta_b_ih = T(1);
+        const T beta = next_beta(beta_b_ih);
+        gemm(false, false, 1, GH_first, R, T(1), ones, R, dgates, ldd, beta, dw.db_ih, GH);
+        if (split_n) gemm(false, false, 1, H, R, T(1), ones, R, dgates + 3 * H, ldd, beta, dw.db_ih + 2 * H, GH);
       }
     }
-    if (P > 0 && dw.dw_hr != nullptr) {
-      gemm(true, false, P, H, R, T(1), dh_proj, P, m_all + r0 * H, H, beta_w_hr, dw.dw_hr, H);
-      beta_w_hr = T(1);
-    }
+    if (P > 0 && dw.dw_hr != nullptr)
+      gemm(true, false, P, H, R, T(1), dh_proj, P, m_all + r0 * H, H, next_beta(beta_w_hr), dw.dw_hr, H);
   };
 
   // Chunks: runs of consecutive walk steps of at most L.chunk rows (at least one
