@@ -14,9 +14,15 @@
 // before each call (as after an optimizer step), alternating call by call with
 // the plain forward, and `kept` = plain / repack (the two timed alternately in
 // a run of their own) shows what keeping them gains.
+// The cells (LSTMCell, GRUCell, RNNCell) run as a decoder does: called step by
+// step over `steps` inputs, the state carried on, the outputs stacked; forward
+// + backward then gathers every parameter gradient over the steps. A cell
+// keeps W_hh packed across the calls of a training loop too, so for the cells
+// `repack ms` and `kept` are given for both passes (W_hh marked changed before
+// every step's call).
 //
 //   bench_rnn_layers [--hidden 512] [--input 512] [--batch 64] [--steps 25] [--layers 1]
-//                    [--bidirectional] [--cells LSTM,GRU,RNN] [--reps 10]
+//                    [--bidirectional] [--cells LSTM,GRU,RNN,LSTMCell,GRUCell,RNNCell] [--reps 10]
 //                    [--script path/to/bench_rnn_layers.py] [--no-torch]
 #include <algorithm>
 #include <chrono>
@@ -55,7 +61,57 @@ struct Timing {
   int forward_threads = 0, train_threads = 0;
   double forward_sequential_ms = 0, train_sequential_ms = 0;  // 2 threads, schedule off
   double forward_kept_ms = 0, forward_repack_ms = 0;  // one interleaved run; repack: W_hh marked changed
+  double train_kept_ms = 0, train_repack_ms = 0;      // the same for the cells' training loop
 };
+
+// What one timed call runs: a layer over the whole sequence, or a cell called
+// step by step. run(repack) returns the output [T, N, D*H]; with repack every
+// W_hh is marked changed before each kernel call (a writable pointer taken).
+struct Subject {
+  std::shared_ptr<nn::Module> module;
+  std::function<Tensor(bool repack)> run;
+  bool cell = false;
+  std::vector<Tensor> inputs;  // the leaves whose gradients a training call computes
+};
+
+void mark_w_hh_changed(const nn::Module& module) {
+  for (const auto& [name, p] : module.named_parameters())
+    if (name.rfind("weight_hh", 0) == 0) (void)p.data_ptr<float>();
+}
+
+template <class Layer>
+Subject layer_subject(const Layer& layer, const Settings& s) {
+  Subject sub;
+  sub.module = layer.ptr();
+  Tensor x = randn({s.steps, s.batch, s.input}).requires_grad_();
+  sub.inputs = {x};
+  sub.run = [layer, x](bool repack) {
+    if (repack) mark_w_hh_changed(*layer);
+    return layer->forward(x).output;
+  };
+  return sub;
+}
+
+// step(x_t, state) -> new state; out(state) -> h_t.
+template <class Cell, class Step, class Out>
+Subject cell_subject(const Cell& cell, const Settings& s, Step step, Out out) {
+  Subject sub;
+  sub.module = cell.ptr();
+  sub.cell = true;
+  for (int64_t t = 0; t < s.steps; ++t) sub.inputs.push_back(randn({s.batch, s.input}).requires_grad_());
+  sub.run = [cell, xs = sub.inputs, step, out](bool repack) {
+    std::vector<Tensor> ys;
+    ys.reserve(xs.size());
+    decltype(step(xs[0], {})) state{};
+    for (const Tensor& x : xs) {
+      if (repack) mark_w_hh_changed(*cell);
+      state = step(x, state);
+      ys.push_back(out(state));
+    }
+    return stack(ys);
+  };
+  return sub;
+}
 
 double median_of(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -91,77 +147,57 @@ std::pair<double, double> interleaved_ms(const std::function<void()>& a, const s
 
 // Best of 1 and 2 threads for each pass; then 2 threads with the module's
 // thread schedule off.
-template <class Layer>
-Timing time_layer(const Layer& layer, const Settings& s) {
+Timing time_subject(const Subject& sub, const Settings& s) {
   const int64_t D = s.bidirectional ? 2 : 1;
-  Tensor x = randn({s.steps, s.batch, s.input}).requires_grad_();
   Tensor dy = randn({s.steps, s.batch, D * s.hidden});
   Timing best;
   const int max_threads = omp_get_max_threads();
+  auto forward = [&](bool repack) {
+    NoGradGuard guard;
+    sub.run(repack);
+  };
+  auto train = [&](bool repack) {
+    sub.module->zero_grad(true);
+    for (const Tensor& x : sub.inputs) const_cast<Tensor&>(x).set_grad(Tensor());
+    sub.run(repack).backward(dy);
+  };
   for (int threads = 1; threads <= std::min(2, max_threads); ++threads) {
     rnnkit::set_num_threads(threads);
-    const double forward = median_ms(
-        [&] {
-          NoGradGuard guard;
-          layer->forward(x);
-        },
-        s.reps);
-    const double train = median_ms(
-        [&] {
-          layer->zero_grad(true);
-          x.set_grad(Tensor());
-          layer->forward(x).output.backward(dy);
-        },
-        s.reps);
-    if (best.forward_threads == 0 || forward < best.forward_ms) {
-      best.forward_ms = forward;
+    const double f = median_ms([&] { forward(false); }, s.reps);
+    const double t = median_ms([&] { train(false); }, s.reps);
+    if (best.forward_threads == 0 || f < best.forward_ms) {
+      best.forward_ms = f;
       best.forward_threads = threads;
     }
-    if (best.train_threads == 0 || train < best.train_ms) {
-      best.train_ms = train;
+    if (best.train_threads == 0 || t < best.train_ms) {
+      best.train_ms = t;
       best.train_threads = threads;
     }
   }
   {
-    // Kept against repacked, on the forward's best thread count, in one
+    // Kept against repacked, on each pass's best thread count, in one
     // interleaved run of their own.
     rnnkit::set_num_threads(best.forward_threads);
-    std::vector<Tensor> w_hh;
-    for (const auto& [name, p] : layer->named_parameters())
-      if (name.rfind("weight_hh", 0) == 0) w_hh.push_back(p);
-    auto forward = [&] {
-      NoGradGuard guard;
-      layer->forward(x);
-    };
-    auto repacked = [&] {
-      for (const Tensor& w : w_hh) (void)w.data_ptr<float>();  // a writable pointer: "changed"
-      NoGradGuard guard;
-      layer->forward(x);
-    };
-    const auto kept_repack = interleaved_ms(forward, repacked, s.reps);
+    const auto kept_repack = interleaved_ms([&] { forward(false); }, [&] { forward(true); }, s.reps);
     best.forward_kept_ms = kept_repack.first;
     best.forward_repack_ms = kept_repack.second;
+    if (sub.cell) {
+      rnnkit::set_num_threads(best.train_threads);
+      const auto train_kept_repack = interleaved_ms([&] { train(false); }, [&] { train(true); }, s.reps);
+      best.train_kept_ms = train_kept_repack.first;
+      best.train_repack_ms = train_kept_repack.second;
+    }
   }
   if (max_threads >= 2 && (s.layers > 1 || s.bidirectional)) {
     // The two schedules alternate call by call, so that a change of load on the
     // shared machine hits both alike; the scheduled time replaces the one above
     // when that took 2 threads, so that the ratio compares one interleaved run.
     rnnkit::set_num_threads(2);
-    auto forward = [&] {
-      NoGradGuard guard;
-      layer->forward(x);
-    };
-    auto train = [&] {
-      layer->zero_grad(true);
-      x.set_grad(Tensor());
-      layer->forward(x).output.backward(dy);
-    };
     for (int pass = 0; pass < 2; ++pass) {
-      const std::function<void()> fn = pass == 0 ? std::function<void()>(forward) : std::function<void()>(train);
       auto with = [&](nn::detail::LayerSchedule schedule) {
-        return [&fn, schedule] {
+        return [&, pass, schedule] {
           nn::detail::set_layer_schedule(schedule);
-          fn();
+          pass == 0 ? forward(false) : train(false);
         };
       };
       const auto sched_seq = interleaved_ms(with(nn::detail::LayerSchedule::kAuto),
@@ -236,26 +272,48 @@ int main(int argc, char** argv) {
     else if (a == "--no-torch") s.torch = false;
     else {
       std::cerr << "usage: bench_rnn_layers [--hidden H] [--input I] [--batch N] [--steps T] [--layers L] "
-                   "[--bidirectional] [--cells LSTM,GRU,RNN] [--reps R] [--script PATH] [--no-torch]\n";
+                   "[--bidirectional] [--cells LSTM,GRU,RNN,LSTMCell,GRUCell,RNNCell] [--reps R] [--script PATH] "
+                   "[--no-torch]\n";
       return 2;
     }
   }
   const std::vector<std::string>& cells = s.cells;
   std::vector<Timing> ours;
   for (const std::string& cell : cells) {
-    if (cell == "LSTM")
-      ours.push_back(time_layer(
-          nn::LSTM(nn::LSTMOptions(s.input, s.hidden).num_layers(s.layers).bidirectional(s.bidirectional)), s));
-    else if (cell == "GRU")
-      ours.push_back(time_layer(
-          nn::GRU(nn::GRUOptions(s.input, s.hidden).num_layers(s.layers).bidirectional(s.bidirectional)), s));
-    else if (cell == "RNN")
-      ours.push_back(time_layer(
-          nn::RNN(nn::RNNOptions(s.input, s.hidden).num_layers(s.layers).bidirectional(s.bidirectional)), s));
-    else {
-      std::cerr << "bench_rnn_layers: unknown cell '" << cell << "' (LSTM, GRU or RNN)\n";
+    const bool is_cell = cell.size() > 4 && cell.compare(cell.size() - 4, 4, "Cell") == 0;
+    if (is_cell && (s.layers != 1 || s.bidirectional)) {
+      std::cerr << "bench_rnn_layers: " << cell << " is one layer, one direction (--layers 1, no --bidirectional)\n";
       return 2;
     }
+    Subject sub;
+    if (cell == "LSTM")
+      sub = layer_subject(
+          nn::LSTM(nn::LSTMOptions(s.input, s.hidden).num_layers(s.layers).bidirectional(s.bidirectional)), s);
+    else if (cell == "GRU")
+      sub = layer_subject(
+          nn::GRU(nn::GRUOptions(s.input, s.hidden).num_layers(s.layers).bidirectional(s.bidirectional)), s);
+    else if (cell == "RNN")
+      sub = layer_subject(
+          nn::RNN(nn::RNNOptions(s.input, s.hidden).num_layers(s.layers).bidirectional(s.bidirectional)), s);
+    else if (cell == "LSTMCell") {
+      nn::LSTMCell c(s.input, s.hidden);
+      sub = cell_subject(
+          c, s, [c](const Tensor& x, const nn::LSTMState& st) { return c->forward(x, st); },
+          [](const nn::LSTMState& st) { return st.h; });
+    } else if (cell == "GRUCell") {
+      nn::GRUCell c(s.input, s.hidden);
+      sub = cell_subject(
+          c, s, [c](const Tensor& x, const Tensor& h) { return c->forward(x, h); }, [](const Tensor& h) { return h; });
+    } else if (cell == "RNNCell") {
+      nn::RNNCell c(s.input, s.hidden);
+      sub = cell_subject(
+          c, s, [c](const Tensor& x, const Tensor& h) { return c->forward(x, h); }, [](const Tensor& h) { return h; });
+    } else {
+      std::cerr << "bench_rnn_layers: unknown cell '" << cell
+                << "' (LSTM, GRU, RNN, LSTMCell, GRUCell or RNNCell)\n";
+      return 2;
+    }
+    ours.push_back(time_subject(sub, s));
   }
 
   json torch1, torch2;
@@ -268,7 +326,7 @@ int main(int argc, char** argv) {
       static_cast<long long>(s.input), static_cast<long long>(s.hidden), static_cast<long long>(s.batch),
       static_cast<long long>(s.steps), static_cast<long long>(s.layers), s.bidirectional ? ", bidirectional" : "",
       static_cast<long long>(s.reps));
-  std::printf("%-5s %-16s %12s %8s %10s %6s %13s %7s %12s %8s %8s\n", "layer", "pass", "rnnkit ms", "threads",
+  std::printf("%-8s %-16s %12s %8s %10s %6s %13s %7s %12s %8s %8s\n", "layer", "pass", "rnnkit ms", "threads",
               "repack ms", "kept", "sequential ms", "sched", "torch ms", "threads", "ratio");
   for (size_t i = 0; i < cells.size(); ++i) {
     for (int pass = 0; pass < 2; ++pass) {
@@ -289,9 +347,11 @@ int main(int argc, char** argv) {
       const double sequential = pass == 0 ? ours[i].forward_sequential_ms : ours[i].train_sequential_ms;
       char seq_ms[32] = "-", sched[32] = "-", torch_ms[32] = "-", torch_threads[32] = "-", ratio[32] = "-";
       char repack_ms[32] = "-", kept[32] = "-";
-      if (pass == 0 && ours[i].forward_repack_ms > 0) {
-        std::snprintf(repack_ms, sizeof(repack_ms), "%.2f", ours[i].forward_repack_ms);
-        std::snprintf(kept, sizeof(kept), "%.2f", ours[i].forward_kept_ms / ours[i].forward_repack_ms);
+      const double kept_ms = pass == 0 ? ours[i].forward_kept_ms : ours[i].train_kept_ms;
+      const double repacked_ms = pass == 0 ? ours[i].forward_repack_ms : ours[i].train_repack_ms;
+      if (repacked_ms > 0) {
+        std::snprintf(repack_ms, sizeof(repack_ms), "%.2f", repacked_ms);
+        std::snprintf(kept, sizeof(kept), "%.2f", kept_ms / repacked_ms);
       }
       if (sequential > 0) {
         std::snprintf(seq_ms, sizeof(seq_ms), "%.2f", sequential);
@@ -302,13 +362,14 @@ int main(int argc, char** argv) {
         std::snprintf(torch_threads, sizeof(torch_threads), "%d", threads);
         std::snprintf(ratio, sizeof(ratio), "%.2f", mine / best);
       }
-      std::printf("%-5s %-16s %12.2f %8d %10s %6s %13s %7s %12s %8s %8s\n", cells[i].c_str(), pass_name, mine,
+      std::printf("%-8s %-16s %12.2f %8d %10s %6s %13s %7s %12s %8s %8s\n", cells[i].c_str(), pass_name, mine,
                   mine_threads, repack_ms, kept, seq_ms, sched, torch_ms, torch_threads, ratio);
     }
   }
   std::printf("ratio = rnnkit / PyTorch, each the best of 1 and 2 threads; below 1 is faster\n");
-  std::printf("repack = the forward with W_hh marked changed before every call (packed afresh); "
-              "kept = plain forward / repack, timed alternately in a run of their own\n");
+  std::printf("repack = the forward (cells: and forward+backward) with W_hh marked changed before every call "
+              "(packed afresh); kept = plain / repack, timed alternately in a run of their own\n");
+  std::printf("cells: called step by step over the steps, the state carried on, the outputs stacked\n");
   std::printf("sequential = rnnkit on 2 threads with layers and directions one after another; "
               "sched = rnnkit / sequential\n");
   for (const json* t : {&torch1, &torch2}) {

@@ -438,6 +438,26 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
                         lstm ? c_n.data() : nullptr, ws.data(), true);
   };
   train_forward();
+  if constexpr (std::is_same_v<T, float>) {
+    // With W_hh packed by the caller a separate-scratch training forward needs
+    // no scratch, and writes what it writes packing for itself, bit for bit.
+    std::vector<float> packed(k::rnn_packed_weights_size(d));
+    if (c.separate_scratch && !packed.empty() && k::rnn_forward_takes_packed(d)) {
+      k::rnn_pack_weights(d, w_hh.data(), packed.data());
+      RnnWeights<float> wp = w;
+      wp.w_hh_packed = packed.data();
+      std::vector<float> y3(y.size(), static_cast<float>(kSentinel)), h_n3(h_n.size(), static_cast<float>(kNaN)),
+          c_n3(c_n.size(), static_cast<float>(kNaN)), ws3(ws.size(), static_cast<float>(kNaN));
+      // (The workspaces are not compared: each starts at its own 64-byte boundary.)
+      k::rnn_forward<float>(d, wp, x.data(), ldx, h0p, c0p, y3.data(), ldy, h_n3.data(),
+                            lstm ? c_n3.data() : nullptr, ws3.data(), true, nullptr);
+      const auto same_bits = [](const std::vector<float>& a, const std::vector<float>& b) {
+        return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+      };
+      EXPECT_TRUE(same_bits(y3, y) && same_bits(h_n3, h_n) && same_bits(c_n3, c_n))
+          << "training forward with caller-packed W_hh and no scratch";
+    }
+  }
   out.y = unstride(y, rows, Hout, ldy, "y");
   out.h_n = widen(h_n);
   out.c_n = lstm ? widen(c_n) : std::vector<double>(N * H, 0.0);
@@ -1380,6 +1400,22 @@ TEST(RnnKernels, PackedWeightsForEachPath) {
   const auto forward = [&](const float* packed) { return forward_on(x, packed); };
   const std::vector<float> y = forward(nullptr);
   EXPECT_EQ(forward(packed9.data()), y) << "weights packed for a batch of 9";
+  {
+    // A training forward with a separate scratch needs one unless the packed
+    // weights fit.
+    RnnLayerDims ds = d;
+    ds.separate_scratch = true;
+    std::vector<float> wst(k::rnn_forward_workspace_size(ds, true)), out(static_cast<size_t>(c.rows() * ldy));
+    wt.w_hh_packed = packed9.data();
+    try {
+      k::rnn_forward<float>(ds, wt, x.data(), c.I, nullptr, nullptr, out.data(), ldy, nullptr, nullptr, wst.data(),
+                            true, nullptr);
+      ADD_FAILURE() << "no error for a null scratch with weights packed for another batch";
+    } catch (const rnnkit::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("scratch is null (and w_hh_packed does not fit)"), std::string::npos)
+          << e.what();
+    }
+  }
   EXPECT_EQ(forward(packed16.data()), y) << "weights packed for a batch of 16";
   // And the other way: a batch of 16 on the rows-in-lanes path given weights
   // that oneDNN packed for its matmul at the same batch.

@@ -1,6 +1,8 @@
 """PyTorch side of bench/bench_rnn_layers.cpp: times torch.nn.{LSTM,GRU,RNN}
 forward (inference, under no_grad) and forward + backward (dL/dx and every
-parameter gradient) and prints one JSON object on stdout.
+parameter gradient) and prints one JSON object on stdout. The cells
+(LSTMCell, GRUCell, RNNCell) are called step by step over the steps, the state
+carried on and the outputs stacked, as the driver calls rnnkit's.
 
   python3 bench_rnn_layers.py '{"cells": ["LSTM"], "input": 512, "hidden": 512,
                                 "batch": 64, "steps": 25, "reps": 10, "threads": 1}'
@@ -47,19 +49,33 @@ def main():
     out = {"threads": torch.get_num_threads(), "torch": torch.__version__, "blas": blas_libraries(), "cells": {}}
     for cell in cfg["cells"]:
         layers, bidir = cfg.get("layers", 1), cfg.get("bidirectional", False)
-        layer = getattr(torch.nn, cell)(inp, hid, num_layers=layers, bidirectional=bidir)
-        x = torch.randn(t, n, inp, requires_grad=True)
         dy = torch.randn(t, n, (2 if bidir else 1) * hid)
+        if cell.endswith("Cell"):
+            layer = getattr(torch.nn, cell)(inp, hid)
+            inputs = [torch.randn(n, inp, requires_grad=True) for _ in range(t)]
 
-        def forward():
+            def run(layer=layer, inputs=inputs, lstm=cell == "LSTMCell"):
+                state, ys = None, []
+                for x_t in inputs:
+                    state = layer(x_t, state)
+                    ys.append(state[0] if lstm else state)
+                return torch.stack(ys)
+        else:
+            layer = getattr(torch.nn, cell)(inp, hid, num_layers=layers, bidirectional=bidir)
+            inputs = [torch.randn(t, n, inp, requires_grad=True)]
+
+            def run(layer=layer, inputs=inputs):
+                return layer(inputs[0])[0]
+
+        def forward(run=run):
             with torch.no_grad():
-                layer(x)
+                run()
 
-        def train_step():
+        def train_step(layer=layer, inputs=inputs, run=run, dy=dy):
             layer.zero_grad(set_to_none=True)
-            x.grad = None
-            y, _ = layer(x)
-            y.backward(dy)
+            for x in inputs:
+                x.grad = None
+            run().backward(dy)
 
         out["cells"][cell] = {"forward_ms": median_ms(forward, reps), "train_ms": median_ms(train_step, reps)}
     json.dump(out, sys.stdout)

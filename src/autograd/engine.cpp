@@ -31,11 +31,13 @@ AccumulateGrad::AccumulateGrad(std::shared_ptr<TensorImpl> v) : variable(std::mo
 // one on its storage, which it fills exactly), it has the leaf's shape with
 // row-major strides (as a copy would), and it has no history. PyTorch's
 // AccumulateGrad steals such a gradient likewise instead of copying it.
-static bool can_take_as_grad(const Tensor& g, const TensorImpl& leaf) {
+static bool sole_plain_handle(const Tensor& g) {
   const std::shared_ptr<Storage>& storage = g.storage();
-  return g.impl().use_count() == 1 && storage && storage.use_count() == 1 && g.storage_offset() == 0 &&
-         g.sizes() == leaf.sizes && g.strides() == contiguous_strides(leaf.sizes) &&
-         g.nbytes() == storage->nbytes() && !g.requires_grad() && !g.grad_fn();
+  return g.impl().use_count() == 1 && storage && storage.use_count() == 1 && !g.requires_grad() && !g.grad_fn();
+}
+static bool can_take_as_grad(const Tensor& g, const TensorImpl& leaf) {
+  return sole_plain_handle(g) && g.storage_offset() == 0 && g.sizes() == leaf.sizes &&
+         g.strides() == contiguous_strides(leaf.sizes) && g.nbytes() == g.storage()->nbytes();
 }
 
 tensor_list AccumulateGrad::apply(tensor_list&& grads) {
@@ -156,10 +158,16 @@ void run_backward(const tensor_list& roots, const tensor_list& grad_roots, bool 
     RNNKIT_CHECK(slot < buf.size(), "backward: internal error, gradient slot ", slot,
                  " out of range for ", n->name());
     if (!g.defined()) return;
-    if (!buf[slot].defined())
+    if (!buf[slot].defined()) {
       buf[slot] = g;
-    else
+    } else if (sole_plain_handle(buf[slot]) && !g.requires_grad() && native::add_scaled_into(buf[slot], g, 1.0)) {
+      // Summed in place, as PyTorch's input buffers do: no other handle sees
+      // the sum so far, and no graph is being built through it. A weight used
+      // at every step of a loop (a decoder cell) then gathers its gradients
+      // without a fresh buffer per step.
+    } else {
       buf[slot] = native::binary(buf[slot], g, native::Binary::Add, "backward accumulate");
+    }
   };
   auto later_first = [](Node* a, Node* b) { return a->sequence_nr < b->sequence_nr; };
   std::priority_queue<Node*, std::vector<Node*>, decltype(later_first)> ready(later_first);

@@ -65,7 +65,8 @@ struct Saved {
     d.batch_sizes = layout.batch_sizes.data();
     d.reverse = direction == 1;
     d.has_bias = spec.has_bias;
-    // A training forward's packed W_hh lives in a scratch freed when the forward ends.
+    // A training forward's packed W_hh lives in a scratch freed when the forward
+    // ends (or comes from the module's cache: one-step calls).
     d.separate_scratch = training;
     return d;
   }
@@ -382,13 +383,12 @@ RecurrentResult forward_impl(const std::shared_ptr<Saved>& sp, const Tensor& inp
   // Workspaces: one per layer and direction kept for backward in training;
   // otherwise one per kernel call that may run at once, reused.
   s.workspace_offset.assign(static_cast<size_t>(L * D), 0);
-  size_t ws_total = 0, ws_each = 0, scratch_each = 0;
+  size_t ws_total = 0, ws_each = 0;
   for (int64_t l = 0; l < L; ++l)
     for (int64_t d = 0; d < D; ++d) {
       k::RnnLayerDims dims = s.dims(l, d);
       if (wave.chunks > 0) dims.steps = wave.chunk_steps;  // the first chunk has the most rows
       const size_t n = align_elements(k::rnn_forward_workspace_size(dims, training));
-      scratch_each = std::max(scratch_each, align_elements(k::rnn_forward_scratch_size(dims)));
       if (training) {
         s.workspace_offset[static_cast<size_t>(l * D + d)] = ws_total;
         ws_total += n;
@@ -399,9 +399,6 @@ RecurrentResult forward_impl(const std::shared_ptr<Saved>& sp, const Tensor& inp
   if (!training) ws_total = ws_each * static_cast<size_t>(slots);
   s.workspace = empty({static_cast<int64_t>(ws_total)}, opts);
   T* ws = s.workspace.data_ptr<T>();
-  // The training forward's packed W_hh, needed only while the forward runs.
-  Tensor scratch_buffer;
-  if (scratch_each > 0) scratch_buffer = empty({static_cast<int64_t>(scratch_each) * slots}, opts);
 
   // Layer outputs: all of them in training; two alternating buffers otherwise,
   // the last layer writing straight into the output when the layout allows.
@@ -437,7 +434,6 @@ RecurrentResult forward_impl(const std::shared_ptr<Saved>& sp, const Tensor& inp
   auto c0_of = [&](int64_t sd) { return s.has_c0 ? s.c0.data_ptr<T>() + sd * N * H : nullptr; };
   auto h_n_of = [&](int64_t sd) { return h_n_k.defined() ? h_n_k.data_ptr<T>() + sd * N * Hout : nullptr; };
   auto c_n_of = [&](int64_t sd) { return lstm ? c_n_k.data_ptr<T>() + sd * N * H : nullptr; };
-  T* scratch_base = scratch_buffer.defined() ? scratch_buffer.data_ptr<T>() : nullptr;
 
   if (wave.chunks > 0) {
     forward_wavefront<T>(s, wave, [&](int64_t l) { return layer_output(l).template data_ptr<T>(); }, h0_of(0),
@@ -448,21 +444,26 @@ RecurrentResult forward_impl(const std::shared_ptr<Saved>& sp, const Tensor& inp
     int64_t ldx = I;
     for (int64_t l = 0; l < L; ++l) {
       T* y = layer_output(l).template data_ptr<T>();
-      // Direction d of layer l in kernel-call slot `slot` (its workspace and scratch).
+      // Direction d of layer l in kernel-call slot `slot` (its workspace).
       auto run_direction = [&](int64_t d, int64_t slot) {
         const int64_t sd = l * D + d;
+        const k::RnnLayerDims dims = s.dims(l, d);
         T* ws_d = training ? ws + s.workspace_offset[static_cast<size_t>(sd)] : ws + slot * ws_each;
-        T* scratch_d = scratch_base ? scratch_base + slot * scratch_each : nullptr;
         k::RnnWeights<T> w = s.layer_weights<T>(l, d);
         Tensor held;  // the cache's packed W_hh, alive through the call
         if constexpr (std::is_same<T, float>::value) {
-          if (!training && spec.packed_cache != nullptr) {
-            held = spec.packed_cache->get(static_cast<size_t>(sd), s.w_hh(l, d), s.dims(l, d));
+          if (spec.packed_cache != nullptr) {
+            held = spec.packed_cache->get(static_cast<size_t>(sd), s.w_hh(l, d), dims);
             if (held.defined()) w.w_hh_packed = held.const_data_ptr<float>();
           }
         }
-        k::rnn_forward<T>(s.dims(l, d), w, x_in, ldx, h0_of(sd), c0_of(sd), y + d * Hout, DH, h_n_of(sd), c_n_of(sd),
-                          ws_d, training, scratch_d);
+        // A training forward packs W_hh itself into a scratch freed when the
+        // call ends, unless the cache gave it.
+        Tensor pack_scratch;
+        const size_t scratch_size = held.defined() ? 0 : k::rnn_forward_scratch_size(dims);
+        if (scratch_size > 0) pack_scratch = empty({static_cast<int64_t>(scratch_size)}, opts);
+        k::rnn_forward<T>(dims, w, x_in, ldx, h0_of(sd), c0_of(sd), y + d * Hout, DH, h_n_of(sd), c_n_of(sd), ws_d,
+                          training, pack_scratch.defined() ? pack_scratch.data_ptr<T>() : nullptr);
       };
       if (concurrent)
         run_on_team(2, 2, [&](int d) { run_direction(d, d); });
@@ -486,7 +487,6 @@ RecurrentResult forward_impl(const std::shared_ptr<Saved>& sp, const Tensor& inp
       }
     }
   }
-  scratch_buffer = Tensor();
 
   if (!direct_output) {
     // In training the output is a second handle on the saved buffer's storage,
@@ -740,11 +740,17 @@ RecurrentResult recurrent_forward(const RecurrentSpec& spec, const RecurrentLayo
   const bool training = autograd::needs_grad(inputs);
 
   s->training = training;
-  if (training) s->spec.packed_cache = nullptr;  // unused there, and the node may outlive the module
+  // Training calls of one step (a decoder cell in a loop, several calls between
+  // two optimizer steps) keep W_hh packed in the cache between calls, as
+  // inference calls do. Longer ones, whose packing is a small part of the call,
+  // pack into a scratch freed when the forward ends: a training step then holds
+  // no packed copy through its backward.
+  if (training && s->T > 1) s->spec.packed_cache = nullptr;
   RecurrentResult result = dispatch_floating(s->dtype, spec.node_name, [&](auto tag) {
     return forward_impl<decltype(tag)>(s, input, h0, c0, training);
   });
   if (training) {
+    s->spec.packed_cache = nullptr;  // the node may outlive the module
     auto node = std::make_shared<RecurrentBackward>(s);
     autograd::connect(node, inputs, {&result.output, &result.h_n, &result.c_n});
   }

@@ -21,8 +21,9 @@
 namespace rnnkit::nn::detail {
 
 // W_hh of each layer and direction packed for the kernels, kept by a module
-// between inference calls (no graph recorded) so that a call does not repack
-// weights that have not changed. An entry is reused only while it was packed
+// between inference calls (no graph recorded) and one-step training calls (a
+// decoder cell in a loop) so that a call does not repack weights that have not
+// changed. An entry is reused only while it was packed
 // from the very storage and offset the call's W_hh has, at the storage's
 // current version (rnnkit::Storage: every writable pointer taken, as every
 // in-place change, optimizer step and load takes one, advances it), and in the
@@ -36,8 +37,8 @@ namespace rnnkit::nn::detail {
 // W_hh's size per layer, direction and layout in use) while the module lives.
 class PackedWeightsCache {
  public:
-  // W_hh (float32, contiguous) of entry `index` packed for an inference
-  // rnn_forward on dims from the calling context's threads; undefined when the
+  // W_hh (float32, contiguous) of entry `index` packed for an rnn_forward on
+  // dims from the calling context's threads; undefined when the
   // call's path takes no packed weights (kernels::cpu::rnn_forward_takes_packed)
   // or they cannot be packed, and the forward then packs for itself.
   Tensor get(size_t index, const Tensor& w_hh, const kernels::cpu::RnnLayerDims& dims);
@@ -72,6 +73,7 @@ struct RecurrentSpec {
   Generator* generator = nullptr;
   const char* node_name = "RecurrentBackward";  // the autograd node's name
   PackedWeightsCache* packed_cache = nullptr;     // the module's, or null: pack at every call
+                                                  // (training calls over several steps do)
 };
 
 // How the tensors given to recurrent_forward lay out in memory.

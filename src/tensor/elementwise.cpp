@@ -204,6 +204,27 @@ Tensor add_scaled(const Tensor& a, const Tensor& b, double alpha, const char* op
   });
 }
 
+bool add_scaled_into(Tensor& a, const Tensor& b, double alpha) {
+  if (!a.defined() || !b.defined() || a.dtype() != b.dtype() || !is_floating(a.dtype()) || a.sizes() != b.sizes() ||
+      !a.is_contiguous() || !b.is_contiguous() || a.storage() == b.storage())
+    return false;
+  dispatch_floating(a.dtype(), "add_", [&](auto tag) {
+    using T = decltype(tag);
+    T* pa = a.data_ptr<T>();
+    const T* pb = b.const_data_ptr<T>();
+    const int64_t n = a.numel();
+    if (alpha == 1.0) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+      for (int64_t i = 0; i < n; ++i) pa[i] = pa[i] + pb[i];
+    } else {
+      const T s = static_cast<T>(alpha);
+#pragma omp parallel for schedule(static) if (n > 65536)
+      for (int64_t i = 0; i < n; ++i) pa[i] = pa[i] + s * pb[i];
+    }
+  });
+  return true;
+}
+
 Tensor scalar_op(const Tensor& a, double b, Binary op) {
   return binary(a, full({}, b, TensorOptions(a.dtype())), op, "scalar op");
 }

@@ -23,6 +23,10 @@ enum class Binary { Add, Sub, Mul, Div, Max, Min, Eq, Ne, Lt, Le, Gt, Ge };
 Tensor binary(const Tensor& a, const Tensor& b, Binary op, const char* opname);
 // a + alpha * b
 Tensor add_scaled(const Tensor& a, const Tensor& b, double alpha, const char* opname);
+// a += alpha * b straight into a, with add_scaled's bits, where that is plain:
+// both contiguous, of one floating dtype and shape, on different storages (so
+// no overlap). Returns false, touching nothing, otherwise.
+bool add_scaled_into(Tensor& a, const Tensor& b, double alpha);
 Tensor scalar_op(const Tensor& a, double b, Binary op);
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 

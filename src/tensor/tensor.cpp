@@ -359,6 +359,7 @@ Tensor& Tensor::copy_(const Tensor& src) {
 
 Tensor& Tensor::add_(const Tensor& other, double alpha) {
   check_inplace(*this, "add_");
+  if (native::add_scaled_into(*this, other, alpha)) return *this;
   Tensor r = native::add_scaled(detach(), other.detach().to(dtype()), alpha, "add_");
   RNNKIT_CHECK(r.sizes() == sizes(), "add_: output with shape ", shape_str(sizes()),
                " doesn't match the broadcast shape ", shape_str(r.sizes()));

@@ -176,6 +176,57 @@ TEST(Autograd, FirstGradientsOwnTheirMemory) {
   EXPECT_EQ(v.grad().to_vector<double>(), (std::vector<double>{4, 4, 4, 4}));
 }
 
+// Gradients reaching one input of a node are summed in place only into a sum
+// nothing else can see: never into the caller's gradient, nor into a tensor
+// that another input's buffer holds too (add passes one gradient to both of
+// its inputs).
+TEST(Autograd, SumsGradientsInPlaceOnlyWhenUnshared) {
+  // The caller's gradient reaches x twice.
+  Tensor x = ones({3}, kFloat64).requires_grad_();
+  Tensor g = tensor({1.0, 2.0, 3.0});
+  (x + x).backward(g);
+  EXPECT_EQ(x.grad().to_vector<double>(), (std::vector<double>{2, 4, 6}));
+  EXPECT_EQ(g.to_vector<double>(), (std::vector<double>{1, 2, 3}));
+  // a's gradient from a + b is b's too; a's other gradient comes before or
+  // after it (nodes run latest created first). b's accumulator is made first,
+  // so that it runs after both.
+  for (bool add_first : {true, false}) {
+    SCOPED_TRACE(add_first ? "a + b first" : "a * 2 first");
+    Tensor a = ones({4}, kFloat64).requires_grad_(), b = ones({4}, kFloat64).requires_grad_();
+    const Tensor b_used_early = b * 1.0;
+    Tensor u, m;
+    if (add_first) {
+      u = a + b;
+      m = a * 2.0;
+    } else {
+      m = a * 2.0;
+      u = a + b;
+    }
+    sum(add_first ? u + m : m + u).backward();
+    EXPECT_EQ(a.grad().to_vector<double>(), (std::vector<double>{3, 3, 3, 3}));
+    EXPECT_EQ(b.grad().to_vector<double>(), (std::vector<double>{1, 1, 1, 1}));
+  }
+  // A weight used at every step of a loop, in float32: its gradient is the sum
+  // of the steps' gradients, added in the order the nodes run (the last step's
+  // first), which separate copies of the weight give one by one.
+  Generator gen(5);
+  const Tensor w0 = randn({48, 48}, kFloat32, &gen) * 0.2, h0 = randn({2, 48}, kFloat32, &gen);
+  const int steps = 6;
+  Tensor w = w0.clone().requires_grad_();
+  std::vector<Tensor> copies;
+  Tensor h = h0, hc = h0;
+  for (int t = 0; t < steps; ++t) {
+    copies.push_back(w0.clone().requires_grad_());
+    h = tanh(matmul(h, w));
+    hc = tanh(matmul(hc, copies.back()));
+  }
+  sum(h).backward();
+  sum(hc).backward();
+  Tensor want = copies[steps - 1].grad();
+  for (int t = steps - 2; t >= 0; --t) want = want + copies[t].grad();
+  EXPECT_TRUE(equal(w.grad(), want));
+}
+
 TEST(Autograd, DiamondGraphSumsBothPaths) {
   Tensor x = full({2}, 2.0, kFloat64).requires_grad_();
   Tensor a = x * x;      // da/dx = 2x = 4

@@ -496,7 +496,8 @@ TEST(RnnModules, InferenceKeepsPackedWeightsUntilTheyChange) {
       y = y2;
     };
 
-    {  // A training step: its forward records a graph and leaves the cache alone.
+    {  // A training step leaves the kept packing as it is: a one-step call (the
+       // cells) reuses it, a longer one packs for itself.
       optim::SGD sgd(m.module->parameters(), optim::SGDOptions(0.5));
       const int64_t before = packs();
       const Tensor xg = x.detach().clone().requires_grad_();
@@ -545,6 +546,100 @@ TEST(RnnModules, InferenceKeepsPackedWeightsUntilTheyChange) {
     for (auto& th : callers) th.join();
     EXPECT_TRUE(same[0] && same[1]);
   }
+  simd::set_active_isa(saved_isa);
+}
+
+// Training calls over one step (a decoder cell called step by step) keep W_hh
+// packed between calls as inference does: a loop packs once between two
+// optimizer steps, with the results of packing at every call, bit for bit.
+// Training calls over more steps pack for themselves and keep nothing.
+TEST(RnnModules, OneStepTrainingCallsKeepPackedWeights) {
+  const uint64_t seed = rnnkit::testing::fresh_seed();
+  SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  auto layer = [](const char* kind, int64_t I, int64_t H, int64_t L, int64_t N, bool bidirectional) {
+    return json{{"kind", kind},   {"input_size", I},         {"hidden_size", H},   {"num_layers", L},
+                {"batch", N},     {"steps", 1},              {"bias", true},       {"batch_first", false},
+                {"dropout", 0.0}, {"bidirectional", bidirectional}, {"proj_size", 0}, {"nonlinearity", "tanh"}};
+  };
+  const std::vector<json> configs = {
+      layer("LSTMCell", 12, 32, 1, 2, false), layer("GRUCell", 20, 48, 1, 1, false),
+      layer("RNNCell", 16, 96, 1, 40, false),  // a training-size batch: the GEMM or lanes path
+      layer("LSTM", 24, 64, 1, 1, false),     layer("GRU", 16, 40, 2, 3, true),
+  };
+  std::vector<simd::Isa> isas;
+  for (simd::Isa isa : {simd::Isa::kAvx512, simd::Isa::kAvx2, simd::Isa::kScalar})
+    if (isa <= simd::detected_isa()) isas.push_back(isa);
+  const simd::Isa saved_isa = simd::active_isa();
+  for (simd::Isa isa : isas)
+    for (const json& c : configs) {
+      simd::set_active_isa(isa);
+      SCOPED_TRACE(std::string(simd::isa_name(isa)) + " " + c.dump());
+      const std::string kind = c["kind"];
+      const bool cell = rnnkit::testing::rnn::is_cell(kind);
+      const int64_t I = c["input_size"], H = c["hidden_size"], N = c["batch"];
+      const int64_t D = c["bidirectional"].get<bool>() ? 2 : 1, L = c["num_layers"];
+      const kernels::cpu::CellType cell_type = kind.rfind("LSTM", 0) == 0  ? kernels::cpu::CellType::LSTM
+                                               : kind.rfind("GRU", 0) == 0 ? kernels::cpu::CellType::GRU
+                                                                           : kernels::cpu::CellType::RNN_TANH;
+      const int64_t expected = takes_packed(cell_type, I, H, N, 1) ? L * D : 0;
+      EXPECT_TRUE(expected > 0 || isa == simd::Isa::kScalar);
+      Generator gen(rng());
+      auto m = rnnkit::testing::rnn::build_model(c, &gen);
+      Generator other(1);
+      auto f = rnnkit::testing::rnn::build_model(c, &other);  // packs at every call
+      f.module->load_state_dict(m.module->state_dict());
+      const int steps = 4;
+      std::vector<Tensor> xs;
+      for (int t = 0; t < steps; ++t) xs.push_back(randn(cell ? Shape{N, I} : Shape{1, N, I}, {}, &gen));
+      const Tensor h = cell ? randn({N, H}, {}, &gen) : Tensor();
+      const Tensor cs = kind == "LSTMCell" ? randn({N, H}, {}, &gen) : Tensor();
+      // steps calls with the same weights, their outputs' squares summed, then
+      // backward: every parameter gradient gathers one term per call.
+      auto loop = [&](rnnkit::testing::rnn::Model& model, bool repack) {
+        Tensor loss;
+        for (int t = 0; t < steps; ++t) {
+          if (repack)  // a fresh writable pointer marks W_hh changed
+            for (auto& [name, p] : model.module->named_parameters())
+              if (name.rfind("weight_hh", 0) == 0) (void)p.data_ptr<float>();
+          const Tensor y = model.forward(xs[static_cast<size_t>(t)], h, cs).output;
+          loss = loss.defined() ? loss + sum(y * y) : sum(y * y);
+        }
+        loss.backward();
+        return loss;
+      };
+      auto grads_equal = [&] {
+        const auto a = m.module->named_parameters(), b = f.module->named_parameters();
+        bool same = a.size() == b.size();
+        for (size_t i = 0; same && i < a.size(); ++i) same = equal(a[i].second.grad(), b[i].second.grad());
+        return same;
+      };
+      const nn::detail::PackedWeightsCache& kept = packed_cache_of(*m.module);
+      const nn::detail::PackedWeightsCache& repacked = packed_cache_of(*f.module);
+      EXPECT_TRUE(equal(loop(m, false), loop(f, true)));
+      EXPECT_TRUE(grads_equal());
+      EXPECT_EQ(kept.packs(), expected);
+      EXPECT_EQ(repacked.packs(), steps * expected);
+
+      // After an optimizer step the next loop packs once more.
+      optim::SGD sgd_m(m.module->parameters(), optim::SGDOptions(0.1));
+      optim::SGD sgd_f(f.module->parameters(), optim::SGDOptions(0.1));
+      sgd_m.step();
+      sgd_f.step();
+      m.module->zero_grad();
+      f.module->zero_grad();
+      EXPECT_TRUE(equal(loop(m, false), loop(f, true)));
+      EXPECT_TRUE(grads_equal());
+      EXPECT_EQ(kept.packs(), 2 * expected);
+
+      if (!cell) {  // a call over several steps packs for itself, keeping nothing
+        sgd_m.step();
+        const int64_t before = kept.packs();
+        const Tensor y = m.forward(randn({3, N, I}, {}, &gen), h, cs).output;
+        sum(y * y).backward();
+        EXPECT_EQ(kept.packs(), before);
+      }
+    }
   simd::set_active_isa(saved_isa);
 }
 

@@ -70,6 +70,34 @@ TEST(Tensor, ViewsShareStorage) {
   EXPECT_NE(x.sum().item(), 0.0);
 }
 
+// add_ gives add's result whatever the layout: straight into self when both
+// are contiguous on separate storages, through a copy otherwise (broadcast,
+// strided, overlapping or of another dtype).
+TEST(Tensor, InPlaceAddMatchesAdd) {
+  Generator gen(11);
+  for (Dtype dt : {kFloat32, kFloat64})
+    for (int64_t n : {5, 70000})  // below and above the parallel threshold
+      for (double alpha : {1.0, -0.37}) {
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " n=" + std::to_string(n) + " alpha=" + std::to_string(alpha));
+        const Tensor a = randn({n}, dt, &gen), b = randn({n}, dt, &gen);
+        Tensor x = a.clone();
+        x.add_(b, alpha);
+        EXPECT_TRUE(equal(x, add(a, b, alpha)));
+        Tensor y = a.clone();  // the same storage on both sides
+        y.add_(y, alpha);
+        EXPECT_TRUE(equal(y, add(a, a, alpha)));
+        Tensor z = a.clone();  // overlapping views: the old values are read
+        z.narrow(0, 1, n - 1).add_(z.narrow(0, 0, n - 1), alpha);
+        EXPECT_TRUE(equal(z.narrow(0, 1, n - 1), add(a.narrow(0, 1, n - 1), a.narrow(0, 0, n - 1), alpha)));
+        EXPECT_EQ(z.select(0, 0).item(), a.select(0, 0).item());
+      }
+  Tensor m = zeros({3, 4}, kFloat32);
+  m.add_(tensor({1.0f, 2.0f, 3.0f, 4.0f}));  // broadcast
+  m.t().add_(ones({4, 3}, kFloat32), 2.0);     // strided self
+  m.add_(ones({3, 4}, kFloat64));              // another dtype
+  EXPECT_EQ(m.select(0, 2).to_vector<float>(), (std::vector<float>{4, 5, 6, 7}));
+}
+
 TEST(Tensor, BroadcastingAndDtypes) {
   Tensor a = ones({3, 1});
   Tensor b = arange(0.0, 4.0, 1.0, kFloat32);

@@ -472,11 +472,12 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
   const int64_t rows = packed_rows(d);
   const ForwardLayout L = forward_layout(d, Training);
   workspace = align_base(workspace);
-  // The packed copy of W_hh: in the workspace, or the separate scratch.
-  T* packed = d.separate_scratch ? align_base(scratch) : workspace + L.packed;
-  const int64_t packed_capacity = d.separate_scratch
-                                      ? static_cast<int64_t>(recurrent_scratch_size(d))
-                                      : static_cast<int64_t>(L.packed_end - L.packed);
+  // The packed copy of W_hh: in the workspace, or the separate scratch (none
+  // when the caller's packed weights fit, rnn_forward checked).
+  T* packed = !d.separate_scratch ? workspace + L.packed : scratch != nullptr ? align_base(scratch) : nullptr;
+  const int64_t packed_capacity = !d.separate_scratch ? static_cast<int64_t>(L.packed_end - L.packed)
+                                  : scratch != nullptr ? static_cast<int64_t>(recurrent_scratch_size(d))
+                                                       : 0;
   // Gates [rows, S*H] with row stride ldg: the workspace's, or y for the Elman cells.
   const bool in_y = gates_in_output(d);
   T* gates = in_y ? y : workspace + L.gates;
@@ -1097,8 +1098,10 @@ void rnn_forward(const RnnLayerDims& dims, const RnnWeights<T>& w, const T* x, i
                  bool training, T* scratch) {
   check_common(dims, w, ldx, ldy, workspace, "rnn_forward");
   RNNKIT_CHECK(x != nullptr && y != nullptr, "rnn_forward: x and y are required");
-  RNNKIT_CHECK(scratch != nullptr || rnn_forward_scratch_size(dims) == 0,
-               "rnn_forward: dims.separate_scratch is set but scratch is null");
+  RNNKIT_CHECK(scratch != nullptr || rnn_forward_scratch_size(dims) == 0 ||
+                   (std::is_same_v<T, float> && w.w_hh_packed != nullptr &&
+                    rnn_packed_weights_fit(dims, reinterpret_cast<const float*>(w.w_hh_packed))),
+               "rnn_forward: dims.separate_scratch is set but scratch is null (and w_hh_packed does not fit)");
   dispatch_cell(dims.cell, [&](auto cell) {
     using Cell = decltype(cell);
     if (training)

@@ -177,7 +177,8 @@ void rnn_forward(const RnnLayerDims& dims, const RnnWeights<T>& w, const T* x, i
                  const T* h0, const T* c0, T* y, int64_t ldy, T* h_n, T* c_n, T* workspace,
                  bool training);
 // The same with dims.separate_scratch: scratch [rnn_forward_scratch_size(dims)] is
-// used during the call only (written; may be null when that size is 0).
+// used during the call only (written; may be null when that size is 0, or when
+// w.w_hh_packed fits the call: rnn_packed_weights_fit).
 template <class T>
 void rnn_forward(const RnnLayerDims& dims, const RnnWeights<T>& w, const T* x, int64_t ldx,
                  const T* h0, const T* c0, T* y, int64_t ldy, T* h_n, T* c_n, T* workspace,
