@@ -169,6 +169,22 @@ void run_backward(const tensor_list& roots, const tensor_list& grad_roots, bool 
       buf[slot] = native::binary(buf[slot], g, native::Binary::Add, "backward accumulate");
     }
   };
+  // Node::accumulate_into for n: the sums its inputs' slots hold that only
+  // the engine sees.
+  auto offer_sums = [&](Node& n) {
+    n.accumulate_into.assign(n.next_edges.size(), Tensor());
+    for (size_t i = 0; i < n.next_edges.size(); ++i) {
+      const Edge& e = n.next_edges[i];
+      if (!e.valid()) continue;
+      bool shared_slot = false;
+      for (size_t j = 0; j < n.next_edges.size() && !shared_slot; ++j)
+        shared_slot = j != i && n.next_edges[j].fn == e.fn && n.next_edges[j].input_nr == e.input_nr;
+      const auto it = buffers.find(e.fn.get());
+      if (shared_slot || it == buffers.end() || e.input_nr >= it->second.size()) continue;
+      const Tensor& sum = it->second[e.input_nr];
+      if (sum.defined() && sole_plain_handle(sum) && sum.is_contiguous()) n.accumulate_into[i] = sum;
+    }
+  };
   auto later_first = [](Node* a, Node* b) { return a->sequence_nr < b->sequence_nr; };
   std::priority_queue<Node*, std::vector<Node*>, decltype(later_first)> ready(later_first);
   for (size_t i = 0; i < roots.size(); ++i) {
@@ -192,7 +208,9 @@ void run_backward(const tensor_list& roots, const tensor_list& grad_roots, bool 
                    "saved tensors after they have already been freed). Specify retain_graph=true "
                    "if you need to backward through the graph a second time.");
       n->last_apply = !retain_graph;
+      if (n->sums_into_inputs()) offer_sums(*n);
       in_grads = n->apply(std::move(grads));
+      n->accumulate_into.clear();
       if (!retain_graph && !dynamic_cast<AccumulateGrad*>(n)) {
         n->release_saved();
         n->released = true;

@@ -151,6 +151,7 @@ T dropout_factor(Generator& gen, double p) {
 }
 
 LayerSchedule g_layer_schedule = LayerSchedule::kAuto;
+std::atomic<int64_t> g_sums_taken{0};
 
 // Runs task(0) .. task(n - 1), each exactly once, on a team of up to `threads`
 // OpenMP threads (one thread: in order, no team). Inside the team every kernel
@@ -292,6 +293,7 @@ class RecurrentBackward final : public autograd::Node {
   autograd::tensor_list apply(autograd::tensor_list&& grads) override;
   std::string name() const override { return saved_ ? saved_->spec.node_name : "RecurrentBackward"; }
   void release_saved() override { saved_.reset(); }
+  bool sums_into_inputs() const override { return true; }
 
  private:
   template <class T>
@@ -539,11 +541,29 @@ autograd::tensor_list RecurrentBackward::backward(const autograd::tensor_list& g
   // Outgoing gradients.
   Tensor dh0 = wants(1) ? empty({L * D, N, Hout}, opts) : Tensor();
   Tensor dc0 = wants(2) && lstm ? empty({L * D, N, H}, opts) : Tensor();
-  // Fresh and left unfilled: each direction's kernel call writes its weights'
-  // gradients whole (RnnGrads::overwrite).
+  // Weight gradients: a direction whose every wanted weight has a sum the
+  // engine offers (Node::accumulate_into: a weight this node shares with
+  // earlier calls, as a decoder cell's) adds its gradients into those sums
+  // and returns none; the others are fresh and left unfilled, and the kernel
+  // call writes them whole (RnnGrads::overwrite).
   std::vector<Tensor> dweights(s.weights.size());
-  for (size_t i = 0; i < s.weights.size(); ++i)
-    if (wants(kFirstWeight + i)) dweights[i] = empty(s.weights[i].sizes(), opts);
+  std::vector<char> adds_into(static_cast<size_t>(L * D), 0);
+  for (int64_t sd = 0; sd < L * D; ++sd) {
+    const size_t w0 = static_cast<size_t>(sd * s.per_direction);
+    bool all = true, any = false;
+    for (size_t i = w0; i < w0 + static_cast<size_t>(s.per_direction); ++i) {
+      if (!wants(kFirstWeight + i)) continue;
+      const Tensor* sum = kFirstWeight + i < accumulate_into.size() ? &accumulate_into[kFirstWeight + i] : nullptr;
+      any = true;
+      all = all && sum != nullptr && sum->defined() && sum->dtype() == s.dtype && sum->sizes() == s.weights[i].sizes();
+    }
+    all = all && any;
+    adds_into[static_cast<size_t>(sd)] = all;
+    if (all) g_sums_taken.fetch_add(1);
+    for (size_t i = w0; i < w0 + static_cast<size_t>(s.per_direction); ++i)
+      if (wants(kFirstWeight + i))
+        dweights[i] = all ? accumulate_into[kFirstWeight + i] : empty(s.weights[i].sizes(), opts);
+  }
   Tensor dx = wants(0) ? empty({rows, I}, opts) : Tensor();
 
   // The kernels may write the gradients w.r.t. the gates over the saved gates
@@ -579,7 +599,7 @@ autograd::tensor_list RecurrentBackward::backward(const autograd::tensor_list& g
       const int64_t sd = l * D + d;
       const size_t w0 = static_cast<size_t>(sd * s.per_direction);
       k::RnnGrads<T> dw;
-      dw.overwrite = true;
+      dw.overwrite = !adds_into[static_cast<size_t>(sd)];
       auto grad_ptr = [&](size_t offset) {
         const Tensor& g = dweights[w0 + offset];
         return g.defined() ? g.data_ptr<T>() : nullptr;
@@ -633,7 +653,8 @@ autograd::tensor_list RecurrentBackward::backward(const autograd::tensor_list& g
   };
   if (dh0.defined()) out[1] = to_user_order(dh0, lay.hidden_shape, Hout);
   if (dc0.defined()) out[2] = to_user_order(dc0, lay.cell_shape, H);
-  for (size_t i = 0; i < dweights.size(); ++i) out[kFirstWeight + i] = dweights[i];
+  for (size_t i = 0; i < dweights.size(); ++i)
+    if (!adds_into[i / static_cast<size_t>(s.per_direction)]) out[kFirstWeight + i] = dweights[i];
   return out;
 }
 
@@ -645,6 +666,8 @@ autograd::tensor_list RecurrentBackward::apply(autograd::tensor_list&& grads) {
 }
 
 }  // namespace
+
+int64_t recurrent_sums_taken() { return g_sums_taken.load(); }
 
 void set_layer_schedule(LayerSchedule schedule) { g_layer_schedule = schedule; }
 LayerSchedule layer_schedule() { return g_layer_schedule; }

@@ -60,6 +60,10 @@ class PackedWeightsCache {
   std::atomic<int64_t> packs_{0};
 };
 
+// Layer directions whose backward added their weight gradients into the sums
+// the engine offered (Node::accumulate_into) since the program started (tests).
+int64_t recurrent_sums_taken();
+
 struct RecurrentSpec {
   kernels::cpu::CellType cell = kernels::cpu::CellType::LSTM;
   int64_t input_size = 0;   // I of layer 0

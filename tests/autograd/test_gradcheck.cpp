@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "rnnkit/autograd/node.h"
 #include "support/gradcheck.h"
 
 using namespace rnnkit;
@@ -225,6 +226,82 @@ TEST(Autograd, SumsGradientsInPlaceOnlyWhenUnshared) {
   Tensor want = copies[steps - 1].grad();
   for (int t = steps - 2; t >= 0; --t) want = want + copies[t].grad();
   EXPECT_TRUE(equal(w.grad(), want));
+}
+
+// y = ca * a + cb * b through a node that takes the engine's offer to add its
+// gradients into an input's running sum (Node::sums_into_inputs), logging for
+// each input whether it was offered one.
+class ScaledSum final : public autograd::Node {
+ public:
+  ScaledSum(double ca, double cb, std::vector<std::vector<bool>>* log) : ca_(ca), cb_(cb), log_(log) {}
+  std::string name() const override { return "ScaledSum"; }
+  bool sums_into_inputs() const override { return true; }
+  autograd::tensor_list apply(autograd::tensor_list&& grads) override {
+    autograd::tensor_list out = {grads[0] * ca_, grads[0] * cb_};
+    std::vector<bool> offered(2, false);
+    for (size_t i = 0; i < 2; ++i)
+      if (i < accumulate_into.size() && accumulate_into[i].defined()) {
+        NoGradGuard guard;
+        accumulate_into[i].add_(out[i]);
+        out[i] = Tensor();
+        offered[i] = true;
+      }
+    log_->push_back(offered);
+    return out;
+  }
+
+ private:
+  double ca_, cb_;
+  std::vector<std::vector<bool>>* log_;
+};
+
+Tensor scaled_sum(const Tensor& a, const Tensor& b, double ca, double cb, std::vector<std::vector<bool>>* log) {
+  Tensor y;
+  {
+    NoGradGuard guard;
+    y = a * ca + b * cb;
+  }
+  autograd::connect(std::make_shared<ScaledSum>(ca, cb, log), {a, b}, {&y});
+  return y;
+}
+
+// The engine offers a node an input's running sum only where the sum exists,
+// nothing else sees it and no other edge of the node leads to the same slot;
+// the gradients come out right whether the node takes the offer or not.
+TEST(Autograd, OffersRunningSumsOnlyWhenUnshared) {
+  using Log = std::vector<std::vector<bool>>;
+  auto leaf = [](double v) { return full({3}, v, kFloat64).requires_grad_(); };
+  auto values = [](const Tensor& t) { return t.to_vector<double>(); };
+  {  // w used by two nodes: the later-created one runs first and is offered nothing
+    Log log;
+    Tensor w = leaf(1), u = leaf(1), v = leaf(1);
+    Tensor first = scaled_sum(w, u, 2.0, 1.0, &log);
+    Tensor second = scaled_sum(w, v, 3.0, 1.0, &log);
+    sum(first + second).backward();
+    EXPECT_EQ(log, (Log{{false, false}, {true, false}}));
+    EXPECT_EQ(values(w.grad()), (std::vector<double>{5, 5, 5}));
+    EXPECT_EQ(values(u.grad()), (std::vector<double>{1, 1, 1}));
+  }
+  {  // the same slot on both edges of a node: not offered
+    Log log;
+    Tensor w = leaf(1), v = leaf(1);
+    Tensor twice = scaled_sum(w, w, 2.0, 3.0, &log);
+    Tensor other = scaled_sum(w, v, 1.0, 1.0, &log);
+    sum(twice + other).backward();
+    EXPECT_EQ(log, (Log{{false, false}, {false, false}}));
+    EXPECT_EQ(values(w.grad()), (std::vector<double>{6, 6, 6}));
+  }
+  {  // w's sum so far is the tensor add passed to b too: not offered
+    Log log;
+    Tensor w = leaf(1), b = leaf(1), v = leaf(1);
+    const Tensor b_used_early = b * 1.0;  // b's accumulator runs after the node
+    Tensor y = scaled_sum(w, v, 4.0, 1.0, &log);
+    Tensor added = w + b;
+    sum(y + added).backward();
+    EXPECT_EQ(log, (Log{{false, false}}));
+    EXPECT_EQ(values(w.grad()), (std::vector<double>{5, 5, 5}));
+    EXPECT_EQ(values(b.grad()), (std::vector<double>{1, 1, 1}));
+  }
 }
 
 TEST(Autograd, DiamondGraphSumsBothPaths) {

@@ -643,6 +643,92 @@ TEST(RnnModules, OneStepTrainingCallsKeepPackedWeights) {
   simd::set_active_isa(saved_isa);
 }
 
+// Calls of one module within one graph (a decoder cell step by step, or a
+// layer called twice) add their weight gradients into the sums the engine
+// offers: every call's backward but the first to run does. The gradients are
+// the sums of the calls' own gradients, also when another use of W_hh (a
+// penalty) puts its gradient first, so that the first calls to run find a sum
+// for W_hh alone and write their own.
+TEST(RnnModules, CallsSharingWeightsSumGradientsInPlace) {
+  const uint64_t seed = rnnkit::testing::fresh_seed();
+  SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  auto layer = [](const char* kind, int64_t I, int64_t H, int64_t L, int64_t N, int64_t T, bool bidirectional) {
+    return json{{"kind", kind},   {"input_size", I},         {"hidden_size", H},   {"num_layers", L},
+                {"batch", N},     {"steps", T},              {"bias", true},       {"batch_first", false},
+                {"dropout", 0.0}, {"bidirectional", bidirectional}, {"proj_size", 0}, {"nonlinearity", "relu"}};
+  };
+  const std::vector<json> configs = {
+      layer("LSTMCell", 12, 32, 1, 2, 1, false), layer("GRUCell", 20, 48, 1, 1, 1, false),
+      layer("RNNCell", 16, 40, 1, 20, 1, false), layer("LSTM", 8, 24, 2, 3, 4, true),
+      layer("GRU", 10, 16, 1, 1, 1, false),
+  };
+  for (const json& c : configs)
+    for (bool penalty : {false, true}) {
+      SCOPED_TRACE(c.dump() + (penalty ? " with a penalty on W_hh" : ""));
+      const std::string kind = c["kind"];
+      const bool cell = rnnkit::testing::rnn::is_cell(kind);
+      const int64_t I = c["input_size"], H = c["hidden_size"], N = c["batch"], T = c["steps"];
+      const int64_t LD = c["num_layers"].get<int64_t>() * (c["bidirectional"].get<bool>() ? 2 : 1);
+      Generator gen(rng());
+      auto m = rnnkit::testing::rnn::build_model(c, &gen);
+      const int calls = 5;
+      std::vector<Tensor> xs;
+      for (int k = 0; k < calls; ++k) xs.push_back(randn(cell ? Shape{N, I} : Shape{T, N, I}, {}, &gen));
+      const Tensor h = cell ? randn({N, H}, {}, &gen) : Tensor();
+      const Tensor cs = kind == "LSTMCell" ? randn({N, H}, {}, &gen) : Tensor();
+      auto w_hh_of = [](const nn::Module& module) {
+        for (const auto& [name, p] : module.named_parameters())
+          if (name == "weight_hh" || name == "weight_hh_l0") return p;
+        return Tensor();
+      };
+      auto call_loss = [&](rnnkit::testing::rnn::Model& model, int k) {
+        const Tensor y = model.forward(xs[static_cast<size_t>(k)], h, cs).output;
+        return sum(y * y) * static_cast<double>(k + 1);
+      };
+      // All calls in one graph, the penalty (if any) created last: it runs first.
+      const int64_t taken = nn::detail::recurrent_sums_taken();
+      Tensor loss = call_loss(m, 0);
+      for (int k = 1; k < calls; ++k) loss = loss + call_loss(m, k);
+      if (penalty) loss = loss + sum(w_hh_of(*m.module) * w_hh_of(*m.module)) * 0.01;
+      loss.backward();
+      // With the penalty first, the last call (the first to run) finds a sum for
+      // W_hh alone and writes its own gradients; the next ones add.
+      EXPECT_EQ(nn::detail::recurrent_sums_taken() - taken, (calls - 1) * LD);
+
+      // Each call alone on a copy of the module, the gradients summed in double.
+      std::vector<std::vector<double>> want;
+      for (int k = 0; k < calls; ++k) {
+        Generator other(1);
+        auto f = rnnkit::testing::rnn::build_model(c, &other);
+        f.module->load_state_dict(m.module->state_dict());
+        Tensor lk = call_loss(f, k);
+        if (penalty && k == 0) lk = lk + sum(w_hh_of(*f.module) * w_hh_of(*f.module)) * 0.01;
+        lk.backward();
+        const auto params = f.module->named_parameters();
+        if (want.empty()) want.resize(params.size());
+        for (size_t i = 0; i < params.size(); ++i) {
+          const std::vector<float> g = params[i].second.grad().to_vector<float>();
+          want[i].resize(g.size(), 0.0);
+          for (size_t j = 0; j < g.size(); ++j) want[i][j] += g[j];
+        }
+      }
+      const auto params = m.module->named_parameters();
+      ASSERT_EQ(params.size(), want.size());
+      for (size_t i = 0; i < params.size(); ++i) {
+        SCOPED_TRACE(params[i].first);
+        const std::vector<float> got = params[i].second.grad().to_vector<float>();
+        ASSERT_EQ(got.size(), want[i].size());
+        double worst = 0, scale = 0;
+        for (size_t j = 0; j < got.size(); ++j) {
+          worst = std::max(worst, std::abs(got[j] - want[i][j]));
+          scale = std::max(scale, std::abs(want[i][j]));
+        }
+        EXPECT_LE(worst, 1e-5 * std::max(1.0, scale));
+      }
+    }
+}
+
 // Calls alternating between batch sizes whose paths want different packed
 // layouts (the small-batch walk and the GEMM path) keep one packing of each.
 TEST(RnnModules, InferenceKeepsAPackingPerLayout) {

@@ -53,6 +53,18 @@ class Node : public std::enable_shared_from_this<Node> {
   // after it (retain_graph = false): apply() may then consume them (overwrite
   // saved buffers in place) since nothing will read them again.
   bool last_apply = false;
+
+  // A node that says so may add its gradient for input i straight into the sum
+  // that input has gathered so far from other nodes, instead of returning a
+  // fresh tensor to be added to it: the engine then sets accumulate_into, one
+  // entry per next_edges entry, just before apply(), and clears it after. An
+  // entry is defined only where that sum exists, no other handle or graph sees
+  // it, it is contiguous, and no other edge of this node leads to the same
+  // slot. A node that adds into entry i returns an undefined gradient there.
+  // (A weight used at every step of a loop, as a decoder cell's, then gathers
+  // its gradient without a fresh buffer and a separate sum per step.)
+  virtual bool sums_into_inputs() const { return false; }
+  std::vector<Tensor> accumulate_into;
 };
 
 // Sink for leaf tensors: adds the incoming gradient into variable.grad().
