@@ -10,29 +10,46 @@
 namespace rnnkit::autograd {
 
 using BackwardFn = std::function<tensor_list(const tensor_list& grad_outputs)>;
+// A closure that may add its gradient for input i into sums[i] (the engine's
+// offer, Node::accumulate_into; undefined where there is none) and return an
+// undefined gradient there instead.
+using SummingBackwardFn = std::function<tensor_list(const tensor_list& grad_outputs, const tensor_list& sums)>;
 
 class FunctionNode final : public Node {
  public:
   FunctionNode(std::string name, BackwardFn fn) : name_(std::move(name)), fn_(std::move(fn)) {}
+  FunctionNode(std::string name, SummingBackwardFn fn)
+      : name_(std::move(name)), summing_fn_(std::move(fn)), sums_(true) {}
   tensor_list apply(tensor_list&& grads) override {
     // Missing output gradients become zeros so closures need no special case.
     for (size_t i = 0; i < grads.size(); ++i)
       if (!grads[i].defined() && i < output_shapes.size())
         grads[i] = zeros(output_shapes[i], TensorOptions(output_dtypes[i]));
+    if (sums_) {
+      if (accumulate_into.size() < next_edges.size()) accumulate_into.resize(next_edges.size());
+      return summing_fn_(grads, accumulate_into);
+    }
     return fn_(grads);
   }
   std::string name() const override { return name_; }
-  void release_saved() override { fn_ = nullptr; }
+  bool sums_into_inputs() const override { return sums_; }
+  void release_saved() override {
+    fn_ = nullptr;
+    summing_fn_ = nullptr;
+  }
 
  private:
   std::string name_;
   BackwardFn fn_;
+  SummingBackwardFn summing_fn_;
+  bool sums_ = false;
 };
 
 // Records `out = op(inputs)` when needed; returns out.
-inline Tensor record(const char* name, const std::vector<Tensor>& inputs, Tensor out, BackwardFn fn) {
+template <class Fn>
+Tensor record(const char* name, const std::vector<Tensor>& inputs, Tensor out, Fn&& fn) {
   if (needs_grad(inputs)) {
-    auto node = std::make_shared<FunctionNode>(name, std::move(fn));
+    auto node = std::make_shared<FunctionNode>(name, std::forward<Fn>(fn));
     connect(node, inputs, {&out});
   }
   return out;

@@ -81,13 +81,42 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   RNNKIT_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "linear: mat1 and mat2 shapes cannot be multiplied (",
                x.dim() >= 1 ? x.numel() / std::max<int64_t>(x.size(-1), 1) : 1, "x", x.dim() >= 1 ? x.size(-1) : 0,
                " and ", weight.size(1), "x", weight.size(0), ")");
-  Tensor y = matmul(x, weight.t());
-  if (bias.defined()) {
-    RNNKIT_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear: bias must have shape [",
-                 weight.size(0), "], got ", shape_str(bias.sizes()));
-    y = add(y, bias);
-  }
-  return y;
+  RNNKIT_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == weight.size(0)),
+               "linear: bias must have shape [", weight.size(0), "], got ", shape_str(bias.sizes()));
+  RNNKIT_CHECK(x.dtype() == weight.dtype() && (!bias.defined() || bias.dtype() == weight.dtype()),
+               "linear: expected input, weight and bias to have the same dtype, got ", dtype_name(x.dtype()), ", ",
+               dtype_name(weight.dtype()), " and ", bias.defined() ? dtype_name(bias.dtype()) : "none");
+  // One node for y = x W^T + b over x's rows: its backward gives dW in W's
+  // own layout (added into the engine's running sum when it offers one, as
+  // for a projection applied at every step of a loop) and db as a row sum.
+  const int64_t in = weight.size(1), out_features = weight.size(0);
+  const Tensor xd = x.detach(), wd = weight.detach();
+  const Tensor x2 = x.dim() == 1 ? xd.unsqueeze(0) : xd.reshape({-1, in});
+  Tensor y2 = native::mm(x2, wd.t());
+  if (bias.defined()) y2 = native::binary(y2, bias.detach(), native::Binary::Add, "linear");
+  Shape out_shape(x.sizes().begin(), x.sizes().end() - 1);
+  out_shape.push_back(out_features);
+  Tensor y = y2.view(out_shape);
+  const bool need_x = x.requires_grad(), need_w = weight.requires_grad();
+  const bool need_b = bias.defined() && bias.requires_grad();
+  return record(bias.defined() ? "AddmmBackward0" : "MmBackward0", {x, weight, bias}, y,
+                [x2, wd, need_x, need_w, need_b, out_features, x_shape = x.sizes()](
+                    const tensor_list& g, const tensor_list& sums) -> tensor_list {
+                  const Tensor g2 = native::contiguous(g[0]).view({-1, out_features});
+                  Tensor gx, gw, gb;
+                  if (need_x) gx = native::mm(g2, wd).view(x_shape);
+                  if (need_w) {
+                    const Tensor& sum = sums[1];
+                    if (sum.defined() && sum.dtype() == wd.dtype() && sum.sizes() == wd.sizes()) {
+                      Tensor into = sum;
+                      native::mm_add_into(g2.t(), x2, into);
+                    } else {
+                      gw = native::mm(g2.t(), x2);
+                    }
+                  }
+                  if (need_b) gb = native::sum(g2, {0}, false);
+                  return {gx, gw, gb};
+                });
 }
 
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {

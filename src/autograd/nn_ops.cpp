@@ -53,12 +53,23 @@ Tensor embedding(const Tensor& weight, const Tensor& indices, int64_t padding_id
   out_shape.push_back(weight.size(1));
   Tensor out = rows.view(out_shape);
   const Shape wshape = weight.sizes();
-  return record("EmbeddingBackward0", {weight}, out, [flat, wshape, padding_idx](const tensor_list& g) -> tensor_list {
-    Tensor go = native::contiguous(g[0]).reshape({-1, wshape[1]});
-    Tensor gw = native::index_add(wshape, 0, flat, go);
-    if (padding_idx >= 0 && padding_idx < wshape[0]) native::copy_into(gw.select(0, padding_idx), scalar_tensor(0.0, gw.dtype()));
-    return {gw};
-  });
+  // The backward adds the looked-up rows' gradients into the weight's running
+  // sum when the engine offers one (an embedding looked up at every step of a
+  // loop), instead of a fresh [num_embeddings, dim] gradient per call.
+  return record("EmbeddingBackward0", {weight}, out,
+                [flat, wshape, padding_idx](const tensor_list& g, const tensor_list& sums) -> tensor_list {
+                  Tensor go = native::contiguous(g[0]).reshape({-1, wshape[1]});
+                  const bool padding = padding_idx >= 0 && padding_idx < wshape[0];
+                  const Tensor& sum = sums[0];
+                  if (sum.defined() && sum.dtype() == go.dtype() && sum.sizes() == wshape) {
+                    Tensor into = sum;
+                    native::index_add_into(into, 0, flat, go, padding ? padding_idx : -1);
+                    return {Tensor()};
+                  }
+                  Tensor gw = native::index_add(wshape, 0, flat, go);
+                  if (padding) native::copy_into(gw.select(0, padding_idx), scalar_tensor(0.0, gw.dtype()));
+                  return {gw};
+                });
 }
 
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {

@@ -55,25 +55,32 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   return out;
 }
 
-Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& src) {
-  Tensor out = zeros(shape, TensorOptions(src.dtype()));
+void index_add_into(Tensor& out, int64_t dim, const Tensor& index, const Tensor& src, int64_t skip) {
+  RNNKIT_CHECK(out.is_contiguous() && out.dtype() == src.dtype(), "index_add: internal error, out must be contiguous "
+               "and of src's dtype");
   Tensor sc = contiguous(src);
   Tensor ic = contiguous(index.reshape({-1}));
   const int64_t* ip = ic.const_data_ptr<int64_t>();
-  const int64_t n = shape[dim], k = ic.numel();
+  const int64_t n = out.sizes()[dim], k = ic.numel();
   int64_t outer, inner;
-  split_extents(shape, dim, &outer, &inner);
+  split_extents(out.sizes(), dim, &outer, &inner);
   dispatch_floating(src.dtype(), "index_add", [&](auto tag) {
     using T = decltype(tag);
     const T* s = sc.const_data_ptr<T>();
     T* o = out.data_ptr<T>();
     for (int64_t a = 0; a < outer; ++a)
       for (int64_t j = 0; j < k; ++j) {
+        if (ip[j] == skip) continue;
         const T* from = s + (a * k + j) * inner;
         T* to = o + (a * n + ip[j]) * inner;
         for (int64_t i = 0; i < inner; ++i) to[i] += from[i];
       }
   });
+}
+
+Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& src) {
+  Tensor out = zeros(shape, TensorOptions(src.dtype()));
+  index_add_into(out, dim, index, src);
   return out;
 }
 

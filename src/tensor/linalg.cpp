@@ -23,12 +23,13 @@ GemmOperand as_gemm_operand(const Tensor& m) {
   return {c, false, std::max<int64_t>(cols, 1)};
 }
 
+// out = a b + beta out (out contiguous [M, N]; beta 0 does not read it).
 template <typename T>
-void gemm_2d(const Tensor& a, const Tensor& b, const Tensor& out) {
+void gemm_2d(const Tensor& a, const Tensor& b, const Tensor& out, T beta = T(0)) {
   const int64_t M = a.sizes()[0], K = a.sizes()[1], N = b.sizes()[1];
   GemmOperand A = as_gemm_operand(a), B = as_gemm_operand(b);
   kernels::cpu::gemm(A.trans, B.trans, M, N, K, T(1), static_cast<const T*>(A.holder.const_raw_data()),
-                     A.ld, static_cast<const T*>(B.holder.const_raw_data()), B.ld, T(0),
+                     A.ld, static_cast<const T*>(B.holder.const_raw_data()), B.ld, beta,
                      static_cast<T*>(out.raw_data()), std::max<int64_t>(N, 1));
 }
 
@@ -46,6 +47,18 @@ Tensor mm(const Tensor& a, const Tensor& b) {
   Tensor out = empty({a.sizes()[0], b.sizes()[1]}, TensorOptions(a.dtype()));
   dispatch_floating(a.dtype(), "mm", [&](auto tag) { gemm_2d<decltype(tag)>(a, b, out); });
   return out;
+}
+
+void mm_add_into(const Tensor& a, const Tensor& b, Tensor& out) {
+  RNNKIT_CHECK(a.dim() == 2 && b.dim() == 2 && a.dtype() == b.dtype() && out.dtype() == a.dtype() &&
+                   out.is_contiguous() && out.sizes() == (Shape{a.sizes()[0], b.sizes()[1]}) &&
+                   a.sizes()[1] == b.sizes()[0],
+               "mm_add_into: internal error, operands ", shape_str(a.sizes()), " x ", shape_str(b.sizes()),
+               " into ", shape_str(out.sizes()));
+  dispatch_floating(a.dtype(), "mm", [&](auto tag) {
+    using T = decltype(tag);
+    gemm_2d<T>(a, b, out, T(1));
+  });
 }
 
 Tensor bmm(const Tensor& a, const Tensor& b) {

@@ -39,6 +39,8 @@ MaxResult max_dim(const Tensor& x, int64_t dim, bool keepdim, bool is_min);
 
 // Row-major matrix product of 2-D tensors (any strides), C = A B.
 Tensor mm(const Tensor& a, const Tensor& b);
+// out += a b (out contiguous [M, N], all of one floating dtype).
+void mm_add_into(const Tensor& a, const Tensor& b, Tensor& out);
 // Batched: a [B, M, K], b [B, K, N] -> [B, M, N].
 Tensor bmm(const Tensor& a, const Tensor& b);
 
@@ -46,6 +48,9 @@ Tensor softmax(const Tensor& x, int64_t dim, bool log);
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index);
 // out = zeros(shape); out.index_select(dim, index) += src (index_add).
 Tensor index_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& src);
+// out.index_select(dim, index) += src in place (out contiguous), leaving out
+// the entries of index equal to skip.
+void index_add_into(Tensor& out, int64_t dim, const Tensor& index, const Tensor& src, int64_t skip = -1);
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
 Tensor scatter_add(const Shape& shape, int64_t dim, const Tensor& index, const Tensor& src);
 Tensor cat(const std::vector<Tensor>& tensors, int64_t dim);

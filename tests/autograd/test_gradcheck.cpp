@@ -79,6 +79,12 @@ const GradCase kCases[] = {
     {"matmul_vec", {{4}, {4, 3}}, [](auto& x) { return matmul(x[0], x[1]); }},
     {"matmul_3d_2d", {{2, 3, 4}, {4, 5}}, [](auto& x) { return matmul(x[0], x[1]); }},
     {"linear", {{2, 3, 4}, {5, 4}, {5}}, [](auto& x) { return linear(x[0], x[1], x[2]); }},
+    {"linear_vec_no_bias", {{4}, {5, 4}}, [](auto& x) { return linear(x[0], x[1], Tensor()); }},
+    // The same weight at three steps: the earlier steps' nodes add their dW
+    // into the sum the later ones started (Node::accumulate_into).
+    {"linear_shared_weight",
+     {{3, 4}, {4, 4}, {4}},
+     [](auto& x) { return linear(tanh(linear(tanh(linear(x[0], x[1], x[2])), x[1], x[2])), x[1], x[2]); }},
     {"cat", {{2, 3}, {2, 2}}, [](auto& x) { return cat({x[0], x[1]}, 1); }},
     {"stack", {{2, 3}, {2, 3}}, [](auto& x) { return stack({x[0], x[1]}, 1); }},
     {"index_select", {{4, 3}}, [](auto& x) { return index_select(x[0], 0, idx({3, 0, 3})); }},
@@ -98,6 +104,15 @@ const GradCase kCases[] = {
     {"softmax_dim0", {{3, 5}}, [](auto& x) { return softmax(x[0], 0); }, -3, 3},
     {"log_softmax", {{2, 3, 4}}, [](auto& x) { return log_softmax(x[0], -1); }, -3, 3},
     {"embedding", {{5, 3}}, [](auto& x) { return embedding(x[0], idx({1, 4, 1, 0}, {2, 2})); }},
+    // Looked up at three steps: the earlier lookups add their rows into the
+    // sum the later ones started (Node::accumulate_into).
+    {"embedding_shared",
+     {{5, 3}},
+     [](auto& x) {
+       Tensor h = embedding(x[0], idx({1, 2, 4}, {3}));
+       h = tanh(h + embedding(x[0], idx({2, 1, 1}, {3})));
+       return tanh(h * embedding(x[0], idx({0, 2, 1}, {3})));
+     }},
     {"dropout_seeded",
      {{4, 5}},
      [](auto& x) {
@@ -302,6 +317,36 @@ TEST(Autograd, OffersRunningSumsOnlyWhenUnshared) {
     EXPECT_EQ(values(w.grad()), (std::vector<double>{5, 5, 5}));
     EXPECT_EQ(values(b.grad()), (std::vector<double>{1, 1, 1}));
   }
+}
+
+// An embedding looked up at several steps with a padding row: the padding
+// row gets no gradient whether a lookup returns its own gradient or adds into
+// the running sum, and the rest is the lookups' gradients summed.
+TEST(Autograd, EmbeddingLookupsShareOneGradient) {
+  Generator gen(9);
+  const Tensor w0 = randn({6, 4}, kFloat64, &gen);
+  const std::vector<std::vector<int64_t>> lookups = {{1, 3, 3}, {3, 0, 5}, {5, 3, 1}, {0, 0, 2}};
+  auto index = [](const std::vector<int64_t>& v) {
+    Tensor t = empty({static_cast<int64_t>(v.size())}, kInt64);
+    for (size_t i = 0; i < v.size(); ++i) t.data_ptr<int64_t>()[i] = v[i];
+    return t;
+  };
+  const Tensor probe = randn({3, 4}, kFloat64, &gen);
+  Tensor w = w0.clone().requires_grad_();
+  Tensor loss;
+  for (size_t k = 0; k < lookups.size(); ++k) {
+    const Tensor l = sum(embedding(w, index(lookups[k]), 3) * probe * static_cast<double>(k + 1));
+    loss = loss.defined() ? loss + l : l;
+  }
+  loss.backward();
+  Tensor want = zeros({6, 4}, kFloat64);
+  for (size_t k = 0; k < lookups.size(); ++k) {
+    Tensor wk = w0.clone().requires_grad_();
+    sum(embedding(wk, index(lookups[k]), 3) * probe * static_cast<double>(k + 1)).backward();
+    want = want + wk.grad();
+  }
+  EXPECT_TRUE(allclose(w.grad(), want, 1e-12, 1e-12));
+  EXPECT_EQ(w.grad().select(0, 3).to_vector<double>(), (std::vector<double>{0, 0, 0, 0}));
 }
 
 TEST(Autograd, DiamondGraphSumsBothPaths) {
