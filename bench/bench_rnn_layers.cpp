@@ -158,7 +158,7 @@ Timing time_subject(const Subject& sub, const Settings& s) {
   };
   auto train = [&](bool repack) {
     sub.module->zero_grad(true);
-    for (const Tensor& x : sub.inputs) const_cast<Tensor&>(x).set_grad(Tensor());
+    for (Tensor x : sub.inputs) x.set_grad(Tensor());  // a handle on the same leaf
     sub.run(repack).backward(dy);
   };
   for (int threads = 1; threads <= std::min(2, max_threads); ++threads) {

@@ -26,15 +26,17 @@ AccumulateGrad::AccumulateGrad(std::shared_ptr<TensorImpl> v) : variable(std::mo
   output_dtypes = {variable->dtype};
 }
 
-// Whether g may become a leaf's .grad as it is: no other handle or view can
-// see its memory (this is the only handle on its TensorImpl and that the only
-// one on its storage, which it fills exactly), it has the leaf's shape with
-// row-major strides (as a copy would), and it has no history. PyTorch's
-// AccumulateGrad steals such a gradient likewise instead of copying it.
+// Whether no other handle or view can see g's memory (this is the only handle
+// on its TensorImpl and that the only one on its storage) and it has no
+// history: it may then be written in place.
 static bool sole_plain_handle(const Tensor& g) {
   const std::shared_ptr<Storage>& storage = g.storage();
   return g.impl().use_count() == 1 && storage && storage.use_count() == 1 && !g.requires_grad() && !g.grad_fn();
 }
+// Whether g may become a leaf's .grad as it is: a sole plain handle that fills
+// its storage exactly, with the leaf's shape and row-major strides (as a copy
+// would). PyTorch's AccumulateGrad steals such a gradient likewise instead of
+// copying it.
 static bool can_take_as_grad(const Tensor& g, const TensorImpl& leaf) {
   return sole_plain_handle(g) && g.storage_offset() == 0 && g.sizes() == leaf.sizes &&
          g.strides() == contiguous_strides(leaf.sizes) && g.nbytes() == g.storage()->nbytes();

@@ -45,6 +45,13 @@ class FunctionNode final : public Node {
   bool sums_ = false;
 };
 
+// sums[i] when it is defined and has this dtype and shape (a sum the node can
+// add its gradient for input i into), else an undefined tensor.
+inline Tensor offered_sum(const tensor_list& sums, size_t i, Dtype dtype, const Shape& shape) {
+  if (i < sums.size() && sums[i].defined() && sums[i].dtype() == dtype && sums[i].sizes() == shape) return sums[i];
+  return Tensor();
+}
+
 // Records `out = op(inputs)` when needed; returns out.
 template <class Fn>
 Tensor record(const char* name, const std::vector<Tensor>& inputs, Tensor out, Fn&& fn) {

@@ -106,13 +106,11 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                   Tensor gx, gw, gb;
                   if (need_x) gx = native::mm(g2, wd).view(x_shape);
                   if (need_w) {
-                    const Tensor& sum = sums[1];
-                    if (sum.defined() && sum.dtype() == wd.dtype() && sum.sizes() == wd.sizes()) {
-                      Tensor into = sum;
-                      native::mm_add_into(g2.t(), x2, into);
-                    } else {
+                    Tensor sum = autograd::offered_sum(sums, 1, wd.dtype(), wd.sizes());
+                    if (sum.defined())
+                      native::mm_add_into(g2.t(), x2, sum);
+                    else
                       gw = native::mm(g2.t(), x2);
-                    }
                   }
                   if (need_b) gb = native::sum(g2, {0}, false);
                   return {gx, gw, gb};

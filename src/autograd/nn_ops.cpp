@@ -60,10 +60,9 @@ Tensor embedding(const Tensor& weight, const Tensor& indices, int64_t padding_id
                 [flat, wshape, padding_idx](const tensor_list& g, const tensor_list& sums) -> tensor_list {
                   Tensor go = native::contiguous(g[0]).reshape({-1, wshape[1]});
                   const bool padding = padding_idx >= 0 && padding_idx < wshape[0];
-                  const Tensor& sum = sums[0];
-                  if (sum.defined() && sum.dtype() == go.dtype() && sum.sizes() == wshape) {
-                    Tensor into = sum;
-                    native::index_add_into(into, 0, flat, go, padding ? padding_idx : -1);
+                  Tensor sum = autograd::offered_sum(sums, 0, go.dtype(), wshape);
+                  if (sum.defined()) {
+                    native::index_add_into(sum, 0, flat, go, padding ? padding_idx : -1);
                     return {Tensor()};
                   }
                   Tensor gw = native::index_add(wshape, 0, flat, go);

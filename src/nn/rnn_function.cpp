@@ -24,6 +24,7 @@
 #include <immintrin.h>
 #endif
 
+#include "autograd/function.h"
 #include "rnnkit/autograd/node.h"
 #include "rnnkit/threading.h"
 #include "tensor/native.h"
@@ -553,16 +554,15 @@ autograd::tensor_list RecurrentBackward::backward(const autograd::tensor_list& g
     bool all = true, any = false;
     for (size_t i = w0; i < w0 + static_cast<size_t>(s.per_direction); ++i) {
       if (!wants(kFirstWeight + i)) continue;
-      const Tensor* sum = kFirstWeight + i < accumulate_into.size() ? &accumulate_into[kFirstWeight + i] : nullptr;
+      dweights[i] = autograd::offered_sum(accumulate_into, kFirstWeight + i, s.dtype, s.weights[i].sizes());
       any = true;
-      all = all && sum != nullptr && sum->defined() && sum->dtype() == s.dtype && sum->sizes() == s.weights[i].sizes();
+      all = all && dweights[i].defined();
     }
     all = all && any;
     adds_into[static_cast<size_t>(sd)] = all;
     if (all) g_sums_taken.fetch_add(1);
     for (size_t i = w0; i < w0 + static_cast<size_t>(s.per_direction); ++i)
-      if (wants(kFirstWeight + i))
-        dweights[i] = all ? accumulate_into[kFirstWeight + i] : empty(s.weights[i].sizes(), opts);
+      if (wants(kFirstWeight + i) && !all) dweights[i] = empty(s.weights[i].sizes(), opts);
   }
   Tensor dx = wants(0) ? empty({rows, I}, opts) : Tensor();
 

@@ -23,8 +23,8 @@ namespace rnnkit::nn::detail {
 // W_hh of each layer and direction packed for the kernels, kept by a module
 // between inference calls (no graph recorded) and one-step training calls (a
 // decoder cell in a loop) so that a call does not repack weights that have not
-// changed. An entry is reused only while it was packed
-// from the very storage and offset the call's W_hh has, at the storage's
+// changed. An entry is reused only while it was packed from the very storage
+// and offset the call's W_hh has, at the storage's
 // current version (rnnkit::Storage: every writable pointer taken, as every
 // in-place change, optimizer step and load takes one, advances it), and in the
 // layout the call's kernel path takes (kernels::cpu::rnn_packed_weights_fit).
@@ -38,9 +38,9 @@ namespace rnnkit::nn::detail {
 class PackedWeightsCache {
  public:
   // W_hh (float32, contiguous) of entry `index` packed for an rnn_forward on
-  // dims from the calling context's threads; undefined when the
-  // call's path takes no packed weights (kernels::cpu::rnn_forward_takes_packed)
-  // or they cannot be packed, and the forward then packs for itself.
+  // dims from the calling context's threads; undefined when the call's path
+  // takes no packed weights (kernels::cpu::rnn_forward_takes_packed) or they
+  // cannot be packed, and the forward then packs for itself.
   Tensor get(size_t index, const Tensor& w_hh, const kernels::cpu::RnnLayerDims& dims);
   // Times get() packed (tests).
   int64_t packs() const { return packs_.load(); }

@@ -183,10 +183,10 @@ class RNNImplBase : public Module {
   Generator* generator_;
   // W_hh packed for the kernels, kept between inference calls (no graph
   // recorded) and one-step training calls while the weights' storage version
-  // stays the same: every
-  // data_ptr taken advances it (rnnkit::Storage), so every change the library
-  // makes is seen; a write through a data_ptr kept from before a call is not
-  // (take a fresh one). See rnn_function.h and docs/RECURRENT.md.
+  // stays the same: every data_ptr taken advances it (rnnkit::Storage), so
+  // every change the library makes is seen; a write through a data_ptr kept
+  // from before a call is not (take a fresh one). See rnn_function.h and
+  // docs/RECURRENT.md.
   std::shared_ptr<detail::PackedWeightsCache> packed_cache_;
 };
 
