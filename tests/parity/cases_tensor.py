@@ -16,7 +16,17 @@ def _resolve(arg, tensors):
 @case("torch_fn")
 def torch_fn(cfg, tensors):
     """Calls torch.<fn>(*args, **kwargs), or a Tensor method when cfg['method'],
-    then backward with 'grad_out' if given."""
+    then backward with 'grad_out' if given. With cfg['exact'] the op runs in
+    float64 and its results are rounded back to the inputs' dtype: the exact
+    answer, for reductions that rnnkit accumulates in double (PyTorch's own
+    float32 sums are off by a few units in the last place of the partial sums,
+    more than a tight tolerance allows after cancellation)."""
+    dtypes = {}
+    if cfg.get("exact"):
+        for name, t in list(tensors.items()):
+            if t.is_floating_point():
+                dtypes[name] = t.dtype
+                tensors[name] = t.double()
     for name in cfg.get("grad_inputs", []):
         tensors[name].requires_grad_(True)
     args = [_resolve(a, tensors) for a in cfg.get("args", [])]
@@ -29,5 +39,8 @@ def torch_fn(cfg, tensors):
         out = getattr(torch, cfg["fn"])(*args, **kwargs)
     if isinstance(out, (tuple, list)):
         out = out[0]
-    result = {"out": out.detach().clone()}
-    return backward_grads(out, cfg, tensors, result)
+    result = backward_grads(out, cfg, tensors, {"out": out.detach().clone()})
+    if dtypes:
+        back = next(iter(dtypes.values()))
+        result = {k: v.to(back) if v.is_floating_point() else v for k, v in result.items()}
+    return result
