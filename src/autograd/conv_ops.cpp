@@ -1,5 +1,7 @@
-// Differentiable 1-D convolution (functional::conv1d): im2col + one GEMM per
-// group over a chunk of the batch, forward and backward.
+// Differentiable 1-D convolution (functional::conv1d). float32 runs on
+// oneDNN's convolution primitives (kernels/cpu/conv.h) wherever oneDNN has
+// them; float64, and any shape oneDNN declines, on im2col + one GEMM per group
+// over a chunk of the batch, forward and backward, as below.
 //
 // Shapes (after an unbatched input gains N = 1):
 //   x    [N, C, L]        input, C = G * Cg
@@ -14,8 +16,10 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 
 #include "autograd/function.h"
+#include "kernels/cpu/conv.h"
 #include "kernels/cpu/gemm.h"
 #include "rnnkit/nn/conv.h"
 #include "rnnkit/ops.h"
@@ -95,8 +99,41 @@ void col2im(T* dx, const T* dcols, const ConvGeometry& s, int64_t n0, int64_t n)
   }
 }
 
+// db[o] = the sum of dy[:, o, :] (accumulated in double).
+template <typename T>
+void sum_bias_gradient(T* db, const T* dy, const ConvGeometry& s) {
+#pragma omp parallel for schedule(static) if (s.O * s.N * s.Lout > 65536)
+  for (int64_t o = 0; o < s.O; ++o) {
+    double acc = 0;
+    for (int64_t n = 0; n < s.N; ++n) {
+      const T* row = dy + (n * s.O + o) * s.Lout;
+      for (int64_t l = 0; l < s.Lout; ++l) acc += row[l];
+    }
+    db[o] = static_cast<T>(acc);
+  }
+}
+
+// Whether float32 takes oneDNN's convolution primitives for s (kernels/cpu/conv.h).
+bool takes_onednn(const ConvGeometry& s) {
+  return s.N * s.C * s.L <= kernels::cpu::kConvOnednnMaxElements &&
+         s.N * s.O * s.Lout <= kernels::cpu::kConvOnednnMaxElements;
+}
+
+// The kernel layer's description of s, for oneDNN's convolution primitives.
+kernels::cpu::Conv1dDims onednn_dims(const ConvGeometry& s, bool has_bias) {
+  kernels::cpu::Conv1dDims d;
+  d.N = s.N, d.C = s.C, d.L = s.L, d.O = s.O, d.K = s.K, d.groups = s.G;
+  d.stride = s.stride, d.dilation = s.dilation, d.pad_left = s.pad_left, d.pad_right = s.pad_right;
+  d.Lout = s.Lout;
+  d.has_bias = has_bias;
+  return d;
+}
+
 template <typename T>
 void conv1d_forward(T* y, const T* x, const T* w, const T* b, const ConvGeometry& s) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (takes_onednn(s) && kernels::cpu::conv1d_forward(onednn_dims(s, b != nullptr), x, w, b, y)) return;
+  }
   const int64_t CgK = s.Cg * s.K, chunk = s.chunk();
   // Scratch, fully written before it is read (no zero-fill).
   std::unique_ptr<T[]> cols(new T[static_cast<size_t>(s.C * s.K * chunk * s.Lout)]);
@@ -121,7 +158,19 @@ void conv1d_forward(T* y, const T* x, const T* w, const T* b, const ConvGeometry
 
 // dx, dw, db: written (=) when non-null; dy [N, O, Lout] contiguous.
 template <typename T>
-void conv1d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const ConvGeometry& s) {
+void conv1d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const ConvGeometry& s,
+                     bool has_bias) {
+  if constexpr (std::is_same_v<T, float>) {
+    // oneDNN's primitives where it has them for both parts that are wanted.
+    const kernels::cpu::Conv1dDims d = onednn_dims(s, has_bias);
+    const bool data = dx == nullptr || (takes_onednn(s) && kernels::cpu::conv1d_backward_data(d, dy, w, dx));
+    const bool weights =
+        data && (dw == nullptr || (takes_onednn(s) && kernels::cpu::conv1d_backward_weights(d, dy, x, dw, db)));
+    if (data && weights && (dx != nullptr || dw != nullptr)) {
+      if (dw == nullptr && db != nullptr) sum_bias_gradient(db, dy, s);
+      return;
+    }
+  }
   const int64_t CgK = s.Cg * s.K, chunk = s.chunk();
   if (dx) {
     const int64_t total = s.N * s.C * s.L;
@@ -129,17 +178,7 @@ void conv1d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, c
     for (int64_t i = 0; i < total; ++i) dx[i] = T(0);
   }
   if (dw) std::fill(dw, dw + s.O * CgK, T(0));
-  if (db) {
-#pragma omp parallel for schedule(static) if (s.O * s.N * s.Lout > 65536)
-    for (int64_t o = 0; o < s.O; ++o) {
-      double acc = 0;
-      for (int64_t n = 0; n < s.N; ++n) {
-        const T* row = dy + (n * s.O + o) * s.Lout;
-        for (int64_t l = 0; l < s.Lout; ++l) acc += row[l];
-      }
-      db[o] = static_cast<T>(acc);
-    }
-  }
+  if (db) sum_bias_gradient(db, dy, s);
   if (!dx && !dw) return;
   std::unique_ptr<T[]> cols(new T[static_cast<size_t>(s.C * s.K * chunk * s.Lout)]);
   std::unique_ptr<T[]> dyt(new T[static_cast<size_t>(s.O * chunk * s.Lout)]);  // [G, Og, n*Lout] = [O, n*Lout]
@@ -237,7 +276,8 @@ Tensor conv1d(const Tensor& input, const Tensor& weight, const Tensor& bias, int
   const Dtype dtype = input.dtype();
   // Backward reads x only for dw and w only for dx.
   Tensor x_saved = need_w ? xc : Tensor(), w_saved = need_x ? wc : Tensor();
-  auto backward = [x_saved, w_saved, s, dtype, need_x, need_w, need_b, in_shape,
+  const bool has_bias = bias.defined();
+  auto backward = [x_saved, w_saved, s, dtype, need_x, need_w, need_b, has_bias, in_shape,
                    batched](const tensor_list& g) -> tensor_list {
     Tensor dy = native::contiguous(batched ? g[0] : g[0].unsqueeze(0));
     Tensor dx, dw, db;
@@ -247,7 +287,7 @@ Tensor conv1d(const Tensor& input, const Tensor& weight, const Tensor& bias, int
     dispatch_floating(dtype, "conv1d backward", [&](auto tag) {
       using T = decltype(tag);
       auto ptr = [](const Tensor& t) { return t.defined() ? t.data_ptr<T>() : nullptr; };
-      conv1d_backward<T>(ptr(dx), ptr(dw), ptr(db), dy.data_ptr<T>(), ptr(x_saved), ptr(w_saved), s);
+      conv1d_backward<T>(ptr(dx), ptr(dw), ptr(db), dy.data_ptr<T>(), ptr(x_saved), ptr(w_saved), s, has_bias);
     });
     if (dx.defined()) dx = dx.view(in_shape);
     return {dx, dw, db};

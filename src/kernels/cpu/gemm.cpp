@@ -1,4 +1,5 @@
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/onednn.h"
 
 #include <dnnl.h>
 #include <omp.h>
@@ -40,46 +41,26 @@ dnnl_status_t sgemm_compute(const char* transa, const char* transb, const dnnl_d
 
 namespace rnnkit::kernels::cpu {
 
-namespace {
+namespace onednn {
 
-// oneDNN's OpenMP build takes its team size from the calling thread's OpenMP
-// default: make it rnnkit's, one thread inside any parallel region. (oneDNN
-// itself goes single-threaded only inside an active region; inside a one-thread
-// team's region it would start a nested team of the inherited default size, and
-// its sgemm's sums may then round differently from a one-thread run's.)
 void use_rnnkit_threads() {
   const int nthreads = rnnkit::get_num_threads();
   if (omp_get_max_threads() != nthreads) omp_set_num_threads(nthreads);
 }
-
-using dnnl::memory;
 
 const dnnl::engine& cpu_engine() {
   static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
   return engine;
 }
 
-// A cached matmul primitive, C[M, N] (+)= A[M, K] B, with its operands
-// descriptors (`weights` is B's: for packed_gemm the primitive's choice of
-// layout). The primitive takes its scratchpad from the caller (scratchpad_mode::user), so
-// that two threads may execute it at once (the two directions of a
-// bidirectional layer do): a library-owned scratchpad would be shared.
-struct MatmulEntry {
-  dnnl::matmul primitive;
-  memory::desc a, weights, c, scratchpad;
-  bool brgemm = false;  // oneDNN runs it with its brgemm kernel (AVX-512 machines)
-};
-
-// The calling thread's buffer number `slot` of at least `bytes`, 64-byte aligned:
-// slot 0 holds oneDNN's scratchpads, slot 1 packed_gemm's dense copies, slot 2
-// padded_transposed_a_gemm's row-padded copies.
 void* thread_buffer(int slot, size_t bytes) {
   struct Buffer {
     void* data = nullptr;
     size_t size = 0;
     ~Buffer() { std::free(data); }
   };
-  thread_local Buffer buffers[3];
+  thread_local Buffer buffers[kThreadBuffers];
+  RNNKIT_CHECK(slot >= 0 && slot < kThreadBuffers, "thread_buffer: internal error, slot ", slot);
   Buffer& buffer = buffers[slot];
   if (buffer.size < bytes) {
     std::free(buffer.data);
@@ -93,14 +74,34 @@ void* thread_buffer(int slot, size_t bytes) {
   return buffer.data;
 }
 
-void* thread_scratchpad(size_t bytes) { return thread_buffer(0, bytes); }
-
-// The calling thread's oneDNN stream (making one per call cost 1-3 us, a few
-// percent of a small per-step product).
 dnnl::stream& thread_stream() {
   thread_local dnnl::stream stream(cpu_engine());
   return stream;
 }
+
+}  // namespace onednn
+
+namespace {
+
+using onednn::cpu_engine;
+using onednn::thread_buffer;
+using onednn::thread_stream;
+using onednn::use_rnnkit_threads;
+
+using dnnl::memory;
+
+// A cached matmul primitive, C[M, N] (+)= A[M, K] B, with its operands
+// descriptors (`weights` is B's: for packed_gemm the primitive's choice of
+// layout). The primitive takes its scratchpad from the caller (scratchpad_mode::user), so
+// that two threads may execute it at once (the two directions of a
+// bidirectional layer do): a library-owned scratchpad would be shared.
+struct MatmulEntry {
+  dnnl::matmul primitive;
+  memory::desc a, weights, c, scratchpad;
+  bool brgemm = false;  // oneDNN runs it with its brgemm kernel (AVX-512 machines)
+};
+
+void* thread_scratchpad(size_t bytes) { return thread_buffer(onednn::kScratchpadBuffer, bytes); }
 
 // The primitive C (+)= A B for these descriptors (weights: B's, `any` lets oneDNN
 // choose), with a user scratchpad; null when oneDNN cannot make it, or, with
@@ -234,7 +235,7 @@ bool padded_transposed_a_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, 
                               int64_t ldc) {
   if (!trans_a || lda % 256 != 0 || M < 512 || N < 128 || N > 512 || K < 2 * kPaddedK) return false;
   const int64_t ldp = M + 16;
-  float* padded = static_cast<float*>(thread_buffer(2, static_cast<size_t>(kPaddedK * ldp) * sizeof(float)));
+  float* padded = static_cast<float*>(thread_buffer(onednn::kPaddedCopyBuffer, static_cast<size_t>(kPaddedK * ldp) * sizeof(float)));
   const int nthreads = rnnkit::get_num_threads();
   for (int64_t k0 = 0; k0 < K; k0 += kPaddedK) {
     const int64_t kc = std::min(kPaddedK, K - k0);
@@ -450,7 +451,7 @@ void packed_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
   // rounding of each sum as the accumulating primitive's).
   const int64_t a_elems = lda != K ? M * K : 0;
   const int64_t c_elems = ldc != N ? M * N : 0;
-  float* stage = static_cast<float*>(thread_buffer(1, static_cast<size_t>(a_elems + c_elems) * sizeof(float)));
+  float* stage = static_cast<float*>(thread_buffer(onednn::kDenseCopyBuffer, static_cast<size_t>(a_elems + c_elems) * sizeof(float)));
   const float* a_dense = A;
   if (lda != K) {
     copy_rows(M, K, A, lda, stage, K);
