@@ -399,6 +399,31 @@ bool takes_packed(kernels::cpu::CellType cell, int64_t I, int64_t H, int64_t N, 
   return kernels::cpu::rnn_forward_takes_packed(dims);
 }
 
+// A layer or cell config as rnn_parity_cases.h builds it (bias, no dropout,
+// time-major, no projection).
+json layer_config(const char* kind, int64_t I, int64_t H, int64_t L, int64_t N, int64_t T, bool bidirectional,
+                  const char* nonlinearity = "relu") {
+  return json{{"kind", kind},   {"input_size", I},         {"hidden_size", H},   {"num_layers", L},
+              {"batch", N},     {"steps", T},              {"bias", true},       {"batch_first", false},
+              {"dropout", 0.0}, {"bidirectional", bidirectional}, {"proj_size", 0}, {"nonlinearity", nonlinearity}};
+}
+
+// Every instruction set this CPU has, scalar included.
+std::vector<simd::Isa> available_isas() {
+  std::vector<simd::Isa> isas;
+  for (simd::Isa isa : {simd::Isa::kAvx512, simd::Isa::kAvx2, simd::Isa::kScalar})
+    if (isa <= simd::detected_isa()) isas.push_back(isa);
+  return isas;
+}
+
+// The kernels' cell type of a layer config (rnn_parity_cases.h's json).
+kernels::cpu::CellType cell_type_of(const json& c) {
+  const std::string kind = c["kind"];
+  if (kind.rfind("LSTM", 0) == 0) return kernels::cpu::CellType::LSTM;
+  if (kind.rfind("GRU", 0) == 0) return kernels::cpu::CellType::GRU;
+  return c["nonlinearity"] == "relu" ? kernels::cpu::CellType::RNN_RELU : kernels::cpu::CellType::RNN_TANH;
+}
+
 const nn::detail::PackedWeightsCache& packed_cache_of(const nn::Module& m) {
   if (auto* layer = dynamic_cast<const nn::RNNImplBase*>(&m)) return layer->packed_weights_cache();
   return dynamic_cast<const nn::RNNCellImplBase&>(m).packed_weights_cache();
@@ -412,9 +437,7 @@ TEST(RnnModules, InferenceKeepsPackedWeightsUntilTheyChange) {
   SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed));
   std::mt19937_64 rng(seed);
   auto layer = [](const char* kind, int64_t I, int64_t H, int64_t L, int64_t N, int64_t T, bool bidirectional) {
-    return json{{"kind", kind},   {"input_size", I},         {"hidden_size", H},   {"num_layers", L},
-                {"batch", N},     {"steps", T},              {"bias", true},       {"batch_first", false},
-                {"dropout", 0.0}, {"bidirectional", bidirectional}, {"proj_size", 0}, {"nonlinearity", "relu"}};
+    return layer_config(kind, I, H, L, N, T, bidirectional);
   };
   const std::vector<json> configs = {
       layer("LSTM", 24, 64, 2, 1, 40, false),  // small batch, stacked: the wavefront
@@ -427,9 +450,7 @@ TEST(RnnModules, InferenceKeepsPackedWeightsUntilTheyChange) {
   };
   // Every instruction set this CPU has: without AVX2 the small-batch forward
   // takes no packed weights, and nothing is kept.
-  std::vector<simd::Isa> isas;
-  for (simd::Isa isa : {simd::Isa::kAvx512, simd::Isa::kAvx2, simd::Isa::kScalar})
-    if (isa <= simd::detected_isa()) isas.push_back(isa);
+  const std::vector<simd::Isa> isas = available_isas();
   const simd::Isa saved_isa = simd::active_isa();
   for (simd::Isa isa : isas)
   for (const json& c : configs) {
@@ -441,10 +462,7 @@ TEST(RnnModules, InferenceKeepsPackedWeightsUntilTheyChange) {
     const int64_t D = c["bidirectional"].get<bool>() ? 2 : 1, L = c["num_layers"];
     // Whether the calls take packed weights: layer 0's kernel dims decide (the
     // later layers differ only in input size).
-    const kernels::cpu::CellType cell_type = kind.rfind("LSTM", 0) == 0  ? kernels::cpu::CellType::LSTM
-                                             : kind.rfind("GRU", 0) == 0 ? kernels::cpu::CellType::GRU
-                                                                         : kernels::cpu::CellType::RNN_RELU;
-    const int64_t expected = takes_packed(cell_type, I, H, N, T) ? L * D : 0;
+    const int64_t expected = takes_packed(cell_type_of(c), I, H, N, T) ? L * D : 0;
     EXPECT_TRUE(expected > 0 || isa == simd::Isa::kScalar);
     Generator gen(rng());
     auto m = rnnkit::testing::rnn::build_model(c, &gen);
@@ -558,18 +576,14 @@ TEST(RnnModules, OneStepTrainingCallsKeepPackedWeights) {
   SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed));
   std::mt19937_64 rng(seed);
   auto layer = [](const char* kind, int64_t I, int64_t H, int64_t L, int64_t N, bool bidirectional) {
-    return json{{"kind", kind},   {"input_size", I},         {"hidden_size", H},   {"num_layers", L},
-                {"batch", N},     {"steps", 1},              {"bias", true},       {"batch_first", false},
-                {"dropout", 0.0}, {"bidirectional", bidirectional}, {"proj_size", 0}, {"nonlinearity", "tanh"}};
+    return layer_config(kind, I, H, L, N, 1, bidirectional, "tanh");
   };
   const std::vector<json> configs = {
       layer("LSTMCell", 12, 32, 1, 2, false), layer("GRUCell", 20, 48, 1, 1, false),
       layer("RNNCell", 16, 96, 1, 40, false),  // a training-size batch: the GEMM or lanes path
       layer("LSTM", 24, 64, 1, 1, false),     layer("GRU", 16, 40, 2, 3, true),
   };
-  std::vector<simd::Isa> isas;
-  for (simd::Isa isa : {simd::Isa::kAvx512, simd::Isa::kAvx2, simd::Isa::kScalar})
-    if (isa <= simd::detected_isa()) isas.push_back(isa);
+  const std::vector<simd::Isa> isas = available_isas();
   const simd::Isa saved_isa = simd::active_isa();
   for (simd::Isa isa : isas)
     for (const json& c : configs) {
@@ -579,10 +593,7 @@ TEST(RnnModules, OneStepTrainingCallsKeepPackedWeights) {
       const bool cell = rnnkit::testing::rnn::is_cell(kind);
       const int64_t I = c["input_size"], H = c["hidden_size"], N = c["batch"];
       const int64_t D = c["bidirectional"].get<bool>() ? 2 : 1, L = c["num_layers"];
-      const kernels::cpu::CellType cell_type = kind.rfind("LSTM", 0) == 0  ? kernels::cpu::CellType::LSTM
-                                               : kind.rfind("GRU", 0) == 0 ? kernels::cpu::CellType::GRU
-                                                                           : kernels::cpu::CellType::RNN_TANH;
-      const int64_t expected = takes_packed(cell_type, I, H, N, 1) ? L * D : 0;
+      const int64_t expected = takes_packed(cell_type_of(c), I, H, N, 1) ? L * D : 0;
       EXPECT_TRUE(expected > 0 || isa == simd::Isa::kScalar);
       Generator gen(rng());
       auto m = rnnkit::testing::rnn::build_model(c, &gen);
@@ -654,9 +665,7 @@ TEST(RnnModules, CallsSharingWeightsSumGradientsInPlace) {
   SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed));
   std::mt19937_64 rng(seed);
   auto layer = [](const char* kind, int64_t I, int64_t H, int64_t L, int64_t N, int64_t T, bool bidirectional) {
-    return json{{"kind", kind},   {"input_size", I},         {"hidden_size", H},   {"num_layers", L},
-                {"batch", N},     {"steps", T},              {"bias", true},       {"batch_first", false},
-                {"dropout", 0.0}, {"bidirectional", bidirectional}, {"proj_size", 0}, {"nonlinearity", "relu"}};
+    return layer_config(kind, I, H, L, N, T, bidirectional);
   };
   const std::vector<json> configs = {
       layer("LSTMCell", 12, 32, 1, 2, 1, false), layer("GRUCell", 20, 48, 1, 1, 1, false),
