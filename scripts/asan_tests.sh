@@ -8,7 +8,12 @@
 #     threaded schedules (directions at once, the wavefront of time chunks) whose
 #     workspaces are sized per call and shared between threads;
 #   - the recurrent modules' test: among others, the packed weights a module
-#     keeps between inference calls, repacked in place, shared by two threads.
+#     keeps between calls, repacked in place, shared by two threads, and the
+#     weight gradients added into the backward engine's running sums;
+#   - the gradient checks, whose engine tests write gradient sums in place
+#     only where nothing else can see them;
+#   - the convolution kernels' test (oneDNN primitives on reordered copies in
+#     kept per-thread buffers).
 #
 #   scripts/asan_tests.sh                    # build-asan/, all of them
 #   RNNKIT_ASAN_BUILD_DIR=/tmp/a scripts/asan_tests.sh
@@ -20,7 +25,7 @@ cd "$(dirname "$0")/.."
 
 BUILD_DIR="${RNNKIT_ASAN_BUILD_DIR:-build-asan}"
 JOBS="${RNNKIT_JOBS:-$(nproc)}"
-read -r -a TESTS <<< "${RNNKIT_ASAN_TESTS:-test_corruption test_checkpoint test_safetensors test_rnn_parity test_rnn_modules}"
+read -r -a TESTS <<< "${RNNKIT_ASAN_TESTS:-test_corruption test_checkpoint test_safetensors test_rnn_parity test_rnn_modules test_gradcheck test_conv_kernels}"
 
 # -O1 -g1: the speed ASan is designed for, line numbers in reports, and a
 # quicker build than -O2 -g. Apps and benchmarks are not built.

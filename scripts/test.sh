@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: sets up and builds (scripts/setup.sh), runs the
-# file-format and recurrent parity tests under AddressSanitizer
+# file-format, recurrent, gradient and convolution tests under AddressSanitizer
 # (scripts/asan_tests.sh) and the per-step scheduler's test under
 # ThreadSanitizer (scripts/tsan_tests.sh), then
 # every CTest test — unit, gradient, live PyTorch parity, end-to-end — and
