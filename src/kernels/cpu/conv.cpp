@@ -161,37 +161,53 @@ const ConvEntry* conv_entry(const Conv1dDims& d) {
   return slot->ok ? slot.get() : nullptr;
 }
 
+// One plain operand of a primitive: its argument, its move between layouts,
+// the caller's data and the thread buffer for its copy in the chosen layout.
+struct Operand {
+  int arg;
+  const Move* move;
+  const float* data;  // written for the output
+  int slot;
+};
+
+// Runs p on two inputs and one output (each moved through the layout p
+// chose), with an [O] bias-shaped operand passed as is under bias_arg when
+// bias is given (read for the forward, written for the weights' backward), and
+// waits for it.
+void run(const dnnl::primitive& p, const memory::desc& scratchpad, const Operand& in0, const Operand& in1,
+         const Operand& out, int bias_arg, const float* bias, int64_t O) {
+  onednn::use_rnnkit_threads();
+  float* out_data = const_cast<float*>(out.data);
+  const memory dst = output_memory(*out.move, out_data, out.slot);
+  std::unordered_map<int, memory> args{{in0.arg, input_memory(*in0.move, in0.data, in0.slot)},
+                                       {in1.arg, input_memory(*in1.move, in1.data, in1.slot)},
+                                       {out.arg, dst}};
+  if (bias != nullptr)
+    args.emplace(bias_arg, memory(memory::desc({O}, memory::data_type::f32, memory::format_tag::a), cpu_engine(),
+                                  const_cast<float*>(bias)));
+  execute(p, scratchpad, std::move(args));
+  finish_output(*out.move, dst, out_data);
+  thread_stream().wait();
+}
+
 }  // namespace
 
 bool conv1d_forward(const Conv1dDims& d, const float* x, const float* w, const float* b, float* y) {
   if (d.has_bias != (b != nullptr)) return false;
   const ConvEntry* e = conv_entry(d);
   if (e == nullptr) return false;
-  onednn::use_rnnkit_threads();
-  const memory src = input_memory(e->fwd_src, x, onednn::kConvSourceBuffer);
-  const memory wei = input_memory(e->fwd_weights, w, onednn::kConvWeightsBuffer);
-  const memory dst = output_memory(e->fwd_dst, y, onednn::kConvDestBuffer);
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
-  if (b != nullptr)
-    args.emplace(DNNL_ARG_BIAS, memory(memory::desc({d.O}, memory::data_type::f32, memory::format_tag::a),
-                                       cpu_engine(), const_cast<float*>(b)));
-  execute(e->forward, e->forward_scratch, std::move(args));
-  finish_output(e->fwd_dst, dst, y);
-  thread_stream().wait();
+  run(e->forward, e->forward_scratch, {DNNL_ARG_SRC, &e->fwd_src, x, onednn::kConvSourceBuffer},
+      {DNNL_ARG_WEIGHTS, &e->fwd_weights, w, onednn::kConvWeightsBuffer},
+      {DNNL_ARG_DST, &e->fwd_dst, y, onednn::kConvDestBuffer}, DNNL_ARG_BIAS, b, d.O);
   return true;
 }
 
 bool conv1d_backward_data(const Conv1dDims& d, const float* dy, const float* w, float* dx) {
   const ConvEntry* e = conv_entry(d);
   if (e == nullptr) return false;
-  onednn::use_rnnkit_threads();
-  const memory diff_dst = input_memory(e->bwd_dst, dy, onednn::kConvDestBuffer);
-  const memory wei = input_memory(e->bwd_weights, w, onednn::kConvWeightsBuffer);
-  const memory diff_src = output_memory(e->bwd_src, dx, onednn::kConvSourceBuffer);
-  execute(e->backward_data, e->data_scratch,
-          {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, diff_src}});
-  finish_output(e->bwd_src, diff_src, dx);
-  thread_stream().wait();
+  run(e->backward_data, e->data_scratch, {DNNL_ARG_DIFF_DST, &e->bwd_dst, dy, onednn::kConvDestBuffer},
+      {DNNL_ARG_WEIGHTS, &e->bwd_weights, w, onednn::kConvWeightsBuffer},
+      {DNNL_ARG_DIFF_SRC, &e->bwd_src, dx, onednn::kConvSourceBuffer}, 0, nullptr, d.O);
   return true;
 }
 
@@ -203,18 +219,10 @@ bool conv1d_backward_weights(const Conv1dDims& d, const float* dy, const float* 
     unwanted_db.resize(static_cast<size_t>(d.O));
     db = unwanted_db.data();
   }
-  onednn::use_rnnkit_threads();
-  const memory src = input_memory(e->bww_src, x, onednn::kConvSourceBuffer);
-  const memory diff_dst = input_memory(e->bww_dst, dy, onednn::kConvDestBuffer);
-  const memory diff_wei = output_memory(e->bww_weights, dw, onednn::kConvWeightsBuffer);
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, diff_dst},
-                                       {DNNL_ARG_DIFF_WEIGHTS, diff_wei}};
-  if (d.has_bias)
-    args.emplace(DNNL_ARG_DIFF_BIAS,
-                 memory(memory::desc({d.O}, memory::data_type::f32, memory::format_tag::a), cpu_engine(), db));
-  execute(e->backward_weights, e->weights_scratch, std::move(args));
-  finish_output(e->bww_weights, diff_wei, dw);
-  thread_stream().wait();
+  run(e->backward_weights, e->weights_scratch, {DNNL_ARG_SRC, &e->bww_src, x, onednn::kConvSourceBuffer},
+      {DNNL_ARG_DIFF_DST, &e->bww_dst, dy, onednn::kConvDestBuffer},
+      {DNNL_ARG_DIFF_WEIGHTS, &e->bww_weights, dw, onednn::kConvWeightsBuffer}, DNNL_ARG_DIFF_BIAS,
+      d.has_bias ? db : nullptr, d.O);
   return true;
 }
 

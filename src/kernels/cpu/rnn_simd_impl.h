@@ -151,29 +151,18 @@ void elman_backward(int64_t n, int64_t H, const float* gates, const float*, cons
 // cores: LSTM H = 512 N = 64 -3 to -4%, GRU -1.5 to -2%; no change at H = 128
 // N = 1, whose step the recurrent product bounds.
 //
-// g[j] = tanh(g[j] + b[j]) (Tanh), else sigmoid(g[j] + b[j]), for j < n. A
-// sweep over the rows of all gates that stored each row before loading the
-// next, rows 4 KiB apart (H = 1024), made each load wait on the store to the
-// row before (same address bits below 4 KiB); activate_pair_in_place loads
-// both of its rows first.
-template <bool Tanh>
-void activate_in_place(int64_t n, float* g, const float* b) {
-  for_chains(n, [&](auto w, int64_t j, int64_t cnt) {
-    using W = decltype(w);
-    const auto pre = W::add(ld<W>(g + j, cnt), ld<W>(b + j, cnt));
-    st<W>(g + j, Tanh ? simd::tanh<W>(pre) : simd::sigmoid<W>(pre), cnt);
-  });
-}
-
-// activate_in_place on two gate rows at once, (ga, ba) and (gb, bb): their
+// Two gate rows at once, (ga, ba) and (gb, bb): g[j] = tanh(g[j] + b[j]) where
+// that row's Tanh is set, else sigmoid(g[j] + b[j]), for j < n. The rows'
 // chains are independent, so a pass over few units (a thread's part of a small
-// layer: one group of Multi's vectors) no longer waits out one activation's
-// latency per row. Each row's loads come before either store, so rows 4 KiB
-// apart do not alias. The same bits as one row at a time. Forward with packed
-// weights on two Xeon cores, in-process A/B against one row per pass: lstm-128-1
-// 0.98-0.99, gru-128-1 0.98-0.99, lstm-128-4 0.97-0.98; GEMM-path rows
-// (lstm-512-64, lstm-1024-64, gru-512-64) level. All four LSTM gates in one
-// pass gained nothing more.
+// layer: one group of Multi's vectors) does not wait out one activation's
+// latency per row. Each row's loads come before either store: a sweep that
+// stored each row before loading the next made, with rows 4 KiB apart (H =
+// 1024), each load wait on the store to the row before (same address bits
+// below 4 KiB). The same bits as one row at a time. Forward with packed
+// weights on two Xeon cores, in-process A/B against one row per pass:
+// lstm-128-1 0.98-0.99, gru-128-1 0.98-0.99, lstm-128-4 0.97-0.98; GEMM-path
+// rows (lstm-512-64, lstm-1024-64, gru-512-64) level. All four LSTM gates in
+// one pass gained nothing more.
 template <bool TanhA, bool TanhB>
 void activate_pair_in_place(int64_t n, float* ga, const float* ba, float* gb, const float* bb) {
   for_chains(n, [&](auto w, int64_t j, int64_t cnt) {
