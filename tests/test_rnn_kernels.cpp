@@ -1740,6 +1740,53 @@ TEST(RnnKernels, GemmPathsForwardDoesNotDependOnThreadCount) {
   }
 }
 
+// The GEMM path's per-step products through the dense stage (where oneDNN's
+// matmul would not take strided gates rows in place: LSTM rows padded to
+// 4H + 16, every GRU, an Elman layer writing into a wider y): the same bits as
+// packed_gemm's own copies (tuning::set_stage_step_products(false)) for the
+// forward and every gradient, with an initial state, shrinking batches (steps
+// whose products do not take the stage) and the backward's per-step products
+// (overwrite_forward_workspace with rows >= 2H), on two threads, whose
+// pointwise passes split the rows into column slices; and against the double
+// reference.
+TEST(RnnKernels, GemmPathStagedProductsSameBits) {
+  struct StageScope {
+    explicit StageScope(bool stage) { k::tuning::set_stage_step_products(stage); }
+    ~StageScope() { k::tuning::set_stage_step_products(true); }
+  };
+  uint64_t seed = 990;
+  for (CellType cell : {CellType::LSTM, CellType::GRU, CellType::RNN_TANH})
+    for (bool reverse : {false, true}) {
+      Config c = random_config(cell, ++seed);
+      c.I = 9, c.H = 128, c.P = 0, c.N = 40, c.T = 8;
+      c.batch_sizes = {40, 40, 40, 40, 40, 40, 33, 7};
+      c.use_h0 = true;
+      c.reverse = reverse;
+      c.overwrite = true;
+      if (cell == CellType::RNN_TANH) c.ldy_pad = 5;
+      c.weight_scale = 0.1;
+      SCOPED_TRACE(c.describe());
+      ASSERT_STREQ(k::tuning::forward_path(c.dims()), "gemm");
+      ASSERT_GE(c.rows(), 2 * c.H) << "the backward's per-step products are packed from 2H rows";
+      check_large(c);
+      const Problem p = random_problem(c);
+      const KernelOutputs staged = run_float_kernel_on(2, c, p);
+      const StageScope off(false);
+      const KernelOutputs copied = run_float_kernel_on(2, c, p);
+      EXPECT_EQ(staged.y, copied.y);
+      EXPECT_EQ(staged.y_inf_packed, copied.y_inf_packed);
+      EXPECT_EQ(staged.h_n, copied.h_n);
+      EXPECT_EQ(staged.c_n, copied.c_n);
+      EXPECT_EQ(staged.dx, copied.dx);
+      EXPECT_EQ(staged.dh0, copied.dh0);
+      EXPECT_EQ(staged.dc0, copied.dc0);
+      EXPECT_EQ(staged.dw_ih, copied.dw_ih);
+      EXPECT_EQ(staged.dw_hh, copied.dw_hh);
+      EXPECT_EQ(staged.db_hh, copied.db_hh);
+      if (::testing::Test::HasFailure()) return;
+    }
+}
+
 // Which batches and sizes take the rows-in-lanes path by default: 14-16 rows
 // against a W_hh larger than 1.5x the cores' L2 (6 MiB with 2 MiB per core on
 // 2 cores).

@@ -413,11 +413,19 @@ void add_rows(int64_t rows, int64_t cols, const float* src, int64_t lds, float* 
 
 }  // namespace
 
+bool packed_gemm_takes_strides(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldc) {
+  const MatmulEntry* dense = nullptr;
+  if (packing_for(M, N, K, &dense) != Packing::kMatmul || (lda == K && ldc == N)) return true;
+  const MatmulEntry* e = matmul_entry(M, N, K, lda, ldc);
+  return e != nullptr && e->weights == dense->weights;
+}
+
 void packed_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* packed,
-                 const float* W, int64_t ldw, bool w_is_kn, float* C, int64_t ldc) {
+                 const float* W, int64_t ldw, bool w_is_kn, float* C, int64_t ldc, bool accumulate) {
   if (M == 0 || N == 0) return;
   const MatmulEntry* dense = nullptr;
   const Packing packing = packing_for(M, N, K, &dense);
+  const float beta = accumulate ? 1.0f : 0.0f;
 #ifdef RNNKIT_HAVE_ONEDNN_PACKED_SGEMM
   if (packing == Packing::kSgemm) {
     // Any strides: the packed operand carries its own layout (and the thread
@@ -425,7 +433,6 @@ void packed_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
     use_rnnkit_threads();
     const char transa = 'P', transb = 'N';
     const dnnl_dim_t ld = ldw, ld_a = lda, ld_c = ldc;
-    const float beta = 1.0f;
     const dnnl_status_t st = dnnl::impl::cpu::sgemm_compute(&transa, &transb, &N, &M, &K, packed, &ld, A, &ld_a,
                                                             &beta, C, &ld_c);
     RNNKIT_CHECK(st == dnnl_success, "packed_gemm: oneDNN sgemm_compute failed with status ", int(st),
@@ -434,12 +441,16 @@ void packed_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
   }
 #endif
   if (packing != Packing::kMatmul) {
-    gemm(false, !w_is_kn, M, N, K, 1.0f, A, lda, W, ldw, 1.0f, C, ldc);
+    gemm(false, !w_is_kn, M, N, K, 1.0f, A, lda, W, ldw, beta, C, ldc);
     return;
   }
-  const bool strided = lda != K || ldc != N;
-  const MatmulEntry* e = strided ? matmul_entry(M, N, K, lda, ldc) : dense;
-  if (e != nullptr && e->weights == dense->weights) {
+  // The primitive for these strides, if it reads the weights in the layout they
+  // were packed in.
+  const auto sharing = [&](int64_t ld_a, int64_t ld_c, bool sum) {
+    const MatmulEntry* e = ld_a == K && ld_c == N && sum ? dense : matmul_entry(M, N, K, ld_a, ld_c, sum);
+    return e != nullptr && e->weights == dense->weights ? e : nullptr;
+  };
+  if (const MatmulEntry* e = sharing(lda, ldc, accumulate)) {
     execute(*e, A, packed, C);
     return;
   }
@@ -457,20 +468,20 @@ void packed_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
     copy_rows(M, K, A, lda, stage, K);
     a_dense = stage;
   }
-  float* c_dense = stage + a_elems;
-  if (ldc == N) {
-    execute(*dense, a_dense, packed, C);
-    return;
-  }
-  const MatmulEntry* product = matmul_entry(M, N, K, K, N, false);
-  if (product != nullptr && product->weights == dense->weights) {
+  const MatmulEntry* product = sharing(K, N, false);
+  float* c_dense = ldc == N ? C : stage + a_elems;
+  if (product != nullptr && (ldc != N || !accumulate)) {
     execute(*product, a_dense, packed, c_dense);
-    add_rows(M, N, c_dense, N, C, ldc);
+    if (ldc != N) (accumulate ? add_rows : copy_rows)(M, N, c_dense, N, C, ldc);
     return;
   }
-  copy_rows(M, N, C, ldc, c_dense, N);
+  if (accumulate) {
+    if (ldc != N) copy_rows(M, N, C, ldc, c_dense, N);
+  } else {
+    for (int64_t i = 0; i < M; ++i) std::fill_n(c_dense + i * N, N, 0.0f);
+  }
   execute(*dense, a_dense, packed, c_dense);
-  copy_rows(M, N, c_dense, N, C, ldc);
+  if (ldc != N) copy_rows(M, N, c_dense, N, C, ldc);
 }
 
 }  // namespace rnnkit::kernels::cpu

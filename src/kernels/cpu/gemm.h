@@ -35,9 +35,16 @@ int64_t packed_gemm_size(int64_t M, int64_t N, int64_t K);
 bool packed_gemm_pack(int64_t M, int64_t N, int64_t K, const float* W, int64_t ldw, bool w_is_kn,
                       float* packed, int64_t capacity);
 // C[M, N] (row stride ldc) += A[M, K] (row stride lda) op(W), W as packed for (M,
-// N, K). Falls back to gemm with W (row stride ldw) if no primitive takes these
-// strides with that packing.
+// N, K); with accumulate = false, C = A op(W). Falls back to gemm with W (row
+// stride ldw) if no primitive takes these strides with that packing.
 void packed_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* packed,
-                 const float* W, int64_t ldw, bool w_is_kn, float* C, int64_t ldc);
+                 const float* W, int64_t ldw, bool w_is_kn, float* C, int64_t ldc, bool accumulate = true);
+// Whether packed_gemm for (M, N, K) runs on operands with these row strides
+// where they are. Where not, it copies A into a dense buffer before the product
+// and, for C, makes the product apart and adds it to C after: passes of their
+// own (one thread, or another fork/join) that a caller walking those rows anyway
+// (a recurrent step's pointwise pass) can fuse into its walk instead, passing
+// dense operands.
+bool packed_gemm_takes_strides(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldc);
 
 }  // namespace rnnkit::kernels::cpu

@@ -83,6 +83,9 @@ int64_t gates_row_stride(const RnnLayerDims& d) {
 //                      of the projection, kept for dW_hr); inference [N, H] one step's
 //   bias  [S*H]        the cell's bias row (rnn_pointwise.h, fill_bias_row)
 //   zeros [max(H, Hout)] a zero row standing in for a null h0/c0 row
+//   stage [N, G*H]     GEMM path (step_stage_size): a step's recurrent product, made
+//                      apart where oneDNN would not add it into the strided gates
+//                      rows in place, and added by the pointwise pass
 //   packed             W_hh packed: for the small-batch path (rnn_pack_weights'
 //                      layout) or for the generic path's per-step products
 //                      (packed_gemm); unused when the caller passes packed weights
@@ -90,7 +93,8 @@ int64_t gates_row_stride(const RnnLayerDims& d) {
 //                      scratch holds it). Forward-only: the backward may keep its
 //                      dgates there (see backward_layout).
 struct ForwardLayout {
-  size_t gates = 0, c = 0, m = 0, bias = 0, zeros = 0, packed = 0, packed_end = 0, total = 0;
+  size_t gates = 0, c = 0, m = 0, bias = 0, zeros = 0, stage = 0, stage_end = 0, packed = 0, packed_end = 0,
+         total = 0;
 };
 
 // Batches up to 8 take the persistent small-batch forward (float, when the CPU
@@ -192,6 +196,22 @@ size_t recurrent_scratch_size(const RnnLayerDims& d) {
                                                        hidden_out_size(d))));
 }
 
+// Floats of the dense [N, G*H] stage of the per-step products on the GEMM path
+// (0 off it): where oneDNN's accumulating product would not take the operand
+// in place, strided gates rows (all LSTM and GRU layers whose rows are padded,
+// gates_row_stride; every GRU, whose product fills three of its four column
+// blocks), the forward makes the product into the stage and the step's
+// pointwise pass adds it to the gates as it reads them; the backward's pointwise
+// pass copies the step's dgates there for its dh product. Both were passes of
+// their own inside packed_gemm (one thread below 64K values, else one more
+// fork/join per step): on 2 Xeon cores (AVX-512) they took 4-7% of an LSTM
+// forward at H = 256, N = 32 (profile; docs/PERFORMANCE.md).
+bool g_stage_step_products = true;  // tuning::set_stage_step_products
+size_t step_stage_size(const RnnLayerDims& d) {
+  if (small_batch_path(d) || lanes_path(d) != nullptr) return 0;
+  return static_cast<size_t>(d.batch * gate_count(d.cell) * d.hidden_size);
+}
+
 // Caller-packed weights (rnn_pack_weights) start with a header of
 // kPackedHeader floats naming what they hold, checked by rnn_forward.
 constexpr size_t kPackedHeader = 16;
@@ -272,6 +292,9 @@ ForwardLayout forward_layout(const RnnLayerDims& d, bool training) {
   at = align_up(at + static_cast<size_t>(gate_stride(d.cell)) * H);
   L.zeros = at;
   at = align_up(at + std::max(H, static_cast<size_t>(hidden_out_size(d))));
+  L.stage = at;
+  at = align_up(at + step_stage_size(d));
+  L.stage_end = at;
   L.packed = at;
   if (!d.separate_scratch) at = align_up(at + recurrent_scratch_size(d));
   L.packed_end = at;
@@ -395,12 +418,14 @@ size_t backward_packed_size(const RnnLayerDims& d) {
 //   dm       [N, H]       proj_size > 0: one step's gradient w.r.t. o*tanh(c)
 //   ones     [C]          ones, for the bias column sums as a GEMM
 //   zeros    [max(H, Hout)]
+//   stage    [N, G*H]     with packed_dh off the rows-in-lanes path: a step's dgates,
+//                         dense, for its dh product (step_stage_size)
 //   packed_dh W_hh packed for the per-step dh products (backward_packed_size)
 // The h that entered each step is not copied: dW_hh pairs runs of dgates rows
 // with the rows of y (or h0) they came from.
 struct BackwardLayout {
-  size_t dgates = 0, dh_state = 0, dc_state = 0, dh_proj = 0, dm = 0, ones = 0, zeros = 0,
-         packed_dh = 0, packed_dh_end = 0, total = 0;
+  size_t dgates = 0, dh_state = 0, dc_state = 0, dh_proj = 0, dm = 0, ones = 0, zeros = 0, stage = 0,
+         stage_end = 0, packed_dh = 0, packed_dh_end = 0, total = 0;
   int64_t chunk = 0;
   bool dgates_in_forward_workspace = false;
 };
@@ -429,11 +454,21 @@ BackwardLayout backward_layout(const RnnLayerDims& d) {
   at = align_up(at + C);
   L.zeros = at;
   at = align_up(at + std::max(H, Hout));
+  L.stage = at;
+  if (backward_packed_size(d) > 0) at = align_up(at + step_stage_size(d));
+  L.stage_end = at;
   L.packed_dh = at;
   at = align_up(at + backward_packed_size(d));
   L.packed_dh_end = at;
   L.total = at + kAlignElements;
   return L;
+}
+
+// dst[j] += src[j] for j < n: the rounding of add_rows in packed_gemm.
+template <class T>
+void add_to_row(int64_t n, const T* src, T* dst) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) dst[j] += src[j];
 }
 
 template <class T>
@@ -562,24 +597,39 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
     }
     if (!packed_steps) lanes = nullptr;
   }
+  // Full-batch products go to the stage when oneDNN would not add them into the
+  // gates rows in place (step_stage_size).
+  T* stage = nullptr;
+  if constexpr (std::is_same_v<T, float>)
+    if (g_stage_step_products && packed_steps && lanes == nullptr &&
+        L.stage_end - L.stage >= static_cast<size_t>(d.batch * GH) &&
+        !packed_gemm_takes_strides(d.batch, GH, Hout, Hout, ldg))
+      stage = workspace + L.stage;
 
   // g_rows[:, 0:GH] += h_rows W_hh^T for m rows (g_rows: row stride ldg), by
   // the packed product when it takes m rows, so that the rows starting from h0
   // go through the same product as the others. (Through sgemm they differed in
   // the last bits between 1 and 2 threads, which split some of these shapes
   // along K; the packed products agreed on 1 and 2 threads wherever tried.)
+  // Returns true when the product went to the stage instead, for the pointwise
+  // pass to add.
   auto recurrent_term = [&](int64_t m, const T* h_rows, int64_t ld_h, T* g_rows) {
     if constexpr (std::is_same_v<T, float>) {
       if (lanes != nullptr) {
         lanes->lanes_gemm(simd::LanesGemm{m, GH, Hout, h_rows, ld_h, packed, g_rows, ldg, nthreads});
-        return;
+        return false;
       }
       if (packed_steps && m == d.batch) {
+        if (stage != nullptr) {
+          packed_gemm(m, GH, Hout, h_rows, ld_h, packed, w.w_hh, Hout, false, stage, GH, false);
+          return true;
+        }
         packed_gemm(m, GH, Hout, h_rows, ld_h, packed, w.w_hh, Hout, false, g_rows, ldg);
-        return;
+        return false;
       }
     }
     gemm(false, true, m, GH, Hout, T(1), h_rows, ld_h, w.w_hh, Hout, T(1), g_rows, ldg);
+    return false;
   };
 
   const Pointwise<T, Cell> pointwise(d.cell);
@@ -588,9 +638,12 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
     const T* y_prev = s.n_cont > 0 ? y + s.off_prev * ldy : y;  // [n_cont, Hout]
     // Recurrent term: gates[:, 0:GH] += h_prev W_hh^T, h_prev being the previous
     // step's y rows and, for rows starting here, h0 (nothing to add when null).
-    recurrent_term(s.n_cont, y_prev, ldy, g);
+    // A staged product took the whole batch in one of the two calls (n_cont is
+    // then the batch, or 0 with every row starting from h0), so the stage's rows
+    // are the step's rows either way.
+    bool staged = recurrent_term(s.n_cont, y_prev, ldy, g);
     if (h0 != nullptr && s.n > s.n_cont)
-      recurrent_term(s.n - s.n_cont, h0 + s.n_cont * Hout, Hout, g + s.n_cont * ldg);
+      staged = recurrent_term(s.n - s.n_cont, h0 + s.n_cont * Hout, Hout, g + s.n_cont * ldg) || staged;
 
     // State written this step: c [n, H] and the unprojected h [n, H] (m when
     // projecting, else straight into y).
@@ -611,6 +664,9 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
         cp = cont ? c_prev + b * H : (c0 != nullptr ? c0 + b * H : zeros);
         cc = c_cur + b * H;
       }
+      if (staged)  // staged: every row continues
+        for (int q = 0; q < Cell::kGates; ++q)
+          add_to_row(j1 - j0, stage + b * GH + q * H + j0, g + b * ldg + q * H + j0);
       pointwise.template forward<Training>(j1 - j0, H, g + b * ldg + j0, bias + j0, hp + j0,
                                            cp != nullptr ? cp + j0 : nullptr,
                                            cc != nullptr ? cc + j0 : nullptr,
@@ -734,6 +790,14 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
       }
     }
   }
+  // Full-batch dh products read dgates from the stage when oneDNN would not
+  // take their strided rows in place (step_stage_size).
+  T* stage = nullptr;
+  if constexpr (std::is_same_v<T, float>)
+    if (g_stage_step_products && packed_dh && lanes == nullptr &&
+        L.stage_end - L.stage >= static_cast<size_t>(d.batch * GH) &&
+        !packed_gemm_takes_strides(d.batch, Hout, GH, ldd, Hout))
+      stage = backward_workspace + L.stage;
   const int64_t GH_first = split_n ? 2 * H : GH;
 
   // The reverse walk over steps [k0, k1) (walk order), whose rows are [r0, r1).
@@ -805,6 +869,10 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
 
       const T* g = gates + s.off * ldg;
       T* dg = dgates + (s.off - r0) * ldd;
+      // dh_prev's product takes m rows of dgates (rows starting here only feed
+      // dh0), through the stage when there is one and it takes the whole batch.
+      const int64_t m = dh0 != nullptr ? s.n : s.n_cont;
+      const bool staged = stage != nullptr && m == d.batch;
       parallel_rows(s.n, Cell::kGates, H, nthreads, [&](int64_t b, int64_t j0, int64_t j1) {
         const T* dh_a;
         const T* dh_b;
@@ -826,11 +894,12 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
         }
         pointwise.backward(j1 - j0, H, g + b * ldg + j0, hp + j0, cp, cc, dh_a + j0, dh_b + j0,
                            dh_state + b * Hout + j0, dc, dg + b * ldd + j0);
+        if (staged)
+          for (int q = 0; q < Cell::kGates; ++q)
+            copy_row(j1 - j0, dg + b * ldd + q * H + j0, stage + b * GH + q * H + j0);
       });
 
       // dh_prev = dgates[:, 0:GH] W_hh (+ the GRU's pointwise term already there).
-      // Rows starting here only feed dh0.
-      const int64_t m = dh0 != nullptr ? s.n : s.n_cont;
       bool done = false;
       if constexpr (std::is_same_v<T, float>) {
         if (packed_dh && (lanes != nullptr || m == d.batch) && m > 0) {
@@ -839,8 +908,8 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
             lanes->lanes_gemm(simd::LanesGemm{m, Hout, GH, dg, ldd, backward_workspace + L.packed_dh, dh_state,
                                               Hout, nthreads});
           else
-            packed_gemm(m, Hout, GH, dg, ldd, backward_workspace + L.packed_dh, w.w_hh, Hout, true,
-                        dh_state, Hout);
+            packed_gemm(m, Hout, GH, staged ? stage : dg, staged ? GH : ldd, backward_workspace + L.packed_dh,
+                        w.w_hh, Hout, true, dh_state, Hout);
           done = true;
         }
       }
@@ -993,6 +1062,7 @@ int64_t default_lanes_min_weights() {
   return floats;
 }
 
+void set_stage_step_products(bool stage) { g_stage_step_products = stage; }
 void set_lanes_min_weights(int64_t floats) { g_lanes_min_weights = floats >= 0 ? floats : -1; }
 void set_streamed_grad_min_bytes(int64_t bytes) { g_streamed_grad_min_bytes = bytes >= 0 ? bytes : -1; }
 void set_split_min_bytes(int64_t bytes) { g_split_min_bytes = bytes >= 0 ? bytes : -1; }

@@ -40,6 +40,12 @@ void set_split_min_bytes(int64_t bytes);
 // thread-safe.
 void set_small_batch_prefetch(int64_t bytes);
 
+// Whether the GEMM path's per-step products go through the dense stage where
+// oneDNN would not take the strided gates rows in place (rnn.cpp,
+// step_stage_size; default true); false restores packed_gemm's own copies.
+// The results are the same bits either way. Not thread-safe.
+void set_stage_step_products(bool stage);
+
 // Which forward path dims take on the active instruction set: "small-batch",
 // "lanes" (rows-in-lanes products) or "gemm" (oneDNN per-step products).
 const char* forward_path(const RnnLayerDims& dims);
