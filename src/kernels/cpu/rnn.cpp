@@ -85,7 +85,8 @@ int64_t gates_row_stride(const RnnLayerDims& d) {
 //   zeros [max(H, Hout)] a zero row standing in for a null h0/c0 row
 //   stage [N, G*H]     GEMM path (step_stage_size): a step's recurrent product, made
 //                      apart where oneDNN would not add it into the strided gates
-//                      rows in place, and added by the pointwise pass
+//                      rows in place, and added by the pointwise pass. Forward-only:
+//                      a backward that packs W_hh stages its dgates there.
 //   packed             W_hh packed: for the small-batch path (rnn_pack_weights'
 //                      layout) or for the generic path's per-step products
 //                      (packed_gemm); unused when the caller passes packed weights
@@ -198,14 +199,14 @@ size_t recurrent_scratch_size(const RnnLayerDims& d) {
 
 // Floats of the dense [N, G*H] stage of the per-step products on the GEMM path
 // (0 off it): where oneDNN's accumulating product would not take the operand
-// in place, strided gates rows (all LSTM and GRU layers whose rows are padded,
-// gates_row_stride; every GRU, whose product fills three of its four column
-// blocks), the forward makes the product into the stage and the step's
-// pointwise pass adds it to the gates as it reads them; the backward's pointwise
-// pass copies the step's dgates there for its dh product. Both were passes of
-// their own inside packed_gemm (one thread below 64K values, else one more
-// fork/join per step): on 2 Xeon cores (AVX-512) they took 4-7% of an LSTM
-// forward at H = 256, N = 32 (profile; docs/PERFORMANCE.md).
+// in place, strided gates rows (LSTMs whose rows are padded, gates_row_stride;
+// every GRU, whose product fills three of its four column blocks; an Elman
+// layer writing into a wider y), the forward makes the product into the stage
+// and the step's pointwise pass adds it to the gates as it reads them; the
+// backward's pointwise pass copies the step's dgates there for its dh product.
+// Both were passes of their own inside packed_gemm (one thread below 64K
+// values, else one more fork/join per step): 4-6% of an LSTM forward at
+// H = 256, N = 32 on 2 Xeon cores (docs/PERFORMANCE.md).
 bool g_stage_step_products = true;  // tuning::set_stage_step_products
 size_t step_stage_size(const RnnLayerDims& d) {
   if (small_batch_path(d) || lanes_path(d) != nullptr) return 0;
@@ -418,14 +419,12 @@ size_t backward_packed_size(const RnnLayerDims& d) {
 //   dm       [N, H]       proj_size > 0: one step's gradient w.r.t. o*tanh(c)
 //   ones     [C]          ones, for the bias column sums as a GEMM
 //   zeros    [max(H, Hout)]
-//   stage    [N, G*H]     with packed_dh off the rows-in-lanes path: a step's dgates,
-//                         dense, for its dh product (step_stage_size)
 //   packed_dh W_hh packed for the per-step dh products (backward_packed_size)
 // The h that entered each step is not copied: dW_hh pairs runs of dgates rows
 // with the rows of y (or h0) they came from.
 struct BackwardLayout {
-  size_t dgates = 0, dh_state = 0, dc_state = 0, dh_proj = 0, dm = 0, ones = 0, zeros = 0, stage = 0,
-         stage_end = 0, packed_dh = 0, packed_dh_end = 0, total = 0;
+  size_t dgates = 0, dh_state = 0, dc_state = 0, dh_proj = 0, dm = 0, ones = 0, zeros = 0,
+         packed_dh = 0, packed_dh_end = 0, total = 0;
   int64_t chunk = 0;
   bool dgates_in_forward_workspace = false;
 };
@@ -454,9 +453,6 @@ BackwardLayout backward_layout(const RnnLayerDims& d) {
   at = align_up(at + C);
   L.zeros = at;
   at = align_up(at + std::max(H, Hout));
-  L.stage = at;
-  if (backward_packed_size(d) > 0) at = align_up(at + step_stage_size(d));
-  L.stage_end = at;
   L.packed_dh = at;
   at = align_up(at + backward_packed_size(d));
   L.packed_dh_end = at;
@@ -791,13 +787,15 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
     }
   }
   // Full-batch dh products read dgates from the stage when oneDNN would not
-  // take their strided rows in place (step_stage_size).
+  // take their strided rows in place (step_stage_size): the forward's, free
+  // once the forward is done, and the backward may overwrite the forward
+  // workspace wherever it packs W_hh for these products (backward_packed_size).
   T* stage = nullptr;
   if constexpr (std::is_same_v<T, float>)
     if (g_stage_step_products && packed_dh && lanes == nullptr &&
-        L.stage_end - L.stage >= static_cast<size_t>(d.batch * GH) &&
+        FL.stage_end - FL.stage >= static_cast<size_t>(d.batch * GH) &&
         !packed_gemm_takes_strides(d.batch, Hout, GH, ldd, Hout))
-      stage = backward_workspace + L.stage;
+      stage = const_cast<T*>(workspace) + FL.stage;
   const int64_t GH_first = split_n ? 2 * H : GH;
 
   // The reverse walk over steps [k0, k1) (walk order), whose rows are [r0, r1).
