@@ -587,6 +587,31 @@ KernelOutputs run_float_kernel_on(int threads, const Config& c, const Problem& p
   return run_kernel<float>(c, p);
 }
 
+// Every output of two runs (forwards, gradients, the second backward's) the
+// same bits.
+void expect_same_bits(const KernelOutputs& a, const KernelOutputs& b) {
+  const std::pair<const char*, std::vector<double> KernelOutputs::*> fields[] = {
+      {"y", &KernelOutputs::y},
+      {"h_n", &KernelOutputs::h_n},
+      {"c_n", &KernelOutputs::c_n},
+      {"y_inf", &KernelOutputs::y_inf},
+      {"h_n_inf", &KernelOutputs::h_n_inf},
+      {"c_n_inf", &KernelOutputs::c_n_inf},
+      {"y_inf_packed", &KernelOutputs::y_inf_packed},
+      {"dx", &KernelOutputs::dx},
+      {"dh0", &KernelOutputs::dh0},
+      {"dc0", &KernelOutputs::dc0},
+      {"dw_ih", &KernelOutputs::dw_ih},
+      {"dw_hh", &KernelOutputs::dw_hh},
+      {"db_ih", &KernelOutputs::db_ih},
+      {"db_hh", &KernelOutputs::db_hh},
+      {"dw_hr", &KernelOutputs::dw_hr},
+      {"dw_hh_partial", &KernelOutputs::dw_hh_partial},
+      {"db_hh_partial", &KernelOutputs::db_hh_partial},
+      {"dw_hr_partial", &KernelOutputs::dw_hr_partial}};
+  for (const auto& [name, field] : fields) EXPECT_TRUE(a.*field == b.*field) << name << " differs";
+}
+
 // The float forward of c on one thread and on `threads`: the same bits of y,
 // h_n and c_n.
 void expect_forward_same_on(int threads, const Config& c, const Problem& p) {
@@ -980,15 +1005,10 @@ TEST(RnnKernels, SmallBatchBackwardStreamedWeights) {
       ASSERT_STREQ(k::tuning::forward_path(c.dims()), "small-batch");
       const Problem p = random_problem(c);
       for (int threads : {1, 2}) {
+        SCOPED_TRACE(testing::Message() << threads << " threads");
         const KernelOutputs plain = run_float_kernel_on(threads, c, p);
         const StreamedGradScope always(0);
-        const KernelOutputs streamed = run_float_kernel_on(threads, c, p);
-        EXPECT_EQ(streamed.dx, plain.dx) << threads << " threads";
-        EXPECT_EQ(streamed.dh0, plain.dh0) << threads << " threads";
-        EXPECT_EQ(streamed.dc0, plain.dc0) << threads << " threads";
-        EXPECT_EQ(streamed.dw_hh, plain.dw_hh) << threads << " threads";
-        EXPECT_EQ(streamed.dw_ih, plain.dw_ih) << threads << " threads";
-        EXPECT_EQ(streamed.db_hh, plain.db_hh) << threads << " threads";
+        expect_same_bits(run_float_kernel_on(threads, c, p), plain);
       }
       const StreamedGradScope always(0);
       check_large(c);
@@ -1120,10 +1140,7 @@ TEST(RnnKernels, SplitGroupsGiveTheSameBits) {
           }
           // The backward's whole-sequence GEMMs are oneDNN's, whose sums depend on
           // its thread count: against whole groups on as many threads.
-          EXPECT_EQ(whole.dx, split.dx);
-          EXPECT_EQ(whole.dh0, split.dh0);
-          EXPECT_EQ(whole.dw_hh, split.dw_hh);
-          EXPECT_EQ(whole.dw_ih, split.dw_ih);
+          expect_same_bits(whole, split);
         }
         // bfloat16 packed weights, inference.
         Bf16Forward bf16(c, p);
@@ -1171,16 +1188,7 @@ TEST(RnnKernels, WeightPrefetchGivesTheSameBits) {
         for (int64_t bytes : {int64_t{64}, int64_t{2048}, int64_t{4096}}) {
           SCOPED_TRACE(testing::Message() << "prefetch " << bytes << " bytes ahead");
           const PrefetchScope scope(bytes);
-          const KernelOutputs ahead = run_float_kernel_on(2, c, p);
-          EXPECT_EQ(none.y, ahead.y);
-          EXPECT_EQ(none.h_n, ahead.h_n);
-          EXPECT_EQ(none.c_n, ahead.c_n);
-          EXPECT_EQ(none.y_inf, ahead.y_inf);
-          EXPECT_EQ(none.y_inf_packed, ahead.y_inf_packed);
-          EXPECT_EQ(none.dx, ahead.dx);
-          EXPECT_EQ(none.dh0, ahead.dh0);
-          EXPECT_EQ(none.dw_hh, ahead.dw_hh);
-          EXPECT_EQ(none.dw_ih, ahead.dw_ih);
+          expect_same_bits(run_float_kernel_on(2, c, p), none);
           const ThreadsScope threads(2);
           EXPECT_EQ(forward_bf16(), none_bf16) << "bfloat16";
         }
@@ -1772,17 +1780,7 @@ TEST(RnnKernels, GemmPathStagedProductsSameBits) {
       const Problem p = random_problem(c);
       const KernelOutputs staged = run_float_kernel_on(2, c, p);
       const StageScope off(false);
-      const KernelOutputs copied = run_float_kernel_on(2, c, p);
-      EXPECT_EQ(staged.y, copied.y);
-      EXPECT_EQ(staged.y_inf_packed, copied.y_inf_packed);
-      EXPECT_EQ(staged.h_n, copied.h_n);
-      EXPECT_EQ(staged.c_n, copied.c_n);
-      EXPECT_EQ(staged.dx, copied.dx);
-      EXPECT_EQ(staged.dh0, copied.dh0);
-      EXPECT_EQ(staged.dc0, copied.dc0);
-      EXPECT_EQ(staged.dw_ih, copied.dw_ih);
-      EXPECT_EQ(staged.dw_hh, copied.dw_hh);
-      EXPECT_EQ(staged.db_hh, copied.db_hh);
+      expect_same_bits(staged, run_float_kernel_on(2, c, p));
       if (::testing::Test::HasFailure()) return;
     }
 }
