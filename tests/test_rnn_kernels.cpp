@@ -1445,9 +1445,6 @@ TEST(RnnKernels, PackedWeightsForEachPath) {
   EXPECT_EQ(forward16(packed16.data()), forward16(nullptr)) << "lanes-packed weights on the lanes path";
 }
 
-// packed_gemm with row strides other than the widths (a GRU's gates rows, a
-// bidirectional layer's y) gives exactly what it gives on dense copies of the same
-// rows, and the product itself, for both weight orientations.
 // Small-batch float weights are packed k-major for passes that take all gates
 // at once and gate-major where a batch's passes take the gates a few at a time
 // (8-lane vectors, more than one row: Kernels::gate_major). Packed for one batch
@@ -1542,6 +1539,11 @@ TEST(RnnKernels, PackedSmallBatchLayouts) {
   }
 }
 
+// packed_gemm with row strides other than the widths (a GRU's gates rows, a
+// bidirectional layer's y) gives exactly what it gives on dense copies of the same
+// rows, and the product itself, for both weight orientations; without
+// accumulating (C = A op(W), as the GEMM path's stage takes it) the same bits as
+// the product added to zeros, whatever C held before, strided or dense.
 TEST(RnnKernels, PackedGemmStridedOperands) {
   std::mt19937_64 rng(91);
   std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
@@ -1595,6 +1597,23 @@ TEST(RnnKernels, PackedGemmStridedOperands) {
           }
           ASSERT_EQ(c[at], c_dense[i * N + j]) << "row " << i << " column " << j;
           ASSERT_NEAR(c[at], ref[i * N + j], 1e-4 * K) << "row " << i << " column " << j;
+        }
+      const float nan = std::numeric_limits<float>::quiet_NaN();
+      std::vector<float> added(static_cast<size_t>(M * N), 0.0f), set_dense(added.size(), nan),
+          set_strided(static_cast<size_t>(M * ldc), nan);
+      k::packed_gemm(M, N, K, a_dense.data(), K, packed.data(), w.data(), ldw, w_is_kn, added.data(), N);
+      k::packed_gemm(M, N, K, a_dense.data(), K, packed.data(), w.data(), ldw, w_is_kn, set_dense.data(), N,
+                     false);
+      k::packed_gemm(M, N, K, a.data(), lda, packed.data(), w.data(), ldw, w_is_kn, set_strided.data(), ldc,
+                     false);
+      EXPECT_EQ(set_dense, added) << "dense C, accumulate = false";
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < ldc; ++j) {
+          const float got = set_strided[static_cast<size_t>(i * ldc + j)];
+          if (j >= N)
+            ASSERT_TRUE(std::isnan(got)) << "column " << j << " beyond N was written (accumulate = false)";
+          else
+            ASSERT_EQ(got, added[static_cast<size_t>(i * N + j)]) << "row " << i << " column " << j;
         }
     }
   }
