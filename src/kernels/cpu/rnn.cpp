@@ -660,7 +660,7 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
         cp = cont ? c_prev + b * H : (c0 != nullptr ? c0 + b * H : zeros);
         cc = c_cur + b * H;
       }
-      if (staged)  // staged: every row continues
+      if (staged)  // the whole batch's product: row b is the stage's row b
         for (int q = 0; q < Cell::kGates; ++q)
           add_to_row(j1 - j0, stage + b * GH + q * H + j0, g + b * ldg + q * H + j0);
       pointwise.template forward<Training>(j1 - j0, H, g + b * ldg + j0, bias + j0, hp + j0,
