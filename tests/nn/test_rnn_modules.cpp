@@ -416,12 +416,33 @@ std::vector<simd::Isa> available_isas() {
   return isas;
 }
 
-// The kernels' cell type of a layer config (rnn_parity_cases.h's json).
-kernels::cpu::CellType cell_type_of(const json& c) {
+// How many kernel calls (layers x directions) of one call of a layer config
+// (rnn_parity_cases.h's json) take packed weights: all of them, or none, as
+// layer 0's kernel dims decide (the later layers differ only in input size).
+int64_t packed_calls(const json& c) {
   const std::string kind = c["kind"];
-  if (kind.rfind("LSTM", 0) == 0) return kernels::cpu::CellType::LSTM;
-  if (kind.rfind("GRU", 0) == 0) return kernels::cpu::CellType::GRU;
-  return c["nonlinearity"] == "relu" ? kernels::cpu::CellType::RNN_RELU : kernels::cpu::CellType::RNN_TANH;
+  using kernels::cpu::CellType;
+  const CellType cell = kind.rfind("LSTM", 0) == 0  ? CellType::LSTM
+                        : kind.rfind("GRU", 0) == 0 ? CellType::GRU
+                        : c["nonlinearity"] == "relu" ? CellType::RNN_RELU
+                                                      : CellType::RNN_TANH;
+  const int64_t D = c["bidirectional"].get<bool>() ? 2 : 1, L = c["num_layers"];
+  return takes_packed(cell, c["input_size"], c["hidden_size"], c["batch"], c["steps"]) ? L * D : 0;
+}
+
+// fn(isa, c) for every instruction set this CPU has (made active; without AVX2
+// the small-batch forward takes no packed weights, and nothing is kept) and
+// every config, traced; the active instruction set is restored after.
+template <class Fn>
+void for_each_isa_and_config(const std::vector<json>& configs, Fn&& fn) {
+  const simd::Isa saved_isa = simd::active_isa();
+  for (simd::Isa isa : available_isas())
+    for (const json& c : configs) {
+      simd::set_active_isa(isa);
+      SCOPED_TRACE(std::string(simd::isa_name(isa)) + " " + c.dump());
+      fn(isa, c);
+    }
+  simd::set_active_isa(saved_isa);
 }
 
 const nn::detail::PackedWeightsCache& packed_cache_of(const nn::Module& m) {
@@ -436,33 +457,20 @@ TEST(RnnModules, InferenceKeepsPackedWeightsUntilTheyChange) {
   const uint64_t seed = rnnkit::testing::fresh_seed();
   SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  auto layer = [](const char* kind, int64_t I, int64_t H, int64_t L, int64_t N, int64_t T, bool bidirectional) {
-    return layer_config(kind, I, H, L, N, T, bidirectional);
-  };
   const std::vector<json> configs = {
-      layer("LSTM", 24, 64, 2, 1, 40, false),  // small batch, stacked: the wavefront
-      layer("GRU", 16, 48, 1, 3, 7, true),     // small batch, directions at once
-      layer("RNN", 20, 96, 1, 40, 5, false),   // large batch: the packed GEMM or lanes path
-      layer("LSTM", 8, 40, 2, 12, 6, true),    // medium batch, stacked and bidirectional
-      layer("LSTMCell", 12, 32, 1, 2, 1, false),
-      layer("GRUCell", 12, 32, 1, 1, 1, false),
-      layer("RNNCell", 12, 32, 1, 20, 1, false),
+      layer_config("LSTM", 24, 64, 2, 1, 40, false),  // small batch, stacked: the wavefront
+      layer_config("GRU", 16, 48, 1, 3, 7, true),     // small batch, directions at once
+      layer_config("RNN", 20, 96, 1, 40, 5, false),   // large batch: the packed GEMM or lanes path
+      layer_config("LSTM", 8, 40, 2, 12, 6, true),    // medium batch, stacked and bidirectional
+      layer_config("LSTMCell", 12, 32, 1, 2, 1, false),
+      layer_config("GRUCell", 12, 32, 1, 1, 1, false),
+      layer_config("RNNCell", 12, 32, 1, 20, 1, false),
   };
-  // Every instruction set this CPU has: without AVX2 the small-batch forward
-  // takes no packed weights, and nothing is kept.
-  const std::vector<simd::Isa> isas = available_isas();
-  const simd::Isa saved_isa = simd::active_isa();
-  for (simd::Isa isa : isas)
-  for (const json& c : configs) {
-    simd::set_active_isa(isa);
-    SCOPED_TRACE(std::string(simd::isa_name(isa)) + " " + c.dump());
+  for_each_isa_and_config(configs, [&](simd::Isa isa, const json& c) {
     const std::string kind = c["kind"];
     const bool cell = rnnkit::testing::rnn::is_cell(kind);
     const int64_t I = c["input_size"], H = c["hidden_size"], N = c["batch"], T = c["steps"];
-    const int64_t D = c["bidirectional"].get<bool>() ? 2 : 1, L = c["num_layers"];
-    // Whether the calls take packed weights: layer 0's kernel dims decide (the
-    // later layers differ only in input size).
-    const int64_t expected = takes_packed(cell_type_of(c), I, H, N, T) ? L * D : 0;
+    const int64_t expected = packed_calls(c);
     EXPECT_TRUE(expected > 0 || isa == simd::Isa::kScalar);
     Generator gen(rng());
     auto m = rnnkit::testing::rnn::build_model(c, &gen);
@@ -563,8 +571,7 @@ TEST(RnnModules, InferenceKeepsPackedWeightsUntilTheyChange) {
       });
     for (auto& th : callers) th.join();
     EXPECT_TRUE(same[0] && same[1]);
-  }
-  simd::set_active_isa(saved_isa);
+  });
 }
 
 // Training calls over one step (a decoder cell called step by step) keep W_hh
@@ -583,75 +590,68 @@ TEST(RnnModules, OneStepTrainingCallsKeepPackedWeights) {
       layer("RNNCell", 16, 96, 1, 40, false),  // a training-size batch: the GEMM or lanes path
       layer("LSTM", 24, 64, 1, 1, false),     layer("GRU", 16, 40, 2, 3, true),
   };
-  const std::vector<simd::Isa> isas = available_isas();
-  const simd::Isa saved_isa = simd::active_isa();
-  for (simd::Isa isa : isas)
-    for (const json& c : configs) {
-      simd::set_active_isa(isa);
-      SCOPED_TRACE(std::string(simd::isa_name(isa)) + " " + c.dump());
-      const std::string kind = c["kind"];
-      const bool cell = rnnkit::testing::rnn::is_cell(kind);
-      const int64_t I = c["input_size"], H = c["hidden_size"], N = c["batch"];
-      const int64_t D = c["bidirectional"].get<bool>() ? 2 : 1, L = c["num_layers"];
-      const int64_t expected = takes_packed(cell_type_of(c), I, H, N, 1) ? L * D : 0;
-      EXPECT_TRUE(expected > 0 || isa == simd::Isa::kScalar);
-      Generator gen(rng());
-      auto m = rnnkit::testing::rnn::build_model(c, &gen);
-      Generator other(1);
-      auto f = rnnkit::testing::rnn::build_model(c, &other);  // packs at every call
-      f.module->load_state_dict(m.module->state_dict());
-      const int steps = 4;
-      std::vector<Tensor> xs;
-      for (int t = 0; t < steps; ++t) xs.push_back(randn(cell ? Shape{N, I} : Shape{1, N, I}, {}, &gen));
-      const Tensor h = cell ? randn({N, H}, {}, &gen) : Tensor();
-      const Tensor cs = kind == "LSTMCell" ? randn({N, H}, {}, &gen) : Tensor();
-      // steps calls with the same weights, their outputs' squares summed, then
-      // backward: every parameter gradient gathers one term per call.
-      auto loop = [&](rnnkit::testing::rnn::Model& model, bool repack) {
-        Tensor loss;
-        for (int t = 0; t < steps; ++t) {
-          if (repack)  // a fresh writable pointer marks W_hh changed
-            for (auto& [name, p] : model.module->named_parameters())
-              if (name.rfind("weight_hh", 0) == 0) (void)p.data_ptr<float>();
-          const Tensor y = model.forward(xs[static_cast<size_t>(t)], h, cs).output;
-          loss = loss.defined() ? loss + sum(y * y) : sum(y * y);
-        }
-        loss.backward();
-        return loss;
-      };
-      auto grads_equal = [&] {
-        const auto a = m.module->named_parameters(), b = f.module->named_parameters();
-        bool same = a.size() == b.size();
-        for (size_t i = 0; same && i < a.size(); ++i) same = equal(a[i].second.grad(), b[i].second.grad());
-        return same;
-      };
-      const nn::detail::PackedWeightsCache& kept = packed_cache_of(*m.module);
-      const nn::detail::PackedWeightsCache& repacked = packed_cache_of(*f.module);
-      EXPECT_TRUE(equal(loop(m, false), loop(f, true)));
-      EXPECT_TRUE(grads_equal());
-      EXPECT_EQ(kept.packs(), expected);
-      EXPECT_EQ(repacked.packs(), steps * expected);
-
-      // After an optimizer step the next loop packs once more.
-      optim::SGD sgd_m(m.module->parameters(), optim::SGDOptions(0.1));
-      optim::SGD sgd_f(f.module->parameters(), optim::SGDOptions(0.1));
-      sgd_m.step();
-      sgd_f.step();
-      m.module->zero_grad();
-      f.module->zero_grad();
-      EXPECT_TRUE(equal(loop(m, false), loop(f, true)));
-      EXPECT_TRUE(grads_equal());
-      EXPECT_EQ(kept.packs(), 2 * expected);
-
-      if (!cell) {  // a call over several steps packs for itself, keeping nothing
-        sgd_m.step();
-        const int64_t before = kept.packs();
-        const Tensor y = m.forward(randn({3, N, I}, {}, &gen), h, cs).output;
-        sum(y * y).backward();
-        EXPECT_EQ(kept.packs(), before);
+  for_each_isa_and_config(configs, [&](simd::Isa isa, const json& c) {
+    const std::string kind = c["kind"];
+    const bool cell = rnnkit::testing::rnn::is_cell(kind);
+    const int64_t I = c["input_size"], H = c["hidden_size"], N = c["batch"];
+    const int64_t expected = packed_calls(c);  // its configs take one step
+    EXPECT_TRUE(expected > 0 || isa == simd::Isa::kScalar);
+    Generator gen(rng());
+    auto m = rnnkit::testing::rnn::build_model(c, &gen);
+    Generator other(1);
+    auto f = rnnkit::testing::rnn::build_model(c, &other);  // packs at every call
+    f.module->load_state_dict(m.module->state_dict());
+    const int steps = 4;
+    std::vector<Tensor> xs;
+    for (int t = 0; t < steps; ++t) xs.push_back(randn(cell ? Shape{N, I} : Shape{1, N, I}, {}, &gen));
+    const Tensor h = cell ? randn({N, H}, {}, &gen) : Tensor();
+    const Tensor cs = kind == "LSTMCell" ? randn({N, H}, {}, &gen) : Tensor();
+    // steps calls with the same weights, their outputs' squares summed, then
+    // backward: every parameter gradient gathers one term per call.
+    auto loop = [&](rnnkit::testing::rnn::Model& model, bool repack) {
+      Tensor loss;
+      for (int t = 0; t < steps; ++t) {
+        if (repack)  // a fresh writable pointer marks W_hh changed
+          for (auto& [name, p] : model.module->named_parameters())
+            if (name.rfind("weight_hh", 0) == 0) (void)p.data_ptr<float>();
+        const Tensor y = model.forward(xs[static_cast<size_t>(t)], h, cs).output;
+        loss = loss.defined() ? loss + sum(y * y) : sum(y * y);
       }
+      loss.backward();
+      return loss;
+    };
+    auto grads_equal = [&] {
+      const auto a = m.module->named_parameters(), b = f.module->named_parameters();
+      bool same = a.size() == b.size();
+      for (size_t i = 0; same && i < a.size(); ++i) same = equal(a[i].second.grad(), b[i].second.grad());
+      return same;
+    };
+    const nn::detail::PackedWeightsCache& kept = packed_cache_of(*m.module);
+    const nn::detail::PackedWeightsCache& repacked = packed_cache_of(*f.module);
+    EXPECT_TRUE(equal(loop(m, false), loop(f, true)));
+    EXPECT_TRUE(grads_equal());
+    EXPECT_EQ(kept.packs(), expected);
+    EXPECT_EQ(repacked.packs(), steps * expected);
+
+    // After an optimizer step the next loop packs once more.
+    optim::SGD sgd_m(m.module->parameters(), optim::SGDOptions(0.1));
+    optim::SGD sgd_f(f.module->parameters(), optim::SGDOptions(0.1));
+    sgd_m.step();
+    sgd_f.step();
+    m.module->zero_grad();
+    f.module->zero_grad();
+    EXPECT_TRUE(equal(loop(m, false), loop(f, true)));
+    EXPECT_TRUE(grads_equal());
+    EXPECT_EQ(kept.packs(), 2 * expected);
+
+    if (!cell) {  // a call over several steps packs for itself, keeping nothing
+      sgd_m.step();
+      const int64_t before = kept.packs();
+      const Tensor y = m.forward(randn({3, N, I}, {}, &gen), h, cs).output;
+      sum(y * y).backward();
+      EXPECT_EQ(kept.packs(), before);
     }
-  simd::set_active_isa(saved_isa);
+  });
 }
 
 // Calls of one module within one graph (a decoder cell step by step, or a
@@ -664,13 +664,10 @@ TEST(RnnModules, CallsSharingWeightsSumGradientsInPlace) {
   const uint64_t seed = rnnkit::testing::fresh_seed();
   SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  auto layer = [](const char* kind, int64_t I, int64_t H, int64_t L, int64_t N, int64_t T, bool bidirectional) {
-    return layer_config(kind, I, H, L, N, T, bidirectional);
-  };
   const std::vector<json> configs = {
-      layer("LSTMCell", 12, 32, 1, 2, 1, false), layer("GRUCell", 20, 48, 1, 1, 1, false),
-      layer("RNNCell", 16, 40, 1, 20, 1, false), layer("LSTM", 8, 24, 2, 3, 4, true),
-      layer("GRU", 10, 16, 1, 1, 1, false),
+      layer_config("LSTMCell", 12, 32, 1, 2, 1, false), layer_config("GRUCell", 20, 48, 1, 1, 1, false),
+      layer_config("RNNCell", 16, 40, 1, 20, 1, false), layer_config("LSTM", 8, 24, 2, 3, 4, true),
+      layer_config("GRU", 10, 16, 1, 1, 1, false),
   };
   for (const json& c : configs)
     for (bool penalty : {false, true}) {
