@@ -17,32 +17,26 @@ using SummingBackwardFn = std::function<tensor_list(const tensor_list& grad_outp
 
 class FunctionNode final : public Node {
  public:
-  FunctionNode(std::string name, BackwardFn fn) : name_(std::move(name)), fn_(std::move(fn)) {}
-  FunctionNode(std::string name, SummingBackwardFn fn)
-      : name_(std::move(name)), summing_fn_(std::move(fn)), sums_(true) {}
+  FunctionNode(std::string name, BackwardFn fn)
+      : name_(std::move(name)),
+        fn_([fn = std::move(fn)](const tensor_list& grads, const tensor_list&) { return fn(grads); }) {}
+  FunctionNode(std::string name, SummingBackwardFn fn) : name_(std::move(name)), fn_(std::move(fn)), sums_(true) {}
   tensor_list apply(tensor_list&& grads) override {
     // Missing output gradients become zeros so closures need no special case.
     for (size_t i = 0; i < grads.size(); ++i)
       if (!grads[i].defined() && i < output_shapes.size())
         grads[i] = zeros(output_shapes[i], TensorOptions(output_dtypes[i]));
-    if (sums_) {
-      if (accumulate_into.size() < next_edges.size()) accumulate_into.resize(next_edges.size());
-      return summing_fn_(grads, accumulate_into);
-    }
-    return fn_(grads);
+    if (sums_ && accumulate_into.size() < next_edges.size()) accumulate_into.resize(next_edges.size());
+    return fn_(grads, accumulate_into);
   }
   std::string name() const override { return name_; }
   bool sums_into_inputs() const override { return sums_; }
-  void release_saved() override {
-    fn_ = nullptr;
-    summing_fn_ = nullptr;
-  }
+  void release_saved() override { fn_ = nullptr; }
 
  private:
   std::string name_;
-  BackwardFn fn_;
-  SummingBackwardFn summing_fn_;
-  bool sums_ = false;
+  SummingBackwardFn fn_;  // a plain BackwardFn ignores the offered sums
+  bool sums_ = false;     // whether fn_ may take them
 };
 
 // sums[i] when it is defined and has this dtype and shape (a sum the node can

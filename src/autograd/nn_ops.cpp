@@ -59,14 +59,10 @@ Tensor embedding(const Tensor& weight, const Tensor& indices, int64_t padding_id
   return record("EmbeddingBackward0", {weight}, out,
                 [flat, wshape, padding_idx](const tensor_list& g, const tensor_list& sums) -> tensor_list {
                   Tensor go = native::contiguous(g[0]).reshape({-1, wshape[1]});
-                  const bool padding = padding_idx >= 0 && padding_idx < wshape[0];
+                  const int64_t skip = padding_idx >= 0 && padding_idx < wshape[0] ? padding_idx : -1;
                   Tensor sum = autograd::offered_sum(sums, 0, go.dtype(), wshape);
-                  if (sum.defined()) {
-                    native::index_add_into(sum, 0, flat, go, padding ? padding_idx : -1);
-                    return {Tensor()};
-                  }
-                  Tensor gw = native::index_add(wshape, 0, flat, go);
-                  if (padding) native::copy_into(gw.select(0, padding_idx), scalar_tensor(0.0, gw.dtype()));
+                  Tensor gw = sum.defined() ? Tensor() : zeros(wshape, TensorOptions(go.dtype()));
+                  native::index_add_into(sum.defined() ? sum : gw, 0, flat, go, skip);
                   return {gw};
                 });
 }

@@ -93,7 +93,8 @@ struct ConvEntry {
 using ConvKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                            bool, int>;
 
-std::unique_ptr<ConvEntry> make_entry(const Conv1dDims& d, bool bias) {
+std::unique_ptr<ConvEntry> make_entry(const Conv1dDims& d) {
+  const bool bias = d.has_bias;
   using tag = memory::format_tag;
   const auto f32 = memory::data_type::f32;
   auto entry = std::make_unique<ConvEntry>();
@@ -147,16 +148,15 @@ std::unique_ptr<ConvEntry> make_entry(const Conv1dDims& d, bool bias) {
 }
 
 const ConvEntry* conv_entry(const Conv1dDims& d) {
-  const bool bias = d.has_bias;
   static std::mutex mutex;
   static std::map<ConvKey, std::unique_ptr<ConvEntry>> cache;
-  const ConvKey key{d.N, d.C, d.L, d.O, d.K, d.groups, d.stride, d.dilation, d.pad_left, d.pad_right, bias,
+  const ConvKey key{d.N, d.C, d.L, d.O, d.K, d.groups, d.stride, d.dilation, d.pad_left, d.pad_right, d.has_bias,
                     rnnkit::get_num_threads()};
   std::lock_guard<std::mutex> lock(mutex);
   auto& slot = cache[key];
   if (slot == nullptr) {
     onednn::use_rnnkit_threads();
-    slot = make_entry(d, bias);
+    slot = make_entry(d);
   }
   return slot->ok ? slot.get() : nullptr;
 }
