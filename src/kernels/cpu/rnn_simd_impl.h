@@ -529,7 +529,13 @@ inline void prefetch_lines(const float* p, int64_t n) {
 // H = 128 1.08, GRU H = 128 1.10, LSTM H = 256 1.06, LSTM H = 512 1.03, GRU
 // H = 1024 0.99; bfloat16 weights at one row 0.97-1.01. The AVX2 kernels on
 // the same CPU: LSTM H = 512 N = 4 0.94, GRU H = 512 N = 2 0.90 (not measured
-// on AMD cores). (A first measurement with the packed weights 16 bytes off a
+// on AMD cores). Two Zen 5 cores (1 MiB of L2 each, so these slices stream
+// from L3), calls as the bench makes them: one row LSTM H = 512 1.03, LSTM
+// H = 640 0.99, GRU H = 640 1.01, GRU H = 1024 1.02, so one row stays without;
+// LSTM H = 512 N = 4 0.99, GRU H = 512 N = 2 1.00.
+// (With only oneDNN's call between the timed ones the same shapes read
+// 0.87-0.98: a gain that the bench's order of calls does not keep.)
+// (A first measurement with the packed weights 16 bytes off a
 // cache line, every vector load split across two lines, found 10-20% gains at
 // one row too: the misaligned stream is what the hardware prefetchers served
 // badly.)
