@@ -1059,6 +1059,27 @@ TEST(RnnKernels, ForwardDoesNotDependOnThreadCount) {
     }
 }
 
+// Short sequences of large layers take the input projection by oneDNN's brgemm
+// matmul (gemm.h, prefer_this_thread_matmul) where oneDNN has it: results that
+// match the double reference, and the same bits on 1, 2 and 3 threads (shares
+// of 512, 256 and 160-176 units, and a partial last block with H = 520).
+TEST(RnnKernels, SmallBatchMatmulProjection) {
+  for (CellType cell : {CellType::LSTM, CellType::GRU, CellType::RNN_TANH})
+    for (int64_t H : {512, 520}) {
+      Config c = random_config(cell, 610 + H);
+      c.I = 512, c.H = H, c.P = 0, c.N = 1, c.T = 5;
+      c.batch_sizes.assign(5, 1);
+      c.weight_scale = 0.04;
+      ASSERT_TRUE(k::prefer_this_thread_matmul(c.N * c.T, c.H, c.I)) << c.describe();
+      SCOPED_TRACE(c.describe());
+      check_large(c);
+      const Problem p = random_problem(c);
+      expect_forward_same_on(2, c, p);
+      expect_forward_same_on(3, c, p);
+      if (::testing::Test::HasFailure()) return;
+    }
+}
+
 // The inference forward of a configuration's layer (problem p, float) with W_hh
 // packed in bfloat16 once; each call runs on the thread count and tunings then
 // in force and returns y.

@@ -103,12 +103,10 @@ struct MatmulEntry {
 
 void* thread_scratchpad(size_t bytes) { return thread_buffer(onednn::kScratchpadBuffer, bytes); }
 
-// The primitive C (+)= A B for these descriptors (weights: B's, `any` lets oneDNN
-// choose), with a user scratchpad; null when oneDNN cannot make it, or, with
-// brgemm_only, when it would not use its brgemm kernel.
-std::unique_ptr<MatmulEntry> make_matmul(const memory::desc& a, const memory::desc& b, const memory::desc& c,
-                                         bool accumulate, bool brgemm_only = false) {
-  use_rnnkit_threads();
+// make_matmul for the thread count that OpenMP gives the calling thread now,
+// which oneDNN sizes the primitive's work split by.
+std::unique_ptr<MatmulEntry> make_matmul_here(const memory::desc& a, const memory::desc& b,
+                                              const memory::desc& c, bool accumulate, bool brgemm_only) {
   try {
     dnnl::post_ops sum;
     if (accumulate) sum.append_sum(1.0f);
@@ -129,6 +127,15 @@ std::unique_ptr<MatmulEntry> make_matmul(const memory::desc& a, const memory::de
   } catch (const dnnl::error&) {
     return nullptr;
   }
+}
+
+// The primitive C (+)= A B for these descriptors (weights: B's, `any` lets oneDNN
+// choose), with a user scratchpad, for rnnkit's thread count; null when oneDNN
+// cannot make it, or, with brgemm_only, when it would not use its brgemm kernel.
+std::unique_ptr<MatmulEntry> make_matmul(const memory::desc& a, const memory::desc& b, const memory::desc& c,
+                                         bool accumulate, bool brgemm_only = false) {
+  use_rnnkit_threads();
+  return make_matmul_here(a, b, c, accumulate, brgemm_only);
 }
 
 // C += A B, or with accumulate = false C = A B. Returns null when oneDNN cannot
@@ -268,6 +275,45 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
                                 B, ldb, beta, C, ldc);
   RNNKIT_CHECK(st == dnnl_success, "gemm: oneDNN sgemm failed with status ", int(st), " (M=", M,
                ", N=", N, ", K=", K, ", lda=", lda, ", ldb=", ldb, ", ldc=", ldc, ")");
+}
+
+namespace {
+
+// The brgemm matmul C[M, N] = A[M, K] W^T (W [N, K], row stride ldw) into a
+// dense C, made for one thread; null, cached as such, where oneDNN would not
+// use brgemm (CPUs without AVX-512).
+const MatmulEntry* this_thread_matmul(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldw) {
+  static std::mutex mutex;
+  static std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>, std::unique_ptr<MatmulEntry>> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::make_tuple(M, N, K, lda, ldw);
+  auto found = cache.find(key);
+  if (found != cache.end()) return found->second.get();
+  // A primitive made for more threads splits its work among them when it runs,
+  // and inside a parallel region only the first share would be computed.
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  auto entry = make_matmul_here(memory::desc({M, K}, memory::data_type::f32, memory::dims{lda, 1}),
+                                memory::desc({K, N}, memory::data_type::f32, memory::dims{1, ldw}),
+                                memory::desc({M, N}, memory::data_type::f32, memory::dims{N, 1}), false, true);
+  omp_set_num_threads(saved);
+  return (cache[key] = std::move(entry)).get();
+}
+
+}  // namespace
+
+bool prefer_this_thread_matmul(int64_t M, int64_t N, int64_t K) { return M <= 32 && N * K >= 512 * 512; }
+
+void gemm_on_this_thread(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* W,
+                         int64_t ldw, float* C, int64_t ldc, bool matmul) {
+  const MatmulEntry* e = matmul && M > 0 && N > 0 && K > 0 ? this_thread_matmul(M, N, K, lda, ldw) : nullptr;
+  if (e == nullptr) {
+    gemm(false, true, M, N, K, 1.0f, A, lda, W, ldw, 0.0f, C, ldc);
+    return;
+  }
+  float* dense = static_cast<float*>(thread_buffer(onednn::kDenseCopyBuffer, static_cast<size_t>(M * N) * sizeof(float)));
+  execute(*e, A, W, dense);
+  for (int64_t r = 0; r < M; ++r) std::memcpy(C + r * ldc, dense + r * N, static_cast<size_t>(N) * sizeof(float));
 }
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double alpha,

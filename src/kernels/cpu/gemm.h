@@ -18,6 +18,24 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double al
           const double* A, int64_t lda, const double* B, int64_t ldb, double beta, double* C,
           int64_t ldc);
 
+// C[M, N] = A[M, K] W^T (W [N, K], row stride ldw) on the calling thread alone:
+// a thread's share of a product inside a parallel region (the small-batch
+// forward's input projection). With matmul, through oneDNN's brgemm matmul
+// where this oneDNN has one (AVX-512), else by sgemm. The two sum in different
+// orders, while brgemm's order for an element does not depend on N: so that
+// the result does not depend on how the product is shared among threads, every
+// share of one product must pass the same matmul, decided on the whole
+// product's shape by prefer_this_thread_matmul.
+void gemm_on_this_thread(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* W,
+                         int64_t ldw, float* C, int64_t ldc, bool matmul);
+// Whether a product of M x N x K (the whole of it, before it is shared) takes
+// the brgemm matmul in gemm_on_this_thread: short sequences of large layers.
+// Both threads of a Zen 5 at once, brgemm / sgemm on one share: 25 x 256 x 512
+// 36 / 42 us, 25 x 512 x 1024 224 / 252, 25 x 256 x 256 18 / 19, but 50 x 256
+// x 512 82 / 70; inside the forward the primitive's lookup and call and the
+// copy out of its dense product cost a few us more, which smaller layers do
+// not win back (LSTM H = 256, one row, 25 steps: 1.05 of the time with sgemm).
+bool prefer_this_thread_matmul(int64_t M, int64_t N, int64_t K);
 // Many products with the same weights (one per time step): C[M, N] += A[M, K] W^T
 // (W [N, K] row-major) or A W (W [K, N]), through oneDNN's matmul primitive with W
 // reordered once into

@@ -588,12 +588,15 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
       // whatever the thread count (a one-column GEMM is a matrix-vector product,
       // which sums in another order).
       const int64_t full_end = std::max(u0, std::min(u1, H / kPackBlock * kPackBlock));
+      // Decided on a gate's whole product, so that each unit's sum takes the
+      // same kernel whoever owns it.
+      const bool matmul = prefer_this_thread_matmul(rows, H, I);
       for (int q = 0; q < G; ++q) {
         const int64_t col = (S == 4 && G == 3 && q == 2) ? 3 * H : q * H;
         for (const auto& [v0, v1] : {std::pair<int64_t, int64_t>{u0, full_end}, {full_end, u1}})
           if (v1 > v0)
-            gemm(false, true, rows, v1 - v0, I, 1.0f, a.x, a.ldx, a.w_ih + (q * H + v0) * I, I, 0.0f,
-                 a.gates + col + v0, a.ldg);
+            gemm_on_this_thread(rows, v1 - v0, I, a.x, a.ldx, a.w_ih + (q * H + v0) * I, I, a.gates + col + v0,
+                                a.ldg, matmul);
       }
       if (S == 4 && G == 3)
         for (int64_t r = 0; r < rows; ++r)
