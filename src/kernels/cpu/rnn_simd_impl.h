@@ -569,6 +569,9 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
     for (int g = 0; g < groups; ++g)
       scheduler.set_parts(g, static_cast<int>(blocks * (g + 1) / groups - blocks * g / groups));
 
+  // Decided on a gate's whole projection, so that each unit's sum takes the
+  // same kernel whoever owns it.
+  const bool projection_matmul = prefer_this_thread_matmul(rows, H, d.input_size);
 #pragma omp parallel num_threads(groups)
   {
     const int t = omp_get_thread_num();
@@ -588,15 +591,12 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
       // whatever the thread count (a one-column GEMM is a matrix-vector product,
       // which sums in another order).
       const int64_t full_end = std::max(u0, std::min(u1, H / kPackBlock * kPackBlock));
-      // Decided on a gate's whole product, so that each unit's sum takes the
-      // same kernel whoever owns it.
-      const bool matmul = prefer_this_thread_matmul(rows, H, I);
       for (int q = 0; q < G; ++q) {
         const int64_t col = (S == 4 && G == 3 && q == 2) ? 3 * H : q * H;
         for (const auto& [v0, v1] : {std::pair<int64_t, int64_t>{u0, full_end}, {full_end, u1}})
           if (v1 > v0)
             gemm_on_this_thread(rows, v1 - v0, I, a.x, a.ldx, a.w_ih + (q * H + v0) * I, I, a.gates + col + v0,
-                                a.ldg, matmul);
+                                a.ldg, projection_matmul);
       }
       if (S == 4 && G == 3)
         for (int64_t r = 0; r < rows; ++r)
