@@ -157,10 +157,21 @@ void RnnkitRnn::forward_inference(bool prepacked) {
       k::rnn_pack_weights(dims_, p_.w_hh.data(), packed_.data());
     }
     w.w_hh_packed = packed_.data();
+    w.w_ih_packed = packed_input();
   }
   k::rnn_forward<float>(dims_, w, p_.x.data(), H, nullptr, nullptr, y_.data(), H, h_n_.data(),
                         dims_.cell == k::CellType::LSTM ? c_n_.data() : nullptr,
                         ws_inference_.data(), false);
+}
+
+const float* RnnkitRnn::packed_input() {
+  const size_t n = k::rnn_packed_input_weights_size(dims_);
+  if (n == 0) return nullptr;
+  if (packed_input_.size() != n) {
+    packed_input_.assign(n, 0.f);
+    k::rnn_pack_input_weights(dims_, p_.w_ih.data(), packed_input_.data());
+  }
+  return packed_input_.data();
 }
 
 void RnnkitRnn::forward_inference_bf16() {
@@ -172,6 +183,7 @@ void RnnkitRnn::forward_inference_bf16() {
   }
   k::RnnWeights<float> w = w_;
   w.w_hh_packed = packed_bf16_.data();
+  w.w_ih_packed = packed_input();
   k::rnn_forward<float>(dims_, w, p_.x.data(), H, nullptr, nullptr, y_.data(), H, h_n_.data(),
                         dims_.cell == k::CellType::LSTM ? c_n_.data() : nullptr,
                         ws_inference_.data(), false);

@@ -73,9 +73,10 @@ class RnnkitRnn {
  public:
   // allocate_training = false leaves the training buffers for the caller.
   explicit RnnkitRnn(const Problem& p, bool allocate_training = true);
-  // Inference. prepacked: with W_hh packed once beforehand (rnn_pack_weights), as
-  // a module in eval mode caches it (and as oneDNN's weights are reordered once);
-  // else the call packs W_hh itself.
+  // Inference. prepacked: with W_hh packed once beforehand (rnn_pack_weights),
+  // and W_ih where the forward takes it packed (rnn_pack_input_weights), as a
+  // module in eval mode caches them (and as oneDNN's weights are reordered
+  // once); else the call packs them itself.
   void forward_inference(bool prepacked = true);
   // Inference with W_hh packed in bfloat16 (PackedPrecision::kBFloat16), the
   // explicit reduced-precision option; small-batch rows only.
@@ -106,6 +107,10 @@ class RnnkitRnn {
   bool packs_ = false, packs_bf16_ = false;
   Floats packed_;  // W_hh packed for it, on the first prepacked inference
   Floats packed_bf16_;
+  Floats packed_input_;  // W_ih packed, where the forward takes it (packed_input)
+  // W_ih packed for the inference forward (on first use), or null where it
+  // takes no packed W_ih.
+  const float* packed_input();
 };
 
 }  // namespace rnnkit::bench

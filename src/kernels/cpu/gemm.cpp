@@ -302,7 +302,7 @@ const MatmulEntry* this_thread_matmul(int64_t M, int64_t N, int64_t K, int64_t l
 
 }  // namespace
 
-bool prefer_this_thread_matmul(int64_t M, int64_t N, int64_t K) { return M <= 32 && N * K >= 512 * 512; }
+bool prefer_this_thread_matmul(int64_t M, int64_t N, int64_t K) { return M >= 16 && M <= 32 && N * K >= 512 * 512; }
 
 void gemm_on_this_thread(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* W,
                          int64_t ldw, float* C, int64_t ldc, bool matmul) {

@@ -29,12 +29,15 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double al
 void gemm_on_this_thread(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* W,
                          int64_t ldw, float* C, int64_t ldc, bool matmul);
 // Whether a product of M x N x K (the whole of it, before it is shared) takes
-// the brgemm matmul in gemm_on_this_thread: short sequences of large layers.
+// the brgemm matmul in gemm_on_this_thread: 16 to 32 rows of large layers.
 // Both threads of a Zen 5 at once, brgemm / sgemm on one share: 25 x 256 x 512
 // 36 / 42 us, 25 x 512 x 1024 224 / 252, 25 x 256 x 256 18 / 19, but 50 x 256
 // x 512 82 / 70; inside the forward the primitive's lookup and call and the
 // copy out of its dense product cost a few us more, which smaller layers do
-// not win back (LSTM H = 256, one row, 25 steps: 1.05 of the time with sgemm).
+// not win back (LSTM H = 256, one row, 25 steps: 1.05 of the time with sgemm);
+// nor do fewer rows: forward of LSTM H = 512 with W_hh packed beforehand, us,
+// brgemm / sgemm: N = 1 T = 1 81 / 47-50, N = 4 T = 1 92-93 / 66-67, N = 1 T = 8
+// 219-225 / 197, N = 8 T = 2 211 / 229-231, N = 1 T = 16 383-394 / 412-419.
 bool prefer_this_thread_matmul(int64_t M, int64_t N, int64_t K);
 // Many products with the same weights (one per time step): C[M, N] += A[M, K] W^T
 // (W [N, K] row-major) or A W (W [K, N]), through oneDNN's matmul primitive with W

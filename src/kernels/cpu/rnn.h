@@ -85,6 +85,12 @@ struct RnnWeights {
   // throws if they were packed for another cell or size, or in bfloat16 for a
   // training forward.
   const T* w_hh_packed = nullptr;
+  // Optional, float only: w_ih as rnn_pack_input_weights wrote it, where the
+  // forward takes that form (rnn_packed_input_weights_size > 0); it then skips
+  // packing w_ih itself. Ignored where the forward does not take it; throws if
+  // packed for another cell or size. w_ih is still required. The results are
+  // the same bits with or without it.
+  const T* w_ih_packed = nullptr;
 };
 
 // Parameter gradients, each with its weight's shape; ACCUMULATED (+=), or with
@@ -138,6 +144,17 @@ size_t rnn_packed_weights_size(const RnnLayerDims& dims,
 // except through the GEMM path's layout.
 void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed,
                       PackedPrecision precision = PackedPrecision::kFloat32);
+// Floats that rnn_pack_input_weights writes for dims; 0 where the forward on
+// dims makes its input projection without them. The small-batch forward of
+// short sequences of large layers with several gates (LSTM, GRU) does, with
+// AVX-512: it runs the projection through its own product over W_ih packed as
+// W_hh is, packing a block at a time itself unless given the whole of it.
+size_t rnn_packed_input_weights_size(const RnnLayerDims& dims);
+// Writes w_ih [G*H, I] in that layout into packed
+// [rnn_packed_input_weights_size(dims)], 64-byte aligned is best; on
+// rnnkit::get_num_threads() threads (the result does not depend on it). It
+// depends on the cell and sizes only, not on the batch or the steps.
+void rnn_pack_input_weights(const RnnLayerDims& dims, const float* w_ih, float* packed);
 // Whether an inference rnn_forward on dims takes weights packed by
 // rnn_pack_weights (float32) at all: false where the forward it takes has no
 // use for them (the small-batch layout without AVX2 kernels, where the forward

@@ -550,6 +550,90 @@ inline int small_batch_threads(int requested, int64_t blocks) {
       1, std::min<int64_t>({requested, blocks, detail::StepScheduler::kMaxGroups})));
 }
 
+// ---------------------------------------------------------------------------
+// Input projection from W_ih packed beforehand (SmallBatchForward::w_ih_packed):
+// for one 16-unit block and every row of x, gate q's sums go to columns
+// col[q] + u of the gates rows, from W_ih packed as W_hh is ([I][G][16]): the
+// recurrent step's product, with more rows per pass. Each sum runs along k from
+// zero in one chain, whatever the rows per pass or the block's owner, so its
+// bits do not depend on the thread count. One thread of a Zen 5, LSTM H = I =
+// 512, a thread's 256 units, us: 25 rows 99-101 against 140-145 for oneDNN's
+// brgemm matmul and 168-189 for its sgemm; 1 row 19 / 60 / 26; 8 rows 35-47 /
+// 74-79 / 66; 16 rows 68-71 / 106-110 / 132; 100 rows 398 / 441-449 / 488-497.
+// Packing a block just before its product instead costs about 65 us more (the
+// transposes) and loses to the GEMMs at every size up to 32 rows: so only
+// caller-packed W_ih takes this product.
+
+// Rows per pass: the most whose G * kSub accumulators leave registers for one
+// k's weights and a broadcast, at most 8. With 16-lane vectors, 6 for the LSTM
+// (5 and 6 measured against 4: 4-7% faster) and 8 for the GRU.
+constexpr int projection_rows(int G) {
+  const int per_row = G * kSub;
+  const int fit = (Vec::kRegisters - per_row - 2) / per_row;
+  return fit < 1 ? 1 : fit > 8 ? 8 : fit;
+}
+
+template <int G, int NB>
+inline void projection_pass(const float* wp, int64_t I, const float* x, int64_t ldx, float* g, int64_t ldg,
+                            const int64_t (&col)[G], int64_t cnt) {
+  reg acc[NB][G][kSub];
+#pragma GCC unroll 16
+  for (int b = 0; b < NB; ++b)
+#pragma GCC unroll 16
+    for (int q = 0; q < G; ++q)
+#pragma GCC unroll 16
+      for (int s = 0; s < kSub; ++s) acc[b][q][s] = Vec::zero();
+  for (int64_t k = 0; k < I; ++k) {
+    const float* w = wp + k * G * kPackBlock;
+    reg wv[G][kSub];
+#pragma GCC unroll 16
+    for (int q = 0; q < G; ++q)
+#pragma GCC unroll 16
+      for (int s = 0; s < kSub; ++s) wv[q][s] = Vec::load(w + q * kPackBlock + s * Vec::kLanes);
+#pragma GCC unroll 16
+    for (int b = 0; b < NB; ++b) {
+      const reg xb = Vec::broadcast(x + b * ldx + k);
+#pragma GCC unroll 16
+      for (int q = 0; q < G; ++q)
+#pragma GCC unroll 16
+        for (int s = 0; s < kSub; ++s) acc[b][q][s] = Vec::fmadd(wv[q][s], xb, acc[b][q][s]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int b = 0; b < NB; ++b)
+#pragma GCC unroll 16
+    for (int q = 0; q < G; ++q)
+#pragma GCC unroll 16
+      for (int s = 0; s < kSub; ++s) {
+        const int64_t c = sub_lanes(cnt, s);
+        if (c > 0) st(g + b * ldg + col[q] + s * Vec::kLanes, acc[b][q][s], c);
+      }
+}
+
+// A pass over nb <= NB rows.
+template <int G, int NB>
+inline void projection_pass_rows(const float* wp, int64_t I, const float* x, int64_t ldx, float* g, int64_t ldg,
+                                 const int64_t (&col)[G], int64_t cnt, int64_t nb) {
+  if constexpr (NB > 1) {
+    if (nb < NB) {
+      projection_pass_rows<G, NB - 1>(wp, I, x, ldx, g, ldg, col, cnt, nb);
+      return;
+    }
+  }
+  projection_pass<G, NB>(wp, I, x, ldx, g, ldg, col, cnt);
+}
+
+// Rows [0, M) in passes of equal size (25 rows as 5 x 5 rather than 4 x 6 + 1,
+// whose one-row pass makes one FMA per weight loaded).
+template <int G>
+void project_block(const float* wp, int64_t I, int64_t M, const float* x, int64_t ldx, float* g, int64_t ldg,
+                   const int64_t (&col)[G], int64_t cnt) {
+  constexpr int R = projection_rows(G);
+  const int64_t passes = (M + R - 1) / R, per = (M + passes - 1) / passes;
+  for (int64_t m = 0; m < M; m += per)
+    projection_pass_rows<G, R>(wp, I, x + m * ldx, ldx, g + m * ldg, ldg, col, cnt, std::min(per, M - m));
+}
+
 template <int G, int S, bool GM>
 void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) {
   const RnnLayerDims& d = *a.dims;
@@ -590,13 +674,19 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
       // it, so that every unit's sum is taken by a GEMM of the same shape class
       // whatever the thread count (a one-column GEMM is a matrix-vector product,
       // which sums in another order).
-      const int64_t full_end = std::max(u0, std::min(u1, H / kPackBlock * kPackBlock));
-      for (int q = 0; q < G; ++q) {
-        const int64_t col = (S == 4 && G == 3 && q == 2) ? 3 * H : q * H;
-        for (const auto& [v0, v1] : {std::pair<int64_t, int64_t>{u0, full_end}, {full_end, u1}})
-          if (v1 > v0)
-            gemm_on_this_thread(rows, v1 - v0, I, a.x, a.ldx, a.w_ih + (q * H + v0) * I, I, a.gates + col + v0,
-                                a.ldg, projection_matmul);
+      int64_t col[G];
+      for (int q = 0; q < G; ++q) col[q] = (S == 4 && G == 3 && q == 2) ? 3 * H : q * H;
+      if (a.w_ih_packed != nullptr) {
+        for (int64_t jb = jb0; jb < jb1; ++jb)
+          project_block<G>(a.w_ih_packed + jb * I * G * kPackBlock, I, rows, a.x, a.ldx, a.gates + jb * kPackBlock,
+                           a.ldg, col, std::min(kPackBlock, H - jb * kPackBlock));
+      } else {
+        const int64_t full_end = std::max(u0, std::min(u1, H / kPackBlock * kPackBlock));
+        for (int q = 0; q < G; ++q)
+          for (const auto& [v0, v1] : {std::pair<int64_t, int64_t>{u0, full_end}, {full_end, u1}})
+            if (v1 > v0)
+              gemm_on_this_thread(rows, v1 - v0, I, a.x, a.ldx, a.w_ih + (q * H + v0) * I, I,
+                                  a.gates + col[q] + v0, a.ldg, projection_matmul);
       }
       if (S == 4 && G == 3)
         for (int64_t r = 0; r < rows; ++r)
@@ -1087,6 +1177,7 @@ const Kernels kKernels = {
     {&elman_backward<false>, &elman_backward<true>, &lstm_backward, &gru_backward},
     &gate_major,
     &small_batch_forward,
+    Vec::kRegisters >= 32,  // packed_projection: registers for several rows of all gates
     &small_batch_backward,
     kLanesRowVecs * Vec::kLanes,
     &lanes_gemm,

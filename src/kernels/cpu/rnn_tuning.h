@@ -46,6 +46,12 @@ void set_small_batch_prefetch(int64_t bytes);
 // The results are the same bits either way. Not thread-safe.
 void set_stage_step_products(bool stage);
 
+// Whether the small-batch forward may take its input projection by the
+// kernels' packed product (rnn.cpp, packed_projection_path; default true);
+// false: by GEMMs, which sum in another order. Changes
+// rnn_packed_input_weights_size. For A/B measurements. Not thread-safe.
+void set_packed_projection(bool on);
+
 // Which forward path dims take on the active instruction set: "small-batch",
 // "lanes" (rows-in-lanes products) or "gemm" (oneDNN per-step products).
 const char* forward_path(const RnnLayerDims& dims);
