@@ -85,11 +85,13 @@ struct RnnWeights {
   // throws if they were packed for another cell or size, or in bfloat16 for a
   // training forward.
   const T* w_hh_packed = nullptr;
-  // Optional, float only: w_ih as rnn_pack_input_weights wrote it, where the
-  // forward takes that form (rnn_packed_input_weights_size > 0); it then skips
-  // packing w_ih itself. Ignored where the forward does not take it; throws if
-  // packed for another cell or size. w_ih is still required. The results are
-  // the same bits with or without it.
+  // Optional, float only: w_ih as rnn_pack_input_weights wrote it. Where the
+  // forward takes that form (rnn_packed_input_weights_size > 0) it makes the
+  // input projection from it by its own product, faster than GEMMs over w_ih,
+  // which sum in another order: results differ from those without it in the
+  // last bits (they still do not depend on the thread count). Ignored where the
+  // forward does not take it; throws if packed for another cell or size. w_ih is
+  // still required.
   const T* w_ih_packed = nullptr;
 };
 
@@ -145,10 +147,9 @@ size_t rnn_packed_weights_size(const RnnLayerDims& dims,
 void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed,
                       PackedPrecision precision = PackedPrecision::kFloat32);
 // Floats that rnn_pack_input_weights writes for dims; 0 where the forward on
-// dims makes its input projection without them. The small-batch forward of
-// short sequences of large layers with several gates (LSTM, GRU) does, with
-// AVX-512: it runs the projection through its own product over W_ih packed as
-// W_hh is, packing a block at a time itself unless given the whole of it.
+// dims takes no packed W_ih. The small-batch forward of up to 32 rows of large
+// layers with several gates (LSTM, GRU; hidden_size * input_size >= 512^2)
+// takes it, with AVX-512.
 size_t rnn_packed_input_weights_size(const RnnLayerDims& dims);
 // Writes w_ih [G*H, I] in that layout into packed
 // [rnn_packed_input_weights_size(dims)], 64-byte aligned is best; on
@@ -175,7 +176,7 @@ bool rnn_packed_weights_fit(const RnnLayerDims& dims, const float* packed);
 // the calling thread alone; that is how the two directions of a bidirectional
 // layer run concurrently on two cores. Float results are the same on every run
 // with the same thread count, and inference and training forwards agree
-// exactly. Across thread counts, the small-batch and rows-in-lanes products give
+// exactly (given the same weights: w_ih_packed changes the sums' order). Across thread counts, the small-batch and rows-in-lanes products give
 // the same bits; products that oneDNN's sgemm computes (the input and output
 // projections, the per-step products on the GEMM path) may differ in the last
 // bits, as oneDNN splits some shapes along K for some thread counts (seen on
