@@ -379,9 +379,9 @@ void print_table(std::ostream& out, const std::vector<RowResult>& res, const jso
       << "^3, median)\n";
   out << "times are medians; 't/oneDNN' = rnnkit time / oneDNN time; 'x torch' = PyTorch time / "
          "rnnkit time;\nGFLOP/s counts the GEMM work: forward 2*G*H*(I+H)*N*T, forward+backward 3x "
-         "that;\nfwd = inference with W_hh packed beforehand (rnn_pack_weights, as oneDNN's weights "
-         "are reordered\nbeforehand), fwd* = the same call packing W_hh itself, fwd bf16 = "
-         "bfloat16-packed W_hh (--bf16)\n\n";
+         "that;\nfwd = inference with W_hh (and W_ih where taken) packed beforehand (rnn_pack_weights,\n"
+         "rnn_pack_input_weights; as oneDNN's weights are reordered beforehand), fwd* = the same call\n"
+         "packing W_hh itself, fwd bf16 = bfloat16-packed W_hh (--bf16)\n\n";
   out << std::left << std::setw(22) << "row" << std::setw(9) << "pass" << std::right
       << std::setw(10) << "rnnkit ms" << std::setw(9) << "us/step" << std::setw(9) << "GFLOP/s"
       << std::setw(7) << "%ceil" << std::setw(11) << "oneDNN ms" << std::setw(9) << "GFLOP/s"

@@ -351,6 +351,10 @@ struct KernelOutputs {
   std::vector<double> y, h_n, c_n;                      // training forward
   std::vector<double> y_inf, h_n_inf, c_n_inf;          // inference forward
   std::vector<double> y_inf_packed;  // inference with rnn_pack_weights (float), else y_inf
+  // Inference with W_hh and W_ih packed by the caller (float, where the forward
+  // takes packed W_ih: rnn_packed_input_weights_size > 0), else y_inf_packed;
+  // with its h_n and c_n.
+  std::vector<double> y_inf_packed_ih, h_n_inf_packed_ih, c_n_inf_packed_ih;
   std::vector<double> dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr;  // minus prefills
   // Second backward with dx, dh0, dc0, dW_ih and dB_ih not requested.
   std::vector<double> dw_hh_partial, db_hh_partial, dw_hr_partial;
@@ -487,6 +491,30 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
         out.y_inf_packed = unstride(y2, rows, Hout, ldy, "y (inference, packed weights)");
       }
     }
+    out.y_inf_packed_ih = out.y_inf_packed;
+    out.h_n_inf_packed_ih = out.h_n_inf;
+    out.c_n_inf_packed_ih = out.c_n_inf;
+    if constexpr (std::is_same_v<T, float>) {
+      // The same inference with W_ih packed by the caller too.
+      std::vector<float> packed_ih(k::rnn_packed_input_weights_size(d), static_cast<float>(kNaN));
+      std::vector<float> packed(k::rnn_packed_weights_size(d), static_cast<float>(kNaN));
+      if (!packed_ih.empty()) {
+        k::rnn_pack_input_weights(d, w_ih.data(), packed_ih.data());
+        k::rnn_pack_weights(d, w_hh.data(), packed.data());
+        RnnWeights<float> wp = w;
+        wp.w_hh_packed = packed.data();
+        wp.w_ih_packed = packed_ih.data();
+        std::fill(y2.begin(), y2.end(), static_cast<T>(kSentinel));
+        std::fill(h_n2.begin(), h_n2.end(), static_cast<T>(kNaN));
+        std::fill(c_n2.begin(), c_n2.end(), static_cast<T>(kNaN));
+        std::fill(ws2.begin(), ws2.end(), static_cast<T>(kNaN));
+        k::rnn_forward<float>(d, wp, x.data(), ldx, h0p, c0p, y2.data(), ldy, h_n2.data(),
+                              lstm ? c_n2.data() : nullptr, ws2.data(), false, scratch.data());
+        out.y_inf_packed_ih = unstride(y2, rows, Hout, ldy, "y (inference, packed W_ih)");
+        out.h_n_inf_packed_ih = widen(h_n2);
+        out.c_n_inf_packed_ih = lstm ? widen(c_n2) : std::vector<double>(N * H, 0.0);
+      }
+    }
   }
 
   const std::vector<T> dy = strided<T>(p.r_y, rows, Hout, lddy, kNaN);
@@ -598,6 +626,9 @@ void expect_same_bits(const KernelOutputs& a, const KernelOutputs& b) {
       {"h_n_inf", &KernelOutputs::h_n_inf},
       {"c_n_inf", &KernelOutputs::c_n_inf},
       {"y_inf_packed", &KernelOutputs::y_inf_packed},
+      {"y_inf_packed_ih", &KernelOutputs::y_inf_packed_ih},
+      {"h_n_inf_packed_ih", &KernelOutputs::h_n_inf_packed_ih},
+      {"c_n_inf_packed_ih", &KernelOutputs::c_n_inf_packed_ih},
       {"dx", &KernelOutputs::dx},
       {"dh0", &KernelOutputs::dh0},
       {"dc0", &KernelOutputs::dc0},
@@ -619,6 +650,9 @@ void expect_forward_same_on(int threads, const Config& c, const Problem& p) {
   EXPECT_EQ(one.y, more.y) << threads << " threads";
   EXPECT_EQ(one.h_n, more.h_n) << threads << " threads";
   EXPECT_EQ(one.c_n, more.c_n) << threads << " threads";
+  EXPECT_EQ(one.y_inf_packed_ih, more.y_inf_packed_ih) << threads << " threads, packed W_ih";
+  EXPECT_EQ(one.h_n_inf_packed_ih, more.h_n_inf_packed_ih) << threads << " threads, packed W_ih";
+  EXPECT_EQ(one.c_n_inf_packed_ih, more.c_n_inf_packed_ih) << threads << " threads, packed W_ih";
 }
 
 // ---------------------------------------------------------------------------
@@ -727,6 +761,9 @@ void check_float_against_double(const KernelOutputs& kf, const KernelOutputs& kd
   expect_close("float h_n", kf.h_n, kd.h_n, f_tol, f_tol);
   expect_close("float c_n", kf.c_n, kd.c_n, f_tol, f_tol);
   expect_close("float y (inference)", kf.y_inf, kd.y, f_tol, f_tol);
+  expect_close("float y (inference, packed W_ih)", kf.y_inf_packed_ih, kd.y, f_tol, f_tol);
+  expect_close("float h_n (inference, packed W_ih)", kf.h_n_inf_packed_ih, kd.h_n, f_tol, f_tol);
+  expect_close("float c_n (inference, packed W_ih)", kf.c_n_inf_packed_ih, kd.c_n, f_tol, f_tol);
   expect_close("float dx", kf.dx, kd.dx, f_tol, f_tol);
   expect_close("float dh0", kf.dh0, kd.dh0, f_tol, f_tol);
   expect_close("float dc0", kf.dc0, kd.dc0, f_tol, f_tol);
@@ -824,6 +861,9 @@ void check_large(Config c) {
     expect_close("float y", kf.y, kd.y, 1e-4, 1e-4);
     expect_close("float h_n", kf.h_n, kd.h_n, 1e-4, 1e-4);
     expect_close("float c_n", kf.c_n, kd.c_n, 1e-4, 1e-4);
+    expect_close("float y (inference, packed W_ih)", kf.y_inf_packed_ih, kd.y, 1e-4, 1e-4);
+    expect_close("float h_n (inference, packed W_ih)", kf.h_n_inf_packed_ih, kd.h_n, 1e-4, 1e-4);
+    expect_close("float c_n (inference, packed W_ih)", kf.c_n_inf_packed_ih, kd.c_n, 1e-4, 1e-4);
     expect_close("float dx", kf.dx, kd.dx, 1e-4, 1e-4);
     expect_close("float dw_ih", kf.dw_ih, kd.dw_ih, 1e-3, 1e-4);
     expect_close("float dw_hh", kf.dw_hh, kd.dw_hh, 1e-3, 1e-4);
@@ -1067,8 +1107,8 @@ TEST(RnnKernels, SmallBatchMatmulProjection) {
   for (CellType cell : {CellType::LSTM, CellType::GRU, CellType::RNN_TANH})
     for (int64_t H : {512, 520}) {
       Config c = random_config(cell, 610 + H);
-      c.I = 512, c.H = H, c.P = 0, c.N = 1, c.T = 5;
-      c.batch_sizes.assign(5, 1);
+      c.I = 512, c.H = H, c.P = 0, c.N = 1, c.T = 16;
+      c.batch_sizes.assign(16, 1);
       c.weight_scale = 0.04;
       ASSERT_TRUE(k::prefer_this_thread_matmul(c.N * c.T, c.H, c.I)) << c.describe();
       SCOPED_TRACE(c.describe());
@@ -1078,6 +1118,121 @@ TEST(RnnKernels, SmallBatchMatmulProjection) {
       expect_forward_same_on(3, c, p);
       if (::testing::Test::HasFailure()) return;
     }
+}
+
+// W_ih packed by the caller (rnn_pack_input_weights): where the forward takes
+// it (LSTM and GRU with H * I >= 512^2, up to 32 rows, AVX-512 kernels), the
+// inference forward makes its input projection from it by its own product:
+// close to the double reference, the same bits on 1, 2 and 3 threads (H = 520:
+// a partial last block, owned by either thread), over one step, packed
+// variable-length batches and 32 rows. Elsewhere there is no packed form.
+TEST(RnnKernels, PackedInputWeights) {
+  const simd::Kernels* kernels = simd::active_kernels();
+  const bool takes = kernels != nullptr && kernels->packed_projection;
+  for (CellType cell : {CellType::LSTM, CellType::GRU})
+    for (int64_t H : {512, 520})
+      for (int variant = 0; variant < 3; ++variant) {
+        Config c = random_config(cell, 640 + H + variant);
+        c.I = 512, c.H = H, c.P = 0;
+        if (variant == 0) {
+          c.N = 1, c.T = 1;
+          c.batch_sizes = {1};
+        } else if (variant == 1) {
+          c.N = 3, c.T = 7;
+          c.batch_sizes = batch_sizes_from_lengths({7, 5, 2});
+        } else {
+          c.N = 4, c.T = 8;
+          c.batch_sizes.assign(8, 4);
+        }
+        c.weight_scale = 0.04;
+        SCOPED_TRACE(c.describe());
+        ASSERT_EQ(k::rnn_packed_input_weights_size(c.dims()) > 0, takes);
+        if (!takes) {
+          std::vector<float> w(static_cast<size_t>(c.G() * H * c.I)), packed(64);
+          EXPECT_THROW(k::rnn_pack_input_weights(c.dims(), w.data(), packed.data()), rnnkit::Error);
+          continue;
+        }
+        const Problem p = random_problem(c);
+        const ReferenceOutputs ref = reference_forward(c, p);
+        const KernelOutputs one = run_float_kernel_on(1, c, p);
+        constexpr double tol = 1e-4;
+        expect_close("y (packed W_ih)", one.y_inf_packed_ih, ref.y, tol, tol);
+        expect_close("h_n (packed W_ih)", one.h_n_inf_packed_ih, ref.h_n, tol, tol);
+        expect_close("c_n (packed W_ih)", one.c_n_inf_packed_ih, ref.c_n, tol, tol);
+        expect_forward_same_on(2, c, p);
+        expect_forward_same_on(3, c, p);
+        if (::testing::Test::HasFailure()) return;
+      }
+}
+
+// Packed W_ih given where it does not belong: to a forward that takes none (more
+// than 32 rows) it is ignored; for another cell or input size, or as W_hh, it
+// throws, naming the argument.
+TEST(RnnKernels, PackedInputWeightsMismatches) {
+  Config c = random_config(CellType::LSTM, 77);
+  c.I = 512, c.H = 512, c.P = 0, c.N = 1, c.T = 4;
+  c.batch_sizes.assign(4, 1);
+  c.has_bias = false;
+  c.separate_scratch = false;
+  const simd::Kernels* kernels = simd::active_kernels();
+  if (kernels == nullptr || !kernels->packed_projection) {
+    EXPECT_EQ(k::rnn_packed_input_weights_size(c.dims()), 0u) << "no packed W_ih without AVX-512 kernels";
+    return;
+  }
+  const Problem p = random_problem(c);
+  const std::vector<float> w_ih(p.w_ih.begin(), p.w_ih.end()), w_hh(p.w_hh.begin(), p.w_hh.end());
+  std::vector<float> packed_ih(k::rnn_packed_input_weights_size(c.dims()));
+  k::rnn_pack_input_weights(c.dims(), w_ih.data(), packed_ih.data());
+  EXPECT_THROW(k::rnn_pack_input_weights(c.dims(), nullptr, packed_ih.data()), rnnkit::Error);
+
+  // The forward of `other` (c with some sizes changed) on random input, with
+  // the given packed W_ih and W_hh (or none).
+  const auto forward = [&](const Config& other, const float* w_ih_packed, const float* w_hh_packed) {
+    const RnnLayerDims d = other.dims();
+    std::vector<float> wi(static_cast<size_t>(other.G() * other.H * other.I), 0.01f);
+    if (other.I == c.I && other.cell == c.cell) wi = w_ih;
+    RnnWeights<float> w;
+    w.w_ih = wi.data();
+    w.w_hh = w_hh.data();
+    w.w_ih_packed = w_ih_packed;
+    w.w_hh_packed = w_hh_packed;
+    std::vector<float> x(static_cast<size_t>(other.rows() * other.I), 0.5f);
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(p.x[i % p.x.size()]);
+    std::vector<float> y(static_cast<size_t>(other.rows() * other.H)), ws(k::rnn_forward_workspace_size(d, false));
+    k::rnn_forward<float>(d, w, x.data(), other.I, nullptr, nullptr, y.data(), other.H, nullptr, nullptr, ws.data(),
+                          false);
+    return y;
+  };
+  // 40 rows: no packed form; the packing for 4 rows is ignored.
+  Config longer = c;
+  longer.T = 40;
+  longer.batch_sizes.assign(40, 1);
+  EXPECT_EQ(k::rnn_packed_input_weights_size(longer.dims()), 0u);
+  EXPECT_THROW(k::rnn_pack_input_weights(longer.dims(), w_ih.data(), packed_ih.data()), rnnkit::Error);
+  EXPECT_EQ(forward(longer, packed_ih.data(), nullptr), forward(longer, nullptr, nullptr));
+  // Taken: the projection's order of sums changes, not its value.
+  expect_close("y (packed W_ih)", widen(forward(c, packed_ih.data(), nullptr)), widen(forward(c, nullptr, nullptr)),
+               1e-5, 1e-5);
+
+  const auto expect_error = [&](const Config& other, const float* w_ih_packed, const float* w_hh_packed,
+                                const std::string& words) {
+    try {
+      forward(other, w_ih_packed, w_hh_packed);
+      ADD_FAILURE() << "no error; expected one saying: " << words;
+    } catch (const rnnkit::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  Config wider = c;
+  wider.I = 640;
+  expect_error(wider, packed_ih.data(), nullptr, "w_ih_packed was not written by rnn_pack_input_weights");
+  Config gru = c;
+  gru.cell = CellType::GRU;
+  expect_error(gru, packed_ih.data(), nullptr, "w_ih_packed was not written by rnn_pack_input_weights");
+  expect_error(c, nullptr, packed_ih.data(), "w_hh_packed was not written by rnn_pack_weights");
+  std::vector<float> packed_hh(k::rnn_packed_weights_size(c.dims()));
+  k::rnn_pack_weights(c.dims(), w_hh.data(), packed_hh.data());
+  expect_error(c, packed_hh.data(), nullptr, "w_ih_packed was not written by rnn_pack_input_weights");
 }
 
 // The inference forward of a configuration's layer (problem p, float) with W_hh
