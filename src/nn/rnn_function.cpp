@@ -89,6 +89,9 @@ struct Saved {
     if (spec.proj_size > 0) r.w_hr = w[next].const_data_ptr<T>();
     return r;
   }
+  const Tensor& w_ih(int64_t layer, int64_t direction) const {
+    return weights[static_cast<size_t>((layer * D + direction) * per_direction)];
+  }
   const Tensor& w_hh(int64_t layer, int64_t direction) const {
     return weights[static_cast<size_t>((layer * D + direction) * per_direction + 1)];
   }
@@ -327,7 +330,7 @@ void forward_wavefront(const Saved& s, const Wavefront& wave, LayerY&& layer_y, 
   // chunk call writes before it becomes the layer's state (a call's h_n must
   // not alias its h0).
   const TensorOptions opts(s.dtype);
-  std::vector<Tensor> cached(static_cast<size_t>(L));
+  std::vector<Tensor> cached(static_cast<size_t>(L)), cached_ih(static_cast<size_t>(L));
   Tensor next_h = empty({L, N, Hout}, opts);
   Tensor next_c = lstm ? empty({L, N, H}, opts) : Tensor();
   std::vector<T*> y(static_cast<size_t>(L));
@@ -337,10 +340,13 @@ void forward_wavefront(const Saved& s, const Wavefront& wave, LayerY&& layer_y, 
     k::RnnWeights<T> w = s.layer_weights<T>(l, 0);
     if constexpr (std::is_same<T, float>::value) {  // plan_wavefront takes float only
       // Chunk 0 of layer l runs before every other chunk of it.
-      if (chunk == 0 && s.spec.packed_cache != nullptr)
-        cached[static_cast<size_t>(l)] = s.spec.packed_cache->get(static_cast<size_t>(l), s.w_hh(l, 0), s.dims(l, 0));
-      const Tensor& held = cached[static_cast<size_t>(l)];
-      if (held.defined()) w.w_hh_packed = held.const_data_ptr<float>();
+      const size_t li = static_cast<size_t>(l);
+      if (chunk == 0 && s.spec.packed_cache != nullptr) {
+        cached[li] = s.spec.packed_cache->get(li, s.w_hh(l, 0), s.dims(l, 0));
+        cached_ih[li] = s.spec.packed_cache->get(li, s.w_ih(l, 0), s.dims(l, 0), PackedWeightsCache::kInput);
+      }
+      if (cached[li].defined()) w.w_hh_packed = cached[li].const_data_ptr<float>();
+      if (cached_ih[li].defined()) w.w_ih_packed = cached_ih[li].const_data_ptr<float>();
     }
     const int64_t t0 = chunk * wave.chunk_steps, t1 = std::min(T_, t0 + wave.chunk_steps);
     k::RnnLayerDims dims = s.dims(l, 0);
@@ -453,11 +459,13 @@ RecurrentResult forward_impl(const std::shared_ptr<Saved>& sp, const Tensor& inp
         const k::RnnLayerDims dims = s.dims(l, d);
         T* ws_d = training ? ws + s.workspace_offset[static_cast<size_t>(sd)] : ws + slot * ws_each;
         k::RnnWeights<T> w = s.layer_weights<T>(l, d);
-        Tensor held;  // the cache's packed W_hh, alive through the call
+        Tensor held, held_ih;  // the cache's packed W_hh and W_ih, alive through the call
         if constexpr (std::is_same<T, float>::value) {
           if (spec.packed_cache != nullptr) {
             held = spec.packed_cache->get(static_cast<size_t>(sd), s.w_hh(l, d), dims);
             if (held.defined()) w.w_hh_packed = held.const_data_ptr<float>();
+            held_ih = spec.packed_cache->get(static_cast<size_t>(sd), s.w_ih(l, d), dims, PackedWeightsCache::kInput);
+            if (held_ih.defined()) w.w_ih_packed = held_ih.const_data_ptr<float>();
           }
         }
         // A training forward packs W_hh itself into a scratch freed when the
@@ -672,13 +680,19 @@ int64_t recurrent_sums_taken() { return g_sums_taken.load(); }
 void set_layer_schedule(LayerSchedule schedule) { g_layer_schedule = schedule; }
 LayerSchedule layer_schedule() { return g_layer_schedule; }
 
-Tensor PackedWeightsCache::get(size_t index, const Tensor& w_hh, const k::RnnLayerDims& dims) {
-  RNNKIT_CHECK(w_hh.dtype() == kFloat32 && w_hh.is_contiguous() && w_hh.storage(),
-               "PackedWeightsCache: internal error, W_hh must be contiguous float32");
-  if (!k::rnn_forward_takes_packed(dims)) return Tensor();
-  const size_t n = k::rnn_packed_weights_size(dims);
-  const std::shared_ptr<Storage>& storage = w_hh.storage();
-  const int64_t offset = w_hh.storage_offset();
+Tensor PackedWeightsCache::get(size_t index, const Tensor& weight, const k::RnnLayerDims& dims, Kind kind) {
+  RNNKIT_CHECK(weight.dtype() == kFloat32 && weight.is_contiguous() && weight.storage(),
+               "PackedWeightsCache: internal error, the weight must be contiguous float32");
+  const bool input = kind == kInput;
+  if (input ? k::rnn_packed_input_weights_size(dims) == 0 : !k::rnn_forward_takes_packed(dims)) return Tensor();
+  const size_t n = input ? k::rnn_packed_input_weights_size(dims) : k::rnn_packed_weights_size(dims);
+  const auto fits = [&](const Tensor& packed) {
+    return input ? k::rnn_packed_input_weights_fit(dims, packed.const_data_ptr<float>())
+                 : k::rnn_packed_weights_fit(dims, packed.const_data_ptr<float>());
+  };
+  index = 2 * index + (input ? 1 : 0);  // each weight's own entries
+  const std::shared_ptr<Storage>& storage = weight.storage();
+  const int64_t offset = weight.storage_offset();
   // The version before packing: a change while packing makes the entry stale.
   const uint64_t version = storage->version();
   // Whether entry e was packed from these very bytes: the same storage (the
@@ -695,7 +709,7 @@ Tensor PackedWeightsCache::get(size_t index, const Tensor& w_hh, const k::RnnLay
     if (entries_.size() < (index + 1) * kSlots) entries_.resize((index + 1) * kSlots);
     Entry* slots = &entries_[index * kSlots];
     for (size_t i = 0; i < kSlots; ++i)
-      if (current(slots[i]) && k::rnn_packed_weights_fit(dims, slots[i].packed.const_data_ptr<float>())) {
+      if (current(slots[i]) && fits(slots[i].packed)) {
         slots[i].last_use = ++use_clock_;
         return slots[i].packed;
       }
@@ -719,7 +733,10 @@ Tensor PackedWeightsCache::get(size_t index, const Tensor& w_hh, const k::RnnLay
   }
   if (!packed.defined()) packed = empty({static_cast<int64_t>(n)}, kFloat32);
   try {
-    k::rnn_pack_weights(dims, w_hh.const_data_ptr<float>(), packed.data_ptr<float>());
+    if (input)
+      k::rnn_pack_input_weights(dims, weight.const_data_ptr<float>(), packed.data_ptr<float>());
+    else
+      k::rnn_pack_weights(dims, weight.const_data_ptr<float>(), packed.data_ptr<float>());
   } catch (const Error&) {
     return Tensor();  // oneDNN declined this layout: the forward packs for itself, as without a cache
   }

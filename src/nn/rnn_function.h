@@ -20,11 +20,12 @@
 
 namespace rnnkit::nn::detail {
 
-// W_hh of each layer and direction packed for the kernels, kept by a module
+// W_hh of each layer and direction packed for the kernels (and W_ih where the
+// forward takes it packed), kept by a module
 // between inference calls (no graph recorded) and one-step training calls (a
 // decoder cell in a loop) so that a call does not repack weights that have not
 // changed. An entry is reused only while it was packed from the very storage
-// and offset the call's W_hh has, at the storage's
+// and offset the call's weight has, at the storage's
 // current version (rnnkit::Storage: every writable pointer taken, as every
 // in-place change, optimizer step and load takes one, advances it), and in the
 // layout the call's kernel path takes (kernels::cpu::rnn_packed_weights_fit).
@@ -34,14 +35,20 @@ namespace rnnkit::nn::detail {
 // packing replaces an empty entry, else a stale one, else the least recently
 // used. Thread-safe: concurrent calls of one module share it; an entry in use
 // stays alive through its handle. It costs the packed copies' memory (about
-// W_hh's size per layer, direction and layout in use) while the module lives.
+// W_hh's size per layer, direction and layout in use, and W_ih's where packed)
+// while the module lives.
 class PackedWeightsCache {
  public:
-  // W_hh (float32, contiguous) of entry `index` packed for an rnn_forward on
-  // dims from the calling context's threads; undefined when the call's path
-  // takes no packed weights (kernels::cpu::rnn_forward_takes_packed) or they
-  // cannot be packed, and the forward then packs for itself.
-  Tensor get(size_t index, const Tensor& w_hh, const kernels::cpu::RnnLayerDims& dims);
+  // Which weight an entry holds: W_hh (rnn_pack_weights) or W_ih
+  // (rnn_pack_input_weights, where the forward takes it).
+  enum Kind { kRecurrent, kInput };
+  // The weight (float32, contiguous; W_hh or W_ih as kind says) of entry
+  // `index` packed for an rnn_forward on dims from the calling context's
+  // threads; undefined when the call's path takes no packed form of it
+  // (kernels::cpu::rnn_forward_takes_packed, rnn_packed_input_weights_size) or
+  // it cannot be packed; the forward then packs W_hh for itself, and makes the
+  // input projection from W_ih as it is.
+  Tensor get(size_t index, const Tensor& weight, const kernels::cpu::RnnLayerDims& dims, Kind kind = kRecurrent);
   // Times get() packed (tests).
   int64_t packs() const { return packs_.load(); }
 

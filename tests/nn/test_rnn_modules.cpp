@@ -387,7 +387,9 @@ TEST(RnnModules, GradientsThroughDropoutByFiniteDifferences) {
 
 // Whether an inference call on one layer of these sizes (a padded batch)
 // takes packed weights (kernels::cpu::rnn_forward_takes_packed).
-bool takes_packed(kernels::cpu::CellType cell, int64_t I, int64_t H, int64_t N, int64_t T) {
+// Whether the kernel call of these sizes takes packed W_hh, or with input, a
+// packed W_ih.
+bool takes_packed(kernels::cpu::CellType cell, int64_t I, int64_t H, int64_t N, int64_t T, bool input = false) {
   kernels::cpu::RnnLayerDims dims;
   dims.cell = cell;
   dims.input_size = I;
@@ -396,7 +398,7 @@ bool takes_packed(kernels::cpu::CellType cell, int64_t I, int64_t H, int64_t N, 
   dims.steps = T;
   const std::vector<int64_t> batch_sizes(static_cast<size_t>(T), N);
   dims.batch_sizes = batch_sizes.data();
-  return kernels::cpu::rnn_forward_takes_packed(dims);
+  return input ? kernels::cpu::rnn_packed_input_weights_size(dims) > 0 : kernels::cpu::rnn_forward_takes_packed(dims);
 }
 
 // A layer or cell config as rnn_parity_cases.h builds it (bias, no dropout,
@@ -416,19 +418,28 @@ std::vector<simd::Isa> available_isas() {
   return isas;
 }
 
-// How many kernel calls (layers x directions) of one call of a layer config
-// (rnn_parity_cases.h's json) take packed weights: all of them, or none, as
-// layer 0's kernel dims decide (the later layers differ only in input size).
-int64_t packed_calls(const json& c) {
+// How many weights one call of a layer config (rnn_parity_cases.h's json)
+// packs: W_hh in every kernel call (layers x directions), or in none, as layer
+// 0's kernel dims decide (the later layers differ only in input size); with
+// input, the W_ih its kernel calls take packed (layer l > 0 reads D * H inputs).
+int64_t packed_calls(const json& c, bool input = false) {
   const std::string kind = c["kind"];
   using kernels::cpu::CellType;
   const CellType cell = kind.rfind("LSTM", 0) == 0  ? CellType::LSTM
                         : kind.rfind("GRU", 0) == 0 ? CellType::GRU
                         : c["nonlinearity"] == "relu" ? CellType::RNN_RELU
                                                       : CellType::RNN_TANH;
-  const int64_t D = c["bidirectional"].get<bool>() ? 2 : 1, L = c["num_layers"];
-  return takes_packed(cell, c["input_size"], c["hidden_size"], c["batch"], c["steps"]) ? L * D : 0;
+  const int64_t D = c["bidirectional"].get<bool>() ? 2 : 1, L = c["num_layers"], H = c["hidden_size"];
+  if (!input) return takes_packed(cell, c["input_size"], H, c["batch"], c["steps"]) ? L * D : 0;
+  int64_t calls = 0;
+  for (int64_t l = 0; l < L; ++l)
+    if (takes_packed(cell, l == 0 ? c["input_size"].get<int64_t>() : D * H, H, c["batch"], c["steps"], true))
+      calls += D;
+  return calls;
 }
+
+// Both: the packings one call makes.
+int64_t packings(const json& c) { return packed_calls(c) + packed_calls(c, true); }
 
 // fn(isa, c) for every instruction set this CPU has (made active; without AVX2
 // the small-batch forward takes no packed weights, and nothing is kept) and
@@ -465,12 +476,15 @@ TEST(RnnModules, InferenceKeepsPackedWeightsUntilTheyChange) {
       layer_config("LSTMCell", 12, 32, 1, 2, 1, false),
       layer_config("GRUCell", 12, 32, 1, 1, 1, false),
       layer_config("RNNCell", 12, 32, 1, 20, 1, false),
+      // Large enough that the small-batch forward takes W_ih packed too (with AVX-512).
+      layer_config("LSTM", 512, 512, 1, 1, 5, false),
+      layer_config("GRUCell", 520, 512, 1, 2, 1, false),
   };
   for_each_isa_and_config(configs, [&](simd::Isa isa, const json& c) {
     const std::string kind = c["kind"];
     const bool cell = rnnkit::testing::rnn::is_cell(kind);
     const int64_t I = c["input_size"], H = c["hidden_size"], N = c["batch"], T = c["steps"];
-    const int64_t expected = packed_calls(c);
+    const int64_t expected = packings(c);
     EXPECT_TRUE(expected > 0 || isa == simd::Isa::kScalar);
     Generator gen(rng());
     auto m = rnnkit::testing::rnn::build_model(c, &gen);
@@ -492,10 +506,12 @@ TEST(RnnModules, InferenceKeepsPackedWeightsUntilTheyChange) {
       NoGradGuard guard;
       return f.forward(x, h, cs).output;
     };
-    Tensor w_hh;
-    for (auto& [name, p] : m.module->named_parameters())
+    Tensor w_hh, w_ih;
+    for (auto& [name, p] : m.module->named_parameters()) {
       if (name == "weight_hh" || name == "weight_hh_l0") w_hh = p;
-    ASSERT_TRUE(w_hh.defined());
+      if (name == "weight_ih" || name == "weight_ih_l0") w_ih = p;
+    }
+    ASSERT_TRUE(w_hh.defined() && w_ih.defined());
 
     Tensor y = run();
     EXPECT_EQ(packs(), expected);
@@ -552,6 +568,15 @@ TEST(RnnModules, InferenceKeepsPackedWeightsUntilTheyChange) {
     expect_seen("nn::init");
     w_hh.set_data(randn(w_hh.sizes(), {}, &gen) * 0.2);
     expect_seen("set_data");
+    if (packed_calls(c, true) > 0) {  // kept packed W_ih: its changes are seen too
+      {
+        NoGradGuard guard;
+        w_ih.narrow(0, 0, w_ih.size(0) / 2).mul_(0.5);
+      }
+      expect_seen("an in-place op on a view of W_ih");
+      nn::init::uniform_(w_ih, -0.05, 0.05, &gen);
+      expect_seen("nn::init on W_ih");
+    }
 
     // Another thread count: packed for it where the layout depends on it.
     const int threads = get_num_threads();
@@ -589,12 +614,13 @@ TEST(RnnModules, OneStepTrainingCallsKeepPackedWeights) {
       layer("LSTMCell", 12, 32, 1, 2, false), layer("GRUCell", 20, 48, 1, 1, false),
       layer("RNNCell", 16, 96, 1, 40, false),  // a training-size batch: the GEMM or lanes path
       layer("LSTM", 24, 64, 1, 1, false),     layer("GRU", 16, 40, 2, 3, true),
+      layer("LSTMCell", 512, 512, 1, 1, false),  // W_ih kept packed too (with AVX-512)
   };
   for_each_isa_and_config(configs, [&](simd::Isa isa, const json& c) {
     const std::string kind = c["kind"];
     const bool cell = rnnkit::testing::rnn::is_cell(kind);
     const int64_t I = c["input_size"], H = c["hidden_size"], N = c["batch"];
-    const int64_t expected = packed_calls(c);  // its configs take one step
+    const int64_t expected = packings(c);  // its configs take one step
     EXPECT_TRUE(expected > 0 || isa == simd::Isa::kScalar);
     Generator gen(rng());
     auto m = rnnkit::testing::rnn::build_model(c, &gen);
@@ -611,9 +637,9 @@ TEST(RnnModules, OneStepTrainingCallsKeepPackedWeights) {
     auto loop = [&](rnnkit::testing::rnn::Model& model, bool repack) {
       Tensor loss;
       for (int t = 0; t < steps; ++t) {
-        if (repack)  // a fresh writable pointer marks W_hh changed
+        if (repack)  // a fresh writable pointer marks W_hh and W_ih changed
           for (auto& [name, p] : model.module->named_parameters())
-            if (name.rfind("weight_hh", 0) == 0) (void)p.data_ptr<float>();
+            if (name.rfind("weight_hh", 0) == 0 || name.rfind("weight_ih", 0) == 0) (void)p.data_ptr<float>();
         const Tensor y = model.forward(xs[static_cast<size_t>(t)], h, cs).output;
         loss = loss.defined() ? loss + sum(y * y) : sum(y * y);
       }

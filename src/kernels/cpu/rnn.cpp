@@ -300,11 +300,15 @@ const float* packed_body(const RnnLayerDims& d, const float* packed, PackedKind 
 // The caller-packed W_ih's body for a forward on d, or null when that forward
 // does not take a packed projection (packed_projection_path). W_ih packed for
 // another cell or size is a caller error and throws.
+bool input_packed_for(const PackedHeader& h, const RnnLayerDims& d) {
+  return packed_for(h, d) && h.kind == static_cast<uint32_t>(PackedKind::kInput) &&
+         h.input_size == static_cast<uint32_t>(d.input_size);
+}
+
 const float* packed_input_body(const RnnLayerDims& d, const float* packed) {
   PackedHeader h;
   std::memcpy(&h, packed, sizeof h);
-  RNNKIT_CHECK(packed_for(h, d) && h.kind == static_cast<uint32_t>(PackedKind::kInput) &&
-                   h.input_size == static_cast<uint32_t>(d.input_size),
+  RNNKIT_CHECK(input_packed_for(h, d),
                "rnn_forward: w_ih_packed was not written by rnn_pack_input_weights for this cell, "
                "hidden_size (", d.hidden_size, ") and input_size (", d.input_size, ")");
   return packed_projection_path(d) ? packed + kPackedHeader : nullptr;
@@ -1212,6 +1216,14 @@ void rnn_pack_input_weights(const RnnLayerDims& dims, const float* w_ih, float* 
     simd::pack_recurrent(gate_count(dims.cell), H, dims.input_size, w_ih, packed + kPackedHeader, blocks * t / n,
                          blocks * (t + 1) / n, false);
   }
+}
+
+bool rnn_packed_input_weights_fit(const RnnLayerDims& dims, const float* packed) {
+  check_rnn_dims(dims);
+  RNNKIT_CHECK(packed != nullptr, "rnn_packed_input_weights_fit: packed is null");
+  PackedHeader h;
+  std::memcpy(&h, packed, sizeof h);
+  return input_packed_for(h, dims) && packed_projection_path(dims);
 }
 
 bool rnn_forward_takes_packed(const RnnLayerDims& dims) {

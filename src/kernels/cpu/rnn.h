@@ -156,6 +156,10 @@ size_t rnn_packed_input_weights_size(const RnnLayerDims& dims);
 // rnnkit::get_num_threads() threads (the result does not depend on it). It
 // depends on the cell and sizes only, not on the batch or the steps.
 void rnn_pack_input_weights(const RnnLayerDims& dims, const float* w_ih, float* packed);
+// Whether an rnn_forward on dims takes `packed` as its packed W_ih: written by
+// rnn_pack_input_weights for this cell and these sizes, and taken by this
+// forward. False for anything else; never throws for a mismatch.
+bool rnn_packed_input_weights_fit(const RnnLayerDims& dims, const float* packed);
 // Whether an inference rnn_forward on dims takes weights packed by
 // rnn_pack_weights (float32) at all: false where the forward it takes has no
 // use for them (the small-batch layout without AVX2 kernels, where the forward
