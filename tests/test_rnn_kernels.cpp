@@ -1121,11 +1121,12 @@ TEST(RnnKernels, SmallBatchMatmulProjection) {
 }
 
 // W_ih packed by the caller (rnn_pack_input_weights): where the forward takes
-// it (LSTM and GRU with H * I >= 512^2, up to 32 rows, AVX-512 kernels), the
-// inference forward makes its input projection from it by its own product:
-// close to the double reference, the same bits on 1, 2 and 3 threads (H = 520:
-// a partial last block, owned by either thread), over one step, packed
-// variable-length batches and 32 rows. Elsewhere there is no packed form.
+// it (the small-batch LSTM and GRU, AVX-512 kernels), the inference forward
+// makes its input projection from it by its own product: close to the double
+// reference, the same bits on 1, 2 and 3 threads (H = 520: a partial last
+// block, owned by either thread), over one step, packed variable-length
+// batches and 40 rows (passes of unequal rows). Elsewhere there is no packed
+// form. (The random configurations of check_config cover small layers.)
 TEST(RnnKernels, PackedInputWeights) {
   const simd::Kernels* kernels = simd::active_kernels();
   const bool takes = kernels != nullptr && kernels->packed_projection;
@@ -1141,8 +1142,8 @@ TEST(RnnKernels, PackedInputWeights) {
           c.N = 3, c.T = 7;
           c.batch_sizes = batch_sizes_from_lengths({7, 5, 2});
         } else {
-          c.N = 4, c.T = 8;
-          c.batch_sizes.assign(8, 4);
+          c.N = 4, c.T = 10;
+          c.batch_sizes.assign(10, 4);
         }
         c.weight_scale = 0.04;
         SCOPED_TRACE(c.describe());
@@ -1165,9 +1166,9 @@ TEST(RnnKernels, PackedInputWeights) {
       }
 }
 
-// Packed W_ih given where it does not belong: to a forward that takes none (more
-// than 32 rows) it is ignored; for another cell or input size, or as W_hh, it
-// throws, naming the argument.
+// Packed W_ih given where it does not belong: to a forward that takes none (a
+// batch on the GEMM path) it is ignored; for another cell or input size, or as
+// W_hh, it throws, naming the argument.
 TEST(RnnKernels, PackedInputWeightsMismatches) {
   Config c = random_config(CellType::LSTM, 77);
   c.I = 512, c.H = 512, c.P = 0, c.N = 1, c.T = 4;
@@ -1203,13 +1204,20 @@ TEST(RnnKernels, PackedInputWeightsMismatches) {
                           false);
     return y;
   };
-  // 40 rows: no packed form; the packing for 4 rows is ignored.
+  // A batch of 40 (the GEMM path): no packed form; the packing for one row is ignored.
+  Config wide = c;
+  wide.N = 40;
+  wide.batch_sizes.assign(4, 40);
+  ASSERT_STRNE(k::tuning::forward_path(wide.dims()), "small-batch");
+  EXPECT_EQ(k::rnn_packed_input_weights_size(wide.dims()), 0u);
+  EXPECT_THROW(k::rnn_pack_input_weights(wide.dims(), w_ih.data(), packed_ih.data()), rnnkit::Error);
+  EXPECT_EQ(forward(wide, packed_ih.data(), nullptr), forward(wide, nullptr, nullptr));
+  // A longer sequence takes the same packing.
   Config longer = c;
   longer.T = 40;
   longer.batch_sizes.assign(40, 1);
-  EXPECT_EQ(k::rnn_packed_input_weights_size(longer.dims()), 0u);
-  EXPECT_THROW(k::rnn_pack_input_weights(longer.dims(), w_ih.data(), packed_ih.data()), rnnkit::Error);
-  EXPECT_EQ(forward(longer, packed_ih.data(), nullptr), forward(longer, nullptr, nullptr));
+  EXPECT_TRUE(k::rnn_packed_input_weights_fit(longer.dims(), packed_ih.data()));
+  EXPECT_FALSE(k::rnn_packed_input_weights_fit(wide.dims(), packed_ih.data()));
   // Taken: the projection's order of sums changes, not its value.
   expect_close("y (packed W_ih)", widen(forward(c, packed_ih.data(), nullptr)), widen(forward(c, nullptr, nullptr)),
                1e-5, 1e-5);

@@ -307,6 +307,7 @@ detail::RecurrentSpec RNNImplBase::recurrent_spec() const {
   spec.dropout_active = is_training() && dropout_ > 0.0 && num_layers_ > 1;
   spec.generator = generator_;
   spec.packed_cache = packed_cache_.get();
+  spec.pack_input_weights = !is_training();
   spec.node_name = mode_ == Mode::LSTM ? "LSTMBackward" : mode_ == Mode::GRU ? "GRUBackward" : "RNNBackward";
   return spec;
 }

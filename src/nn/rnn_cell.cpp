@@ -101,6 +101,7 @@ LSTMState RNNCellImplBase::step(const Tensor& input, const Tensor& h, const Tens
   layout.cell_shape = state_shape;
   layout.return_h_n = false;  // the output row is h'
   spec.packed_cache = packed_cache_.get();
+  spec.pack_input_weights = !is_training();
   detail::RecurrentResult r = detail::recurrent_forward(spec, layout, input, h, lstm ? c : Tensor(), weights);
   return {r.output, r.c_n};
 }

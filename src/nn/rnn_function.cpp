@@ -343,7 +343,8 @@ void forward_wavefront(const Saved& s, const Wavefront& wave, LayerY&& layer_y, 
       const size_t li = static_cast<size_t>(l);
       if (chunk == 0 && s.spec.packed_cache != nullptr) {
         cached[li] = s.spec.packed_cache->get(li, s.w_hh(l, 0), s.dims(l, 0));
-        cached_ih[li] = s.spec.packed_cache->get(li, s.w_ih(l, 0), s.dims(l, 0), PackedWeightsCache::kInput);
+        if (s.spec.pack_input_weights)
+          cached_ih[li] = s.spec.packed_cache->get(li, s.w_ih(l, 0), s.dims(l, 0), PackedWeightsCache::kInput);
       }
       if (cached[li].defined()) w.w_hh_packed = cached[li].const_data_ptr<float>();
       if (cached_ih[li].defined()) w.w_ih_packed = cached_ih[li].const_data_ptr<float>();
@@ -464,7 +465,8 @@ RecurrentResult forward_impl(const std::shared_ptr<Saved>& sp, const Tensor& inp
           if (spec.packed_cache != nullptr) {
             held = spec.packed_cache->get(static_cast<size_t>(sd), s.w_hh(l, d), dims);
             if (held.defined()) w.w_hh_packed = held.const_data_ptr<float>();
-            held_ih = spec.packed_cache->get(static_cast<size_t>(sd), s.w_ih(l, d), dims, PackedWeightsCache::kInput);
+            if (spec.pack_input_weights)
+              held_ih = spec.packed_cache->get(static_cast<size_t>(sd), s.w_ih(l, d), dims, PackedWeightsCache::kInput);
             if (held_ih.defined()) w.w_ih_packed = held_ih.const_data_ptr<float>();
           }
         }

@@ -85,6 +85,11 @@ struct RecurrentSpec {
   const char* node_name = "RecurrentBackward";  // the autograd node's name
   PackedWeightsCache* packed_cache = nullptr;     // the module's, or null: pack at every call
                                                   // (training calls over several steps do)
+  // Whether packed_cache keeps W_ih packed too, where the forward takes it: a
+  // module in eval mode. Its input projection then sums in another order than
+  // the train-mode forward's (results differ in the last bits), so train-mode
+  // calls, with or without a graph, keep agreeing bit for bit.
+  bool pack_input_weights = false;
 };
 
 // How the tensors given to recurrent_forward lay out in memory.

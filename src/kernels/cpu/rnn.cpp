@@ -245,20 +245,24 @@ bool packed_for(const PackedHeader& h, const RnnLayerDims& d) {
 
 // Whether the small-batch forward on d takes W_ih packed beforehand
 // (rnn_pack_input_weights) for its input projection, which it then makes by
-// its own product (rnn_simd_impl.h, project_block) instead of GEMMs: layers
-// with several gates whose W_ih is large (H * I >= 512^2), up to 32 rows, with
-// AVX-512. Forward with W_hh packed beforehand on two Zen 5 cores (in-process
-// A/B, calls in the bench's order, medians), time with / without: LSTM H = I =
-// 512 N = 1 T = 25 0.89, N = 2 T = 16 0.88, N = 1 T = 32 0.94, LSTM 640 0.90,
-// LSTM 1024 0.88, GRU 512 0.92, GRU 1024 0.93; one step: LSTM 512 N = 1 0.89,
-// N = 4 0.74, N = 8 T = 2 0.77, LSTM 1024 0.83, GRU 512 0.94. The product's summation order
-// differs from the GEMMs', so a forward given packed W_ih differs from one
-// without in the last bits; it does not depend on the thread count.
+// its own product (rnn_simd_impl.h, project_block) instead of GEMMs: the cells
+// with several gates, with AVX-512. Forward with W_hh packed beforehand on two
+// Zen 5 cores (in-process A/B, calls in the bench's order, medians), time with
+// / without: LSTM H = I = 512 N = 1 T = 25 0.89, N = 2 T = 16 0.86-0.88, N = 1
+// T = 32 0.92-0.94, N = 4 T = 25 0.90, N = 8 T = 16 0.92; LSTM 640 0.90, LSTM
+// 1024 N = 1 0.88-0.90, N = 4 0.85; GRU 512 N = 1 0.91-0.92, N = 4 0.91; GRU
+// 1024 N = 1 T = 25 0.92-0.93, T = 200 0.97, T = 1500 0.87; one step: LSTM 512
+// N = 1 0.89, N = 4 0.74, N = 8 T = 2 0.77, LSTM 1024 0.83, GRU 512 0.94;
+// smaller layers: LSTM 128 N = 1 T = 256 0.95, GRU 128 0.96, LSTM 256 0.95,
+// GRU 256 N = 2 0.97, LSTM 64 0.95. Not the Elman cells (one gate: a weight
+// vector per 8 broadcasts): 0.96-1.04. The product's summation order differs
+// from the GEMMs', so a forward given packed W_ih differs from one without in
+// the last bits; it does not depend on the thread count.
 bool g_packed_projection = true;  // tuning::set_packed_projection
 bool packed_projection_path(const RnnLayerDims& d) {
   const simd::Kernels* k = simd::active_kernels();
-  return g_packed_projection && k != nullptr && k->packed_projection && small_batch_path(d) && gate_count(d.cell) >= 3 &&
-         packed_rows(d) <= 32 && d.hidden_size * d.input_size >= 512 * 512;
+  return g_packed_projection && k != nullptr && k->packed_projection && small_batch_path(d) &&
+         gate_count(d.cell) >= 3;
 }
 
 // The packed weights an inference forward on d takes: the small-batch path

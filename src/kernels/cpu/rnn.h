@@ -147,14 +147,15 @@ size_t rnn_packed_weights_size(const RnnLayerDims& dims,
 void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed,
                       PackedPrecision precision = PackedPrecision::kFloat32);
 // Floats that rnn_pack_input_weights writes for dims; 0 where the forward on
-// dims takes no packed W_ih. The small-batch forward of up to 32 rows of large
-// layers with several gates (LSTM, GRU; hidden_size * input_size >= 512^2)
+// dims takes no packed W_ih. The small-batch forward (batches up to 8, or up to
+// 32 for small layers: see rnn_packed_weights_size) of the LSTM and the GRU
 // takes it, with AVX-512.
 size_t rnn_packed_input_weights_size(const RnnLayerDims& dims);
 // Writes w_ih [G*H, I] in that layout into packed
 // [rnn_packed_input_weights_size(dims)], 64-byte aligned is best; on
-// rnnkit::get_num_threads() threads (the result does not depend on it). It
-// depends on the cell and sizes only, not on the batch or the steps.
+// rnnkit::get_num_threads() threads (the result does not depend on it). Its
+// layout depends on the cell and sizes only: one packing serves every batch
+// and sequence length that takes packed W_ih.
 void rnn_pack_input_weights(const RnnLayerDims& dims, const float* w_ih, float* packed);
 // Whether an rnn_forward on dims takes `packed` as its packed W_ih: written by
 // rnn_pack_input_weights for this cell and these sizes, and taken by this
