@@ -1218,6 +1218,15 @@ TEST(RnnKernels, PackedInputWeightsMismatches) {
   longer.batch_sizes.assign(40, 1);
   EXPECT_TRUE(k::rnn_packed_input_weights_fit(longer.dims(), packed_ih.data()));
   EXPECT_FALSE(k::rnn_packed_input_weights_fit(wide.dims(), packed_ih.data()));
+  {  // With the packed projection turned off (the A/B knob) it is ignored too.
+    struct Restore {
+      ~Restore() { k::tuning::set_packed_projection(true); }
+    } restore;
+    k::tuning::set_packed_projection(false);
+    EXPECT_EQ(k::rnn_packed_input_weights_size(c.dims()), 0u);
+    EXPECT_FALSE(k::rnn_packed_input_weights_fit(c.dims(), packed_ih.data()));
+    EXPECT_EQ(forward(c, packed_ih.data(), nullptr), forward(c, nullptr, nullptr));
+  }
   // Taken: the projection's order of sums changes, not its value.
   expect_close("y (packed W_ih)", widen(forward(c, packed_ih.data(), nullptr)), widen(forward(c, nullptr, nullptr)),
                1e-5, 1e-5);
