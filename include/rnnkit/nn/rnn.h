@@ -35,7 +35,7 @@ namespace rnnkit::nn {
 
 namespace detail {
 struct RecurrentSpec;       // internal: what the fused recurrent op needs to know
-class PackedWeightsCache;  // internal: W_hh packed between calls
+class PackedWeightsCache;  // internal: weights packed between calls
 
 // Options shared by RNN, LSTM and GRU (PyTorch's RNNBase arguments). Setters
 // return the derived options so that chains keep their type.
@@ -145,7 +145,7 @@ class RNNImplBase : public Module {
   double dropout() const { return dropout_; }
   bool bidirectional() const { return bidirectional_; }
   int64_t proj_size() const { return proj_size_; }
-  // Internal (tests): the packed W_hh kept between calls.
+  // Internal (tests): the packed weights kept between calls.
   const detail::PackedWeightsCache& packed_weights_cache() const { return *packed_cache_; }
 
  protected:
@@ -181,7 +181,8 @@ class RNNImplBase : public Module {
   bool bidirectional_;
   int64_t proj_size_;
   Generator* generator_;
-  // W_hh packed for the kernels, kept between inference calls (no graph
+  // W_hh packed for the kernels (and, in eval mode, W_ih where the forward
+  // takes it packed), kept between inference calls (no graph
   // recorded) and one-step training calls while the weights' storage version
   // stays the same: every data_ptr taken advances it (rnnkit::Storage), so
   // every change the library makes is seen; a write through a data_ptr kept

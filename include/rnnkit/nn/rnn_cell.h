@@ -30,7 +30,7 @@ struct LSTMState {
 };
 
 namespace detail {
-class PackedWeightsCache;  // internal: W_hh packed between calls
+class PackedWeightsCache;  // internal: weights packed between calls
 
 template <class Derived>
 class RNNCellOptionsBase {
@@ -89,7 +89,7 @@ class RNNCellImplBase : public Module {
   int64_t input_size() const { return input_size_; }
   int64_t hidden_size() const { return hidden_size_; }
   bool bias() const { return bias_; }
-  // Internal (tests): the packed W_hh kept between calls.
+  // Internal (tests): the packed weights kept between calls.
   const detail::PackedWeightsCache& packed_weights_cache() const { return *packed_cache_; }
 
  protected:
@@ -105,7 +105,7 @@ class RNNCellImplBase : public Module {
   int64_t hidden_size_;
   bool bias_;
   Generator* generator_;
-  // W_hh packed between calls; see RNNImplBase.
+  // Weights packed between calls; see RNNImplBase.
   std::shared_ptr<detail::PackedWeightsCache> packed_cache_;
 };
 
