@@ -471,8 +471,16 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
     std::vector<T> h_n2(N * Hout, static_cast<T>(kNaN)), c_n2(N * H, static_cast<T>(kNaN));
     std::vector<T> ws2(k::rnn_forward_workspace_size(d, false), static_cast<T>(kNaN));
     std::fill(scratch.begin(), scratch.end(), static_cast<T>(kNaN));
-    k::rnn_forward<T>(d, w, x.data(), ldx, h0p, c0p, y2.data(), ldy, h_n2.data(),
-                      lstm ? c_n2.data() : nullptr, ws2.data(), false, scratch.data());
+    // An inference forward with weights wp into freshly poisoned y2, h_n2, c_n2 and ws2.
+    const auto infer = [&](const RnnWeights<T>& wp) {
+      std::fill(y2.begin(), y2.end(), static_cast<T>(kSentinel));
+      std::fill(h_n2.begin(), h_n2.end(), static_cast<T>(kNaN));
+      std::fill(c_n2.begin(), c_n2.end(), static_cast<T>(kNaN));
+      std::fill(ws2.begin(), ws2.end(), static_cast<T>(kNaN));
+      k::rnn_forward<T>(d, wp, x.data(), ldx, h0p, c0p, y2.data(), ldy, h_n2.data(), lstm ? c_n2.data() : nullptr,
+                        ws2.data(), false, scratch.data());
+    };
+    infer(w);
     out.y_inf = unstride(y2, rows, Hout, ldy, "y (inference)");
     out.h_n_inf = widen(h_n2);
     out.c_n_inf = lstm ? widen(c_n2) : std::vector<double>(N * H, 0.0);
@@ -484,10 +492,7 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
         k::rnn_pack_weights(d, w_hh.data(), packed.data());
         RnnWeights<float> wp = w;
         wp.w_hh_packed = packed.data();
-        std::fill(y2.begin(), y2.end(), static_cast<T>(kSentinel));
-        std::fill(ws2.begin(), ws2.end(), static_cast<T>(kNaN));
-        k::rnn_forward<float>(d, wp, x.data(), ldx, h0p, c0p, y2.data(), ldy, h_n2.data(),
-                              lstm ? c_n2.data() : nullptr, ws2.data(), false, scratch.data());
+        infer(wp);
         out.y_inf_packed = unstride(y2, rows, Hout, ldy, "y (inference, packed weights)");
       }
     }
@@ -504,12 +509,7 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
         RnnWeights<float> wp = w;
         wp.w_hh_packed = packed.data();
         wp.w_ih_packed = packed_ih.data();
-        std::fill(y2.begin(), y2.end(), static_cast<T>(kSentinel));
-        std::fill(h_n2.begin(), h_n2.end(), static_cast<T>(kNaN));
-        std::fill(c_n2.begin(), c_n2.end(), static_cast<T>(kNaN));
-        std::fill(ws2.begin(), ws2.end(), static_cast<T>(kNaN));
-        k::rnn_forward<float>(d, wp, x.data(), ldx, h0p, c0p, y2.data(), ldy, h_n2.data(),
-                              lstm ? c_n2.data() : nullptr, ws2.data(), false, scratch.data());
+        infer(wp);
         out.y_inf_packed_ih = unstride(y2, rows, Hout, ldy, "y (inference, packed W_ih)");
         out.h_n_inf_packed_ih = widen(h_n2);
         out.c_n_inf_packed_ih = lstm ? widen(c_n2) : std::vector<double>(N * H, 0.0);
