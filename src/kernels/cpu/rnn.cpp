@@ -301,14 +301,15 @@ const float* packed_body(const RnnLayerDims& d, const float* packed, PackedKind 
   return packed + kPackedHeader;
 }
 
-// The caller-packed W_ih's body for a forward on d, or null when that forward
-// does not take a packed projection (packed_projection_path). W_ih packed for
-// another cell or size is a caller error and throws.
+// Whether the header says rnn_pack_input_weights wrote it for d's cell and sizes.
 bool input_packed_for(const PackedHeader& h, const RnnLayerDims& d) {
   return packed_for(h, d) && h.kind == static_cast<uint32_t>(PackedKind::kInput) &&
          h.input_size == static_cast<uint32_t>(d.input_size);
 }
 
+// The caller-packed W_ih's body for a forward on d, or null when that forward
+// does not take a packed projection (packed_projection_path). W_ih packed for
+// another cell or size is a caller error and throws.
 const float* packed_input_body(const RnnLayerDims& d, const float* packed) {
   PackedHeader h;
   std::memcpy(&h, packed, sizeof h);
@@ -1135,6 +1136,26 @@ size_t rnn_packed_weights_size(const RnnLayerDims& dims, PackedPrecision precisi
   return n > 0 ? kPackedHeader + static_cast<size_t>(n) : 0;
 }
 
+namespace {
+
+// simd::pack_recurrent of all blocks of w [G*H, K]. Blocks of gate rows are
+// packed independently: one range per thread, as the forward packs its slices
+// (the work is bound by memory bandwidth). Small weights (below 64 Ki, 256
+// KiB) are packed by the calling thread, where starting the team would cost
+// about as much (not tuned further).
+void pack_blocks(int64_t G, int64_t H, int64_t K, const float* w, float* packed, bool gate_major) {
+  constexpr int64_t kParallelPackMinWeights = int64_t{1} << 16;
+  const int64_t blocks = (H + simd::kPackBlock - 1) / simd::kPackBlock;
+  const int64_t nthreads = std::min<int64_t>(rnnkit::get_num_threads(), blocks);
+#pragma omp parallel num_threads(static_cast<int>(nthreads)) if (nthreads > 1 && G * H * K >= kParallelPackMinWeights)
+  {
+    const int64_t n = omp_get_num_threads(), t = omp_get_thread_num();
+    simd::pack_recurrent(G, H, K, w, packed, blocks * t / n, blocks * (t + 1) / n, gate_major);
+  }
+}
+
+}  // namespace
+
 void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed,
                       PackedPrecision precision) {
   const size_t size = rnn_packed_weights_size(dims, precision);
@@ -1172,20 +1193,8 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
                  "rnn_pack_weights: oneDNN could not pack these weights");
   else if (precision == PackedPrecision::kBFloat16)
     simd::pack_recurrent_bf16(G, H, H, w_hh, reinterpret_cast<uint16_t*>(body), gate_major);
-  else {
-    // Blocks of gate rows are packed independently: one range per thread, as
-    // the forward packs its slices (the work is bound by memory bandwidth).
-    // Small weights (below 64 Ki, 256 KiB) are packed by the calling thread,
-    // where starting the team would cost about as much (not tuned further).
-    constexpr int64_t kParallelPackMinWeights = int64_t{1} << 16;
-    const int64_t blocks = (H + simd::kPackBlock - 1) / simd::kPackBlock;
-    const int64_t nthreads = std::min<int64_t>(rnnkit::get_num_threads(), blocks);
-#pragma omp parallel num_threads(static_cast<int>(nthreads)) if (nthreads > 1 && G * H * H >= kParallelPackMinWeights)
-    {
-      const int64_t n = omp_get_num_threads(), t = omp_get_thread_num();
-      simd::pack_recurrent(G, H, H, w_hh, body, blocks * t / n, blocks * (t + 1) / n, gate_major);
-    }
-  }
+  else
+    pack_blocks(G, H, H, w_hh, body, gate_major);
 }
 
 size_t rnn_packed_input_weights_size(const RnnLayerDims& dims) {
@@ -1197,9 +1206,10 @@ size_t rnn_packed_input_weights_size(const RnnLayerDims& dims) {
 
 void rnn_pack_input_weights(const RnnLayerDims& dims, const float* w_ih, float* packed) {
   const size_t size = rnn_packed_input_weights_size(dims);
-  RNNKIT_CHECK(size > 0, "rnn_pack_input_weights: no packed form for these dims (", gate_count(dims.cell),
-               " gates, hidden_size ", dims.hidden_size, ", input_size ", dims.input_size, ", rows ", packed_rows(dims),
-               ")");
+  RNNKIT_CHECK(size > 0,
+               "rnn_pack_input_weights: no packed form for these dims (the small-batch forward of the LSTM "
+               "and the GRU with AVX-512 takes one; got ", gate_count(dims.cell), " gates, batch ", dims.batch,
+               ", hidden_size ", dims.hidden_size, ")");
   RNNKIT_CHECK(w_ih != nullptr && packed != nullptr, "rnn_pack_input_weights: w_ih and packed are required");
   PackedHeader header{};
   header.magic = kPackedMagic;
@@ -1211,15 +1221,7 @@ void rnn_pack_input_weights(const RnnLayerDims& dims, const float* w_ih, float* 
   header.input_size = static_cast<uint32_t>(dims.input_size);
   std::memset(packed, 0, kPackedHeader * sizeof(float));
   std::memcpy(packed, &header, sizeof header);
-  const int64_t H = dims.hidden_size;
-  const int64_t blocks = (H + simd::kPackBlock - 1) / simd::kPackBlock;
-  const int64_t nthreads = std::min<int64_t>(rnnkit::get_num_threads(), blocks);
-#pragma omp parallel num_threads(static_cast<int>(nthreads)) if (nthreads > 1)
-  {
-    const int64_t n = omp_get_num_threads(), t = omp_get_thread_num();
-    simd::pack_recurrent(gate_count(dims.cell), H, dims.input_size, w_ih, packed + kPackedHeader, blocks * t / n,
-                         blocks * (t + 1) / n, false);
-  }
+  pack_blocks(gate_count(dims.cell), dims.hidden_size, dims.input_size, w_ih, packed + kPackedHeader, false);
 }
 
 bool rnn_packed_input_weights_fit(const RnnLayerDims& dims, const float* packed) {
