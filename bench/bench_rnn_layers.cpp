@@ -9,17 +9,19 @@
 // turned off (every layer and direction one after another on all threads):
 // the `sequential` column, and `sched` = rnnkit / sequential, show what running
 // directions concurrently and stacked layers as a wavefront gain.
-// A module keeps W_hh packed between inference calls while the weights do not
-// change; the `repack ms` column is the forward with every W_hh marked changed
-// before each call (as after an optimizer step), alternating call by call with
-// the plain forward, and `kept` = plain / repack (the two timed alternately in
-// a run of their own) shows what keeping them gains.
+// Inference runs in eval mode, as a deployed model does. A module keeps W_hh
+// packed between inference calls while the weights do not change (and in eval
+// mode W_ih where the forward takes it packed); the `repack ms` column is the
+// forward with every W_hh and W_ih marked changed before each call (as after
+// an optimizer step), alternating call by call with the plain forward, and
+// `kept` = plain / repack (the two timed alternately in a run of their own)
+// shows what keeping them gains.
 // The cells (LSTMCell, GRUCell, RNNCell) run as a decoder does: called step by
 // step over `steps` inputs, the state carried on, the outputs stacked; forward
 // + backward then gathers every parameter gradient over the steps. A cell
 // keeps W_hh packed across the calls of a training loop too, so for the cells
-// `repack ms` and `kept` are given for both passes (W_hh marked changed before
-// every step's call).
+// `repack ms` and `kept` are given for both passes (the weights marked changed
+// before every step's call).
 //
 //   bench_rnn_layers [--hidden 512] [--input 512] [--batch 64] [--steps 25] [--layers 1]
 //                    [--bidirectional] [--cells LSTM,GRU,RNN,LSTMCell,GRUCell,RNNCell] [--reps 10]
@@ -66,7 +68,8 @@ struct Timing {
 
 // What one timed call runs: a layer over the whole sequence, or a cell called
 // step by step. run(repack) returns the output [T, N, D*H]; with repack every
-// W_hh is marked changed before each kernel call (a writable pointer taken).
+// W_hh and W_ih is marked changed before each kernel call (a writable pointer
+// taken).
 struct Subject {
   std::shared_ptr<nn::Module> module;
   std::function<Tensor(bool repack)> run;
@@ -74,9 +77,9 @@ struct Subject {
   std::vector<Tensor> inputs;  // the leaves whose gradients a training call computes
 };
 
-void mark_w_hh_changed(const nn::Module& module) {
+void mark_weights_changed(const nn::Module& module) {
   for (const auto& [name, p] : module.named_parameters())
-    if (name.rfind("weight_hh", 0) == 0) (void)p.data_ptr<float>();
+    if (name.rfind("weight_hh", 0) == 0 || name.rfind("weight_ih", 0) == 0) (void)p.data_ptr<float>();
 }
 
 template <class Layer>
@@ -86,7 +89,7 @@ Subject layer_subject(const Layer& layer, const Settings& s) {
   Tensor x = randn({s.steps, s.batch, s.input}).requires_grad_();
   sub.inputs = {x};
   sub.run = [layer, x](bool repack) {
-    if (repack) mark_w_hh_changed(*layer);
+    if (repack) mark_weights_changed(*layer);
     return layer->forward(x).output;
   };
   return sub;
@@ -104,7 +107,7 @@ Subject cell_subject(const Cell& cell, const Settings& s, Step step, Out out) {
     ys.reserve(xs.size());
     decltype(step(xs[0], {})) state{};
     for (const Tensor& x : xs) {
-      if (repack) mark_w_hh_changed(*cell);
+      if (repack) mark_weights_changed(*cell);
       state = step(x, state);
       ys.push_back(out(state));
     }
@@ -154,7 +157,9 @@ Timing time_subject(const Subject& sub, const Settings& s) {
   const int max_threads = omp_get_max_threads();
   auto forward = [&](bool repack) {
     NoGradGuard guard;
+    sub.module->eval();
     sub.run(repack);
+    sub.module->train();
   };
   auto train = [&](bool repack) {
     sub.module->zero_grad(true);
@@ -367,8 +372,9 @@ int main(int argc, char** argv) {
     }
   }
   std::printf("ratio = rnnkit / PyTorch, each the best of 1 and 2 threads; below 1 is faster\n");
-  std::printf("repack = the forward (cells: and forward+backward) with W_hh marked changed before every call "
-              "(packed afresh); kept = plain / repack, timed alternately in a run of their own\n");
+  std::printf("forward in eval mode; repack = the forward (cells: and forward+backward) with W_hh and W_ih marked "
+              "changed\nbefore every call (packed afresh); kept = plain / repack, timed alternately in a run of "
+              "their own\n");
   std::printf("cells: called step by step over the steps, the state carried on, the outputs stacked\n");
   std::printf("sequential = rnnkit on 2 threads with layers and directions one after another; "
               "sched = rnnkit / sequential\n");
