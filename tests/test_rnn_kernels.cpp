@@ -1218,6 +1218,15 @@ TEST(RnnKernels, PackedInputWeightsMismatches) {
   longer.batch_sizes.assign(40, 1);
   EXPECT_TRUE(k::rnn_packed_input_weights_fit(longer.dims(), packed_ih.data()));
   EXPECT_FALSE(k::rnn_packed_input_weights_fit(wide.dims(), packed_ih.data()));
+  // Made on AVX-512 and given to the kernels of another instruction set, which
+  // take no packed W_ih: ignored.
+  for (simd::Isa isa : available_isas())
+    if (isa != simd::Isa::kAvx512) {
+      IsaScope scope(isa);
+      SCOPED_TRACE(simd::isa_name(isa));
+      EXPECT_EQ(k::rnn_packed_input_weights_size(c.dims()), 0u);
+      EXPECT_EQ(forward(c, packed_ih.data(), nullptr), forward(c, nullptr, nullptr));
+    }
   {  // With the packed projection turned off (the A/B knob) it is ignored too.
     struct Restore {
       ~Restore() { k::tuning::set_packed_projection(true); }
