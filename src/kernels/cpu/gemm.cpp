@@ -138,25 +138,38 @@ std::unique_ptr<MatmulEntry> make_matmul(const memory::desc& a, const memory::de
   return make_matmul_here(a, b, c, accumulate, brgemm_only);
 }
 
+// A process-wide cache of primitives by shape: the entry for key, made by
+// make() under the cache's lock on first use. A null entry (no such primitive)
+// is kept as such with keep_null, else made again at the next call.
+template <class... Key>
+class MatmulCache {
+ public:
+  template <class Make>
+  const MatmulEntry* get(const std::tuple<Key...>& key, bool keep_null, Make&& make) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto found = cache_.find(key);
+    if (found != cache_.end() && (found->second != nullptr || keep_null)) return found->second.get();
+    return (cache_[key] = make()).get();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<std::tuple<Key...>, std::unique_ptr<MatmulEntry>> cache_;
+};
+
 // C += A B, or with accumulate = false C = A B. Returns null when oneDNN cannot
 // make the primitive.
 const MatmulEntry* matmul_entry(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldc,
                                 bool accumulate = true) {
-  static std::mutex mutex;
-  static std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, bool>,
-                  std::unique_ptr<MatmulEntry>>
-      cache;
+  static MatmulCache<int64_t, int64_t, int64_t, int64_t, int64_t, int, bool> cache;
   // oneDNN sizes its work split when it creates the primitive: one per thread count.
   const int nthreads = rnnkit::get_num_threads();
-  std::lock_guard<std::mutex> lock(mutex);
-  auto& slot = cache[{M, N, K, lda, ldc, nthreads, accumulate}];
-  if (slot == nullptr) {
-    slot = make_matmul(memory::desc({M, K}, memory::data_type::f32, memory::dims{lda, 1}),
+  // A null entry is retried next time: rare, and cheap.
+  return cache.get({M, N, K, lda, ldc, nthreads, accumulate}, false, [&] {
+    return make_matmul(memory::desc({M, K}, memory::data_type::f32, memory::dims{lda, 1}),
                        memory::desc({K, N}, memory::data_type::f32, memory::format_tag::any),
                        memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1}), accumulate);
-    // A null slot is retried next time: rare, and cheap.
-  }
-  return slot.get();
+  });
 }
 
 // C[M, N] += A^T B with A [K, M], M >= 1024 and N <= 512: a weight gradient,
@@ -176,18 +189,13 @@ constexpr int64_t kWeightGradK = 512;
 // The weight-gradient primitive for K = kWeightGradK (A [K, M] read transposed
 // through its strides); null, cached as such, where oneDNN would not use brgemm.
 const MatmulEntry* weight_gradient_matmul(int64_t M, int64_t N, int64_t lda, int64_t ldb, int64_t ldc) {
-  static std::mutex mutex;
-  static std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int>, std::unique_ptr<MatmulEntry>> cache;
+  static MatmulCache<int64_t, int64_t, int64_t, int64_t, int64_t, int> cache;
   const int nthreads = rnnkit::get_num_threads();
-  std::lock_guard<std::mutex> lock(mutex);
-  const auto key = std::make_tuple(M, N, lda, ldb, ldc, nthreads);
-  auto found = cache.find(key);
-  if (found != cache.end()) return found->second.get();
-  return (cache[key] = make_matmul(memory::desc({M, kWeightGradK}, memory::data_type::f32, memory::dims{1, lda}),
-                                   memory::desc({kWeightGradK, N}, memory::data_type::f32, memory::dims{ldb, 1}),
-                                   memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1}),
-                                   true, true))
-      .get();
+  return cache.get({M, N, lda, ldb, ldc, nthreads}, true, [&] {
+    return make_matmul(memory::desc({M, kWeightGradK}, memory::data_type::f32, memory::dims{1, lda}),
+                       memory::desc({kWeightGradK, N}, memory::data_type::f32, memory::dims{ldb, 1}),
+                       memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1}), true, true);
+  });
 }
 
 // C (+)= A B with e; B in e's weights layout.
@@ -283,21 +291,18 @@ namespace {
 // dense C, made for one thread; null, cached as such, where oneDNN would not
 // use brgemm (CPUs without AVX-512).
 const MatmulEntry* this_thread_matmul(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldw) {
-  static std::mutex mutex;
-  static std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>, std::unique_ptr<MatmulEntry>> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  const auto key = std::make_tuple(M, N, K, lda, ldw);
-  auto found = cache.find(key);
-  if (found != cache.end()) return found->second.get();
-  // A primitive made for more threads splits its work among them when it runs,
-  // and inside a parallel region only the first share would be computed.
-  const int saved = omp_get_max_threads();
-  omp_set_num_threads(1);
-  auto entry = make_matmul_here(memory::desc({M, K}, memory::data_type::f32, memory::dims{lda, 1}),
-                                memory::desc({K, N}, memory::data_type::f32, memory::dims{1, ldw}),
-                                memory::desc({M, N}, memory::data_type::f32, memory::dims{N, 1}), false, true);
-  omp_set_num_threads(saved);
-  return (cache[key] = std::move(entry)).get();
+  static MatmulCache<int64_t, int64_t, int64_t, int64_t, int64_t> cache;
+  return cache.get({M, N, K, lda, ldw}, true, [&] {
+    // A primitive made for more threads splits its work among them when it
+    // runs, and inside a parallel region only the first share would be computed.
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    auto entry = make_matmul_here(memory::desc({M, K}, memory::data_type::f32, memory::dims{lda, 1}),
+                                  memory::desc({K, N}, memory::data_type::f32, memory::dims{1, ldw}),
+                                  memory::desc({M, N}, memory::data_type::f32, memory::dims{N, 1}), false, true);
+    omp_set_num_threads(saved);
+    return entry;
+  });
 }
 
 }  // namespace
