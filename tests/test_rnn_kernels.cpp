@@ -1120,16 +1120,26 @@ TEST(RnnKernels, SmallBatchMatmulProjection) {
     }
 }
 
+void check_packed_input_weights(bool takes);
+
 // W_ih packed by the caller (rnn_pack_input_weights): where the forward takes
-// it (the small-batch LSTM and GRU, AVX-512 kernels), the inference forward
-// makes its input projection from it by its own product: close to the double
-// reference, the same bits on 1, 2 and 3 threads (H = 520: a partial last
-// block, owned by either thread), over one step, packed variable-length
+// it (the small-batch LSTM and GRU, vector kernels: AVX-512 with all gates a
+// pass, AVX2 a few gates a pass over gate-major weights), the inference
+// forward makes its input projection from it by its own product: close to the
+// double reference, the same bits on 1, 2 and 3 threads (H = 520: a partial
+// last block, owned by either thread), over one step, packed variable-length
 // batches and 40 rows (passes of unequal rows). Elsewhere there is no packed
 // form. (The random configurations of check_config cover small layers.)
 TEST(RnnKernels, PackedInputWeights) {
-  const simd::Kernels* kernels = simd::active_kernels();
-  const bool takes = kernels != nullptr && kernels->packed_projection;
+  for (simd::Isa isa : available_isas()) {
+    IsaScope scope(isa);
+    SCOPED_TRACE(simd::isa_name(isa));
+    check_packed_input_weights(isa != simd::Isa::kScalar);
+    if (::testing::Test::HasFailure()) return;
+  }
+}
+
+void check_packed_input_weights(bool takes) {
   for (CellType cell : {CellType::LSTM, CellType::GRU})
     for (int64_t H : {512, 520})
       for (int variant = 0; variant < 3; ++variant) {
@@ -1177,7 +1187,7 @@ TEST(RnnKernels, PackedInputWeightsMismatches) {
   c.separate_scratch = false;
   const simd::Kernels* kernels = simd::active_kernels();
   if (kernels == nullptr || !kernels->packed_projection) {
-    EXPECT_EQ(k::rnn_packed_input_weights_size(c.dims()), 0u) << "no packed W_ih without AVX-512 kernels";
+    EXPECT_EQ(k::rnn_packed_input_weights_size(c.dims()), 0u) << "no packed W_ih without vector kernels";
     return;
   }
   const Problem p = random_problem(c);
@@ -1218,13 +1228,15 @@ TEST(RnnKernels, PackedInputWeightsMismatches) {
   longer.batch_sizes.assign(40, 1);
   EXPECT_TRUE(k::rnn_packed_input_weights_fit(longer.dims(), packed_ih.data()));
   EXPECT_FALSE(k::rnn_packed_input_weights_fit(wide.dims(), packed_ih.data()));
-  // Made on AVX-512 and given to the kernels of another instruction set, which
-  // take no packed W_ih: ignored.
+  // Made by the active kernels and given to those of another instruction set,
+  // which take W_ih packed in another layout (AVX2: gate-major) or not at all
+  // (scalar): ignored.
   for (simd::Isa isa : available_isas())
-    if (isa != simd::Isa::kAvx512) {
+    if (isa != simd::active_isa()) {
       IsaScope scope(isa);
       SCOPED_TRACE(simd::isa_name(isa));
-      EXPECT_EQ(k::rnn_packed_input_weights_size(c.dims()), 0u);
+      EXPECT_EQ(k::rnn_packed_input_weights_size(c.dims()) > 0, isa != simd::Isa::kScalar);
+      EXPECT_FALSE(k::rnn_packed_input_weights_fit(c.dims(), packed_ih.data()));
       EXPECT_EQ(forward(c, packed_ih.data(), nullptr), forward(c, nullptr, nullptr));
     }
   {  // With the packed projection turned off (the A/B knob) it is ignored too.

@@ -476,7 +476,7 @@ TEST(RnnModules, InferenceKeepsPackedWeightsUntilTheyChange) {
       layer_config("LSTMCell", 12, 32, 1, 2, 1, false),
       layer_config("GRUCell", 12, 32, 1, 1, 1, false),
       layer_config("RNNCell", 12, 32, 1, 20, 1, false),
-      // Large enough that the small-batch forward takes W_ih packed too (with AVX-512).
+      // Large layers on the small-batch path, which takes W_ih packed too (vector kernels).
       layer_config("LSTM", 512, 512, 1, 1, 5, false),
       layer_config("GRUCell", 520, 512, 1, 2, 1, false),
   };

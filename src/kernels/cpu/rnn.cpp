@@ -223,7 +223,8 @@ struct PackedHeader {
   uint32_t magic, cell, hidden_size, proj_size, precision, kind;
   // kGemm only: oneDNN's layout depends on these too.
   uint32_t batch, threads, floats;
-  // kSmallBatch only: packed gate-major (simd::Kernels::gate_major).
+  // kSmallBatch and kInput: packed gate-major (simd::Kernels::gate_major,
+  // projection_gate_major).
   uint32_t gate_major;
   // kInput only.
   uint32_t input_size;
@@ -246,7 +247,7 @@ bool packed_for(const PackedHeader& h, const RnnLayerDims& d) {
 // Whether the small-batch forward on d takes W_ih packed beforehand
 // (rnn_pack_input_weights) for its input projection, which it then makes by
 // its own product (rnn_simd_impl.h, project_block) instead of GEMMs: the cells
-// with several gates, with AVX-512. Forward with W_hh packed beforehand on two
+// with several gates, with vector kernels. Forward with W_hh packed beforehand on two
 // Zen 5 cores (in-process A/B, calls in the bench's order, medians), time with
 // / without: LSTM H = I = 512 N = 1 T = 25 0.89, N = 2 T = 16 0.86-0.88, N = 1
 // T = 32 0.92-0.94, N = 4 T = 25 0.90, N = 8 T = 16 0.92; LSTM 640 0.90, LSTM
@@ -254,8 +255,11 @@ bool packed_for(const PackedHeader& h, const RnnLayerDims& d) {
 // 1024 N = 1 T = 25 0.92-0.93, T = 200 0.97, T = 1500 0.87; one step: LSTM 512
 // N = 1 0.89, N = 4 0.74, N = 8 T = 2 0.77, LSTM 1024 0.83, GRU 512 0.94;
 // smaller layers: LSTM 128 N = 1 T = 256 0.95, GRU 128 0.96, LSTM 256 0.95,
-// GRU 256 N = 2 0.97, LSTM 64 0.95. Not the Elman cells (one gate: a weight
-// vector per 8 broadcasts): 0.96-1.04. The product's summation order differs
+// GRU 256 N = 2 0.97, LSTM 64 0.95. The AVX2 code on the same CPU (oneDNN held
+// to AVX2 too; not measured on an AVX2-only CPU): LSTM 512 N = 1 T = 25 0.94-0.96,
+// N = 4 0.98, one step 0.88-0.91, GRU 512 0.95, GRU 1024 T = 100 0.98-0.99,
+// LSTM 128 T = 256 0.98, GRU 128 0.98-0.99. Not the Elman cells (one gate: a
+// weight vector per 8 broadcasts): 0.96-1.04. The product's summation order differs
 // from the GEMMs', so a forward given packed W_ih differs from one without in
 // the last bits; it does not depend on the thread count.
 bool g_packed_projection = true;  // tuning::set_packed_projection
@@ -307,16 +311,29 @@ bool input_packed_for(const PackedHeader& h, const RnnLayerDims& d) {
          h.input_size == static_cast<uint32_t>(d.input_size);
 }
 
+// Whether the active kernels take W_ih of d's cell packed gate-major.
+bool input_gate_major(const RnnLayerDims& d) {
+  const simd::Kernels* k = simd::active_kernels();
+  return k != nullptr && k->projection_gate_major(gate_count(d.cell));
+}
+
+// Whether a forward on d takes the packed W_ih whose header is h (written for
+// d's cell and sizes): on its path, in the active kernels' layout.
+bool input_packed_taken(const PackedHeader& h, const RnnLayerDims& d) {
+  return packed_projection_path(d) && (h.gate_major != 0) == input_gate_major(d);
+}
+
 // The caller-packed W_ih's body for a forward on d, or null when that forward
-// does not take a packed projection (packed_projection_path). W_ih packed for
-// another cell or size is a caller error and throws.
+// does not take a packed projection (packed_projection_path) or takes it in
+// the other layout (packed by other kernels). W_ih packed for another cell or
+// size is a caller error and throws.
 const float* packed_input_body(const RnnLayerDims& d, const float* packed) {
   PackedHeader h;
   std::memcpy(&h, packed, sizeof h);
   RNNKIT_CHECK(input_packed_for(h, d),
                "rnn_forward: w_ih_packed was not written by rnn_pack_input_weights for this cell, "
                "hidden_size (", d.hidden_size, ") and input_size (", d.input_size, ")");
-  return packed_projection_path(d) ? packed + kPackedHeader : nullptr;
+  return input_packed_taken(h, d) ? packed + kPackedHeader : nullptr;
 }
 
 ForwardLayout forward_layout(const RnnLayerDims& d, bool training) {
@@ -1219,9 +1236,11 @@ void rnn_pack_input_weights(const RnnLayerDims& dims, const float* w_ih, float* 
   header.precision = static_cast<uint32_t>(PackedPrecision::kFloat32);
   header.kind = static_cast<uint32_t>(PackedKind::kInput);
   header.input_size = static_cast<uint32_t>(dims.input_size);
+  const bool gate_major = input_gate_major(dims);
+  header.gate_major = gate_major ? 1 : 0;
   std::memset(packed, 0, kPackedHeader * sizeof(float));
   std::memcpy(packed, &header, sizeof header);
-  pack_blocks(gate_count(dims.cell), dims.hidden_size, dims.input_size, w_ih, packed + kPackedHeader, false);
+  pack_blocks(gate_count(dims.cell), dims.hidden_size, dims.input_size, w_ih, packed + kPackedHeader, gate_major);
 }
 
 bool rnn_packed_input_weights_fit(const RnnLayerDims& dims, const float* packed) {
@@ -1229,7 +1248,7 @@ bool rnn_packed_input_weights_fit(const RnnLayerDims& dims, const float* packed)
   RNNKIT_CHECK(packed != nullptr, "rnn_packed_input_weights_fit: packed is null");
   PackedHeader h;
   std::memcpy(&h, packed, sizeof h);
-  return input_packed_for(h, dims) && packed_projection_path(dims);
+  return input_packed_for(h, dims) && input_packed_taken(h, dims);
 }
 
 bool rnn_forward_takes_packed(const RnnLayerDims& dims) {

@@ -149,7 +149,8 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
 // Floats that rnn_pack_input_weights writes for dims; 0 where the forward on
 // dims takes no packed W_ih. The small-batch forward (batches up to 8, or up to
 // 32 for small layers: see rnn_packed_weights_size) of the LSTM and the GRU
-// takes it, with AVX-512.
+// takes it, with AVX2 or AVX-512; its layout depends on which (a packing made
+// under the other is ignored, as rnn_packed_input_weights_fit tells).
 size_t rnn_packed_input_weights_size(const RnnLayerDims& dims);
 // Writes w_ih [G*H, I] in that layout into packed
 // [rnn_packed_input_weights_size(dims)], 64-byte aligned is best; on

@@ -99,8 +99,9 @@ struct SmallBatchForward {
   int64_t ldx = 0;
   const float* w_ih = nullptr;         // [G*H, I]
   const float* w_hh = nullptr;         // [G*H, H], packed by the threads when pack
-  // W_ih packed as W_hh is ([I][G][16] per block: pack_recurrent(G, H, I, w_ih,
-  // ...)) by the caller, or null. Given, the input projection is the kernels'
+  // W_ih packed as W_hh is ([I][G][16] per block, or [G][I][16] where
+  // Kernels::projection_gate_major: pack_recurrent(G, H, I, w_ih, ...)) by the
+  // caller, or null. Given, the input projection is the kernels'
   // own product over it instead of GEMMs over w_ih (Kernels::packed_projection
   // says which kernels have it; rnn.cpp, packed_projection_path, which layers).
   const float* w_ih_packed = nullptr;
@@ -173,6 +174,9 @@ struct Kernels {
   bool (*gate_major)(int64_t G, int64_t batch);
   void (*small_batch_forward)(const SmallBatchForward& args);
   bool packed_projection;  // small_batch_forward takes SmallBatchForward::w_ih_packed
+  // Whether that W_ih of G gates is packed gate-major (pack_recurrent's
+  // gate_major): where the projection's passes take the gates a few at a time.
+  bool (*projection_gate_major)(int64_t G);
   void (*small_batch_backward)(const SmallBatchBackward& args);
   int lanes;  // rows one lanes_gemm call takes: 16 (one AVX-512 vector, two AVX2 ones)
   void (*lanes_gemm)(const LanesGemm& args);

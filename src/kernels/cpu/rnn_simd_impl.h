@@ -564,37 +564,53 @@ inline int small_batch_threads(int requested, int64_t blocks) {
 // transposes) and loses to the GEMMs at every size up to 32 rows: so only
 // caller-packed W_ih takes this product.
 
-// Rows per pass: the most whose G * kSub accumulators leave registers for one
-// k's weights and a broadcast, at most 8. With 16-lane vectors, 6 for the LSTM
-// (5 and 6 measured against 4: 4-7% faster) and 8 for the GRU.
+// Gates per pass: all of them with 32 registers; with 16 (AVX2: a 16-unit block
+// is two vectors per gate) two at a time, or one for the GRU, over weights
+// packed gate-major ([G][I][16] per block), so that each pass streams its
+// gates' weights contiguous (projection_gate_major).
+constexpr int projection_gates(int G) { return Vec::kRegisters >= 32 ? G : G % 2 == 0 ? 2 : 1; }
+constexpr bool projection_gate_major(int G) { return projection_gates(G) < G; }
+
+// Rows per pass: with 32 registers the most whose accumulators leave room for
+// one k's weights and a broadcast (6 for the LSTM: 5 and 6 measured against 4,
+// 4-7% faster; 8 for the GRU), at most 8; with 16, the accumulators and a
+// broadcast, the weights taken from memory by the FMAs (LSTM, two gates a
+// pass: 3 rows; one thread of a Zen 5 running the AVX2 code, 25 rows of a
+// thread's 256 units of H = I = 512, 200-206 us against 214-221 for one gate
+// at a time over 5-6 rows and 237-241 for oneDNN's AVX2 sgemm).
 constexpr int projection_rows(int G) {
-  const int per_row = G * kSub;
-  const int fit = (Vec::kRegisters - per_row - 2) / per_row;
+  const int per_row = projection_gates(G) * kSub;
+  const int fit = Vec::kRegisters >= 32 ? (Vec::kRegisters - 2 - per_row) / per_row : (Vec::kRegisters - 4) / per_row;
   return fit < 1 ? 1 : fit > 8 ? 8 : fit;
 }
 
-template <int G, int NB>
+// Gates [g0, g0 + GP) of NB rows.
+template <int G, int GP, int NB>
 inline void projection_pass(const float* wp, int64_t I, const float* x, int64_t ldx, float* g, int64_t ldg,
-                            const int64_t (&col)[G], int64_t cnt) {
-  reg acc[NB][G][kSub];
+                            const int64_t (&col)[G], int g0, int64_t cnt) {
+  constexpr bool GM = projection_gate_major(G);
+  // Elements between consecutive k, and between consecutive gates.
+  const int64_t k_step = GM ? kPackBlock : G * kPackBlock, g_step = GM ? I * kPackBlock : kPackBlock;
+  wp += g0 * g_step;
+  reg acc[NB][GP][kSub];
 #pragma GCC unroll 16
   for (int b = 0; b < NB; ++b)
 #pragma GCC unroll 16
-    for (int q = 0; q < G; ++q)
+    for (int q = 0; q < GP; ++q)
 #pragma GCC unroll 16
       for (int s = 0; s < kSub; ++s) acc[b][q][s] = Vec::zero();
   for (int64_t k = 0; k < I; ++k) {
-    const float* w = wp + k * G * kPackBlock;
-    reg wv[G][kSub];
+    const float* w = wp + k * k_step;
+    reg wv[GP][kSub];
 #pragma GCC unroll 16
-    for (int q = 0; q < G; ++q)
+    for (int q = 0; q < GP; ++q)
 #pragma GCC unroll 16
-      for (int s = 0; s < kSub; ++s) wv[q][s] = Vec::load(w + q * kPackBlock + s * Vec::kLanes);
+      for (int s = 0; s < kSub; ++s) wv[q][s] = Vec::load(w + q * g_step + s * Vec::kLanes);
 #pragma GCC unroll 16
     for (int b = 0; b < NB; ++b) {
       const reg xb = Vec::broadcast(x + b * ldx + k);
 #pragma GCC unroll 16
-      for (int q = 0; q < G; ++q)
+      for (int q = 0; q < GP; ++q)
 #pragma GCC unroll 16
         for (int s = 0; s < kSub; ++s) acc[b][q][s] = Vec::fmadd(wv[q][s], xb, acc[b][q][s]);
     }
@@ -602,15 +618,15 @@ inline void projection_pass(const float* wp, int64_t I, const float* x, int64_t 
 #pragma GCC unroll 16
   for (int b = 0; b < NB; ++b)
 #pragma GCC unroll 16
-    for (int q = 0; q < G; ++q)
+    for (int q = 0; q < GP; ++q)
 #pragma GCC unroll 16
       for (int s = 0; s < kSub; ++s) {
         const int64_t c = sub_lanes(cnt, s);
-        if (c > 0) st(g + b * ldg + col[q] + s * Vec::kLanes, acc[b][q][s], c);
+        if (c > 0) st(g + b * ldg + col[g0 + q] + s * Vec::kLanes, acc[b][q][s], c);
       }
 }
 
-// A pass over nb <= NB rows.
+// A pass over nb <= NB rows, every gate.
 template <int G, int NB>
 inline void projection_pass_rows(const float* wp, int64_t I, const float* x, int64_t ldx, float* g, int64_t ldg,
                                  const int64_t (&col)[G], int64_t cnt, int64_t nb) {
@@ -620,7 +636,8 @@ inline void projection_pass_rows(const float* wp, int64_t I, const float* x, int
       return;
     }
   }
-  projection_pass<G, NB>(wp, I, x, ldx, g, ldg, col, cnt);
+  constexpr int GP = projection_gates(G);
+  for (int g0 = 0; g0 < G; g0 += GP) projection_pass<G, GP, NB>(wp, I, x, ldx, g, ldg, col, g0, cnt);
 }
 
 // Rows [0, M) in passes of equal size (25 rows as 5 x 5 rather than 4 x 6 + 1,
@@ -632,6 +649,15 @@ void project_block(const float* wp, int64_t I, int64_t M, const float* x, int64_
   const int64_t passes = (M + R - 1) / R, per = (M + passes - 1) / passes;
   for (int64_t m = 0; m < M; m += per)
     projection_pass_rows<G, R>(wp, I, x + m * ldx, ldx, g + m * ldg, ldg, col, cnt, std::min(per, M - m));
+}
+
+// Kernels::projection_gate_major.
+bool projection_gate_major_for(int64_t G) {
+  switch (G) {
+    case 3: return projection_gate_major(3);
+    case 4: return projection_gate_major(4);
+    default: return projection_gate_major(1);
+  }
 }
 
 template <int G, int S, bool GM>
@@ -1177,7 +1203,8 @@ const Kernels kKernels = {
     {&elman_backward<false>, &elman_backward<true>, &lstm_backward, &gru_backward},
     &gate_major,
     &small_batch_forward,
-    Vec::kRegisters >= 32,  // packed_projection: registers for several rows of all gates
+    true,  // packed_projection
+    &projection_gate_major_for,
     &small_batch_backward,
     kLanesRowVecs * Vec::kLanes,
     &lanes_gemm,
