@@ -265,8 +265,7 @@ bool packed_for(const PackedHeader& h, const RnnLayerDims& d) {
 bool g_packed_projection = true;  // tuning::set_packed_projection
 bool packed_projection_path(const RnnLayerDims& d) {
   const simd::Kernels* k = simd::active_kernels();
-  return g_packed_projection && k != nullptr && k->packed_projection && small_batch_path(d) &&
-         gate_count(d.cell) >= 3;
+  return g_packed_projection && k != nullptr && small_batch_path(d) && gate_count(d.cell) >= 3;
 }
 
 // The packed weights an inference forward on d takes: the small-batch path

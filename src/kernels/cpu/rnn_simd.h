@@ -102,8 +102,8 @@ struct SmallBatchForward {
   // W_ih packed as W_hh is ([I][G][16] per block, or [G][I][16] where
   // Kernels::projection_gate_major: pack_recurrent(G, H, I, w_ih, ...)) by the
   // caller, or null. Given, the input projection is the kernels'
-  // own product over it instead of GEMMs over w_ih (Kernels::packed_projection
-  // says which kernels have it; rnn.cpp, packed_projection_path, which layers).
+  // own product over it instead of GEMMs over w_ih (rnn.cpp,
+  // packed_projection_path, says which layers take it).
   const float* w_ih_packed = nullptr;
   float* packed = nullptr;             // packed W_hh: written when pack, else read
   bool gate_major = false;             // packed's layout: Kernels::gate_major
@@ -173,9 +173,9 @@ struct Kernels {
   // streams contiguous weights.
   bool (*gate_major)(int64_t G, int64_t batch);
   void (*small_batch_forward)(const SmallBatchForward& args);
-  bool packed_projection;  // small_batch_forward takes SmallBatchForward::w_ih_packed
-  // Whether that W_ih of G gates is packed gate-major (pack_recurrent's
-  // gate_major): where the projection's passes take the gates a few at a time.
+  // Whether small_batch_forward takes SmallBatchForward::w_ih_packed of G gates
+  // packed gate-major (pack_recurrent's gate_major): where the projection's
+  // passes take the gates a few at a time.
   bool (*projection_gate_major)(int64_t G);
   void (*small_batch_backward)(const SmallBatchBackward& args);
   int lanes;  // rows one lanes_gemm call takes: 16 (one AVX-512 vector, two AVX2 ones)

@@ -652,13 +652,7 @@ void project_block(const float* wp, int64_t I, int64_t M, const float* x, int64_
 }
 
 // Kernels::projection_gate_major.
-bool projection_gate_major_for(int64_t G) {
-  switch (G) {
-    case 3: return projection_gate_major(3);
-    case 4: return projection_gate_major(4);
-    default: return projection_gate_major(1);
-  }
-}
+bool projection_gate_major_for(int64_t G) { return projection_gate_major(static_cast<int>(G)); }
 
 template <int G, int S, bool GM>
 void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) {
@@ -1203,7 +1197,6 @@ const Kernels kKernels = {
     {&elman_backward<false>, &elman_backward<true>, &lstm_backward, &gru_backward},
     &gate_major,
     &small_batch_forward,
-    true,  // packed_projection
     &projection_gate_major_for,
     &small_batch_backward,
     kLanesRowVecs * Vec::kLanes,
