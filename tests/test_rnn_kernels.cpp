@@ -1579,10 +1579,13 @@ TEST(RnnKernels, PackedWeightsForEachPath) {
   std::vector<float> w(4 * 8 * 3), packed(64);
   EXPECT_THROW(k::rnn_pack_weights(c.dims(), w.data(), packed.data(), k::PackedPrecision::kBFloat16),
                rnnkit::Error);
-  // A batch of 10 on the GEMM path (H = 168: too large a product for the
-  // small-batch path) given weights packed for another batch or another path:
+  // An Elman batch of 10 on the GEMM path (H = 400: too large a product for
+  // the small-batch path, which takes LSTM and GRU batches up to 32 with the
+  // AVX-512 kernels) given weights packed for another batch or another path:
   // they are ignored, and the forward packs for itself.
-  c.P = 0, c.H = 168, c.N = 10, c.T = 3;
+  c = random_config(CellType::RNN_TANH, 8);
+  c.I = 5, c.P = 0, c.H = 400, c.N = 10, c.T = 3;
+  c.separate_scratch = false;
   c.batch_sizes = {10, 10, 10};
   ASSERT_STREQ(k::tuning::forward_path(c.dims()), "gemm");
   const Problem p = random_problem(c);
@@ -1923,16 +1926,24 @@ TEST(RnnKernels, LanesPathLayers) {
   struct Case {
     CellType cell;
     int64_t H, P, N, T;
-    bool reverse;
+    bool reverse, avx2;
   };
-  const Case cases[] = {Case{CellType::LSTM, 136, 0, 16, 20, false}, Case{CellType::GRU, 152, 0, 16, 21, true},
-                        Case{CellType::RNN_TANH, 280, 0, 15, 6, false}, Case{CellType::LSTM, 40, 24, 14, 5, true}};
-  // The layers' other products are oneDNN sgemm calls, which on 3 threads may
-  // split some shapes along K (AVX2: 1 and 3 threads differed in the last bits
-  // here); the lanes product itself does not depend on the count.
-  const int more_threads = kern->isa == simd::Isa::kAvx512 ? 3 : 2;
+  // With the AVX-512 kernels, LSTM and GRU batches up to 32 without a
+  // projection take the small-batch path instead (rnn.cpp, small_batch_path):
+  // those cases run on the AVX2 kernels, where they keep this path; the others
+  // on the best instruction set.
+  const Case cases[] = {Case{CellType::LSTM, 136, 0, 16, 20, false, true},
+                        Case{CellType::GRU, 152, 0, 16, 21, true, true},
+                        Case{CellType::RNN_TANH, 280, 0, 15, 6, false, false},
+                        Case{CellType::RNN_RELU, 264, 0, 16, 5, true, false},
+                        Case{CellType::LSTM, 40, 24, 14, 5, true, false}};
   uint64_t seed = 950;
   for (const Case& cs : cases) {
+    const IsaScope isa_scope(cs.avx2 ? simd::Isa::kAvx2 : simd::active_isa());
+    // The layers' other products are oneDNN sgemm calls, which on 3 threads may
+    // split some shapes along K (AVX2: 1 and 3 threads differed in the last
+    // bits here); the lanes product itself does not depend on the count.
+    const int more_threads = simd::active_isa() == simd::Isa::kAvx512 ? 3 : 2;
     Config c = random_config(cs.cell, ++seed);
     c.I = 24, c.H = cs.H, c.P = cs.P, c.N = cs.N, c.T = cs.T;
     c.batch_sizes.assign(static_cast<size_t>(c.T), c.N);
@@ -1969,8 +1980,11 @@ TEST(RnnKernels, GemmPathsForwardDoesNotDependOnThreadCount) {
     for (CellType cell : {CellType::RNN_TANH, CellType::LSTM, CellType::GRU})
       for (bool reverse : {false, true}) {
         Config c = random_config(cell, ++seed);
-        c.I = 7, c.H = cell == CellType::RNN_TANH ? 1280 : 320, c.P = 0, c.N = 16, c.T = 4;
-        c.batch_sizes = {16, 16, 10, 4};
+        // LSTM and GRU batches up to 32 take the small-batch path with the
+        // AVX-512 kernels (rnn.cpp, small_batch_path): theirs are of 40.
+        const bool elman = cell == CellType::RNN_TANH;
+        c.I = 7, c.H = elman ? 1280 : 320, c.P = 0, c.N = elman ? 16 : 40, c.T = 4;
+        c.batch_sizes = {c.N, c.N, c.N - 6, 4};
         c.use_h0 = true;
         c.reverse = reverse;
         c.overwrite = true;
@@ -1989,25 +2003,35 @@ TEST(RnnKernels, GemmPathsForwardDoesNotDependOnThreadCount) {
 // whose products do not take the stage) and the backward's per-step products
 // (overwrite_forward_workspace with rows >= 2H), on two threads, whose
 // pointwise passes split the rows into column slices; and against the double
-// reference.
+// reference. Also batches of 20 LSTM and GRU rows, whose forward takes the
+// small-batch path with the AVX-512 kernels while their backward walks the
+// GEMM path, with the stage the training forward keeps for it.
 TEST(RnnKernels, GemmPathStagedProductsSameBits) {
   struct StageScope {
     explicit StageScope(bool stage) { k::tuning::set_stage_step_products(stage); }
     ~StageScope() { k::tuning::set_stage_step_products(true); }
   };
+  struct Shape {
+    CellType cell;
+    int64_t N;
+  };
   uint64_t seed = 990;
-  for (CellType cell : {CellType::LSTM, CellType::GRU, CellType::RNN_TANH})
+  for (const Shape& shape : {Shape{CellType::LSTM, 40}, Shape{CellType::GRU, 40}, Shape{CellType::RNN_TANH, 40},
+                             Shape{CellType::LSTM, 20}, Shape{CellType::GRU, 20}})
     for (bool reverse : {false, true}) {
+      const CellType cell = shape.cell;
+      const int64_t N = shape.N;
       Config c = random_config(cell, ++seed);
-      c.I = 9, c.H = 128, c.P = 0, c.N = 40, c.T = 8;
-      c.batch_sizes = {40, 40, 40, 40, 40, 40, 33, 7};
+      c.I = 9, c.H = 128, c.P = 0, c.N = N, c.T = 40 * 8 / N;
+      c.batch_sizes.assign(static_cast<size_t>(c.T), N);
+      c.batch_sizes[c.T - 2] = N - 7, c.batch_sizes[c.T - 1] = 7;
       c.use_h0 = true;
       c.reverse = reverse;
       c.overwrite = true;
       if (cell == CellType::RNN_TANH) c.ldy_pad = 5;
       c.weight_scale = 0.1;
-      SCOPED_TRACE(c.describe());
-      ASSERT_STREQ(k::tuning::forward_path(c.dims()), "gemm");
+      SCOPED_TRACE(c.describe() + " path " + k::tuning::forward_path(c.dims()));
+      if (N == 40) ASSERT_STREQ(k::tuning::forward_path(c.dims()), "gemm");
       ASSERT_GE(c.rows(), 2 * c.H) << "the backward's per-step products are packed from 2H rows";
       check_large(c);
       const Problem p = random_problem(c);
@@ -2042,6 +2066,40 @@ TEST(RnnKernels, LanesPathRule) {
   EXPECT_EQ(path(CellType::RNN_RELU, above, 17), "gemm");
   EXPECT_EQ(path(CellType::RNN_RELU, above, 8), "small-batch");
   EXPECT_EQ(path(CellType::LSTM, 128, 16), "small-batch");
+}
+
+// Which batches take the small-batch forward on each instruction set with
+// vector kernels: up to 8 rows always; LSTM and GRU batches up to 32 of any size with the AVX-512
+// kernels; otherwise up to 32 rows when N * G * H^2 <= 2^20 (rnn.cpp,
+// small_batch_path). A projection never does.
+TEST(RnnKernels, SmallBatchPathRule) {
+  ASSERT_NE(simd::active_kernels(), nullptr) << "these tests need a CPU with AVX2 or AVX-512";
+  const auto path = [](CellType cell, int64_t H, int64_t N, int64_t P = 0) {
+    Config c;
+    c.cell = cell, c.I = H, c.H = H, c.P = P, c.N = N, c.T = 2;
+    c.batch_sizes = {N, N};
+    return std::string(k::tuning::forward_path(c.dims()));
+  };
+  for (simd::Isa isa : available_isas()) {
+    const IsaScope scope(isa);
+    SCOPED_TRACE(simd::isa_name(isa));
+    if (isa == simd::Isa::kScalar) {  // no vector kernels: every batch on the GEMM path
+      EXPECT_EQ(path(CellType::LSTM, 64, 1), "gemm");
+      continue;
+    }
+    const bool wide = isa == simd::Isa::kAvx512;
+    for (CellType cell : {CellType::LSTM, CellType::GRU}) {
+      EXPECT_EQ(path(cell, 1024, 8), "small-batch");
+      EXPECT_EQ(path(cell, 1024, 32) == "small-batch", wide);
+      EXPECT_EQ(path(cell, 256, 12) == "small-batch", wide);
+      EXPECT_EQ(path(cell, 1024, 33), "gemm");
+      EXPECT_EQ(path(cell, 64, 32), "small-batch");  // 32 * G * 64^2 <= 2^20
+    }
+    EXPECT_EQ(path(CellType::RNN_TANH, 128, 32), "small-batch");  // 32 * 128^2 = 2^19
+    EXPECT_EQ(path(CellType::RNN_TANH, 256, 32), "gemm");
+    EXPECT_NE(path(CellType::LSTM, 256, 16, 64), "small-batch");
+    EXPECT_NE(path(CellType::LSTM, 256, 4, 64), "small-batch");
+  }
 }
 
 // The weight-gradient product C = alpha A^T op(B) + beta C, which gemm routes

@@ -99,20 +99,42 @@ struct ForwardLayout {
 };
 
 // Batches up to 8 take the persistent small-batch forward (float, when the CPU
-// has AVX2 or AVX-512), which has no projection; so do batches up to 32 whose
-// per-step product is small (N * G * H^2 <= 2^20 multiply-adds), where the
-// per-step GEMM call and two fork/joins cost more than the product. Measured on
-// 2 cores, forward time small path / GEMM path: H = 64, N = 16-32: 0.54-0.76;
-// LSTM H = 128 at N = 16 0.94, GRU 0.85, Elman 0.70; Elman H = 256 at N = 16
-// 0.88; but LSTM H = 128 at N = 32 1.05, LSTM H = 256 at N = 16-32 1.06-1.10
-// (its 4-row passes re-read the weights more often than a GEMM's blocking).
+// has AVX2 or AVX-512), whose threads each own a slice of the hidden units for
+// the whole sequence; so do, with the AVX-512 kernels, LSTM and GRU batches up
+// to 32 of any size, and, on either instruction set, Elman batches up to 32
+// whose per-step product is small (N * H^2 <= 2^20 multiply-adds), where the
+// per-step GEMM call and two fork/joins cost more than the product.
+//
+// LSTM and GRU, AVX-512, two Zen 5 cores (1 MiB of L2 each), in-process A/B
+// against the GEMM path (rows-in-lanes at 14-16 rows of W_hh above 1.5 MiB),
+// calls in the bench's order alternating with oneDNN's primitive, medians,
+// time small-batch / GEMM path at N = 12 / 16 / 24 / 32 (T = 50 for H <= 256,
+// 25 for 512, 10 for 1024), forward with both weights packed beforehand:
+//   LSTM 256 0.92 / 0.96 / 0.93 / 0.93, 512 0.90 / 0.89 / 0.90 / 0.96,
+//        1024 0.63 / 0.65 / 0.80 / 0.83; 128 at 24 / 32 0.86 / 0.89
+//   GRU  256 0.84 / 0.89 / 0.92 / 0.93, 512 0.87 / 0.86 / 0.90 / 0.90,
+//        1024 0.62 / 0.68 / 0.77 / 0.82; 128 at 24 / 32 0.68 / 0.72
+// packing W_hh in the call (no packed W_ih) 0.91-0.98 (H = 1024: 0.74-0.88),
+// and training steps 0.89-1.00 (the backward of batches above 8 stays on the
+// GEMM path; step_stage_size). At N = 48 it was mixed (LSTM 512 1.01-1.03),
+// and at N = 64 1.02-1.03 (LSTM 512, where both paths run at 90% of the
+// ceiling), so 32 stays the bound. The AVX2 kernels (16 registers: one gate of
+// 4 rows a pass) measured mixed on the same CPU (H = 512-1024 forward
+// 0.89-1.08), and the Elman cells lose at larger sizes (H = 512 N = 32 1.2;
+// Elman 1760 N = 16 on the rows-in-lanes path 0.88 of this path's time): both
+// keep the small-product rule, measured earlier on 2 cores as forward time
+// small path / GEMM path: H = 64, N = 16-32: 0.54-0.76; LSTM H = 128 at N = 16
+// 0.94, GRU 0.85, Elman 0.70; Elman H = 256 at N = 16 0.88.
 // The backward keeps the small-batch walk for batches up to 8 only.
 constexpr int64_t kSmallBatchAlways = 8;
 constexpr int64_t kSmallBatchMaxStepMacs = int64_t{1} << 20;
 bool small_batch_path(const RnnLayerDims& d) {
   if (d.proj_size != 0 || d.batch > simd::kSmallBatchMax) return false;
-  return d.batch <= kSmallBatchAlways ||
-         d.batch * gate_count(d.cell) * d.hidden_size * d.hidden_size <= kSmallBatchMaxStepMacs;
+  if (d.batch <= kSmallBatchAlways) return true;
+  const int64_t G = gate_count(d.cell);
+  const simd::Kernels* k = simd::active_kernels();
+  if (G >= 3 && k != nullptr && k->isa == simd::Isa::kAvx512) return true;
+  return d.batch * G * d.hidden_size * d.hidden_size <= kSmallBatchMaxStepMacs;
 }
 
 bool small_batch_backward_path(const RnnLayerDims& d) {
@@ -206,10 +228,13 @@ size_t recurrent_scratch_size(const RnnLayerDims& d) {
 // backward's pointwise pass copies the step's dgates there for its dh product.
 // Both were passes of their own inside packed_gemm (one thread below 64K
 // values, else one more fork/join per step): 4-6% of an LSTM forward at
-// H = 256, N = 32 on 2 Xeon cores (docs/PERFORMANCE.md).
+// H = 256, N = 32 on 2 Xeon cores (docs/PERFORMANCE.md). A training forward
+// on the small-batch path keeps it for the backward where that walks the GEMM
+// path (batches above kSmallBatchAlways).
 bool g_stage_step_products = true;  // tuning::set_stage_step_products
-size_t step_stage_size(const RnnLayerDims& d) {
-  if (small_batch_path(d) || lanes_path(d) != nullptr) return 0;
+size_t step_stage_size(const RnnLayerDims& d, bool training) {
+  if (lanes_path(d) != nullptr) return 0;
+  if (training ? small_batch_backward_path(d) : small_batch_path(d)) return 0;
   return static_cast<size_t>(d.batch * gate_count(d.cell) * d.hidden_size);
 }
 
@@ -353,7 +378,7 @@ ForwardLayout forward_layout(const RnnLayerDims& d, bool training) {
   L.zeros = at;
   at = align_up(at + std::max(H, static_cast<size_t>(hidden_out_size(d))));
   L.stage = at;
-  at = align_up(at + step_stage_size(d));
+  at = align_up(at + step_stage_size(d, training));
   L.stage_end = at;
   L.packed = at;
   if (!d.separate_scratch) at = align_up(at + recurrent_scratch_size(d));
