@@ -1035,14 +1035,17 @@ TEST(RnnKernels, SmallBatchPathMultiBlock) {
 // The small-batch backward's other reading of W_hh (prefetched chunks of 32 rows,
 // taken from 8 MiB of W_hh; here forced for small layers, whose G*H rows end in
 // a partial chunk): the same bits as the plain walk for every cell, batch and
-// thread count, and gradients that match the double reference.
+// thread count, and gradients that match the double reference. Batches of 13
+// and 24 walk it with the AVX-512 kernels only (small_batch_backward_path).
 TEST(RnnKernels, SmallBatchBackwardStreamedWeights) {
   uint64_t seed = 960;
   for (CellType cell : {CellType::RNN_TANH, CellType::RNN_RELU, CellType::LSTM, CellType::GRU}) {
-    for (int64_t N : {1, 3, 4, 6, 8}) {
+    for (int64_t N : {1, 3, 4, 6, 8, 13, 24}) {
       const Config c = packed_small_batch_config(cell, ++seed, N, N % 2 ? 72 : 41);
       SCOPED_TRACE(c.describe());
       ASSERT_STREQ(k::tuning::forward_path(c.dims()), "small-batch");
+      ASSERT_EQ(std::string(k::tuning::backward_path(c.dims())) == "small-batch",
+                N <= 8 || simd::active_isa() == simd::Isa::kAvx512);
       const Problem p = random_problem(c);
       for (int threads : {1, 2}) {
         SCOPED_TRACE(testing::Message() << threads << " threads");
@@ -2069,22 +2072,31 @@ TEST(RnnKernels, LanesPathRule) {
 }
 
 // Which batches take the small-batch forward on each instruction set with
-// vector kernels: up to 8 rows always; LSTM and GRU batches up to 32 of any size with the AVX-512
-// kernels; otherwise up to 32 rows when N * G * H^2 <= 2^20 (rnn.cpp,
-// small_batch_path). A projection never does.
+// vector kernels: up to 8 rows always; LSTM and GRU batches up to 32 of any
+// size with the AVX-512 kernels; otherwise up to 32 rows when
+// N * G * H^2 <= 2^20 (rnn.cpp, small_batch_path). A projection never does.
+// And the small-batch backward: up to 8 rows, and with the AVX-512 kernels
+// batches on the small-batch forward up to 2^22 multiply-adds a step.
 TEST(RnnKernels, SmallBatchPathRule) {
   ASSERT_NE(simd::active_kernels(), nullptr) << "these tests need a CPU with AVX2 or AVX-512";
-  const auto path = [](CellType cell, int64_t H, int64_t N, int64_t P = 0) {
+  const auto config = [](CellType cell, int64_t H, int64_t N, int64_t P) {
     Config c;
     c.cell = cell, c.I = H, c.H = H, c.P = P, c.N = N, c.T = 2;
     c.batch_sizes = {N, N};
-    return std::string(k::tuning::forward_path(c.dims()));
+    return c;
+  };
+  const auto path = [&](CellType cell, int64_t H, int64_t N, int64_t P = 0) {
+    return std::string(k::tuning::forward_path(config(cell, H, N, P).dims()));
+  };
+  const auto backward = [&](CellType cell, int64_t H, int64_t N, int64_t P = 0) {
+    return std::string(k::tuning::backward_path(config(cell, H, N, P).dims()));
   };
   for (simd::Isa isa : available_isas()) {
     const IsaScope scope(isa);
     SCOPED_TRACE(simd::isa_name(isa));
     if (isa == simd::Isa::kScalar) {  // no vector kernels: every batch on the GEMM path
       EXPECT_EQ(path(CellType::LSTM, 64, 1), "gemm");
+      EXPECT_EQ(backward(CellType::LSTM, 64, 1), "gemm");
       continue;
     }
     const bool wide = isa == simd::Isa::kAvx512;
@@ -2094,11 +2106,19 @@ TEST(RnnKernels, SmallBatchPathRule) {
       EXPECT_EQ(path(cell, 256, 12) == "small-batch", wide);
       EXPECT_EQ(path(cell, 1024, 33), "gemm");
       EXPECT_EQ(path(cell, 64, 32), "small-batch");  // 32 * G * 64^2 <= 2^20
+      // The backward: up to 8 rows, and with AVX-512 up to 2^22 multiply-adds a step.
+      EXPECT_EQ(backward(cell, 1024, 8), "small-batch");
+      EXPECT_EQ(backward(cell, 64, 32) == "small-batch", wide);
+      EXPECT_EQ(backward(cell, 128, 32) == "small-batch", wide);  // 32 * 4 * 128^2 = 2^21
+      EXPECT_EQ(backward(cell, 512, 16), "gemm");
     }
     EXPECT_EQ(path(CellType::RNN_TANH, 128, 32), "small-batch");  // 32 * 128^2 = 2^19
+    EXPECT_EQ(backward(CellType::RNN_TANH, 128, 32) == "small-batch", wide);
     EXPECT_EQ(path(CellType::RNN_TANH, 256, 32), "gemm");
+    EXPECT_EQ(backward(CellType::RNN_TANH, 256, 32), "gemm");
     EXPECT_NE(path(CellType::LSTM, 256, 16, 64), "small-batch");
     EXPECT_NE(path(CellType::LSTM, 256, 4, 64), "small-batch");
+    EXPECT_EQ(backward(CellType::LSTM, 256, 4, 64), "gemm");
   }
 }
 

@@ -115,30 +115,47 @@ struct ForwardLayout {
 //   GRU  256 0.84 / 0.89 / 0.92 / 0.93, 512 0.87 / 0.86 / 0.90 / 0.90,
 //        1024 0.62 / 0.68 / 0.77 / 0.82; 128 at 24 / 32 0.68 / 0.72
 // packing W_hh in the call (no packed W_ih) 0.91-0.98 (H = 1024: 0.74-0.88),
-// and training steps 0.89-1.00 (the backward of batches above 8 stays on the
-// GEMM path; step_stage_size). At N = 48 it was mixed (LSTM 512 1.01-1.03),
-// and at N = 64 1.02-1.03 (LSTM 512, where both paths run at 90% of the
-// ceiling), so 32 stays the bound. The AVX2 kernels (16 registers: one gate of
-// 4 rows a pass) measured mixed on the same CPU (H = 512-1024 forward
-// 0.89-1.08), and the Elman cells lose at larger sizes (H = 512 N = 32 1.2;
-// Elman 1760 N = 16 on the rows-in-lanes path 0.88 of this path's time): both
-// keep the small-product rule, measured earlier on 2 cores as forward time
-// small path / GEMM path: H = 64, N = 16-32: 0.54-0.76; LSTM H = 128 at N = 16
-// 0.94, GRU 0.85, Elman 0.70; Elman H = 256 at N = 16 0.88.
-// The backward keeps the small-batch walk for batches up to 8 only.
+// and training steps 0.89-1.00 (step_stage_size). At N = 48 it was mixed (LSTM
+// 512 1.01-1.03), and at N = 64 1.02-1.03 (LSTM 512, where both paths run at
+// 90% of the ceiling), so 32 stays the bound. The AVX2 kernels (16 registers:
+// one gate of 4 rows a pass) measured mixed on the same CPU (H = 512-1024
+// forward 0.89-1.08), and the Elman cells lose at larger sizes (H = 512 N = 32
+// 1.2; Elman 1760 N = 16 on the rows-in-lanes path 0.88 of this path's time):
+// both keep the small-product rule, measured earlier on 2 cores as forward
+// time small path / GEMM path: H = 64, N = 16-32: 0.54-0.76; LSTM H = 128 at
+// N = 16 0.94, GRU 0.85, Elman 0.70; Elman H = 256 at N = 16 0.88.
 constexpr int64_t kSmallBatchAlways = 8;
 constexpr int64_t kSmallBatchMaxStepMacs = int64_t{1} << 20;
+// Whether the active kernels take the wider batches above (and below, for the
+// backward): the AVX-512 ones.
+bool wide_small_batches() {
+  const simd::Kernels* k = simd::active_kernels();
+  return k != nullptr && k->isa == simd::Isa::kAvx512;
+}
+int64_t step_macs(const RnnLayerDims& d) {
+  return d.batch * gate_count(d.cell) * d.hidden_size * d.hidden_size;
+}
 bool small_batch_path(const RnnLayerDims& d) {
   if (d.proj_size != 0 || d.batch > simd::kSmallBatchMax) return false;
-  if (d.batch <= kSmallBatchAlways) return true;
-  const int64_t G = gate_count(d.cell);
-  const simd::Kernels* k = simd::active_kernels();
-  if (G >= 3 && k != nullptr && k->isa == simd::Isa::kAvx512) return true;
-  return d.batch * G * d.hidden_size * d.hidden_size <= kSmallBatchMaxStepMacs;
+  if (d.batch <= kSmallBatchAlways || step_macs(d) <= kSmallBatchMaxStepMacs) return true;
+  return gate_count(d.cell) >= 3 && wide_small_batches();
 }
 
+// The backward walks the small-batch path for batches up to 8 and, with the
+// AVX-512 kernels, for larger batches on the small-batch forward whose
+// per-step product is at most 2^22 multiply-adds. Training steps on two Zen 5
+// cores, small-batch / GEMM-path backward (T = 50, the forward on the
+// small-batch path in both): LSTM 128 N = 12 / 16 / 24 / 32 0.89 / 0.92 / 0.94
+// / 0.94, GRU 128 N = 12 / 16 / 32 0.92 / 0.91 / 0.96, LSTM 64 N = 32 0.90,
+// Elman 128 N = 32 0.94, LSTM 192 N = 20 0.91, LSTM 256 N = 12 0.98, GRU 256
+// N = 12 / 16 0.97 / 0.99; above 2^22: LSTM 256 N = 16 1.00, GRU 256 N = 24
+// 1.02, LSTM 512 N = 16 1.03, GRU 512 N = 16 1.02, LSTM 1024 N = 16 1.05. The
+// AVX2 kernels on the same CPU: GRU 128 N = 16-20 1.04-1.05, the others
+// 0.98-1.00, so they keep 8.
+constexpr int64_t kSmallBackwardMaxStepMacs = int64_t{1} << 22;
 bool small_batch_backward_path(const RnnLayerDims& d) {
-  return small_batch_path(d) && d.batch <= kSmallBatchAlways;
+  if (!small_batch_path(d)) return false;
+  return d.batch <= kSmallBatchAlways || (wide_small_batches() && step_macs(d) <= kSmallBackwardMaxStepMacs);
 }
 
 // Whether the small-batch backward reads W_hh in prefetched row chunks
@@ -230,7 +247,7 @@ size_t recurrent_scratch_size(const RnnLayerDims& d) {
 // values, else one more fork/join per step): 4-6% of an LSTM forward at
 // H = 256, N = 32 on 2 Xeon cores (docs/PERFORMANCE.md). A training forward
 // on the small-batch path keeps it for the backward where that walks the GEMM
-// path (batches above kSmallBatchAlways).
+// path (small_batch_backward_path).
 bool g_stage_step_products = true;  // tuning::set_stage_step_products
 size_t step_stage_size(const RnnLayerDims& d, bool training) {
   if (lanes_path(d) != nullptr) return 0;
@@ -1161,6 +1178,12 @@ const char* forward_path(const RnnLayerDims& dims) {
   }
   return "gemm";
 }
+
+const char* backward_path(const RnnLayerDims& dims) {
+  check_rnn_dims(dims);
+  return simd::active_kernels() != nullptr && small_batch_backward_path(dims) ? "small-batch" : "gemm";
+}
+
 }  // namespace tuning
 
 size_t rnn_packed_weights_size(const RnnLayerDims& dims, PackedPrecision precision) {

@@ -55,5 +55,9 @@ void set_packed_projection(bool on);
 // Which forward path dims take on the active instruction set: "small-batch",
 // "lanes" (rows-in-lanes products) or "gemm" (oneDNN per-step products).
 const char* forward_path(const RnnLayerDims& dims);
+// Which path the backward of dims takes on the active instruction set:
+// "small-batch" (the persistent reverse walk) or "gemm" (per-step products:
+// oneDNN's, or rows-in-lanes ones where the forward takes those).
+const char* backward_path(const RnnLayerDims& dims);
 
 }  // namespace rnnkit::kernels::cpu::tuning
