@@ -132,7 +132,8 @@ enum class PackedPrecision { kFloat32, kBFloat16 };
 
 // Floats that rnn_pack_weights writes for dims; 0 when there is no packed form
 // (bfloat16 exists for the small-batch path only: no projection, and a batch up to
-// 8, or up to 32 when batch * G * hidden_size^2 <= 2^20).
+// 8; up to 32 for an LSTM or a GRU with the AVX-512 kernels, or when
+// batch * G * hidden_size^2 <= 2^20).
 size_t rnn_packed_weights_size(const RnnLayerDims& dims,
                                PackedPrecision precision = PackedPrecision::kFloat32);
 // Writes w_hh [G*H, Hout] re-laid out for the path dims take (internal layouts,
@@ -147,8 +148,8 @@ size_t rnn_packed_weights_size(const RnnLayerDims& dims,
 void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed,
                       PackedPrecision precision = PackedPrecision::kFloat32);
 // Floats that rnn_pack_input_weights writes for dims; 0 where the forward on
-// dims takes no packed W_ih. The small-batch forward (batches up to 8, or up to
-// 32 for small layers: see rnn_packed_weights_size) of the LSTM and the GRU
+// dims takes no packed W_ih. The small-batch forward (see
+// rnn_packed_weights_size for the batches it takes) of the LSTM and the GRU
 // takes it, with AVX2 or AVX-512; its layout depends on which (a packing made
 // under the other is ignored, as rnn_packed_input_weights_fit tells).
 size_t rnn_packed_input_weights_size(const RnnLayerDims& dims);

@@ -3,8 +3,9 @@
 // vector type `Vec`, inside namespace rnnkit::kernels::cpu::simd::<isa>. No
 // include guard on purpose; include nowhere else.
 //
-// Small-batch forward (no projection; N <= 8, or up to kSmallBatchMax when the
-// product is small: rnn.cpp, small_batch_path). Per step the
+// Small-batch forward (no projection; N <= 8, up to kSmallBatchMax for the LSTM
+// and the GRU with AVX-512 or when the product is small: rnn.cpp,
+// small_batch_path). Per step the
 // recurrent product is N rows times W_hh: a matrix-vector product whose cost is
 // reading W_hh, so the aim is to read it from the nearest cache and to spend
 // nothing else per step. One OpenMP region covers the whole sequence; group g
