@@ -2187,13 +2187,17 @@ TEST(RnnKernels, GemmTransposedAccumulate) {
 // Packed weights carry their cell, size and precision; bfloat16 ones serve
 // inference only and stay within bfloat16's rounding of the float result.
 TEST(RnnKernels, PackedWeightsBf16AndChecks) {
+  // On every instruction set; 13 rows take passes of 4, 4, 4 and 1 rows.
+  for (simd::Isa isa : available_isas())
+  for (int64_t N : {3, 13})
   for (CellType cell : {CellType::LSTM, CellType::GRU, CellType::RNN_TANH}) {
-    Config c = random_config(cell, 515);
-    c.I = 12, c.H = 37, c.P = 0, c.N = 3, c.T = 9;
+    const IsaScope scope(isa);
+    Config c = random_config(cell, 515 + N);
+    c.I = 12, c.H = 37, c.P = 0, c.N = N, c.T = 9;
     c.separate_scratch = false;
-    c.batch_sizes.assign(9, 3);
+    c.batch_sizes.assign(9, N);
     c.weight_scale = 0.3;
-    SCOPED_TRACE(c.describe());
+    SCOPED_TRACE(c.describe() + " on " + simd::isa_name(isa));
     const Problem p = random_problem(c);
     const RnnLayerDims d = c.dims();
     const std::vector<float> w_ih(p.w_ih.begin(), p.w_ih.end()), w_hh(p.w_hh.begin(), p.w_hh.end()),
