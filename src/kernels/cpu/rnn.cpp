@@ -115,9 +115,10 @@ struct ForwardLayout {
 //   GRU  256 0.84 / 0.89 / 0.92 / 0.93, 512 0.87 / 0.86 / 0.90 / 0.90,
 //        1024 0.62 / 0.68 / 0.77 / 0.82; 128 at 24 / 32 0.68 / 0.72
 // packing W_hh in the call (no packed W_ih) 0.91-0.98 (H = 1024: 0.74-0.88),
-// and training steps 0.89-1.00 (step_stage_size). At N = 48 it was mixed (LSTM
-// 512 1.01-1.03), and at N = 64 1.02-1.03 (LSTM 512, where both paths run at
-// 90% of the ceiling), so 32 stays the bound. The AVX2 kernels (16 registers:
+// and training steps with the backward's rule below 0.84-1.00 (against both
+// rules as they were, each with step_stage_size's stage). At N = 48 it was
+// mixed (LSTM 512 1.01-1.03), and at N = 64 1.02-1.03 (LSTM 512, where both
+// paths run at 90% of the ceiling), so 32 stays the bound. The AVX2 kernels (16 registers:
 // one gate of 4 rows a pass) measured mixed on the same CPU (H = 512-1024
 // forward 0.89-1.08), and the Elman cells lose at larger sizes (H = 512 N = 32
 // 1.2; Elman 1760 N = 16 on the rows-in-lanes path 0.88 of this path's time):
