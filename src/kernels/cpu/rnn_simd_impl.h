@@ -545,8 +545,19 @@ inline int64_t recurrent_prefetch_bytes(int64_t slice_bytes, bool bf16, int64_t 
   return 4096;
 }
 
-// Thread count for the small-batch paths: at most one per 16-unit block.
-inline int small_batch_threads(int requested, int64_t blocks) {
+// Thread count for the small-batch paths: at most one per 16-unit block, and
+// one alone where a step's product (N * G * H^2 multiply-adds) is at most
+// one_thread_macs: the threads' meeting every step (cache lines from core to
+// core) then costs more than the work it shares. Two Zen 5 cores, time on one
+// thread / on two, in-process A/B: forward GRU H = 32 N = 1 0.80, LSTM 32 0.92,
+// Elman 64 0.91, Elman 32 N = 2 0.76 (up to 4096); GRU 48 1.20, Elman 96 1.16,
+// GRU 32 N = 2 1.21, LSTM 48 0.96 (above); training steps GRU 32 0.29, LSTM 32
+// 0.31, Elman 64 0.85, Elman 32 N = 2 0.64, GRU 48 0.90, GRU 32 N = 2 0.95 (up
+// to 8192); Elman 96 1.15, GRU 64 1.16 (above).
+constexpr int64_t kForwardOneThreadMacs = 4096;
+constexpr int64_t kBackwardOneThreadMacs = 8192;
+inline int small_batch_threads(int requested, int64_t blocks, const RnnLayerDims& d, int64_t one_thread_macs) {
+  if (d.batch * gate_count(d.cell) * d.hidden_size * d.hidden_size <= one_thread_macs) return 1;
   return static_cast<int>(std::max<int64_t>(
       1, std::min<int64_t>({requested, blocks, detail::StepScheduler::kMaxGroups})));
 }
@@ -664,7 +675,7 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
   const int64_t block_elems = K * G * kPackBlock;
   const int64_t block_elems_bf16 = (K + 1) / 2 * 2 * G * kPackBlock;
   const bool lstm = d.cell == CellType::LSTM;
-  const int groups = small_batch_threads(a.num_threads, blocks);
+  const int groups = small_batch_threads(a.num_threads, blocks, d, kForwardOneThreadMacs);
   detail::StepScheduler scheduler(groups);
   const int64_t slice_bytes = blocks / groups * (a.bf16 ? block_elems_bf16 * 2 : block_elems * 4);
   const bool split = groups > 1 && slice_bytes >= a.split_min_bytes;
@@ -991,7 +1002,7 @@ void small_batch_backward_cell(const SmallBatchBackward& a, RowBackward pointwis
   const int64_t rows = packed_rows(d);
   const int64_t blocks = (H + kPackBlock - 1) / kPackBlock;
   const bool lstm = d.cell == CellType::LSTM;
-  const int groups = small_batch_threads(a.num_threads, blocks);
+  const int groups = small_batch_threads(a.num_threads, blocks, d, kBackwardOneThreadMacs);
   detail::StepScheduler scheduler(groups);
   const size_t float_size = sizeof(float);
 
