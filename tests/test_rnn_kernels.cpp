@@ -2078,7 +2078,6 @@ TEST(RnnKernels, LanesPathRule) {
 // And the small-batch backward: up to 8 rows, and with the AVX-512 kernels
 // batches on the small-batch forward up to 2^22 multiply-adds a step.
 TEST(RnnKernels, SmallBatchPathRule) {
-  ASSERT_NE(simd::active_kernels(), nullptr) << "these tests need a CPU with AVX2 or AVX-512";
   const auto config = [](CellType cell, int64_t H, int64_t N, int64_t P) {
     Config c;
     c.cell = cell, c.I = H, c.H = H, c.P = P, c.N = N, c.T = 2;
