@@ -2075,8 +2075,9 @@ TEST(RnnKernels, LanesPathRule) {
 // vector kernels: up to 8 rows always; LSTM and GRU batches up to 32 of any
 // size with the AVX-512 kernels; otherwise up to 32 rows when
 // N * G * H^2 <= 2^20 (rnn.cpp, small_batch_path). A projection never does.
-// And the small-batch backward: up to 8 rows, and with the AVX-512 kernels
-// batches on the small-batch forward up to 2^22 multiply-adds a step.
+// And the small-batch backward: up to 4 rows; up to 8 while W_hh is below
+// 2 MiB; and with the AVX-512 kernels batches on the small-batch forward up to
+// 2^22 multiply-adds a step.
 TEST(RnnKernels, SmallBatchPathRule) {
   const auto config = [](CellType cell, int64_t H, int64_t N, int64_t P) {
     Config c;
@@ -2105,8 +2106,12 @@ TEST(RnnKernels, SmallBatchPathRule) {
       EXPECT_EQ(path(cell, 256, 12) == "small-batch", wide);
       EXPECT_EQ(path(cell, 1024, 33), "gemm");
       EXPECT_EQ(path(cell, 64, 32), "small-batch");  // 32 * G * 64^2 <= 2^20
-      // The backward: up to 8 rows, and with AVX-512 up to 2^22 multiply-adds a step.
-      EXPECT_EQ(backward(cell, 1024, 8), "small-batch");
+      // The backward: up to 4 rows; up to 8 below 2 MiB of W_hh; and with
+      // AVX-512 up to 2^22 multiply-adds a step.
+      EXPECT_EQ(backward(cell, 1024, 4), "small-batch");
+      EXPECT_EQ(backward(cell, 1024, 5), "gemm");
+      EXPECT_EQ(backward(cell, 512, 8), "gemm");  // 3-4 MiB
+      EXPECT_EQ(backward(cell, 256, 8), "small-batch");  // 0.75-1 MiB
       EXPECT_EQ(backward(cell, 64, 32) == "small-batch", wide);
       EXPECT_EQ(backward(cell, 128, 32) == "small-batch", wide);  // 32 * 4 * 128^2 = 2^21
       EXPECT_EQ(backward(cell, 512, 16), "gemm");

@@ -142,21 +142,37 @@ bool small_batch_path(const RnnLayerDims& d) {
   return gate_count(d.cell) >= 3 && wide_small_batches();
 }
 
-// The backward walks the small-batch path for batches up to 8 and, with the
-// AVX-512 kernels, for larger batches on the small-batch forward whose
-// per-step product is at most 2^22 multiply-adds. Training steps on two Zen 5
-// cores, small-batch / GEMM-path backward (T = 50, the forward on the
-// small-batch path in both): LSTM 128 N = 12 / 16 / 24 / 32 0.89 / 0.92 / 0.94
-// / 0.94, GRU 128 N = 12 / 16 / 32 0.92 / 0.91 / 0.96, LSTM 64 N = 32 0.90,
-// Elman 128 N = 32 0.94, LSTM 192 N = 20 0.91, LSTM 256 N = 12 0.98, GRU 256
-// N = 12 / 16 0.97 / 0.99; above 2^22: LSTM 256 N = 16 1.00, GRU 256 N = 24
-// 1.02, LSTM 512 N = 16 1.03, GRU 512 N = 16 1.02, LSTM 1024 N = 16 1.05. The
-// AVX2 kernels on the same CPU: GRU 128 N = 16-20 1.04-1.05, the others
-// 0.98-1.00, so they keep 8.
+// The backward walks the small-batch path for batches up to 4; for batches of
+// 5 to 8 while W_hh is below 2 MiB; and, with the AVX-512 kernels, for larger
+// batches on the small-batch forward whose per-step product is at most 2^22
+// multiply-adds. Training steps on two Zen 5 cores (the forward on the
+// small-batch path in both), small-batch / GEMM-path backward:
+//   - 9 to 32 rows: LSTM 128 N = 12 / 16 / 24 / 32 0.89 / 0.92 / 0.94 / 0.94,
+//     GRU 128 N = 12 / 16 / 32 0.92 / 0.91 / 0.96, LSTM 64 N = 32 0.90, Elman
+//     128 N = 32 0.94, LSTM 192 N = 20 0.91, LSTM 256 N = 12 0.98, GRU 256
+//     N = 12 / 16 0.97 / 0.99; above 2^22: LSTM 256 N = 16 1.00, GRU 256 N = 24
+//     1.02, LSTM 512 N = 16 1.03, GRU 512 N = 16 1.02, LSTM 1024 N = 16 1.05.
+//     The AVX2 kernels on the same CPU: GRU 128 N = 16-20 1.04-1.05, the
+//     others 0.98-1.00, so they stop at 8.
+//   - 5 to 8 rows, W_hh from 2 MiB: LSTM 1024 N = 5 / 8 1.18 / 1.07-1.10,
+//     Elman 1024 N = 8 1.06-1.10, Elman 1760 N = 8 1.08, GRU 1024 N = 8 1.07,
+//     GRU 768 N = 6 1.04, LSTM 512 N = 5 / 6 / 8 1.05 / 1.03 / 1.01-1.02, GRU
+//     512 N = 8 1.02, LSTM 384 N = 8 1.04, Elman 768 N = 8 1.00 (the AVX2 code:
+//     LSTM 1024 N = 8 1.02, Elman 1024 1.03, LSTM 512 N = 6 1.07, GRU 1024
+//     N = 8 1.03, LSTM 384 1.01); below 2 MiB mixed: Elman 512 N = 8 0.97,
+//     LSTM 256 N = 8 0.99, N = 6 1.03, LSTM 320 N = 8 1.02, GRU 256 N = 8 1.04.
+//   - up to 4 rows the walk stays, whatever the size: LSTM 512 N = 4 0.88,
+//     GRU 1024 N = 1 / 4 0.96 / 0.95, Elman 1024 N = 4 0.96 (but LSTM 768
+//     N = 2 / 4 1.06 / 1.05, whose 9 MiB W_hh streams in prefetched chunks).
 constexpr int64_t kSmallBackwardMaxStepMacs = int64_t{1} << 22;
+constexpr int64_t kSmallBackwardAlways = 4;
+constexpr int64_t kSmallBackwardMaxWeightBytes = int64_t{2} << 20;
 bool small_batch_backward_path(const RnnLayerDims& d) {
   if (!small_batch_path(d)) return false;
-  return d.batch <= kSmallBatchAlways || (wide_small_batches() && step_macs(d) <= kSmallBackwardMaxStepMacs);
+  if (d.batch <= kSmallBackwardAlways) return true;
+  if (d.batch <= kSmallBatchAlways)
+    return gate_count(d.cell) * d.hidden_size * d.hidden_size * int64_t{sizeof(float)} < kSmallBackwardMaxWeightBytes;
+  return wide_small_batches() && step_macs(d) <= kSmallBackwardMaxStepMacs;
 }
 
 // Whether the small-batch backward reads W_hh in prefetched row chunks
