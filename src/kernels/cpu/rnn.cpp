@@ -133,12 +133,9 @@ bool wide_small_batches() {
   const simd::Kernels* k = simd::active_kernels();
   return k != nullptr && k->isa == simd::Isa::kAvx512;
 }
-int64_t step_macs(const RnnLayerDims& d) {
-  return d.batch * gate_count(d.cell) * d.hidden_size * d.hidden_size;
-}
 bool small_batch_path(const RnnLayerDims& d) {
   if (d.proj_size != 0 || d.batch > simd::kSmallBatchMax) return false;
-  if (d.batch <= kSmallBatchAlways || step_macs(d) <= kSmallBatchMaxStepMacs) return true;
+  if (d.batch <= kSmallBatchAlways || simd::recurrent_step_macs(d) <= kSmallBatchMaxStepMacs) return true;
   return gate_count(d.cell) >= 3 && wide_small_batches();
 }
 
@@ -172,7 +169,7 @@ bool small_batch_backward_path(const RnnLayerDims& d) {
   if (d.batch <= kSmallBackwardAlways) return true;
   if (d.batch <= kSmallBatchAlways)
     return gate_count(d.cell) * d.hidden_size * d.hidden_size * int64_t{sizeof(float)} < kSmallBackwardMaxWeightBytes;
-  return wide_small_batches() && step_macs(d) <= kSmallBackwardMaxStepMacs;
+  return wide_small_batches() && simd::recurrent_step_macs(d) <= kSmallBackwardMaxStepMacs;
 }
 
 // Whether the small-batch backward reads W_hh in prefetched row chunks

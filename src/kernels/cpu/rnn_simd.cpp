@@ -243,6 +243,10 @@ float* thread_scratch(size_t n) {
   return buffer.data;
 }
 
+int64_t recurrent_step_macs(const RnnLayerDims& dims) {
+  return dims.batch * gate_count(dims.cell) * dims.hidden_size * dims.hidden_size;
+}
+
 int64_t lanes_packed_size(int64_t N, int64_t K) { return packed_recurrent_size(1, N, K); }
 
 void pack_lanes(int64_t N, int64_t K, const float* w, int64_t ldw, bool w_is_kn, float* packed,

@@ -40,6 +40,11 @@ using RowBackward = void (*)(int64_t n, int64_t H, const float* gates, const flo
 // y[i] = f(x[i]) for i < n; x and y may be equal.
 using ArrayFn = void (*)(int64_t n, const float* x, float* y);
 
+// Multiply-adds of one step's recurrent product at the full batch, N * G * H^2:
+// the size by which rnn.cpp chooses the small-batch paths' batches and the
+// kernels their thread counts (defined apart from the instruction-set files).
+int64_t recurrent_step_macs(const RnnLayerDims& dims);
+
 // Units per block of the packed recurrent weights (all instruction sets).
 constexpr int64_t kPackBlock = 16;
 // Largest batch the small-batch forward takes (rnn.cpp, small_batch_path, decides

@@ -557,7 +557,7 @@ inline int64_t recurrent_prefetch_bytes(int64_t slice_bytes, bool bf16, int64_t 
 constexpr int64_t kForwardOneThreadMacs = 4096;
 constexpr int64_t kBackwardOneThreadMacs = 8192;
 inline int small_batch_threads(int requested, int64_t blocks, const RnnLayerDims& d, int64_t one_thread_macs) {
-  if (d.batch * gate_count(d.cell) * d.hidden_size * d.hidden_size <= one_thread_macs) return 1;
+  if (recurrent_step_macs(d) <= one_thread_macs) return 1;
   return static_cast<int>(std::max<int64_t>(
       1, std::min<int64_t>({requested, blocks, detail::StepScheduler::kMaxGroups})));
 }
