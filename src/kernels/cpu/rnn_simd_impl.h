@@ -334,10 +334,11 @@ inline void store_accumulators(reg (&acc)[KS][NB][GP][kSub], float* const* g_row
 // with GM (gate-major; see Kernels::gate_major), for K columns. With prefetch
 // > 0, each gate's stream is requested that many elements ahead into L1
 // (recurrent_prefetch_bytes).
-template <int G, int GP, int NB, bool GM>
+// KSForce > 0 sets the accumulator sets (elman_pair_rows).
+template <int G, int GP, int NB, bool GM, int KSForce = 0>
 inline void recurrent_block(const float* wp, int64_t K, int64_t H, const float* const* h,
                             float* const* g_rows, int g0, int64_t cnt, int64_t prefetch) {
-  constexpr int KS = k_splits(GP, NB);
+  constexpr int KS = KSForce > 0 ? KSForce : k_splits(GP, NB);
   reg acc[KS][NB][GP][kSub];
   load_accumulators(acc, g_rows, H, g0, cnt);
   // Elements between consecutive k, and between consecutive gates.
@@ -502,6 +503,38 @@ inline void recurrent_block_rows(const W* wp, int64_t K, int64_t H, const float*
   for (; b + NB <= rows; b += NB) recurrent_block_gates<G, NB, GM>(wp, K, H, h + b, g_rows + b, cnt, prefetch);
   if constexpr (NB > 1)
     if (b < rows) recurrent_block_tail<G, NB - 1, GM>(wp, K, H, h + b, g_rows + b, rows - b, cnt, prefetch);
+}
+
+// Elman layers with 32 registers: two adjacent whole blocks a pass. Their
+// packed weights ([K][16] each, K * 16 apart) are read as the two gates of a
+// gate-major block, so that each broadcast of h feeds two FMAs (one block a
+// pass loads a broadcast per weight vector, and the loads bound it); the rows
+// are cut as recurrent_block_rows<1> cuts them, and each pass keeps the
+// accumulator sets of a one-block pass, so every sum runs in the same order as
+// alone, whichever blocks a thread pairs. g_rows point at the first block's
+// unit 0. Forward with both weights packed beforehand, two Zen 5 cores,
+// in-process A/B, paired / one block a pass: Elman H = 128 N = 1 T = 256 0.84,
+// H = 512 N = 4 0.91-0.92, H = 1024 N = 8 0.91, Elman 1760 N = 8 0.94, H = 256
+// N = 8 0.92, N = 4 0.91, H = 128 N = 16 0.89, H = 512 N = 2 0.90; H = 1024
+// N = 1 0.99 (its reads from L3 bound it); training steps 0.93-0.99.
+constexpr bool pair_elman_blocks = Vec::kRegisters >= 32;
+template <int NB>
+inline void elman_pair_pass(const float* wp, int64_t K, const float* const* h, float* const* g_rows,
+                            int64_t prefetch) {
+  recurrent_block<2, 2, NB, true, k_splits(1, NB)>(wp, K, kPackBlock, h, g_rows, 0, kPackBlock, prefetch);
+}
+inline void elman_pair_rows(const float* wp, int64_t K, const float* const* h, float* const* g_rows,
+                            int64_t rows, int64_t prefetch) {
+  constexpr int NB = all_gates_rows(1);
+  static_assert(NB == 4, "the tail below takes up to 3 rows");
+  int64_t b = 0;
+  for (; b + NB <= rows; b += NB) elman_pair_pass<NB>(wp, K, h + b, g_rows + b, prefetch);
+  switch (rows - b) {
+    case 3: elman_pair_pass<3>(wp, K, h + b, g_rows + b, prefetch); break;
+    case 2: elman_pair_pass<2>(wp, K, h + b, g_rows + b, prefetch); break;
+    case 1: elman_pair_pass<1>(wp, K, h + b, g_rows + b, prefetch); break;
+    default: break;
+  }
 }
 
 bool gate_major(int64_t G, int64_t batch) {
@@ -769,6 +802,26 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
         else
           recurrent_block_rows<G, GM>(a.packed + jb * block_elems, K, H, h_rows, g_at, s.n, cnt, prefetch / 4);
       };
+      // Blocks i0 .. i0 + count - 1 of group g's walk; Elman layers take two
+      // adjacent whole ones a pass where they can (elman_pair_rows).
+      const auto products = [&](int g, int64_t i0, int64_t count) {
+        for (int64_t i = i0; i < i0 + count;) {
+          if constexpr (G == 1 && pair_elman_blocks) {
+            if (!a.bf16 && i + 1 < i0 + count) {
+              const int64_t lo = std::min(walk_block(g, i), walk_block(g, i + 1));
+              if ((lo + 2) * kPackBlock <= H) {
+                float* g_at[kSmallBatchMax];
+                for (int64_t b = 0; b < s.n; ++b) g_at[b] = g_rows[b] + lo * kPackBlock;
+                elman_pair_rows(a.packed + lo * block_elems, K, h_rows, g_at, s.n, prefetch / 4);
+                i += 2;
+                continue;
+              }
+            }
+          }
+          product(walk_block(g, i));
+          ++i;
+        }
+      };
       // The pointwise pass over units [u0, u1) at once (its vectors are
       // independent, so their long activation chains overlap), and the entries
       // whose sequence ends here: those units of h_n and c_n.
@@ -802,7 +855,7 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
             for (int q = 0; q < S; ++q) prefetch_lines(g_rows[b] + q * H + u0, u1 - u0);
         }
         if (!split) {
-          for (int64_t i = 0; i < jb1 - jb0; ++i) product(walk_block(g, i));
+          products(g, 0, jb1 - jb0);
           finish_units(u0, u1);
           return;
         }
@@ -812,7 +865,7 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
         // `taken` of the walk).
         int64_t taken = 0;
         for (int first, count; (count = scheduler.take_front(g, step, &first)) > 0; taken += count)
-          for (int i = first; i < first + count; ++i) product(walk_block(g, i));
+          products(g, first, count);
         if (ascending)
           finish_units(u0, std::min(H, (jb0 + taken) * kPackBlock));
         else
