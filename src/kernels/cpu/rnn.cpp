@@ -118,10 +118,11 @@ struct ForwardLayout {
 // and training steps with the backward's rule below 0.84-1.00 (against both
 // rules as they were, each with step_stage_size's stage). At N = 48 it was
 // mixed (LSTM 512 1.01-1.03), and at N = 64 1.02-1.03 (LSTM 512, where both
-// paths run at 90% of the ceiling), so 32 stays the bound. The AVX2 kernels (16 registers:
-// one gate of 4 rows a pass) measured mixed on the same CPU (H = 512-1024
-// forward 0.89-1.08), and the Elman cells lose at larger sizes (H = 512 N = 32
-// 1.2; Elman 1760 N = 16 on the rows-in-lanes path 0.88 of this path's time):
+// paths run at 90% of the ceiling), so 32 stays the bound. The AVX2 kernels
+// (16 registers: one gate of 4 rows a pass) measured mixed on the same CPU
+// (H = 512-1024 forward 0.89-1.08), and the Elman cells lose at larger sizes
+// (H = 512 N = 32 1.2; Elman 1760 N = 16 on the rows-in-lanes path 0.88 of
+// this path's time):
 // both keep the small-product rule, measured earlier on 2 cores as forward
 // time small path / GEMM path: H = 64, N = 16-32: 0.54-0.76; LSTM H = 128 at
 // N = 16 0.94, GRU 0.85, Elman 0.70; Elman H = 256 at N = 16 0.88.
@@ -161,6 +162,10 @@ bool small_batch_path(const RnnLayerDims& d) {
 //   - up to 4 rows the walk stays, whatever the size: LSTM 512 N = 4 0.88,
 //     GRU 1024 N = 1 / 4 0.96 / 0.95, Elman 1024 N = 4 0.96 (but LSTM 768
 //     N = 2 / 4 1.06 / 1.05, whose 9 MiB W_hh streams in prefetched chunks).
+// Bytes of W_hh in float32 (without a projection).
+int64_t w_hh_bytes(const RnnLayerDims& d) {
+  return gate_count(d.cell) * d.hidden_size * d.hidden_size * int64_t{sizeof(float)};
+}
 constexpr int64_t kSmallBackwardMaxStepMacs = int64_t{1} << 22;
 constexpr int64_t kSmallBackwardAlways = 4;
 constexpr int64_t kSmallBackwardMaxWeightBytes = int64_t{2} << 20;
@@ -168,7 +173,7 @@ bool small_batch_backward_path(const RnnLayerDims& d) {
   if (!small_batch_path(d)) return false;
   if (d.batch <= kSmallBackwardAlways) return true;
   if (d.batch <= kSmallBatchAlways)
-    return gate_count(d.cell) * d.hidden_size * d.hidden_size * int64_t{sizeof(float)} < kSmallBackwardMaxWeightBytes;
+    return w_hh_bytes(d) < kSmallBackwardMaxWeightBytes;
   return wide_small_batches() && simd::recurrent_step_macs(d) <= kSmallBackwardMaxStepMacs;
 }
 
@@ -179,7 +184,7 @@ bool small_batch_backward_path(const RnnLayerDims& d) {
 int64_t g_streamed_grad_min_bytes = -1;  // tuning::set_streamed_grad_min_bytes; -1: the default
 bool stream_w_hh_in_backward(const RnnLayerDims& d) {
   const int64_t min_bytes = g_streamed_grad_min_bytes >= 0 ? g_streamed_grad_min_bytes : int64_t{8} << 20;
-  return gate_count(d.cell) * d.hidden_size * d.hidden_size * int64_t{sizeof(float)} >= min_bytes;
+  return w_hh_bytes(d) >= min_bytes;
 }
 
 // A small-batch forward group whose slice of W_hh is at least this big is split
@@ -291,6 +296,24 @@ static_assert(sizeof(PackedHeader) <= kPackedHeader * sizeof(float), "the header
 bool small_batch_gate_major(const RnnLayerDims& d) {
   const simd::Kernels* k = simd::active_kernels();
   return k != nullptr && k->gate_major(gate_count(d.cell), d.batch);
+}
+
+// A header for packed weights of d's cell and sizes: the fields every kind has.
+PackedHeader packed_header(const RnnLayerDims& d, PackedKind kind, PackedPrecision precision) {
+  PackedHeader h{};
+  h.magic = kPackedMagic;
+  h.cell = static_cast<uint32_t>(d.cell);
+  h.hidden_size = static_cast<uint32_t>(d.hidden_size);
+  h.proj_size = static_cast<uint32_t>(d.proj_size);
+  h.precision = static_cast<uint32_t>(precision);
+  h.kind = static_cast<uint32_t>(kind);
+  return h;
+}
+
+// Writes h into the kPackedHeader floats at packed (the rest zero).
+void write_packed_header(const PackedHeader& h, float* packed) {
+  std::memset(packed, 0, kPackedHeader * sizeof(float));
+  std::memcpy(packed, &h, sizeof h);
 }
 
 // Whether the header says rnn_pack_weights wrote it for d's cell and sizes.
@@ -1244,15 +1267,11 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
   const int64_t H = dims.hidden_size, G = gate_count(dims.cell), Hout = hidden_out_size(dims);
   const bool small = small_batch_path(dims);
   const bool lanes = lanes_path(dims) != nullptr;
-  PackedHeader header{};
-  header.magic = kPackedMagic;
-  header.cell = static_cast<uint32_t>(dims.cell);
-  header.hidden_size = static_cast<uint32_t>(H);
-  header.proj_size = static_cast<uint32_t>(dims.proj_size);
-  header.precision = static_cast<uint32_t>(precision);
-  header.kind = static_cast<uint32_t>(small   ? PackedKind::kSmallBatch
+  PackedHeader header = packed_header(dims,
+                                      small   ? PackedKind::kSmallBatch
                                       : lanes ? PackedKind::kLanes
-                                              : PackedKind::kGemm);
+                                              : PackedKind::kGemm,
+                                      precision);
   const bool gate_major = small && small_batch_gate_major(dims);
   header.gate_major = gate_major ? 1 : 0;
   if (!small && !lanes) {
@@ -1260,8 +1279,7 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
     header.threads = static_cast<uint32_t>(rnnkit::get_num_threads());
     header.floats = static_cast<uint32_t>(size - kPackedHeader);
   }
-  std::memset(packed, 0, kPackedHeader * sizeof(float));
-  std::memcpy(packed, &header, sizeof header);
+  write_packed_header(header, packed);
   float* body = packed + kPackedHeader;
   if (lanes)
     simd::pack_lanes(G * H, Hout, w_hh, Hout, false, body, rnnkit::get_num_threads());
@@ -1286,21 +1304,14 @@ void rnn_pack_input_weights(const RnnLayerDims& dims, const float* w_ih, float* 
   const size_t size = rnn_packed_input_weights_size(dims);
   RNNKIT_CHECK(size > 0,
                "rnn_pack_input_weights: no packed form for these dims (the small-batch forward of the LSTM "
-               "and the GRU with AVX-512 takes one; got ", gate_count(dims.cell), " gates, batch ", dims.batch,
+               "and the GRU with AVX2 or AVX-512 takes one; got ", gate_count(dims.cell), " gates, batch ", dims.batch,
                ", hidden_size ", dims.hidden_size, ")");
   RNNKIT_CHECK(w_ih != nullptr && packed != nullptr, "rnn_pack_input_weights: w_ih and packed are required");
-  PackedHeader header{};
-  header.magic = kPackedMagic;
-  header.cell = static_cast<uint32_t>(dims.cell);
-  header.hidden_size = static_cast<uint32_t>(dims.hidden_size);
-  header.proj_size = static_cast<uint32_t>(dims.proj_size);
-  header.precision = static_cast<uint32_t>(PackedPrecision::kFloat32);
-  header.kind = static_cast<uint32_t>(PackedKind::kInput);
+  PackedHeader header = packed_header(dims, PackedKind::kInput, PackedPrecision::kFloat32);
   header.input_size = static_cast<uint32_t>(dims.input_size);
   const bool gate_major = input_gate_major(dims);
   header.gate_major = gate_major ? 1 : 0;
-  std::memset(packed, 0, kPackedHeader * sizeof(float));
-  std::memcpy(packed, &header, sizeof header);
+  write_packed_header(header, packed);
   pack_blocks(gate_count(dims.cell), dims.hidden_size, dims.input_size, w_ih, packed + kPackedHeader, gate_major);
 }
 

@@ -791,35 +791,35 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
         const int64_t jb0 = blocks * g / groups, jb1 = blocks * (g + 1) / groups;
         return ascending ? jb0 + i : jb1 - 1 - i;
       };
-      const auto product = [&](int64_t jb) {
+      // Whether an Elman layer's float weights may take two adjacent whole
+      // blocks a pass (elman_pair_rows).
+      constexpr bool kPairs = G == 1 && pair_elman_blocks;
+      // The product for block jb, or with pair for blocks jb and jb + 1.
+      const auto product = [&](int64_t jb, bool pair = false) {
         const int64_t j = jb * kPackBlock;
         const int64_t cnt = std::min<int64_t>(kPackBlock, H - j);
         float* g_at[kSmallBatchMax];
         for (int64_t b = 0; b < s.n; ++b) g_at[b] = g_rows[b] + j;
+        if constexpr (kPairs) {
+          if (pair) {
+            elman_pair_rows(a.packed + jb * block_elems, K, h_rows, g_at, s.n, prefetch / 4);
+            return;
+          }
+        }
         if (a.bf16)
           recurrent_block_rows<G, GM>(reinterpret_cast<const uint16_t*>(a.packed) + jb * block_elems_bf16, K,
                                       H, h_rows, g_at, s.n, cnt, prefetch / 2);
         else
           recurrent_block_rows<G, GM>(a.packed + jb * block_elems, K, H, h_rows, g_at, s.n, cnt, prefetch / 4);
       };
-      // Blocks i0 .. i0 + count - 1 of group g's walk; Elman layers take two
-      // adjacent whole ones a pass where they can (elman_pair_rows).
+      // Blocks i0 .. i0 + count - 1 of group g's walk, in pairs where they can
+      // (consecutive blocks of a walk are adjacent).
       const auto products = [&](int g, int64_t i0, int64_t count) {
-        for (int64_t i = i0; i < i0 + count;) {
-          if constexpr (G == 1 && pair_elman_blocks) {
-            if (!a.bf16 && i + 1 < i0 + count) {
-              const int64_t lo = std::min(walk_block(g, i), walk_block(g, i + 1));
-              if ((lo + 2) * kPackBlock <= H) {
-                float* g_at[kSmallBatchMax];
-                for (int64_t b = 0; b < s.n; ++b) g_at[b] = g_rows[b] + lo * kPackBlock;
-                elman_pair_rows(a.packed + lo * block_elems, K, h_rows, g_at, s.n, prefetch / 4);
-                i += 2;
-                continue;
-              }
-            }
-          }
-          product(walk_block(g, i));
-          ++i;
+        for (int64_t i = i0; i < i0 + count; ++i) {
+          const int64_t jb = walk_block(g, i), lo = std::min(jb, walk_block(g, i + 1));
+          const bool pair = kPairs && !a.bf16 && i + 1 < i0 + count && (lo + 2) * kPackBlock <= H;
+          product(pair ? lo : jb, pair);
+          i += pair ? 1 : 0;
         }
       };
       // The pointwise pass over units [u0, u1) at once (its vectors are
