@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -1582,47 +1583,52 @@ TEST(RnnKernels, PackedWeightsForEachPath) {
   std::vector<float> w(4 * 8 * 3), packed(64);
   EXPECT_THROW(k::rnn_pack_weights(c.dims(), w.data(), packed.data(), k::PackedPrecision::kBFloat16),
                rnnkit::Error);
-  // An Elman batch of 10 on the GEMM path (H = 400: too large a product for
-  // the small-batch path, which takes LSTM and GRU batches up to 32 with the
-  // AVX-512 kernels) given weights packed for another batch or another path:
-  // they are ignored, and the forward packs for itself.
-  c = random_config(CellType::RNN_TANH, 8);
-  c.I = 5, c.P = 0, c.H = 400, c.N = 10, c.T = 3;
+  // An LSTM batch of 40 on the GEMM path (above the small-batch path's 32 rows,
+  // and W_hh of 2.5 MB above the 1 MiB to which the AVX-512 kernels take the
+  // lanes product for LSTM and GRU) given weights packed for another batch or
+  // another path: they are ignored, and the forward packs for itself.
+  c = random_config(CellType::LSTM, 8);
+  c.I = 5, c.P = 0, c.H = 400, c.N = 40, c.T = 3;
   c.separate_scratch = false;
-  c.batch_sizes = {10, 10, 10};
+  c.batch_sizes = {40, 40, 40};
   ASSERT_STREQ(k::tuning::forward_path(c.dims()), "gemm");
-  const Problem p = random_problem(c);
-  const std::vector<float> w_hh(p.w_hh.begin(), p.w_hh.end());
-  const auto packed_for = [&](int64_t N) {
-    Config other = c;
+  const auto packed_for = [](Config other, int64_t N, const std::vector<float>& w_hh) {
     other.N = N;
     other.batch_sizes.assign(3, N);
     std::vector<float> out(k::rnn_packed_weights_size(other.dims()));
     if (!out.empty()) k::rnn_pack_weights(other.dims(), w_hh.data(), out.data());
     return out;
   };
-  const std::vector<float> packed9 = packed_for(9);
-  ASSERT_FALSE(packed9.empty()) << "oneDNN packs weights for its matmul or its packed sgemm";
+  Problem p = random_problem(c);
+  std::vector<float> w_hh(p.w_hh.begin(), p.w_hh.end());
+  const std::vector<float> packed9 = packed_for(c, 9, w_hh);
+  ASSERT_FALSE(packed9.empty()) << "packed weights for a batch of 9 (small-batch or GEMM path)";
   std::vector<float> packed16;
   {
     const LanesThresholdScope any_size(0);
-    packed16 = packed_for(16);  // for the rows-in-lanes path where the CPU has it
+    packed16 = packed_for(c, 16, w_hh);  // for the rows-in-lanes path with the AVX2 kernels
   }
-  const std::vector<float> w_ih(p.w_ih.begin(), p.w_ih.end()), x(p.x.begin(), p.x.end());
+  std::vector<float> w_ih(p.w_ih.begin(), p.w_ih.end()), x(p.x.begin(), p.x.end());
   RnnWeights<float> wt;
-  wt.w_ih = w_ih.data();
-  wt.w_hh = w_hh.data();
   wt.b_ih = wt.b_hh = nullptr;
-  RnnLayerDims d = c.dims();
-  d.has_bias = false;
-  const int64_t ldy = c.H;
-  std::vector<float> ws(k::rnn_forward_workspace_size(d, false));
+  RnnLayerDims d;
+  int64_t ldy = 0;
+  std::vector<float> ws;
+  const auto set_layer = [&](const Config& layer) {
+    wt.w_ih = w_ih.data();
+    wt.w_hh = w_hh.data();
+    d = layer.dims();
+    d.has_bias = false;
+    ldy = layer.H;
+    ws.assign(k::rnn_forward_workspace_size(d, false), 0.0f);
+  };
+  set_layer(c);
   // The forward of c (d, ws) on input xs with the given packed weights (or none).
   const auto forward_on = [&](const std::vector<float>& xs, const float* packed) {
-    std::vector<float> out(static_cast<size_t>(c.rows() * ldy));
+    std::vector<float> out(static_cast<size_t>(d.steps * d.batch * ldy));
     wt.w_hh_packed = packed;
-    k::rnn_forward<float>(d, wt, xs.data(), c.I, nullptr, nullptr, out.data(), ldy, nullptr, nullptr, ws.data(),
-                          false);
+    k::rnn_forward<float>(d, wt, xs.data(), d.input_size, nullptr, nullptr, out.data(), ldy, nullptr, nullptr,
+                          ws.data(), false);
     return out;
   };
   const auto forward = [&](const float* packed) { return forward_on(x, packed); };
@@ -1645,24 +1651,32 @@ TEST(RnnKernels, PackedWeightsForEachPath) {
     }
   }
   EXPECT_EQ(forward(packed16.data()), y) << "weights packed for a batch of 16";
-  // And the other way: a batch of 16 on the rows-in-lanes path given weights
-  // that oneDNN packed for its matmul at the same batch.
+  // And the other way: an Elman batch of 16 on the lanes path given weights
+  // that oneDNN packed for its matmul at the same batch (packed where the AVX2
+  // kernels' rule puts Elman 400 on the GEMM path), and weights packed for it.
   const simd::Kernels* kern = simd::active_kernels();
-  if (kern == nullptr || kern->lanes != 16) return;
-  const std::vector<float> matmul16 = packed_for(16);
+  if (kern == nullptr || simd::kernels(simd::Isa::kAvx2) == nullptr) return;
+  c = random_config(CellType::RNN_TANH, 9);
+  c.I = 5, c.P = 0, c.H = 400, c.N = 16, c.T = 3;
+  c.separate_scratch = false;
+  c.batch_sizes = {16, 16, 16};
+  p = random_problem(c);
+  w_hh.assign(p.w_hh.begin(), p.w_hh.end());
+  w_ih.assign(p.w_ih.begin(), p.w_ih.end());
+  std::vector<float> matmul16;
+  {
+    const IsaScope avx2(simd::Isa::kAvx2);
+    ASSERT_STREQ(k::tuning::forward_path(c.dims()), "gemm");
+    matmul16 = packed_for(c, 16, w_hh);
+  }
   const LanesThresholdScope any_size(0);
-  c.N = 16;
-  c.batch_sizes.assign(3, 16);
   ASSERT_STREQ(k::tuning::forward_path(c.dims()), "lanes");
-  const Problem p16 = random_problem(c);
-  const std::vector<float> x16(p16.x.begin(), p16.x.end());
-  wt.w_ih = w_ih.data();
-  d = c.dims();
-  d.has_bias = false;
-  ws.assign(k::rnn_forward_workspace_size(d, false), 0.0f);
+  const std::vector<float> lanes16 = packed_for(c, 16, w_hh);
+  const std::vector<float> x16(p.x.begin(), p.x.end());
+  set_layer(c);
   const auto forward16 = [&](const float* packed) { return forward_on(x16, packed); };
   EXPECT_EQ(forward16(matmul16.data()), forward16(nullptr)) << "matmul-packed weights on the lanes path";
-  EXPECT_EQ(forward16(packed16.data()), forward16(nullptr)) << "lanes-packed weights on the lanes path";
+  EXPECT_EQ(forward16(lanes16.data()), forward16(nullptr)) << "lanes-packed weights on the lanes path";
 }
 
 // Small-batch float weights are packed k-major for passes that take all gates
@@ -1839,10 +1853,78 @@ TEST(RnnKernels, PackedGemmStridedOperands) {
   }
 }
 
-// The rows-in-lanes product (simd::lanes_gemm) on every instruction set that has
-// it: both weight orientations, row strides other than the widths, a partial last
-// column block, 1 to `lanes` rows; against a double product, columns past N
-// untouched, and the same bits on 1, 2 and 3 threads.
+// gemm(false, true) on the brgemm matmul that reads W [N, K] through its
+// strides (gemm.cpp, plain_weights_gemm; where oneDNN has it): against a double
+// product, with beta 0 and 1, row strides other than the widths and columns past
+// N untouched; the same bits on 1, 2 and 3 threads and on one thread inside a
+// parallel region (a stacked layer's wavefront runs its products there), for
+// the shapes that take it (not 700 x 2048 by the size rule, nor strided A and C).
+TEST(RnnKernels, PlainWeightsGemmSameBits) {
+  std::mt19937_64 rng(97);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  const auto fill = [&](std::vector<float>& v) {
+    for (float& e : v) e = uni(rng);
+  };
+  int taken = 0;
+  for (const auto& [M, N, K, pad] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{196, 16, 30, 0},
+                                     {25, 2048, 512, 0},
+                                     {600, 1024, 1024, 0},
+                                     {300, 48, 100, 3},
+                                     {512, 96, 64, 5},
+                                     {700, 2048, 512, 0}}) {
+    const int64_t lda = K + pad, ldb = K, ldc = N + pad;
+    SCOPED_TRACE(::testing::Message() << "M=" << M << " N=" << N << " K=" << K << " lda=" << lda << " ldc=" << ldc);
+    const bool matmul = k::gemm_takes_plain_matmul(M, N, K, lda, ldb, ldc);
+    if (M == 700) EXPECT_FALSE(matmul) << "700 rows of 2048 outputs stay with sgemm";
+    if (!matmul) continue;
+    ++taken;
+    std::vector<float> a(static_cast<size_t>(M * lda)), w(static_cast<size_t>(N * ldb)), c0(static_cast<size_t>(M * ldc));
+    fill(a), fill(w), fill(c0);
+    for (float beta : {0.0f, 1.0f}) {
+      SCOPED_TRACE(::testing::Message() << "beta=" << beta);
+      std::vector<float> by_threads[3];
+      for (int threads = 1; threads <= 3; ++threads) {
+        const ThreadsScope scope(threads);
+        by_threads[threads - 1] = c0;
+        k::gemm(false, true, M, N, K, 1.0f, a.data(), lda, w.data(), ldb, beta, by_threads[threads - 1].data(), ldc);
+      }
+      EXPECT_EQ(by_threads[0], by_threads[1]);
+      EXPECT_EQ(by_threads[0], by_threads[2]);
+      std::vector<float> inside[2] = {c0, c0};
+      {
+        const ThreadsScope scope(2);
+#pragma omp parallel num_threads(2)
+        {
+          std::vector<float>& c = inside[omp_get_thread_num()];
+          k::gemm(false, true, M, N, K, 1.0f, a.data(), lda, w.data(), ldb, beta, c.data(), ldc);
+        }
+      }
+      EXPECT_EQ(inside[0], by_threads[1]) << "inside a parallel region";
+      EXPECT_EQ(inside[1], by_threads[1]) << "inside a parallel region";
+      const std::vector<float>& c = by_threads[1];
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < ldc; ++j) {
+          const size_t at = static_cast<size_t>(i * ldc + j);
+          if (j >= N) {
+            ASSERT_EQ(c[at], c0[at]) << "column " << j << " beyond N was written";
+            continue;
+          }
+          double sum = beta * c0[at];
+          for (int64_t q = 0; q < K; ++q) sum += double(a[i * lda + q]) * w[j * ldb + q];
+          ASSERT_NEAR(c[at], sum, 2e-6 * (K + 1)) << "row " << i << " column " << j;
+        }
+    }
+  }
+  if (simd::kernels(simd::Isa::kAvx512) != nullptr && std::getenv("ONEDNN_MAX_CPU_ISA") == nullptr &&
+      std::getenv("DNNL_MAX_CPU_ISA") == nullptr)
+    EXPECT_EQ(taken, 3) << "oneDNN has its brgemm matmul on AVX-512 CPUs (for dense A and C: oneDNN 2.6 runs "
+                           "strided ones with another kernel, and they stay with sgemm)";
+}
+
+// The lanes product (simd::lanes_gemm) on every instruction set that has it:
+// both weight orientations, row strides other than the widths, a partial last
+// column block, 1 to `lanes` rows (and more with AVX-512); against a double
+// product, columns past N untouched, and the same bits on 1, 2 and 3 threads.
 TEST(RnnKernels, LanesGemmMatchesReference) {
   std::mt19937_64 rng(93);
   std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
@@ -1855,8 +1937,11 @@ TEST(RnnKernels, LanesGemmMatchesReference) {
     if (kern == nullptr) continue;
     ++isas;
     const int64_t L = kern->lanes;
+    // The AVX-512 kernels take any row count (passes of up to 8 rows).
+    std::vector<int64_t> rows = {1, L / 2 + 1, L - 1, L};
+    if (isa == simd::Isa::kAvx512) rows.insert(rows.end(), {L + 1, 40});
     for (const auto& [N, K] : {std::pair<int64_t, int64_t>{37, 53}, {16, 1}, {80, 300}})
-      for (int64_t M : {int64_t{1}, L / 2 + 1, L - 1, L})
+      for (int64_t M : rows)
         for (bool w_is_kn : {false, true}) {
           SCOPED_TRACE(::testing::Message() << simd::isa_name(isa) << " M=" << M << " N=" << N << " K=" << K
                                             << " w_is_kn=" << w_is_kn);
@@ -1892,7 +1977,8 @@ TEST(RnnKernels, LanesGemmMatchesReference) {
   if (isas == 0) GTEST_SKIP() << "no vector kernels on this CPU";
   // A row stride past the gather's 32-bit offsets (rows 2^31 + 3 floats apart,
   // 8 GiB of address space reserved, only the rows' own pages touched): the
-  // transposed copy is made without gathers.
+  // AVX2 kernels' transposed copy is made without gathers (the AVX-512 ones
+  // read the rows of A where they are).
   const int64_t M = 2, N = 17, K = 20, lda = (int64_t{1} << 31) + 3;
   const size_t bytes = static_cast<size_t>((M - 1) * lda + K) * sizeof(float);
   void* span = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -2006,8 +2092,11 @@ TEST(RnnKernels, GemmPathsForwardDoesNotDependOnThreadCount) {
 // whose products do not take the stage) and the backward's per-step products
 // (overwrite_forward_workspace with rows >= 2H), on two threads, whose
 // pointwise passes split the rows into column slices; and against the double
-// reference. Also batches of 20 LSTM and GRU rows, whose forward takes the
-// small-batch path with the AVX-512 kernels while their backward walks the
+// reference. Batches of 72 LSTM and GRU rows (above the 64 to which the AVX-512
+// kernels take the lanes product for small layers), and the Elman layer on the
+// AVX2 kernels (with AVX-512 every Elman layer off the small-batch path takes
+// the lanes product). Also batches of 20 LSTM and GRU rows, whose forward takes
+// the small-batch path with the AVX-512 kernels while their backward walks the
 // GEMM path, with the stage the training forward keeps for it.
 TEST(RnnKernels, GemmPathStagedProductsSameBits) {
   struct StageScope {
@@ -2017,15 +2106,19 @@ TEST(RnnKernels, GemmPathStagedProductsSameBits) {
   struct Shape {
     CellType cell;
     int64_t N;
+    bool avx2;
   };
   uint64_t seed = 990;
-  for (const Shape& shape : {Shape{CellType::LSTM, 40}, Shape{CellType::GRU, 40}, Shape{CellType::RNN_TANH, 40},
-                             Shape{CellType::LSTM, 20}, Shape{CellType::GRU, 20}})
+  const bool have_avx2 = simd::kernels(simd::Isa::kAvx2) != nullptr;
+  for (const Shape& shape : {Shape{CellType::LSTM, 72, false}, Shape{CellType::GRU, 72, false},
+                             Shape{CellType::RNN_TANH, 40, true}, Shape{CellType::LSTM, 20, false},
+                             Shape{CellType::GRU, 20, false}})
     for (bool reverse : {false, true}) {
       const CellType cell = shape.cell;
       const int64_t N = shape.N;
+      const IsaScope isa(shape.avx2 && have_avx2 ? simd::Isa::kAvx2 : simd::active_isa());
       Config c = random_config(cell, ++seed);
-      c.I = 9, c.H = 128, c.P = 0, c.N = N, c.T = 40 * 8 / N;
+      c.I = 9, c.H = 128, c.P = 0, c.N = N, c.T = std::max<int64_t>(5, 320 / N);
       c.batch_sizes.assign(static_cast<size_t>(c.T), N);
       c.batch_sizes[c.T - 2] = N - 7, c.batch_sizes[c.T - 1] = 7;
       c.use_h0 = true;
@@ -2034,7 +2127,7 @@ TEST(RnnKernels, GemmPathStagedProductsSameBits) {
       if (cell == CellType::RNN_TANH) c.ldy_pad = 5;
       c.weight_scale = 0.1;
       SCOPED_TRACE(c.describe() + " path " + k::tuning::forward_path(c.dims()));
-      if (N == 40) ASSERT_STREQ(k::tuning::forward_path(c.dims()), "gemm");
+      if (N >= 40) ASSERT_STREQ(k::tuning::forward_path(c.dims()), "gemm");
       ASSERT_GE(c.rows(), 2 * c.H) << "the backward's per-step products are packed from 2H rows";
       check_large(c);
       const Problem p = random_problem(c);
@@ -2045,14 +2138,16 @@ TEST(RnnKernels, GemmPathStagedProductsSameBits) {
     }
 }
 
-// Which batches and sizes take the rows-in-lanes path by default: 14-16 rows
-// against a W_hh larger than 1.5x the cores' L2 (6 MiB with 2 MiB per core on
-// 2 cores).
+// Which batches and sizes take the lanes path by default: with the AVX-512
+// kernels every Elman layer off the small-batch path, and LSTM and GRU layers
+// with W_hh up to 1 MiB and batches up to 64; otherwise (the AVX2 kernels, the
+// projected LSTM) 14-16 rows against a W_hh larger than 1.5x the cores' L2
+// (6 MiB with 2 MiB per core on 2 cores).
 TEST(RnnKernels, LanesPathRule) {
   ASSERT_NE(simd::active_kernels(), nullptr) << "these tests need a CPU with AVX2 or AVX-512";
-  const auto path = [](CellType cell, int64_t H, int64_t N) {
+  const auto path = [](CellType cell, int64_t H, int64_t N, int64_t P = 0) {
     Config c;
-    c.cell = cell, c.I = H, c.H = H, c.N = N, c.T = 2;
+    c.cell = cell, c.I = H, c.H = H, c.P = P, c.N = N, c.T = 2;
     c.batch_sizes = {N, N};
     return std::string(k::tuning::forward_path(c.dims()));
   };
@@ -2062,13 +2157,32 @@ TEST(RnnKernels, LanesPathRule) {
   int64_t above = 1;
   while (above * above < threshold) ++above;
   const int64_t below = above - 2;
-  EXPECT_EQ(path(CellType::RNN_RELU, above, 16), "lanes");
-  EXPECT_EQ(path(CellType::RNN_RELU, above, 14), "lanes");
-  EXPECT_EQ(path(CellType::RNN_RELU, below, 16), "gemm");  // W_hh fits the cores' L2
-  EXPECT_EQ(path(CellType::RNN_RELU, above, 13), "gemm");  // too few rows for the lanes
-  EXPECT_EQ(path(CellType::RNN_RELU, above, 17), "gemm");
-  EXPECT_EQ(path(CellType::RNN_RELU, above, 8), "small-batch");
-  EXPECT_EQ(path(CellType::LSTM, 128, 16), "small-batch");
+  for (simd::Isa isa : available_isas()) {
+    if (isa == simd::Isa::kScalar) continue;
+    const IsaScope scope(isa);
+    SCOPED_TRACE(simd::isa_name(isa));
+    const bool any_rows = isa == simd::Isa::kAvx512;
+    EXPECT_EQ(path(CellType::RNN_RELU, above, 16), "lanes");
+    EXPECT_EQ(path(CellType::RNN_RELU, above, 14), "lanes");
+    EXPECT_EQ(path(CellType::RNN_RELU, below, 16), any_rows ? "lanes" : "gemm");  // W_hh fits the cores' L2
+    EXPECT_EQ(path(CellType::RNN_RELU, above, 13), any_rows ? "lanes" : "gemm");  // too few rows for the lanes
+    EXPECT_EQ(path(CellType::RNN_RELU, above, 17), any_rows ? "lanes" : "gemm");
+    EXPECT_EQ(path(CellType::RNN_TANH, 64, 200), any_rows ? "lanes" : "gemm");
+    EXPECT_EQ(path(CellType::RNN_RELU, above, 8), "small-batch");
+    EXPECT_EQ(path(CellType::LSTM, 128, 16), "small-batch");
+    // LSTM 256 and GRU 256: W_hh of 1 MiB and 768 KiB.
+    for (CellType cell : {CellType::LSTM, CellType::GRU}) {
+      EXPECT_EQ(path(cell, 256, 64), any_rows ? "lanes" : "gemm");
+      EXPECT_EQ(path(cell, 256, 40), any_rows ? "lanes" : "gemm");
+      EXPECT_EQ(path(cell, 256, 65), "gemm");
+      EXPECT_EQ(path(cell, 320, 64), "gemm");
+    }
+    // The projected LSTM keeps the 14-16 rows rule.
+    EXPECT_EQ(path(CellType::LSTM, 64, 16, 32), "gemm");
+    const LanesThresholdScope any_size(0);
+    EXPECT_EQ(path(CellType::LSTM, 64, 16, 32), "lanes");
+    EXPECT_EQ(path(CellType::LSTM, 64, 17, 32), "gemm");
+  }
 }
 
 // Which batches take the small-batch forward on each instruction set with
@@ -2118,7 +2232,7 @@ TEST(RnnKernels, SmallBatchPathRule) {
     }
     EXPECT_EQ(path(CellType::RNN_TANH, 128, 32), "small-batch");  // 32 * 128^2 = 2^19
     EXPECT_EQ(backward(CellType::RNN_TANH, 128, 32) == "small-batch", wide);
-    EXPECT_EQ(path(CellType::RNN_TANH, 256, 32), "gemm");
+    EXPECT_EQ(path(CellType::RNN_TANH, 256, 32), wide ? "lanes" : "gemm");
     EXPECT_EQ(backward(CellType::RNN_TANH, 256, 32), "gemm");
     EXPECT_NE(path(CellType::LSTM, 256, 16, 64), "small-batch");
     EXPECT_NE(path(CellType::LSTM, 256, 4, 64), "small-batch");

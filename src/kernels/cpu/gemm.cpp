@@ -265,7 +265,78 @@ bool padded_transposed_a_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, 
   return true;
 }
 
+// C[M, N] (+)= A[M, K] W^T with W [N, K] as it is (row stride ldb): every
+// input projection (x W_ih^T over a sequence's rows) and Linear layer. oneDNN
+// 2.6's sgemm packs such a W slowly when its rows are 2 KiB apart or a multiple
+// of that (they alias in the cache sets): on two Zen 5 cores, GFLOP/s sgemm /
+// brgemm matmul reading W through its strides, N x K = 1024 x 1024: M = 100
+// 168 / 434, 400 357 / 484, 600-900 324-360 / 428-443, 1200 499 / 493; 1024 x
+// 2048 M = 600-900 322-363 / 445-483; 2048 x 2048 M = 600 314 / 465 but 700-900
+// 477-488 / 457-477. At 512 rows and fewer the matmul wins on any size (1760 x
+// 1760 M = 100 375 / 464; 25 rows 2-5x: 62-216 / 241-327); from 640 rows on
+// other sizes sgemm does (4096 x 1024 M = 640-1200 467-475 / 427-442, 1760 x
+// 1760 M = 800 468 / 454). Hence the matmul for up to 512 rows, and below 1024
+// for N <= 1024 with ldb a multiple of 512 floats, wherever oneDNN runs it
+// with brgemm (AVX-512; strided C falls back to a slower kernel, so the GRU's
+// projection into 4H-wide rows stays with sgemm). The choice rests on the shape
+// alone: a layer's products must sum in the same order whether they run on the
+// whole team or, inside a parallel region (a stacked layer's wavefront), on one
+// thread, where a primitive made for one thread takes them (brgemm's order for
+// an element does not depend on the thread count the primitive was made for:
+// RnnKernels.PlainWeightsGemmSameBits).
+bool plain_weights_matmul_shape(int64_t M, int64_t N, int64_t ldb) {
+  return M <= 512 || (M < 1024 && N <= 1024 && ldb % 512 == 0);
+}
+
+// A bounded cache of those primitives: a sequence's row count varies from
+// batch to batch (packed sequences), so entries are dropped, all at once, past
+// kPlainMatmulCacheSize; callers hold theirs by shared pointer meanwhile.
+constexpr size_t kPlainMatmulCacheSize = 64;
+
+std::shared_ptr<const MatmulEntry> plain_weights_entry(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb,
+                                                       int64_t ldc, bool accumulate, bool one_thread) {
+  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, bool>;
+  static std::mutex mutex;
+  static std::map<Key, std::shared_ptr<const MatmulEntry>> cache;
+  const int nthreads = one_thread ? 1 : rnnkit::get_num_threads();
+  const Key key{M, N, K, lda, ldb, ldc, nthreads, accumulate};
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto found = cache.find(key);
+    if (found != cache.end()) return found->second;
+  }
+  // Made outside the lock (a tenth of a millisecond); a race makes it twice.
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(nthreads);
+  std::shared_ptr<const MatmulEntry> entry =
+      make_matmul_here(memory::desc({M, K}, memory::data_type::f32, memory::dims{lda, 1}),
+                       memory::desc({K, N}, memory::data_type::f32, memory::dims{1, ldb}),
+                       memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1}), accumulate, true);
+  omp_set_num_threads(saved);
+  std::lock_guard<std::mutex> lock(mutex);
+  if (cache.size() >= kPlainMatmulCacheSize) cache.clear();
+  cache.emplace(key, entry);
+  return entry;
+}
+
+bool plain_weights_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                        int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (trans_a || !trans_b || alpha != 1.0f || (beta != 0.0f && beta != 1.0f) ||
+      !plain_weights_matmul_shape(M, N, ldb))
+    return false;
+  const std::shared_ptr<const MatmulEntry> e =
+      plain_weights_entry(M, N, K, lda, ldb, ldc, beta == 1.0f, omp_in_parallel() != 0);
+  if (e == nullptr) return false;
+  execute(*e, A, B, C);
+  return true;
+}
+
 }  // namespace
+
+bool gemm_takes_plain_matmul(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc) {
+  return M > 0 && N > 0 && K > 0 && plain_weights_matmul_shape(M, N, ldb) &&
+         plain_weights_entry(M, N, K, lda, ldb, ldc, false, false) != nullptr;
+}
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
           const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C,
@@ -279,6 +350,7 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
   use_rnnkit_threads();
   if (weight_gradient_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
   if (padded_transposed_a_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
+  if (plain_weights_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
   dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda,
                                 B, ldb, beta, C, ldc);
   RNNKIT_CHECK(st == dnnl_success, "gemm: oneDNN sgemm failed with status ", int(st), " (M=", M,

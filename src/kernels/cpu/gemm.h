@@ -18,6 +18,13 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double al
           const double* A, int64_t lda, const double* B, int64_t ldb, double beta, double* C,
           int64_t ldc);
 
+// Whether gemm(false, true, M, N, K, 1, A, lda, W, ldb, beta, C, ldc), beta 0
+// or 1, takes oneDNN's brgemm matmul reading W [N, K] through its strides
+// instead of sgemm (gemm.cpp, plain_weights_gemm): by the shape alone, where
+// oneDNN has that kernel. Its sums do not depend on the thread count nor on
+// whether it runs inside a parallel region.
+bool gemm_takes_plain_matmul(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc);
+
 // C[M, N] = A[M, K] W^T (W [N, K], row stride ldw) on the calling thread alone:
 // a thread's share of a product inside a parallel region (the small-batch
 // forward's input projection). With matmul, through oneDNN's brgemm matmul

@@ -202,11 +202,29 @@ int64_t g_split_min_bytes = -1;  // tuning::set_split_min_bytes; -1: the default
 int64_t split_min_bytes() { return g_split_min_bytes >= 0 ? g_split_min_bytes : int64_t{4} << 20; }
 int64_t g_small_batch_prefetch = -1;  // tuning::set_small_batch_prefetch; -1: by the slice's size
 
-// GEMM-path batches of 14 to 16 rows (7/8 of the 16 rows a lanes_gemm call
-// takes: one AVX-512 vector, two AVX2 ones) whose W_hh does not fit the cores'
-// L2 take the rows-in-lanes product (rnn_simd.h, lanes_gemm) for their per-step
-// recurrent terms instead of oneDNN's matmul: each weight is read once per step
-// for all rows, so the step streams W_hh from L3 while staying compute-bound.
+// Layers off the small-batch path whose per-step recurrent terms take the
+// lanes product (rnn_simd.h, lanes_gemm: W_hh in blocks of 16 output columns)
+// instead of oneDNN's matmul on W_hh packed for it.
+//
+// With the AVX-512 kernels (passes of up to 8 rows against 3 blocks, any row
+// count): every Elman layer, and LSTM and GRU layers with W_hh up to 1 MiB and
+// batches up to 64 (larger batches of those, and the projected LSTM, keep the
+// rule below). In-process A/B on two Zen 5 cores, calls alternating with
+// oneDNN's primitive, medians, time lanes / GEMM path, forward and training step:
+//   Elman 256 N = 24 / 64 0.91 / 0.97, 0.94 / 0.98; 512 N = 12 / 32 / 128 0.96 /
+//   0.97 / 0.97, 0.98 / 0.98 / 1.00; 1024 N = 9 / 12 / 32 / 64 0.98 / 0.95 /
+//   0.95 / 0.98, 0.98 / 0.97 / 0.99 / 0.99; 1760 N = 12 / 32 / 64 0.97 / 0.97 /
+//   0.98, 0.99 / 0.99 / 0.99; 64 N = 64 0.73, 0.85; 2048 N = 32 0.96, 0.94.
+//   LSTM 64 / 128 / 256 N = 64 0.81 / 0.94 / 0.95, 0.86 / 0.96 / 0.96; GRU 256
+//   N = 64 0.96, 0.95; GRU 128 N = 40 0.88, 0.92. Not taken: LSTM 256 N = 128
+//   1.01 / 0.97, LSTM 320 N = 64 1.01 / 0.97, LSTM 384 N = 64 1.05 / 1.00, GRU
+//   384 N = 64 1.05 / 1.02, LSTM 512 N = 48 / 64 1.02 / 1.01 forward, GRU 1024
+//   N = 64 1.02, LSTM 1024 N = 48 0.98 / 1.02 (training).
+//
+// Otherwise (the AVX2 kernels, whose rows-in-lanes product takes 16 rows as two
+// vectors): GEMM-path batches of 14 to 16 rows (7/8 of those 16) whose W_hh
+// does not fit the cores' L2, where each weight read once per step for all rows
+// keeps the step compute-bound while W_hh streams from L3.
 // Forward time against the matmul path at 16 rows, 2 Intel cores with 2 MiB of
 // L2 each (medians of 3 runs, each against oneDNN's primitive in the same run):
 // W_hh of 12-16 MB (Elman 1760 and 2048, GRU and LSTM 1024) 0.85-0.93x, 7-9 MB
@@ -220,10 +238,15 @@ int64_t g_small_batch_prefetch = -1;  // tuning::set_small_batch_prefetch; -1: b
 // (6 MiB on the first machine, 1.5 MiB on the second;
 // tuning::default_lanes_min_weights). Returns the kernels to call, or null off
 // this path.
+constexpr int64_t kLanesGatedMaxBytes = int64_t{1} << 20;
+constexpr int64_t kLanesGatedMaxBatch = 64;
 int64_t g_lanes_min_weights = -1;  // tuning::set_lanes_min_weights; -1: the default rule
 const simd::Kernels* lanes_path(const RnnLayerDims& d) {
   const simd::Kernels* k = simd::active_kernels();
   if (k == nullptr || small_batch_path(d)) return nullptr;
+  if (k->isa == simd::Isa::kAvx512 && d.proj_size == 0 &&
+      (gate_count(d.cell) == 1 || (w_hh_bytes(d) <= kLanesGatedMaxBytes && d.batch <= kLanesGatedMaxBatch)))
+    return k;
   const int64_t min_weights = g_lanes_min_weights >= 0 ? g_lanes_min_weights : tuning::default_lanes_min_weights();
   if (gate_count(d.cell) * d.hidden_size * hidden_out_size(d) < min_weights) return nullptr;
   if (d.batch > k->lanes || 8 * d.batch < 7 * k->lanes) return nullptr;

@@ -66,13 +66,15 @@ int64_t packed_recurrent_size_bf16(int64_t G, int64_t H, int64_t K);  // 16-bit 
 void pack_recurrent_bf16(int64_t G, int64_t H, int64_t K, const float* w_hh, uint16_t* packed,
                          bool gate_major);
 
-// Rows-in-lanes product, for GEMM-path batches that fill a vector (rnn.cpp,
-// lanes_path): C[M, N] (row stride ldc) += A[M, K] (row stride lda) op(W), with
-// M <= Kernels::lanes. Each row of A is one lane: per k one vector of A^T and,
-// for every output column, one broadcast weight, so each weight is read once
-// per call and feeds all M rows, where a GEMM's row-blocked kernel needs a
-// vector of weights per row block. With 16 rows against weights that live in
-// L3 this is what keeps the product compute-bound (docs/PERFORMANCE.md).
+// The lanes product, for the per-step recurrent terms of layers off the
+// small-batch path (rnn.cpp, lanes_path): C[M, N] (row stride ldc) += A[M, K]
+// (row stride lda) op(W), W packed in blocks of 16 output columns (each [K][16])
+// that each thread streams once per call. The AVX-512 kernels take any M, in
+// passes of up to 8 rows of A (a broadcast each) against 3 blocks (a vector of
+// 16 weights each per k); the AVX2 ones M <= Kernels::lanes, rows in lanes: per
+// k one vector of A^T against every column's broadcast weight, so that each
+// weight is read once per call for all rows. Either way the step streams W_hh
+// from L3 while staying compute-bound (docs/PERFORMANCE.md).
 struct LanesGemm {
   int64_t M = 0, N = 0, K = 0;
   const float* a = nullptr;       // [M, lda] read
@@ -183,7 +185,7 @@ struct Kernels {
   // passes take the gates a few at a time.
   bool (*projection_gate_major)(int64_t G);
   void (*small_batch_backward)(const SmallBatchBackward& args);
-  int lanes;  // rows one lanes_gemm call takes: 16 (one AVX-512 vector, two AVX2 ones)
+  int lanes;  // rows a rows-in-lanes call takes: 16 (one AVX-512 vector, two AVX2 ones); AVX-512: any
   void (*lanes_gemm)(const LanesGemm& args);
 };
 

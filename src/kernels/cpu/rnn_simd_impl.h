@@ -1155,33 +1155,102 @@ void small_batch_backward(const SmallBatchBackward& a) {
 }
 
 // ---------------------------------------------------------------------------
-// Rows-in-lanes product (rnn_simd.h, LanesGemm). Each thread owns a range of
-// 16-column blocks of the packed weights and streams them once, in memory
-// order: for a block, k = 0..K-1, the M rows at k (a per-thread transposed copy
-// of A that stays in L2: one 16-lane vector, or two 8-lane ones) times each
-// column's broadcast weight into one accumulator per column and row vector.
-// Every column's sum is taken in k order by one thread, so results do not depend
-// on the thread count.
-
-// Row vectors per call: 16 rows with either vector width.
+// The lanes product (rnn_simd.h, LanesGemm): C[M, N] += A[M, K] op(W), with W
+// packed in blocks of 16 output columns, each [K][16]. Each thread owns a range
+// of blocks and streams them once per call, in memory order; every column's sum
+// is taken in k order by one thread, from zero, then added to C, so results do
+// not depend on the thread count (nor on which of the two kernels below runs).
+//
+// With 32 registers (AVX-512): a pass takes up to 3 adjacent blocks (three
+// 16-column vectors of weights per k) against up to 8 rows of A (one broadcast
+// each), 24 accumulators: 11 loads for 24 FMAs. Passes over the same blocks for
+// the next 8 rows find them in L2. The rows-in-lanes kernel below (one vector of
+// A^T per k against a broadcast of every column's weight: 17 loads for 16 FMAs)
+// was load-bound there: 16 rows of Elman 1760 (12 MB of W from L3) ran at
+// 434-460 GFLOP/s on two Zen 5 cores, these passes at 505-540 (stand-alone
+// kernels, both threads, medians of 200 calls); with 16 rows in one pass and one
+// block (the same loads as rows-in-lanes) 393. 6 rows x 4 blocks ran at 505, 4 x
+// 6 at 477-497; software prefetch made no difference.
+//
+// With 16 registers (AVX2) that layout fits at most 6 rows by one block (8 loads
+// for 12 FMAs), so these keep rows in lanes: the M <= 16 rows of A as two 8-lane
+// vectors per k (a per-thread transposed copy of A that stays in L2) times each
+// column's broadcast weight, 6, then 5 and 5 columns a pass (12 or 10
+// accumulators, the two row vectors and one broadcast): 18 loads for 32 FMAs.
+// Passes of 4 columns (8 accumulators, too few FMA chains in flight for two FMA
+// pipes of latency 4) ran the 16-row product of Elman 1760 at 168 GFLOP/s on two
+// Zen 3 cores; 6-6-4 took 0.92-0.94x that time, 6-5-5 another 0.985-0.995x
+// (in-process A/B, recurrent part alone). Keeping each K chunk's rows of A in L1
+// across the passes gained nothing.
+constexpr bool kLanesColumnPasses = Vec::kRegisters >= 32 && Vec::kLanes == kPackBlock;
+// Rows per call of the rows-in-lanes kernel: 16 with either vector width.
 constexpr int kLanesRowVecs = Vec::kLanes >= 16 ? 1 : 16 / Vec::kLanes;
-// Columns of a packed block per pass: all 16 with 32 registers (one row
-// vector); with 16 registers (two row vectors) 6, then 5 and 5: 12 or 10
-// accumulators, the two row vectors and one broadcast weight. Passes of 4
-// columns (8 accumulators, too few FMA chains in flight for two FMA pipes of
-// latency 4) ran the 16-row product of Elman 1760 at 168 GFLOP/s on two Zen 3
-// cores; 6-6-4 took 0.92-0.94x that time, 6-5-5 another 0.985-0.995x (in-process
-// A/B, recurrent part alone). Keeping each K chunk's rows of A in L1 across the
-// passes gained nothing.
-constexpr bool kLanesAllColumns = Vec::kRegisters >= 32 && kLanesRowVecs == 1;
-static_assert(kLanesAllColumns || kLanesRowVecs == 2, "the passes below fit two row vectors in 16 registers");
-// Software prefetch distance along a block's weights (1 KiB): without it the
-// 16-row product of 12 MB of weights (1760 x 1760, 2 cores) took 1.1-1.2x as
-// long; 4-8 KiB ahead was about the same, prefetching into L2 only slower.
+constexpr int kLanesPassRows = 8, kLanesPassBlocks = 3;
+// Software prefetch distance along a block's weights for the rows-in-lanes
+// kernel (1 KiB): without it the 16-row product of 12 MB of weights (1760 x
+// 1760, 2 cores) took 1.1-1.2x as long; 4-8 KiB ahead was about the same,
+// prefetching into L2 only slower.
 constexpr int64_t kLanesPrefetchFloats = 256;
 
+// c[r][n] += sum_k a[r][k] * w_j[k][n] for R rows and the C blocks w_j = w + j *
+// K * 16 (columns n of block j land at c + j * 16; the last block has last_cols
+// of them).
+template <int R, int C>
+inline void lanes_column_pass(const float* w, int64_t K, const float* a, int64_t lda, float* c, int64_t ldc,
+                              int64_t last_cols) {
+  reg acc[R][C];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 3
+    for (int j = 0; j < C; ++j) acc[r][j] = Vec::zero();
+  for (int64_t k = 0; k < K; ++k) {
+    reg wv[C];
+#pragma GCC unroll 3
+    for (int j = 0; j < C; ++j) wv[j] = Vec::load(w + (j * K + k) * kPackBlock);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const reg ar = Vec::broadcast(a + r * lda + k);
+#pragma GCC unroll 3
+      for (int j = 0; j < C; ++j) acc[r][j] = Vec::fmadd(wv[j], ar, acc[r][j]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 3
+    for (int j = 0; j < C; ++j) {
+      float* cj = c + r * ldc + j * kPackBlock;
+      const int64_t cnt = j == C - 1 ? last_cols : kPackBlock;
+      st(cj, Vec::add(ld(cj, cnt), acc[r][j]), cnt);
+    }
+}
+
+// All M rows against C blocks, in passes of at most 8 rows, as even as they
+// go (12 rows as 6 and 6: 12 rows of Elman 1024 by 8 and 4 ran at 427 GFLOP/s
+// on two Zen 5 cores, by 6 and 6 at 497; 8 rows 469, 16 rows 506).
+template <int C>
+inline void lanes_column_passes(const float* w, int64_t K, const float* a, int64_t lda, int64_t M, float* c,
+                                int64_t ldc, int64_t last_cols) {
+  const int64_t passes = (M + kLanesPassRows - 1) / kLanesPassRows;
+  for (int64_t p = 0, m0 = 0; p < passes; ++p) {
+    const int64_t rows = (M - m0) / (passes - p);
+    const float* am = a + m0 * lda;
+    float* cm = c + m0 * ldc;
+    switch (rows) {
+      case 1: lanes_column_pass<1, C>(w, K, am, lda, cm, ldc, last_cols); break;
+      case 2: lanes_column_pass<2, C>(w, K, am, lda, cm, ldc, last_cols); break;
+      case 3: lanes_column_pass<3, C>(w, K, am, lda, cm, ldc, last_cols); break;
+      case 4: lanes_column_pass<4, C>(w, K, am, lda, cm, ldc, last_cols); break;
+      case 5: lanes_column_pass<5, C>(w, K, am, lda, cm, ldc, last_cols); break;
+      case 6: lanes_column_pass<6, C>(w, K, am, lda, cm, ldc, last_cols); break;
+      case 7: lanes_column_pass<7, C>(w, K, am, lda, cm, ldc, last_cols); break;
+      default: lanes_column_pass<8, C>(w, K, am, lda, cm, ldc, last_cols); break;
+    }
+    m0 += rows;
+  }
+}
+
 // tmp[u][r][lane] = sum_k w[k][u] * at[k][r][lane] for the C columns u of one
-// pass and the R row vectors r.
+// pass and the R row vectors r (the rows-in-lanes kernel).
 template <int C, int R>
 inline void lanes_block(const float* w, int64_t K, const float* at, float* tmp) {
   reg acc[C][R];
@@ -1208,9 +1277,41 @@ inline void lanes_block(const float* w, int64_t K, const float* at, float* tmp) 
     for (int r = 0; r < R; ++r) Vec::store(tmp + (u * R + r) * Vec::kLanes, acc[u][r]);
 }
 
-void lanes_gemm(const LanesGemm& g) {
+// One thread's blocks [b0, b1) by the rows-in-lanes kernel (M <= 16).
+inline void lanes_rows_in_lanes(const LanesGemm& g, int64_t b0, int64_t b1) {
   constexpr int R = kLanesRowVecs;
   constexpr int RL = R * Vec::kLanes;  // rows per call
+  // at: [K][RL], lane m = row m of A (0 past M).
+  float* at = thread_scratch(static_cast<size_t>(g.K * RL + kPackBlock * RL));
+  float* tmp = at + g.K * RL;  // [16][RL]: one block's sums, column-major
+  if ((g.M - 1) * g.lda < (int64_t{1} << 31)) {  // the gather's 32-bit offsets reach every row
+    for (int64_t k = 0; k < g.K; ++k)
+      for (int r = 0; r < R; ++r) {
+        const int64_t m0 = r * Vec::kLanes, rows = std::clamp<int64_t>(g.M - m0, 0, Vec::kLanes);
+        Vec::store(at + k * RL + m0, rows > 0 ? Vec::gather(g.a + m0 * g.lda + k, g.lda, rows) : Vec::zero());
+      }
+  } else {
+    for (int64_t k = 0; k < g.K; ++k)
+      for (int64_t m = 0; m < RL; ++m) at[k * RL + m] = m < g.M ? g.a[m * g.lda + k] : 0.0f;
+  }
+  for (int64_t b = b0; b < b1; ++b) {
+    const float* w = g.packed + b * g.K * kPackBlock;
+    lanes_block<6, R>(w, g.K, at, tmp);
+    lanes_block<5, R>(w + 6, g.K, at, tmp + 6 * RL);
+    lanes_block<5, R>(w + 11, g.K, at, tmp + 11 * RL);
+    const int64_t n0 = b * kPackBlock, cols = std::min<int64_t>(kPackBlock, g.N - n0);
+    for (int64_t m = 0; m < g.M; ++m) {
+      float* c = g.c + m * g.ldc + n0;
+      for (int s = 0; s * Vec::kLanes < cols; ++s) {
+        const int64_t cnt = std::min<int64_t>(Vec::kLanes, cols - s * Vec::kLanes);
+        st(c + s * Vec::kLanes,
+           Vec::add(ld(c + s * Vec::kLanes, cnt), Vec::gather(tmp + s * Vec::kLanes * RL + m, RL, cnt)), cnt);
+      }
+    }
+  }
+}
+
+void lanes_gemm(const LanesGemm& g) {
   if (g.M <= 0 || g.N <= 0) return;
   const int64_t blocks = (g.N + kPackBlock - 1) / kPackBlock;
   const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(g.num_threads, blocks)));
@@ -1218,37 +1319,21 @@ void lanes_gemm(const LanesGemm& g) {
   {
     const int t = omp_get_thread_num(), nt = omp_get_num_threads();
     const int64_t b0 = blocks * t / nt, b1 = blocks * (t + 1) / nt;
-    // at: [K][RL], lane m = row m of A (0 past M).
-    float* at = thread_scratch(static_cast<size_t>(g.K * RL + kPackBlock * RL));
-    float* tmp = at + g.K * RL;  // [16][RL]: one block's sums, column-major
-    if ((g.M - 1) * g.lda < (int64_t{1} << 31)) {  // the gather's 32-bit offsets reach every row
-      for (int64_t k = 0; k < g.K; ++k)
-        for (int r = 0; r < R; ++r) {
-          const int64_t m0 = r * Vec::kLanes, rows = std::clamp<int64_t>(g.M - m0, 0, Vec::kLanes);
-          Vec::store(at + k * RL + m0, rows > 0 ? Vec::gather(g.a + m0 * g.lda + k, g.lda, rows) : Vec::zero());
-        }
+    if constexpr (kLanesColumnPasses) {
+      for (int64_t b = b0; b < b1; b += kLanesPassBlocks) {
+        const int64_t nb = std::min<int64_t>(kLanesPassBlocks, b1 - b);
+        const int64_t last_cols = std::min<int64_t>(kPackBlock, g.N - (b + nb - 1) * kPackBlock);
+        const float* w = g.packed + b * g.K * kPackBlock;
+        float* c = g.c + b * kPackBlock;
+        if (nb == 3)
+          lanes_column_passes<3>(w, g.K, g.a, g.lda, g.M, c, g.ldc, last_cols);
+        else if (nb == 2)
+          lanes_column_passes<2>(w, g.K, g.a, g.lda, g.M, c, g.ldc, last_cols);
+        else
+          lanes_column_passes<1>(w, g.K, g.a, g.lda, g.M, c, g.ldc, last_cols);
+      }
     } else {
-      for (int64_t k = 0; k < g.K; ++k)
-        for (int64_t m = 0; m < RL; ++m) at[k * RL + m] = m < g.M ? g.a[m * g.lda + k] : 0.0f;
-    }
-    for (int64_t b = b0; b < b1; ++b) {
-      const float* w = g.packed + b * g.K * kPackBlock;
-      if constexpr (kLanesAllColumns) {
-        lanes_block<kPackBlock, R>(w, g.K, at, tmp);
-      } else {
-        lanes_block<6, R>(w, g.K, at, tmp);
-        lanes_block<5, R>(w + 6, g.K, at, tmp + 6 * RL);
-        lanes_block<5, R>(w + 11, g.K, at, tmp + 11 * RL);
-      }
-      const int64_t n0 = b * kPackBlock, cols = std::min<int64_t>(kPackBlock, g.N - n0);
-      for (int64_t m = 0; m < g.M; ++m) {
-        float* c = g.c + m * g.ldc + n0;
-        for (int s = 0; s * Vec::kLanes < cols; ++s) {
-          const int64_t cnt = std::min<int64_t>(Vec::kLanes, cols - s * Vec::kLanes);
-          st(c + s * Vec::kLanes,
-             Vec::add(ld(c + s * Vec::kLanes, cnt), Vec::gather(tmp + s * Vec::kLanes * RL + m, RL, cnt)), cnt);
-        }
-      }
+      lanes_rows_in_lanes(g, b0, b1);
     }
   }
 }
