@@ -253,7 +253,7 @@ const simd::Kernels* lanes_path(const RnnLayerDims& d) {
   return k;
 }
 
-// Floats of W_hh packed for the rows-in-lanes forward (0 off that path).
+// Floats of W_hh packed for the lanes forward (0 off that path).
 size_t lanes_forward_size(const RnnLayerDims& d) {
   if (lanes_path(d) == nullptr) return 0;
   return static_cast<size_t>(simd::lanes_packed_size(gate_count(d.cell) * d.hidden_size, hidden_out_size(d)));
@@ -733,7 +733,7 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
   }
 
   // Steps with the whole batch continuing take W_hh packed once for all of them
-  // (by the caller when it passes packed weights that fit); on the rows-in-lanes
+  // (by the caller when it passes packed weights that fit); on the lanes
   // path every step does.
   bool packed_steps = false;
   const simd::Kernels* lanes = nullptr;
@@ -930,7 +930,7 @@ void backward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, in
     if (small_batch_backward_path(d)) small = simd::active_kernels();
   const Pointwise<T, Cell> pointwise(d.cell);
   constexpr bool split_n = Cell::kGateStride != Cell::kGates;
-  // Full-batch steps take W_hh packed once for all of them; on the rows-in-lanes
+  // Full-batch steps take W_hh packed once for all of them; on the lanes
   // path every step does.
   bool packed_dh = false;
   const simd::Kernels* lanes = nullptr;

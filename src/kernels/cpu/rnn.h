@@ -184,7 +184,7 @@ bool rnn_packed_weights_fit(const RnnLayerDims& dims, const float* packed);
 // layer run concurrently on two cores. Float results are the same on every run
 // with the same thread count, and inference and training forwards agree
 // exactly (given the same weights: w_ih_packed changes the sums' order).
-// Across thread counts, the small-batch and rows-in-lanes products give
+// Across thread counts, the small-batch and lanes products give
 // the same bits; products that oneDNN's sgemm computes (the input and output
 // projections, the per-step products on the GEMM path) may differ in the last
 // bits, as oneDNN splits some shapes along K for some thread counts (seen on

@@ -12,8 +12,9 @@ namespace rnnkit::kernels::cpu::tuning {
 void set_backward_chunk_rows(int64_t rows);
 
 // Lowers (or raises) the W_hh size, in floats, from which batches of 14-16 rows
-// take the rows-in-lanes product (rnn.cpp, lanes_path), so that tests reach
-// that path with small layers; a negative value restores the default.
+// take the lanes product where the size decides (rnn.cpp, lanes_path: the AVX2
+// kernels, the projected LSTM), so that tests reach that path with small
+// layers; a negative value restores the default.
 // Changes the workspace sizes, so set it before sizing them. Not thread-safe.
 void set_lanes_min_weights(int64_t floats);
 
@@ -53,11 +54,11 @@ void set_stage_step_products(bool stage);
 void set_packed_projection(bool on);
 
 // Which forward path dims take on the active instruction set: "small-batch",
-// "lanes" (rows-in-lanes products) or "gemm" (oneDNN per-step products).
+// "lanes" (lanes_gemm per-step products) or "gemm" (oneDNN per-step products).
 const char* forward_path(const RnnLayerDims& dims);
 // Which path the backward of dims takes on the active instruction set:
 // "small-batch" (the persistent reverse walk) or "gemm" (per-step products:
-// oneDNN's, or rows-in-lanes ones where the forward takes those).
+// oneDNN's, or lanes_gemm ones where the forward takes those).
 const char* backward_path(const RnnLayerDims& dims);
 
 }  // namespace rnnkit::kernels::cpu::tuning
