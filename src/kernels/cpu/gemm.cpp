@@ -331,6 +331,14 @@ bool plain_weights_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_
   return true;
 }
 
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb,
+                                      beta, C, ldc);
+  RNNKIT_CHECK(st == dnnl_success, "gemm: oneDNN sgemm failed with status ", int(st), " (M=", M, ", N=", N,
+               ", K=", K, ", lda=", lda, ", ldb=", ldb, ", ldc=", ldc, ")");
+}
+
 }  // namespace
 
 bool gemm_takes_plain_matmul(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc) {
@@ -351,10 +359,7 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
   if (weight_gradient_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
   if (padded_transposed_a_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
   if (plain_weights_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
-  dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda,
-                                B, ldb, beta, C, ldc);
-  RNNKIT_CHECK(st == dnnl_success, "gemm: oneDNN sgemm failed with status ", int(st), " (M=", M,
-               ", N=", N, ", K=", K, ", lda=", lda, ", ldb=", ldb, ", ldc=", ldc, ")");
+  sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 namespace {
@@ -385,7 +390,12 @@ void gemm_on_this_thread(int64_t M, int64_t N, int64_t K, const float* A, int64_
                          int64_t ldw, float* C, int64_t ldc, bool matmul) {
   const MatmulEntry* e = matmul && M > 0 && N > 0 && K > 0 ? this_thread_matmul(M, N, K, lda, ldw) : nullptr;
   if (e == nullptr) {
-    gemm(false, true, M, N, K, 1.0f, A, lda, W, ldw, 0.0f, C, ldc);
+    // sgemm itself, not gemm: gemm's choice between sgemm and the matmul rests
+    // on N too, and the shares of one product must not take different ones.
+    if (K == 0)
+      gemm(false, true, M, N, K, 1.0f, A, lda, W, ldw, 0.0f, C, ldc);  // zeros
+    else if (M > 0 && N > 0)
+      sgemm(false, true, M, N, K, 1.0f, A, lda, W, ldw, 0.0f, C, ldc);
     return;
   }
   float* dense = static_cast<float*>(thread_buffer(onednn::kDenseCopyBuffer, static_cast<size_t>(M * N) * sizeof(float)));
