@@ -272,20 +272,24 @@ bool padded_transposed_a_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, 
 // brgemm matmul reading W through its strides, N x K = 1024 x 1024: M = 100
 // 168 / 434, 400 357 / 484, 600-900 324-360 / 428-443, 1200 499 / 493; 1024 x
 // 2048 M = 600-900 322-363 / 445-483; 2048 x 2048 M = 600 314 / 465 but 700-900
-// 477-488 / 457-477. At 512 rows and fewer the matmul wins on any size (1760 x
+// 477-488 / 457-477. From 16 to 512 rows the matmul wins on any size (1760 x
 // 1760 M = 100 375 / 464; 25 rows 2-5x: 62-216 / 241-327); from 640 rows on
 // other sizes sgemm does (4096 x 1024 M = 640-1200 467-475 / 427-442, 1760 x
-// 1760 M = 800 468 / 454). Hence the matmul for up to 512 rows, and below 1024
-// for N <= 1024 with ldb a multiple of 512 floats, wherever oneDNN runs it
-// with brgemm (AVX-512; strided C falls back to a slower kernel, so the GRU's
-// projection into 4H-wide rows stays with sgemm). The choice rests on the shape
+// 1760 M = 800 468 / 454). Below 16 rows sgemm takes another kernel that
+// needs no packing and beats the primitive's call (M = 1 / 4 / 12 / 15 against
+// 1024 x 1024: 24 / 48 / 120 / 148 us, matmul 77 / 76 / 113 / 124; at 16
+// rows sgemm packs: 958 us, matmul 130). Hence the matmul for 16 to 512 rows,
+// and from 512 to 1023 for N <= 1024 with ldb a multiple of 512 floats,
+// wherever oneDNN runs it with brgemm (AVX-512; strided C falls back to a
+// slower kernel, so the GRU's projection into 4H-wide rows stays with sgemm).
+// The choice rests on the shape
 // alone: a layer's products must sum in the same order whether they run on the
 // whole team or, inside a parallel region (a stacked layer's wavefront), on one
 // thread, where a primitive made for one thread takes them (brgemm's order for
 // an element does not depend on the thread count the primitive was made for:
 // RnnKernels.PlainWeightsGemmSameBits).
 bool plain_weights_matmul_shape(int64_t M, int64_t N, int64_t ldb) {
-  return M <= 512 || (M < 1024 && N <= 1024 && ldb % 512 == 0);
+  return M >= 16 && (M <= 512 || (M < 1024 && N <= 1024 && ldb % 512 == 0));
 }
 
 // A bounded cache of those primitives: a sequence's row count varies from
