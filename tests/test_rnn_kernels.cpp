@@ -1606,7 +1606,7 @@ TEST(RnnKernels, PackedWeightsForEachPath) {
   std::vector<float> packed16;
   {
     const LanesThresholdScope any_size(0);
-    packed16 = packed_for(c, 16, w_hh);  // for the rows-in-lanes path with the AVX2 kernels
+    packed16 = packed_for(c, 16, w_hh);  // rows-in-lanes with the AVX2 kernels, small-batch with AVX-512
   }
   std::vector<float> w_ih(p.w_ih.begin(), p.w_ih.end()), x(p.x.begin(), p.x.end());
   RnnWeights<float> wt;

@@ -282,12 +282,11 @@ bool padded_transposed_a_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, 
 // and from 512 to 1023 for N <= 1024 with ldb a multiple of 512 floats,
 // wherever oneDNN runs it with brgemm (AVX-512; strided C falls back to a
 // slower kernel, so the GRU's projection into 4H-wide rows stays with sgemm).
-// The choice rests on the shape
-// alone: a layer's products must sum in the same order whether they run on the
-// whole team or, inside a parallel region (a stacked layer's wavefront), on one
-// thread, where a primitive made for one thread takes them (brgemm's order for
-// an element does not depend on the thread count the primitive was made for:
-// RnnKernels.PlainWeightsGemmSameBits).
+// The choice rests on the shape alone: a layer's products must sum in the same
+// order whether they run on the whole team or, inside a parallel region (a
+// stacked layer's wavefront), on one thread, where a primitive made for one
+// thread takes them (brgemm's order for an element does not depend on the
+// thread count the primitive was made for: RnnKernels.PlainWeightsGemmSameBits).
 bool plain_weights_matmul_shape(int64_t M, int64_t N, int64_t ldb) {
   return M >= 16 && (M <= 512 || (M < 1024 && N <= 1024 && ldb % 512 == 0));
 }

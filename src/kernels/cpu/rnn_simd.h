@@ -185,7 +185,7 @@ struct Kernels {
   // passes take the gates a few at a time.
   bool (*projection_gate_major)(int64_t G);
   void (*small_batch_backward)(const SmallBatchBackward& args);
-  int lanes;  // rows a rows-in-lanes call takes: 16 (one AVX-512 vector, two AVX2 ones); AVX-512: any
+  int lanes;  // 16: rows a rows-in-lanes call (AVX2: two 8-lane vectors) takes; AVX-512 calls take any
   void (*lanes_gemm)(const LanesGemm& args);
 };
 
