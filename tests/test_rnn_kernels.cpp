@@ -78,6 +78,40 @@ class LanesThresholdScope {
   ~LanesThresholdScope() { k::tuning::set_lanes_min_weights(-1); }
 };
 
+// Uniform floats in [-1, 1) from a seeded generator: one at a time, or filling
+// a whole vector.
+class UniformFloats {
+ public:
+  explicit UniformFloats(uint64_t seed) : rng_(seed) {}
+  float operator()() { return uni_(rng_); }
+  void fill(std::vector<float>& v) {
+    for (float& e : v) e = uni_(rng_);
+  }
+
+ private:
+  std::mt19937_64 rng_;
+  std::uniform_real_distribution<float> uni_{-1.0f, 1.0f};
+};
+
+// c (M rows of ldc) against beta * c0 + A W in double, A [M, K] with row
+// stride lda and W's (k, j) element w_at(k, j); columns from N to ldc must hold
+// c0's values.
+template <class WAt>
+void expect_product(const std::vector<float>& c, const std::vector<float>& c0, double beta, int64_t M, int64_t N,
+                    int64_t K, int64_t ldc, const float* a, int64_t lda, WAt w_at) {
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < ldc; ++j) {
+      const size_t at = static_cast<size_t>(i * ldc + j);
+      if (j >= N) {
+        ASSERT_EQ(c[at], c0[at]) << "column " << j << " beyond N was written";
+        continue;
+      }
+      double sum = beta * c0[at];
+      for (int64_t q = 0; q < K; ++q) sum += double(a[i * lda + q]) * w_at(q, j);
+      ASSERT_NEAR(c[at], sum, 2e-6 * (K + 1)) << "row " << i << " column " << j;
+    }
+}
+
 // Sets the W_hh size from which the small-batch backward reads W_hh in
 // prefetched row chunks (k::tuning::set_streamed_grad_min_bytes) while in scope.
 class StreamedGradScope {
@@ -1779,11 +1813,8 @@ TEST(RnnKernels, PackedSmallBatchLayouts) {
 // accumulating (C = A op(W), as the GEMM path's stage takes it) the same bits as
 // the product added to zeros, whatever C held before, strided or dense.
 TEST(RnnKernels, PackedGemmStridedOperands) {
-  std::mt19937_64 rng(91);
-  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
-  const auto fill = [&](std::vector<float>& v) {
-    for (float& e : v) e = uni(rng);
-  };
+  UniformFloats uni(91);
+  const auto fill = [&](std::vector<float>& v) { uni.fill(v); };
   for (const auto& [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{16, 96, 40}, {9, 48, 64}, {33, 80, 24}, {20, 160, 1500}}) {
     ASSERT_GT(k::packed_gemm_size(M, N, K), 0) << "oneDNN packs weights for its matmul or its packed sgemm";
     for (bool w_is_kn : {false, true}) {
@@ -1861,11 +1892,8 @@ TEST(RnnKernels, PackedGemmStridedOperands) {
 // the shapes that take it (not 700 x 2048 nor 15 rows by the size rule, nor
 // strided A and C).
 TEST(RnnKernels, PlainWeightsGemmSameBits) {
-  std::mt19937_64 rng(97);
-  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
-  const auto fill = [&](std::vector<float>& v) {
-    for (float& e : v) e = uni(rng);
-  };
+  UniformFloats uni(97);
+  const auto fill = [&](std::vector<float>& v) { uni.fill(v); };
   int taken = 0;
   for (const auto& [M, N, K, pad] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{196, 16, 30, 0},
                                      {25, 2048, 512, 0},
@@ -1904,18 +1932,9 @@ TEST(RnnKernels, PlainWeightsGemmSameBits) {
       }
       EXPECT_EQ(inside[0], by_threads[1]) << "inside a parallel region";
       EXPECT_EQ(inside[1], by_threads[1]) << "inside a parallel region";
-      const std::vector<float>& c = by_threads[1];
-      for (int64_t i = 0; i < M; ++i)
-        for (int64_t j = 0; j < ldc; ++j) {
-          const size_t at = static_cast<size_t>(i * ldc + j);
-          if (j >= N) {
-            ASSERT_EQ(c[at], c0[at]) << "column " << j << " beyond N was written";
-            continue;
-          }
-          double sum = beta * c0[at];
-          for (int64_t q = 0; q < K; ++q) sum += double(a[i * lda + q]) * w[j * ldb + q];
-          ASSERT_NEAR(c[at], sum, 2e-6 * (K + 1)) << "row " << i << " column " << j;
-        }
+      expect_product(by_threads[1], c0, beta, M, N, K, ldc, a.data(), lda,
+                     [&, ldb = ldb](int64_t q, int64_t j) { return w[j * ldb + q]; });
+      if (::testing::Test::HasFatalFailure()) return;
     }
   }
   if (simd::kernels(simd::Isa::kAvx512) != nullptr && std::getenv("ONEDNN_MAX_CPU_ISA") == nullptr &&
@@ -1929,11 +1948,8 @@ TEST(RnnKernels, PlainWeightsGemmSameBits) {
 // column block, 1 to `lanes` rows (and more with AVX-512); against a double
 // product, columns past N untouched, and the same bits on 1, 2 and 3 threads.
 TEST(RnnKernels, LanesGemmMatchesReference) {
-  std::mt19937_64 rng(93);
-  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
-  const auto fill = [&](std::vector<float>& v) {
-    for (float& e : v) e = uni(rng);
-  };
+  UniformFloats uni(93);
+  const auto fill = [&](std::vector<float>& v) { uni.fill(v); };
   int isas = 0;
   for (simd::Isa isa : available_isas()) {
     const simd::Kernels* kern = simd::kernels(isa);
@@ -1962,19 +1978,11 @@ TEST(RnnKernels, LanesGemmMatchesReference) {
           }
           EXPECT_EQ(c_by_threads[0], c_by_threads[1]);
           EXPECT_EQ(c_by_threads[0], c_by_threads[2]);
-          const std::vector<float>& c = c_by_threads[1];
-          for (int64_t i = 0; i < M; ++i)
-            for (int64_t j = 0; j < ldc; ++j) {
-              const size_t at = static_cast<size_t>(i * ldc + j);
-              if (j >= N) {
-                ASSERT_EQ(c[at], c0[at]) << "column " << j << " beyond N was written";
-                continue;
-              }
-              double sum = c0[at];
-              for (int64_t q = 0; q < K; ++q)
-                sum += double(a[i * lda + q]) * (w_is_kn ? w[q * ldw + j] : w[j * K + q]);
-              ASSERT_NEAR(c[at], sum, 2e-6 * (K + 1)) << "row " << i << " column " << j;
-            }
+          expect_product(c_by_threads[1], c0, 1.0, M, N, K, ldc, a.data(), lda,
+                         [&, K = K, w_is_kn = w_is_kn](int64_t q, int64_t j) {
+                           return w_is_kn ? w[q * ldw + j] : w[j * K + q];
+                         });
+          if (::testing::Test::HasFatalFailure()) return;
         }
   }
   if (isas == 0) GTEST_SKIP() << "no vector kernels on this CPU";
@@ -1991,7 +1999,7 @@ TEST(RnnKernels, LanesGemmMatchesReference) {
   std::vector<float> w(static_cast<size_t>(N * K)), c(static_cast<size_t>(M * N), 0.0f);
   fill(w);
   for (int64_t i = 0; i < M; ++i)
-    for (int64_t q = 0; q < K; ++q) a[i * lda + q] = uni(rng);
+    for (int64_t q = 0; q < K; ++q) a[i * lda + q] = uni();
   std::vector<float> packed(static_cast<size_t>(simd::lanes_packed_size(N, K)));
   simd::pack_lanes(N, K, w.data(), K, false, packed.data(), 1);
   simd::active_kernels()->lanes_gemm(simd::LanesGemm{M, N, K, a, lda, packed.data(), c.data(), N, 2});

@@ -1192,6 +1192,15 @@ constexpr int kLanesPassRows = 8, kLanesPassBlocks = 3;
 // prefetching into L2 only slower.
 constexpr int64_t kLanesPrefetchFloats = 256;
 
+// Sets every register of an A x B accumulator array to zero.
+template <int A, int B>
+inline void zero_accumulators(reg (&acc)[A][B]) {
+#pragma GCC unroll 16
+  for (int i = 0; i < A; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < B; ++j) acc[i][j] = Vec::zero();
+}
+
 // c[r][n] += sum_k a[r][k] * w_j[k][n] for R rows and the C blocks w_j = w + j *
 // K * 16 (columns n of block j land at c + j * 16; the last block has last_cols
 // of them).
@@ -1199,10 +1208,7 @@ template <int R, int C>
 inline void lanes_column_pass(const float* w, int64_t K, const float* a, int64_t lda, float* c, int64_t ldc,
                               int64_t last_cols) {
   reg acc[R][C];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 3
-    for (int j = 0; j < C; ++j) acc[r][j] = Vec::zero();
+  zero_accumulators(acc);
   for (int64_t k = 0; k < K; ++k) {
     reg wv[C];
 #pragma GCC unroll 3
@@ -1254,10 +1260,7 @@ inline void lanes_column_passes(const float* w, int64_t K, const float* a, int64
 template <int C, int R>
 inline void lanes_block(const float* w, int64_t K, const float* at, float* tmp) {
   reg acc[C][R];
-#pragma GCC unroll 16
-  for (int u = 0; u < C; ++u)
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) acc[u][r] = Vec::zero();
+  zero_accumulators(acc);
   for (int64_t k = 0; k < K; ++k) {
     const float* wk = w + k * kPackBlock;
     _mm_prefetch(reinterpret_cast<const char*>(wk + kLanesPrefetchFloats), _MM_HINT_T0);
