@@ -265,6 +265,15 @@ bool padded_transposed_a_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, 
   return true;
 }
 
+// dnnl_sgemm, row-major.
+void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  const dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb,
+                                      beta, C, ldc);
+  RNNKIT_CHECK(st == dnnl_success, "gemm: oneDNN sgemm failed with status ", int(st), " (M=", M, ", N=", N,
+               ", K=", K, ", lda=", lda, ", ldb=", ldb, ", ldc=", ldc, ")");
+}
+
 // C[M, N] (+)= A[M, K] W^T with W [N, K] as it is (row stride ldb): every
 // input projection (x W_ih^T over a sequence's rows) and Linear layer. oneDNN
 // 2.6's sgemm packs such a W slowly when its rows are 2 KiB apart or a multiple
@@ -291,10 +300,20 @@ bool plain_weights_matmul_shape(int64_t M, int64_t N, int64_t ldb) {
   return M >= 16 && (M <= 512 || (M < 1024 && N <= 1024 && ldb % 512 == 0));
 }
 
-// A bounded cache of those primitives: a sequence's row count varies from
-// batch to batch (packed sequences), so entries are dropped, all at once, past
+// A bounded cache of those primitives (a new one costs about 0.1 ms): a
+// sequence's row count varies from batch to batch (packed or padded
+// sequences), so from 128 rows on the matmul takes them in whole multiples of
+// 16 and sgemm's small-M kernel the rest, at most 15 rows (1024 x 1024: 263
+// rows 1.23-1.24 ms against 1.21-1.22 for one matmul, 600 rows 2.82-2.86
+// against 2.74-2.76; below 128 rows that second read of W costs more, 25 x 2048
+// x 512 0.26 ms against 0.20, and those keep their own primitives): at most 112
+// + 56 primitives per layer shape. Entries are dropped, all at once, past
 // kPlainMatmulCacheSize; callers hold theirs by shared pointer meanwhile.
-constexpr size_t kPlainMatmulCacheSize = 64;
+constexpr int64_t kPlainMatmulRowStep = 16, kPlainMatmulExactRows = 128;
+constexpr size_t kPlainMatmulCacheSize = 256;
+int64_t plain_matmul_rows(int64_t M) {
+  return M < kPlainMatmulExactRows ? M : M / kPlainMatmulRowStep * kPlainMatmulRowStep;
+}
 
 std::shared_ptr<const MatmulEntry> plain_weights_entry(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb,
                                                        int64_t ldc, bool accumulate, bool one_thread) {
@@ -327,26 +346,20 @@ bool plain_weights_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_
   if (trans_a || !trans_b || alpha != 1.0f || (beta != 0.0f && beta != 1.0f) ||
       !plain_weights_matmul_shape(M, N, ldb))
     return false;
+  const int64_t rows = plain_matmul_rows(M);
   const std::shared_ptr<const MatmulEntry> e =
-      plain_weights_entry(M, N, K, lda, ldb, ldc, beta == 1.0f, omp_in_parallel() != 0);
+      plain_weights_entry(rows, N, K, lda, ldb, ldc, beta == 1.0f, omp_in_parallel() != 0);
   if (e == nullptr) return false;
   execute(*e, A, B, C);
+  if (rows < M) sgemm(false, true, M - rows, N, K, alpha, A + rows * lda, lda, B, ldb, beta, C + rows * ldc, ldc);
   return true;
-}
-
-void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  const dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb,
-                                      beta, C, ldc);
-  RNNKIT_CHECK(st == dnnl_success, "gemm: oneDNN sgemm failed with status ", int(st), " (M=", M, ", N=", N,
-               ", K=", K, ", lda=", lda, ", ldb=", ldb, ", ldc=", ldc, ")");
 }
 
 }  // namespace
 
 bool gemm_takes_plain_matmul(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc) {
   return M > 0 && N > 0 && K > 0 && plain_weights_matmul_shape(M, N, ldb) &&
-         plain_weights_entry(M, N, K, lda, ldb, ldc, false, false) != nullptr;
+         plain_weights_entry(plain_matmul_rows(M), N, K, lda, ldb, ldc, false, false) != nullptr;
 }
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,

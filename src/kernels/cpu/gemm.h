@@ -20,9 +20,10 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, double al
 
 // Whether gemm(false, true, M, N, K, 1, A, lda, W, ldb, beta, C, ldc), beta 0
 // or 1, takes oneDNN's brgemm matmul reading W [N, K] through its strides
-// instead of sgemm (gemm.cpp, plain_weights_gemm): by the shape alone, where
-// oneDNN has that kernel. Its sums do not depend on the thread count nor on
-// whether it runs inside a parallel region.
+// instead of sgemm (gemm.cpp, plain_weights_gemm; from 128 rows on, for its
+// rows in whole multiples of 16, the last M % 16 by sgemm): by the shape alone,
+// where oneDNN has that kernel. Its sums do not depend on the thread count nor on whether it
+// runs inside a parallel region.
 bool gemm_takes_plain_matmul(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc);
 
 // C[M, N] = A[M, K] W^T (W [N, K], row stride ldw) on the calling thread alone:
