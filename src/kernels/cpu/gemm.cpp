@@ -300,45 +300,36 @@ bool plain_weights_matmul_shape(int64_t M, int64_t N, int64_t ldb) {
   return M >= 16 && (M <= 512 || (M < 1024 && N <= 1024 && ldb % 512 == 0));
 }
 
-// A bounded cache of those primitives (a new one costs about 0.1 ms): a
-// sequence's row count varies from batch to batch (packed or padded
-// sequences), so from 128 rows on the matmul takes them in whole multiples of
-// 16 and sgemm's small-M kernel the rest, at most 15 rows (1024 x 1024: 263
-// rows 1.23-1.24 ms against 1.21-1.22 for one matmul, 600 rows 2.82-2.86
-// against 2.74-2.76; below 128 rows that second read of W costs more, 25 x 2048
-// x 512 0.26 ms against 0.20, and those keep their own primitives): at most 112
-// + 56 primitives per layer shape. Entries are dropped, all at once, past
-// kPlainMatmulCacheSize; callers hold theirs by shared pointer meanwhile.
+// The primitives are made once per shape (about 0.1 ms each) and kept, as
+// matmul_entry's are. A sequence's row count varies from batch to batch
+// (packed or padded sequences), so from 128 rows on the matmul takes them in
+// whole multiples of 16 and sgemm's small-M kernel the rest, at most 15 rows
+// (1024 x 1024: 263 rows 1.23-1.24 ms against 1.21-1.22 for one matmul, 600
+// rows 2.82-2.86 against 2.74-2.76; below 128 rows that second read of W costs
+// more, 25 x 2048 x 512 0.26 ms against 0.20, and those keep their own
+// primitives): at most 112 + 56 primitives per layer shape.
 constexpr int64_t kPlainMatmulRowStep = 16, kPlainMatmulExactRows = 128;
-constexpr size_t kPlainMatmulCacheSize = 256;
 int64_t plain_matmul_rows(int64_t M) {
   return M < kPlainMatmulExactRows ? M : M / kPlainMatmulRowStep * kPlainMatmulRowStep;
 }
 
-std::shared_ptr<const MatmulEntry> plain_weights_entry(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb,
-                                                       int64_t ldc, bool accumulate, bool one_thread) {
-  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, bool>;
-  static std::mutex mutex;
-  static std::map<Key, std::shared_ptr<const MatmulEntry>> cache;
+// The primitive for M rows, made for rnnkit's thread count or, with
+// one_thread, for one thread; null, cached as such, where oneDNN would not use
+// brgemm.
+const MatmulEntry* plain_weights_entry(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldb, int64_t ldc,
+                                       bool accumulate, bool one_thread) {
+  static MatmulCache<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, bool> cache;
   const int nthreads = one_thread ? 1 : rnnkit::get_num_threads();
-  const Key key{M, N, K, lda, ldb, ldc, nthreads, accumulate};
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    auto found = cache.find(key);
-    if (found != cache.end()) return found->second;
-  }
-  // Made outside the lock (a tenth of a millisecond); a race makes it twice.
-  const int saved = omp_get_max_threads();
-  omp_set_num_threads(nthreads);
-  std::shared_ptr<const MatmulEntry> entry =
-      make_matmul_here(memory::desc({M, K}, memory::data_type::f32, memory::dims{lda, 1}),
-                       memory::desc({K, N}, memory::data_type::f32, memory::dims{1, ldb}),
-                       memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1}), accumulate, true);
-  omp_set_num_threads(saved);
-  std::lock_guard<std::mutex> lock(mutex);
-  if (cache.size() >= kPlainMatmulCacheSize) cache.clear();
-  cache.emplace(key, entry);
-  return entry;
+  return cache.get({M, N, K, lda, ldb, ldc, nthreads, accumulate}, true, [&] {
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(nthreads);
+    auto entry = make_matmul_here(memory::desc({M, K}, memory::data_type::f32, memory::dims{lda, 1}),
+                                  memory::desc({K, N}, memory::data_type::f32, memory::dims{1, ldb}),
+                                  memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1}), accumulate,
+                                  true);
+    omp_set_num_threads(saved);
+    return entry;
+  });
 }
 
 bool plain_weights_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
@@ -347,8 +338,7 @@ bool plain_weights_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_
       !plain_weights_matmul_shape(M, N, ldb))
     return false;
   const int64_t rows = plain_matmul_rows(M);
-  const std::shared_ptr<const MatmulEntry> e =
-      plain_weights_entry(rows, N, K, lda, ldb, ldc, beta == 1.0f, omp_in_parallel() != 0);
+  const MatmulEntry* e = plain_weights_entry(rows, N, K, lda, ldb, ldc, beta == 1.0f, omp_in_parallel() != 0);
   if (e == nullptr) return false;
   execute(*e, A, B, C);
   if (rows < M) sgemm(false, true, M - rows, N, K, alpha, A + rows * lda, lda, B, ldb, beta, C + rows * ldc, ldc);
