@@ -148,7 +148,8 @@ struct OnednnRnn::Impl {
 
   void build_training();
   void forward_inference();
-  void train_step();
+  void train_forward();
+  void train_backward();
 };
 
 OnednnRnn::Impl::Impl(const Problem& prob, bool build_inference) : p(prob) {
@@ -228,7 +229,14 @@ OnednnRnn::~OnednnRnn() = default;
 
 void OnednnRnn::forward_inference() { impl_->forward_inference(); }
 
-void OnednnRnn::train_step() { impl_->train_step(); }
+void OnednnRnn::train_step() {
+  impl_->train_forward();
+  impl_->train_backward();
+}
+
+void OnednnRnn::train_forward() { impl_->train_forward(); }
+
+void OnednnRnn::train_backward() { impl_->train_backward(); }
 
 void OnednnRnn::Impl::forward_inference() {
   Impl& m = *this;
@@ -243,7 +251,7 @@ void OnednnRnn::Impl::forward_inference() {
   m.strm.wait();
 }
 
-void OnednnRnn::Impl::train_step() {
+void OnednnRnn::Impl::train_forward() {
   Impl& m = *this;
   std::unordered_map<int, memory> fa = {{DNNL_ARG_SRC_LAYER, m.src_layer},
                                         {DNNL_ARG_WEIGHTS_LAYER, m.w_layer_train},
@@ -254,6 +262,11 @@ void OnednnRnn::Impl::train_step() {
                                         {DNNL_ARG_WORKSPACE, m.workspace}};
   if (m.kind == Kind::Lstm) fa[DNNL_ARG_DST_ITER_C] = m.dst_iter_c;
   m.fwd_train.execute(m.strm, fa);
+  m.strm.wait();
+}
+
+void OnednnRnn::Impl::train_backward() {
+  Impl& m = *this;
   std::unordered_map<int, memory> ba = {{DNNL_ARG_SRC_LAYER, m.src_layer},
                                         {DNNL_ARG_WEIGHTS_LAYER, m.w_layer_bwd},
                                         {DNNL_ARG_WEIGHTS_ITER, m.w_iter_bwd},
@@ -291,7 +304,8 @@ int64_t OnednnRnn::peak_training_bytes(const Problem& p) {
   auto m = std::make_unique<Impl>(p, false);
   return peak_rss_growth([&] {
     m->build_training();
-    m->train_step();
+    m->train_forward();
+    m->train_backward();
   });
 }
 

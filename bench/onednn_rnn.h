@@ -18,7 +18,9 @@ class OnednnRnn {
   explicit OnednnRnn(const Problem& p);
   ~OnednnRnn();
   void forward_inference();
-  void train_step();
+  void train_step();  // train_forward then train_backward
+  void train_forward();
+  void train_backward();
   // dst_layer of the last forward inference, [T, N, H].
   std::vector<float> y() const;
   // diff_src_layer of the last training step, [T, N, H].

@@ -365,9 +365,32 @@ bool packed_for(const PackedHeader& h, const RnnLayerDims& d) {
 // from the GEMMs', so a forward given packed W_ih differs from one without in
 // the last bits; it does not depend on the thread count.
 bool g_packed_projection = true;  // tuning::set_packed_projection
+
 bool packed_projection_path(const RnnLayerDims& d) {
   const simd::Kernels* k = simd::active_kernels();
   return g_packed_projection && k != nullptr && small_batch_path(d) && gate_count(d.cell) >= 3;
+}
+
+// Whether a small-batch forward on d given no packed W_ih (every training
+// forward: the weights change between calls) packs W_ih itself, a 16-unit block
+// at a time on the thread that owns it into a buffer of its own, and takes the
+// product above over it instead of a GEMM per gate: with AVX-512 (all gates a
+// pass) from 128 rows in the sequence. Its sums then run as with W_ih packed
+// by the caller (the same bits). Two Zen 5 cores, in-process A/B, training forward
+// / inference forward with W_ih not packed, new / old time (medians of 15-21):
+// LSTM H = I = 650 N = 20 T = 35 0.86-0.89 / 0.86; LSTM 1500 N = 20 T = 35
+// 0.88 / 0.88; GRU 650 N = 20 T = 35 0.89 / 0.91; LSTM 1000 N = 16 T = 25 0.95;
+// LSTM 1008 / 640 / 656 / 1040 0.95-0.99; LSTM 512 N = 8 T = 50 0.96 / 1.00,
+// GRU 512 N = 16 T = 25 0.96 / 1.01; LSTM 128 and GRU 128 N = 1 T = 256 0.96-0.98;
+// LSTM 512 N = 4 T = 25 0.98; level (0.98-1.02) at LSTM 512, 768 and 1024 with
+// N = 8-32 and at GRU 1024 N = 1 T = 1500. Below 128 rows it was level to 6%
+// slower in inference (LSTM 512 N = 2 T = 32 1.06, LSTM 1024 N = 4 T = 16 1.04;
+// the packing is paid for fewer rows), and 25 rows 3% slower in training. The
+// AVX2 kernels (two gates a pass) on the same CPU: level to 3% slower (LSTM 650
+// N = 20 1.01, GRU 512 N = 16 1.02-1.03), so they keep the GEMMs.
+bool self_packed_projection(const RnnLayerDims& d) {
+  constexpr int64_t kMinRows = 128;
+  return packed_projection_path(d) && simd::active_isa() == simd::Isa::kAvx512 && packed_rows(d) >= kMinRows;
 }
 
 // The packed weights an inference forward on d takes: the small-batch path
@@ -693,6 +716,7 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
       a.w_ih = w.w_ih;
       a.w_hh = w.w_hh;
       if (w.w_ih_packed != nullptr) a.w_ih_packed = packed_input_body(d, w.w_ih_packed);
+      a.pack_projection = a.w_ih_packed == nullptr && self_packed_projection(d);
       const float* given = w.w_hh_packed == nullptr
                                ? nullptr
                                : packed_body(d, w.w_hh_packed, PackedKind::kSmallBatch, Training, &a.bf16);
@@ -1237,6 +1261,11 @@ const char* forward_path(const RnnLayerDims& dims) {
     case PackedKind::kInput: break;
   }
   return "gemm";
+}
+
+bool self_packs_projection(const RnnLayerDims& dims) {
+  check_rnn_dims(dims);
+  return self_packed_projection(dims);
 }
 
 const char* backward_path(const RnnLayerDims& dims) {

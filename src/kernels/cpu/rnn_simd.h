@@ -58,6 +58,9 @@ int64_t packed_recurrent_size(int64_t G, int64_t H, int64_t K);
 // Packs blocks [block_begin, block_end) of w_hh into packed (same layout).
 void pack_recurrent(int64_t G, int64_t H, int64_t K, const float* w_hh, float* packed,
                     int64_t block_begin, int64_t block_end, bool gate_major);
+// Block jb alone, into dst ([K][G][16] or [G][K][16]).
+void pack_recurrent_block(int64_t G, int64_t H, int64_t K, const float* w_hh, int64_t jb, float* dst,
+                          bool gate_major);
 // W_hh in bfloat16 (round to nearest even), all blocks, each [K/2][G][16][2],
 // or [G][K/2][16][2] with gate_major: the weights of k and k + 1 side by side
 // in one 32-bit lane, so that one load and one shift or mask widen them (K odd:
@@ -112,6 +115,10 @@ struct SmallBatchForward {
   // own product over it instead of GEMMs over w_ih (rnn.cpp,
   // packed_projection_path, says which layers take it).
   const float* w_ih_packed = nullptr;
+  // Without w_ih_packed: each thread packs its blocks of W_ih one at a time
+  // into a buffer of its own (thread_scratch) and takes the same product over
+  // them (rnn.cpp, self_packed_projection).
+  bool pack_projection = false;
   float* packed = nullptr;             // packed W_hh: written when pack, else read
   bool gate_major = false;             // packed's layout: Kernels::gate_major
   bool pack = true;

@@ -606,8 +606,8 @@ inline int small_batch_threads(int requested, int64_t blocks, const RnnLayerDims
 // brgemm matmul and 168-189 for its sgemm; 1 row 19 / 60 / 26; 8 rows 35-47 /
 // 74-79 / 66; 16 rows 68-71 / 106-110 / 132; 100 rows 398 / 441-449 / 488-497.
 // Packing a block just before its product instead costs about 65 us more (the
-// transposes) and loses to the GEMMs at every size up to 32 rows: so only
-// caller-packed W_ih takes this product.
+// transposes) and loses to the GEMMs at every size up to 32 rows; over whole
+// sequences of 128 rows and more it wins (rnn.cpp, self_packed_projection).
 
 // Gates per pass: all of them with 32 registers; with 16 (AVX2: a 16-unit block
 // is two vectors per gate) two at a time, or one for the GRU, over weights
@@ -745,6 +745,14 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
         for (int64_t jb = jb0; jb < jb1; ++jb)
           project_block<G>(a.w_ih_packed + jb * I * G * kPackBlock, I, rows, a.x, a.ldx, a.gates + jb * kPackBlock,
                            a.ldg, col, std::min(kPackBlock, H - jb * kPackBlock));
+      } else if (a.pack_projection) {
+        const int64_t block = I * G * kPackBlock;
+        float* wp = thread_scratch(static_cast<size_t>(block));
+        for (int64_t jb = jb0; jb < jb1; ++jb) {
+          pack_recurrent_block(G, H, I, a.w_ih, jb, wp, projection_gate_major(G));
+          project_block<G>(wp, I, rows, a.x, a.ldx, a.gates + jb * kPackBlock, a.ldg, col,
+                           std::min(kPackBlock, H - jb * kPackBlock));
+        }
       } else {
         const int64_t full_end = std::max(u0, std::min(u1, H / kPackBlock * kPackBlock));
         for (int q = 0; q < G; ++q)

@@ -53,6 +53,11 @@ void set_stage_step_products(bool stage);
 // rnn_packed_input_weights_size. For A/B measurements. Not thread-safe.
 void set_packed_projection(bool on);
 
+// Whether a forward on dims given no packed W_ih packs it itself for the
+// packed product (rnn.cpp, self_packed_projection), on the active instruction
+// set: its results are then the same bits as with W_ih packed by the caller.
+bool self_packs_projection(const RnnLayerDims& dims);
+
 // Which forward path dims take on the active instruction set: "small-batch",
 // "lanes" (lanes_gemm per-step products) or "gemm" (oneDNN per-step products).
 const char* forward_path(const RnnLayerDims& dims);
