@@ -104,6 +104,8 @@ direction, float32): forward inference, and forward training + backward.
   --no-memory        skip the peak-memory measurements
   --bf16             also time inference with bfloat16 recurrent weights (small-batch
                      rows) and report its error against float32
+  --train-split      also time the training step's forward and backward apart
+                     (rows 'train fwd' and 'train bwd')
   --verbose          progress on stderr
 )";
 }
@@ -113,7 +115,8 @@ namespace {
 struct Options {
   int threads = 0;
   std::vector<std::string> row_filters;
-  bool quick = false, json = false, torch = true, memory = true, verbose = false, bf16 = false;
+  bool quick = false, json = false, torch = true, memory = true, verbose = false, bf16 = false,
+       train_split = false;
   std::string suite_file;
   double min_time_s = 1.0;
   int min_reps = 5, max_reps = 500, warmup = 2;
@@ -184,6 +187,8 @@ Options parse_options(const std::vector<std::string>& args) {
       o.memory = false;
     } else if (a == "--bf16") {
       o.bf16 = true;
+    } else if (a == "--train-split") {
+      o.train_split = true;
     } else if (a == "--verbose") {
       o.verbose = true;
     } else {
@@ -332,6 +337,8 @@ struct RowResult {
   Stats rk_fwd_packing;  // inference that packs W_hh itself (small-batch rows only)
   Stats rk_fwd_bf16;     // inference with bfloat16 W_hh (--bf16, small-batch rows)
   double bf16_error = -1;  // its y against float32, relative
+  // The training step's forward and backward apart (--train-split).
+  Stats rk_train_fwd, rk_train_bwd, dn_train_fwd, dn_train_bwd;
   double check_y = -1, check_dx = -1;  // rnnkit vs oneDNN, relative
   TorchTiming torch;
   int64_t rk_peak = -1, rk_buffers = -1, dn_peak = -1;
@@ -381,7 +388,8 @@ void print_table(std::ostream& out, const std::vector<RowResult>& res, const jso
          "rnnkit time;\nGFLOP/s counts the GEMM work: forward 2*G*H*(I+H)*N*T, forward+backward 3x "
          "that;\nfwd = inference with W_hh (and W_ih where taken) packed beforehand (rnn_pack_weights,\n"
          "rnn_pack_input_weights; as oneDNN's weights are reordered beforehand), fwd* = the same call\n"
-         "packing W_hh itself, fwd bf16 = bfloat16-packed W_hh (--bf16)\n\n";
+         "packing W_hh itself, fwd bf16 = bfloat16-packed W_hh (--bf16),\n"
+         "train fwd / train bwd = the training step's two calls timed apart (--train-split)\n\n";
   out << std::left << std::setw(22) << "row" << std::setw(9) << "pass" << std::right
       << std::setw(10) << "rnnkit ms" << std::setw(9) << "us/step" << std::setw(9) << "GFLOP/s"
       << std::setw(7) << "%ceil" << std::setw(11) << "oneDNN ms" << std::setw(9) << "GFLOP/s"
@@ -403,6 +411,17 @@ void print_table(std::ostream& out, const std::vector<RowResult>& res, const jso
           << fmt(dn.median_ms > 0 ? rk.median_ms / dn.median_ms : -1, 3, 10)
           << fmt(have_torch && tt > 0 ? tt / rk.median_ms : -1, 1, 9) << "  "
           << targets(r, train, ceiling) << "\n";
+      if (train && r.rk_train_fwd.median_ms > 0)
+        for (int part = 0; part < 2; ++part) {
+          const Stats& rp = part == 0 ? r.rk_train_fwd : r.rk_train_bwd;
+          const Stats& dp = part == 0 ? r.dn_train_fwd : r.dn_train_bwd;
+          const double pf = r.row.forward_flops() * (part == 0 ? 1 : 2);
+          out << std::left << std::setw(22) << "" << std::setw(9) << (part == 0 ? "train fwd" : "train bwd")
+              << std::right << fmt(rp.median_ms, 3, 10) << fmt(rp.median_ms * 1e3 / r.row.steps, 2, 9)
+              << fmt(gflops(pf, rp.median_ms), 1, 9) << fmt(100 * gflops(pf, rp.median_ms) / ceiling, 0, 6)
+              << "%" << fmt(dp.median_ms, 3, 11) << fmt(gflops(pf, dp.median_ms), 1, 9) << std::setw(20) << ""
+              << fmt(dp.median_ms > 0 ? rp.median_ms / dp.median_ms : -1, 3, 10) << "\n";
+        }
       if (!train && r.rk_fwd_packing.median_ms > 0) {
         const Stats& pk = r.rk_fwd_packing;
         out << std::left << std::setw(22) << "" << std::setw(9) << "fwd*" << std::right
@@ -541,6 +560,16 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     const auto train = time_alternating({[&] { rk.train_step(); }, [&] { dn.train_step(); }}, o);
     r.rk_train = train[0];
     r.dn_train = train[1];
+    if (o.train_split) {
+      // In this order each backward follows its own library's forward.
+      const auto parts = time_alternating({[&] { rk.train_forward(); }, [&] { rk.train_backward(); },
+                                           [&] { dn.train_forward(); }, [&] { dn.train_backward(); }},
+                                          o);
+      r.rk_train_fwd = parts[0];
+      r.rk_train_bwd = parts[1];
+      r.dn_train_fwd = parts[2];
+      r.dn_train_bwd = parts[3];
+    }
     r.check_dx = rel_diff(rk.dx(), dn.dx());
   }
   ceiling = std::max(ceiling, sgemm_ceiling(o, ceiling_n));
@@ -576,8 +605,10 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
                              {"fwd_packing_in_call", stats_json(r.rk_fwd_packing)},
                              {"fwd_bf16", stats_json(r.rk_fwd_bf16)},
                              {"fwd_bf16_error", r.bf16_error},
+                             {"train_fwd", stats_json(r.rk_train_fwd)}, {"train_bwd", stats_json(r.rk_train_bwd)},
                              {"peak_train_bytes", r.rk_peak}, {"train_buffer_bytes", r.rk_buffers}}},
                  {"onednn", {{"fwd", stats_json(r.dn_fwd)}, {"train", stats_json(r.dn_train)},
+                             {"train_fwd", stats_json(r.dn_train_fwd)}, {"train_bwd", stats_json(r.dn_train_bwd)},
                              {"peak_train_bytes", r.dn_peak}}},
                  {"agreement", {{"y", r.check_y}, {"dx", r.check_dx}}},
                  {"targets", {{"fwd", targets(r, false, ceiling)}, {"train", targets(r, true, ceiling)}}}};
