@@ -363,9 +363,9 @@ bool packed_for(const PackedHeader& h, const RnnLayerDims& d) {
 // LSTM 128 T = 256 0.98, GRU 128 0.98-0.99. Not the Elman cells (one gate: a
 // weight vector per 8 broadcasts): 0.96-1.04. The product's summation order differs
 // from the GEMMs', so a forward given packed W_ih differs from one without in
-// the last bits; it does not depend on the thread count.
+// the last bits (unless it packs W_ih itself: self_packed_projection); it does
+// not depend on the thread count.
 bool g_packed_projection = true;  // tuning::set_packed_projection
-
 bool packed_projection_path(const RnnLayerDims& d) {
   const simd::Kernels* k = simd::active_kernels();
   return g_packed_projection && k != nullptr && small_batch_path(d) && gate_count(d.cell) >= 3;
