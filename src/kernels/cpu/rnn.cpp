@@ -383,7 +383,9 @@ bool packed_projection_path(const RnnLayerDims& d) {
 // LSTM 1008 / 640 / 656 / 1040 0.95-0.99; LSTM 512 N = 8 T = 50 0.96 / 1.00,
 // GRU 512 N = 16 T = 25 0.96 / 1.01; LSTM 128 and GRU 128 N = 1 T = 256 0.96-0.98;
 // LSTM 512 N = 4 T = 25 0.98; level (0.98-1.02) at LSTM 512, 768 and 1024 with
-// N = 8-32 and at GRU 1024 N = 1 T = 1500. Below 128 rows it was level to 6%
+// N = 8-32 and at GRU 1024 N = 1 T = 1500; training forward, LSTM and GRU
+// H = I = 100 / 200 / 400 / 800 at N = 1 / 4 / 16 / 32 over 256 rows: 0.94-0.97 /
+// 0.97-1.01 / 0.94-0.99 / 0.91-0.96 (calls alternating, medians of 21). Below 128 rows it was level to 6%
 // slower in inference (LSTM 512 N = 2 T = 32 1.06, LSTM 1024 N = 4 T = 16 1.04;
 // the packing is paid for fewer rows), and 25 rows 3% slower in training. The
 // AVX2 kernels (two gates a pass) on the same CPU: level to 3% slower (LSTM 650
