@@ -81,6 +81,15 @@ std::vector<Spec> specs() {
                [](Generator& g) { return std::vector<Shape>{random_shape(g, 2, 4)}; },
                [](auto& x) { return sum(x[0], {0, -1}, true); }});
   v.push_back({"sum_all", {{"fn", "sum"}, {"args", {"$a"}}, {"exact", true}}, one, [](auto& x) { return sum(x[0]); }});
+  // Leading dims of a contiguous tensor (a bias gradient's column sums) take
+  // their own loop (native::sum).
+  v.push_back({"sum_leading", {{"fn", "sum"}, {"args", {"$a", json::array({0})}}, {"exact", true}},
+               [](Generator& g) { return std::vector<Shape>{random_shape(g, 2, 4)}; },
+               [](auto& x) { return sum(x[0], {0}); }});
+  v.push_back({"sum_leading_keepdim",
+               {{"fn", "sum"}, {"args", {"$a", json::array({1, 0})}}, {"kwargs", {{"keepdim", true}}}, {"exact", true}},
+               [](Generator& g) { return std::vector<Shape>{random_shape(g, 3, 4)}; },
+               [](auto& x) { return sum(x[0], {1, 0}, true); }});
   v.push_back({"mean_dim", {{"fn", "mean"}, {"args", {"$a", json::array({-1})}}, {"exact", true}},
                [](Generator& g) { return std::vector<Shape>{random_shape(g, 2, 3)}; },
                [](auto& x) { return mean(x[0], {-1}); }});
