@@ -16,6 +16,8 @@ class Generator {
   uint64_t seed() const { return seed_; }
 
   uint64_t next_u64();
+  // The next n values of next_u64 into out (the same stream, without a call each).
+  void fill_u64(uint64_t* out, int64_t n);
   // Uniform in [0, 1) with 24 (float) or 53 (double) random bits.
   float next_float();
   double next_double();

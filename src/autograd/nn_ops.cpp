@@ -76,10 +76,26 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   // mask holds 0 or 1/(1-p) so backward is one multiply.
   Tensor mask = empty(x.sizes(), TensorOptions(x.dtype()));
   const double scale = 1.0 / (1.0 - p);
+  // Element i is kept where the i-th next_double() >= p, i.e. where its 53 bits
+  // (next_u64() >> 11, an integer) are >= p * 2^53 (exact: a power-of-two
+  // scaling), so >= its ceiling: drawn a block at a time (fill_u64) and
+  // compared as integers, the same masks as one next_double() call per
+  // element at a fraction of the time ([35, 20, 650] on a Zen 5 core: 3.4 ms
+  // -> 0.6 for the whole forward).
+  const uint64_t cut = static_cast<uint64_t>(std::ceil(p * 9007199254740992.0));
   dispatch_floating(x.dtype(), "dropout", [&](auto tag) {
     using T = decltype(tag);
     T* m = mask.data_ptr<T>();
-    for (int64_t i = 0, n = mask.numel(); i < n; ++i) m[i] = g.next_double() >= p ? static_cast<T>(scale) : T(0);
+    // Selected from a table: a branch mispredicts half the time, and a
+    // bool-to-float conversion chains each element to the previous one.
+    const T value[2] = {T(0), static_cast<T>(scale)};
+    constexpr int64_t kBlock = 1024;
+    uint64_t bits[kBlock];
+    for (int64_t i0 = 0, n = mask.numel(); i0 < n; i0 += kBlock) {
+      const int64_t b = std::min(kBlock, n - i0);
+      g.fill_u64(bits, b);
+      for (int64_t j = 0; j < b; ++j) m[i0 + j] = value[(bits[j] >> 11) >= cut];
+    }
   });
   Tensor out = native::binary(x, mask, Binary::Mul, "dropout");
   return record("MulBackward0", {x}, out, [mask](const tensor_list& gr) -> tensor_list {

@@ -36,6 +36,21 @@ uint64_t Generator::next_u64() {
   return result;
 }
 
+void Generator::fill_u64(uint64_t* out, int64_t n) {
+  uint64_t s0 = s_[0], s1 = s_[1], s2 = s_[2], s3 = s_[3];
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] = rotl(s1 * 5, 7) * 9;
+    const uint64_t t = s1 << 17;
+    s2 ^= s0;
+    s3 ^= s1;
+    s1 ^= s2;
+    s0 ^= s3;
+    s2 ^= t;
+    s3 = rotl(s3, 45);
+  }
+  s_ = {s0, s1, s2, s3};
+}
+
 float Generator::next_float() { return static_cast<float>(next_u64() >> 40) * (1.0f / 16777216.0f); }
 
 double Generator::next_double() {

@@ -149,6 +149,19 @@ TEST(Tensor, GeneratorIsReproducible) {
   EXPECT_EQ(pv, (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
 }
 
+// fill_u64 continues the stream exactly as next_u64 calls would.
+TEST(Tensor, GeneratorFillMatchesCalls) {
+  Generator g1(9), g2(9);
+  g1.next_u64();
+  g2.next_u64();
+  std::vector<uint64_t> block(1000);
+  g1.fill_u64(block.data(), static_cast<int64_t>(block.size()));
+  for (uint64_t v : block) ASSERT_EQ(v, g2.next_u64());
+  EXPECT_EQ(g1.next_u64(), g2.next_u64());
+  g1.fill_u64(block.data(), 0);
+  EXPECT_EQ(g1.next_double(), g2.next_double());
+}
+
 TEST(Tensor, Printing) {
   std::ostringstream os;
   os << from_vector(std::vector<float>{0.1f, -2, 3, 4}, {2, 2});

@@ -212,6 +212,16 @@ TEST(TensorParity, DropoutStatisticsAndReproducibility) {
   EXPECT_NEAR(kept, 0.7, 0.01);
   EXPECT_NEAR(a.mean().item(), 1.0, 0.02);  // inverted scaling keeps the mean
   EXPECT_TRUE(equal(dropout(x, 0.3, false, &g1), x));
+  // Element i is kept, scaled by 1 / (1 - p), where the generator's i-th
+  // next_double() >= p (whatever p, also not a multiple of 2^-53).
+  for (double p : {0.3, 0.5, 1.0 / 3.0, 0.9}) {
+    Generator g(17), replay(17);
+    const Tensor y = dropout(ones({3001}), p, true, &g);
+    const std::vector<float> v = y.to_vector<float>();
+    const float keep = static_cast<float>(1.0 / (1.0 - p));
+    for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(v[i], replay.next_double() >= p ? keep : 0.f) << "p " << p << ", element " << i;
+    EXPECT_EQ(g.next_u64(), replay.next_u64()) << "p " << p;
+  }
 }
 
 }  // namespace
