@@ -30,6 +30,7 @@
 #include "rnnkit/nn/rnn.h"
 #include "rnnkit/rnnkit.h"
 #include "rnnkit/threading.h"
+#include "torch_script.h"
 
 namespace {
 
@@ -128,31 +129,14 @@ json run_torch(const Settings& s, int threads) {
   const json cfg = {{"ntoken", s.ntoken}, {"emsize", s.emsize}, {"nhid", s.nhid},       {"layers", s.layers},
                     {"bptt", s.bptt},     {"batch", s.batch},   {"dropout", s.dropout}, {"reps", s.reps},
                     {"threads", threads}};
-  const std::string n = std::to_string(threads);
-  const std::string cmd = "env -u OPENBLAS_CORETYPE OMP_NUM_THREADS=" + n + " OPENBLAS_NUM_THREADS=" + n +
-                          " /usr/bin/python3 '" + s.script + "' '" + cfg.dump() + "'";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return nullptr;
-  std::string output;
-  char buf[4096];
-  while (size_t got = fread(buf, 1, sizeof(buf), pipe)) output.append(buf, got);
-  if (pclose(pipe) != 0) {
-    std::cerr << "bench_lm: the PyTorch script failed (" << cmd << ")\n";
-    return nullptr;
-  }
-  return json::parse(output, nullptr, false);
-}
-
-std::string default_script() {
-  const std::string here = __FILE__;
-  return here.substr(0, here.find_last_of('/') + 1) + "py/bench_lm.py";
+  return rnnkit::bench::run_torch_script(s.script, cfg, threads, "bench_lm");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   Settings s;
-  s.script = default_script();
+  s.script = rnnkit::bench::bench_script_path("bench_lm.py");
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {

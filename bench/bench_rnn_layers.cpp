@@ -42,6 +42,7 @@
 #include "rnnkit/nn/rnn.h"
 #include "rnnkit/ops.h"
 #include "rnnkit/threading.h"
+#include "torch_script.h"
 
 namespace {
 
@@ -223,31 +224,14 @@ json run_torch(const Settings& s, const std::vector<std::string>& cells, int thr
   const json cfg = {{"cells", cells},   {"input", s.input}, {"hidden", s.hidden},   {"batch", s.batch},
                     {"steps", s.steps}, {"reps", s.reps},   {"threads", threads},   {"layers", s.layers},
                     {"bidirectional", s.bidirectional}};
-  const std::string n = std::to_string(threads);
-  const std::string cmd = "env -u OPENBLAS_CORETYPE OMP_NUM_THREADS=" + n + " OPENBLAS_NUM_THREADS=" + n +
-                          " /usr/bin/python3 '" + s.script + "' '" + cfg.dump() + "'";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return nullptr;
-  std::string output;
-  char buf[4096];
-  while (size_t got = fread(buf, 1, sizeof(buf), pipe)) output.append(buf, got);
-  if (pclose(pipe) != 0) {
-    std::cerr << "bench_rnn_layers: the PyTorch script failed (" << cmd << ")\n";
-    return nullptr;
-  }
-  return json::parse(output, nullptr, false);
-}
-
-std::string default_script() {
-  const std::string here = __FILE__;
-  return here.substr(0, here.find_last_of('/') + 1) + "py/bench_rnn_layers.py";
+  return rnnkit::bench::run_torch_script(s.script, cfg, threads, "bench_rnn_layers");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   Settings s;
-  s.script = default_script();
+  s.script = rnnkit::bench::bench_script_path("bench_rnn_layers.py");
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {

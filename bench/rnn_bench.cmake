@@ -13,7 +13,8 @@ if(NOT TARGET rnnkit_bench)
     ${RNNKIT_BENCH_DIR}/rnn_bench.cpp
     ${RNNKIT_BENCH_DIR}/problem.cpp
     ${RNNKIT_BENCH_DIR}/onednn_rnn.cpp
-    ${RNNKIT_BENCH_DIR}/torch_runner.cpp)
+    ${RNNKIT_BENCH_DIR}/torch_runner.cpp
+    ${RNNKIT_BENCH_DIR}/torch_script.cpp)
   target_include_directories(rnnkit_bench
     PUBLIC ${RNNKIT_BENCH_DIR}
     PRIVATE ${PROJECT_SOURCE_DIR}/src ${PROJECT_BINARY_DIR}/generated/bench)

@@ -14,12 +14,14 @@ OPENBLAS_CORETYPE removed; torch.set_num_threads gets the same count here.
 Times are medians in milliseconds after two warm-up calls.
 """
 import json
-import statistics
+import os
 import sys
-import time
 
 import torch
 from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_rnn_layers import median_ms  # noqa: E402  (the same timing, beside this script)
 
 
 class WordLM(nn.Module):
@@ -33,17 +35,6 @@ class WordLM(nn.Module):
     def forward(self, x, hidden):
         output, hidden = self.rnn(self.drop(self.encoder(x)), hidden)
         return self.decoder(self.drop(output).reshape(-1, output.size(2))), hidden
-
-
-def median_ms(fn, reps):
-    fn()
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def main():
@@ -72,9 +63,9 @@ def main():
             criterion(logits, targets).item()
 
     model.train()
-    train_ms = median_ms(train_step, cfg["reps"])
+    train_ms = median_ms(train_step, cfg["reps"], warmups=2)
     model.eval()
-    eval_ms = median_ms(evaluate, cfg["reps"])
+    eval_ms = median_ms(evaluate, cfg["reps"], warmups=2)
     json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "train_ms": train_ms,
                "eval_ms": eval_ms}, sys.stdout)
     sys.stdout.write("\n")

@@ -20,8 +20,9 @@ import time
 import torch
 
 
-def median_ms(fn, reps):
-    fn()  # warm-up
+def median_ms(fn, reps, warmups=1):
+    for _ in range(warmups):
+        fn()
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
