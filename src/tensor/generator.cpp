@@ -25,18 +25,13 @@ void Generator::manual_seed(uint64_t seed) {
 }
 
 uint64_t Generator::next_u64() {
-  const uint64_t result = rotl(s_[1] * 5, 7) * 9;
-  const uint64_t t = s_[1] << 17;
-  s_[2] ^= s_[0];
-  s_[3] ^= s_[1];
-  s_[1] ^= s_[2];
-  s_[0] ^= s_[3];
-  s_[2] ^= t;
-  s_[3] = rotl(s_[3], 45);
-  return result;
+  uint64_t v;
+  fill_u64(&v, 1);
+  return v;
 }
 
 void Generator::fill_u64(uint64_t* out, int64_t n) {
+  // The state in locals, so that a block's steps stay in registers.
   uint64_t s0 = s_[0], s1 = s_[1], s2 = s_[2], s3 = s_[3];
   for (int64_t i = 0; i < n; ++i) {
     out[i] = rotl(s1 * 5, 7) * 9;
