@@ -824,10 +824,16 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
       // (consecutive blocks of a walk are adjacent).
       const auto products = [&](int g, int64_t i0, int64_t count) {
         for (int64_t i = i0; i < i0 + count; ++i) {
-          const int64_t jb = walk_block(g, i), lo = std::min(jb, walk_block(g, i + 1));
-          const bool pair = kPairs && !a.bf16 && i + 1 < i0 + count && (lo + 2) * kPackBlock <= H;
-          product(pair ? lo : jb, pair);
-          i += pair ? 1 : 0;
+          const int64_t jb = walk_block(g, i);
+          if constexpr (kPairs) {
+            const int64_t lo = std::min(jb, walk_block(g, i + 1));
+            if (!a.bf16 && i + 1 < i0 + count && (lo + 2) * kPackBlock <= H) {
+              product(lo, true);
+              ++i;
+              continue;
+            }
+          }
+          product(jb);
         }
       };
       // The pointwise pass over units [u0, u1) at once (its vectors are
