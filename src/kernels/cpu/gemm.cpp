@@ -265,9 +265,13 @@ bool padded_transposed_a_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, 
   return true;
 }
 
-// dnnl_sgemm, row-major.
+// dnnl_sgemm, row-major, on rnnkit's thread count (one thread inside any
+// parallel region: gemm_on_this_thread calls it there directly, and oneDNN
+// would otherwise start a nested team inside a one-thread team's region, whose
+// sums round differently on AVX2 than one thread's).
 void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
            const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  use_rnnkit_threads();
   const dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb,
                                       beta, C, ldc);
   RNNKIT_CHECK(st == dnnl_success, "gemm: oneDNN sgemm failed with status ", int(st), " (M=", M, ", N=", N,
