@@ -18,14 +18,13 @@
 #include <cmath>
 #include <limits>
 #include <sstream>
-#include <type_traits>
 #include <vector>
 
 #include "autograd/function.h"
-#include "kernels/cpu/rnn_simd.h"
 #include "rnnkit/nn/loss.h"
 #include "rnnkit/ops.h"
 #include "tensor/native.h"
+#include "tensor/vector_rows.h"
 
 namespace rnnkit::nn {
 
@@ -100,70 +99,12 @@ struct LossConfig {
   Reduction reduction = Reduction::Mean;
 };
 
-// A contiguous float row's log-sum-exp parts and softmax by the vector
-// kernels' exp (a few ulp; rnn_simd_impl.h), where there are vector kernels:
-// the log-softmax of a language model's output over 10^4 classes spent most
-// of its time in the scalar expf and in one chain of additions. Cross entropy
-// over 700 x 10000 on two Zen 5 cores, forward / backward: 11.6-11.9 / 5.4-6.2
-// ms -> 1.5-1.6 / 1.2-1.3 (AVX2 kernels: 2.0 / 1.7-1.8).
-
-// out[c] = exp(row[c] - m) for c in [0, n) by k's exp (out may be row).
-void shifted_exp(const kernels::cpu::simd::Kernels& k, const float* row, int64_t n, float m, float* out) {
-  for (int64_t c = 0; c < n; ++c) out[c] = row[c] - m;
-  k.exp(n, out, out);
-}
-
-// max over row[0, C) (NaN ignored, as std::max does) and s = sum of
-// exp(row[c] - max) in double, each in 8 independent chains (one chain's
-// latency bound them at ~4 cycles an element); false, with nothing computed,
-// for double or without vector kernels.
-template <typename T>
-bool vector_exp_sum(const T* row, int64_t C, T* max, double* sum) {
-  if constexpr (std::is_same_v<T, float>) {
-    const kernels::cpu::simd::Kernels* k = kernels::cpu::simd::active_kernels();
-    if (k == nullptr) return false;
-    constexpr int kChains = 8;
-    float m[kChains];
-    std::fill(m, m + kChains, -std::numeric_limits<float>::infinity());
-    int64_t c = 0;
-    for (; c + kChains <= C; c += kChains)
-      for (int u = 0; u < kChains; ++u) m[u] = std::max(m[u], row[c + u]);
-    for (; c < C; ++c) m[0] = std::max(m[0], row[c]);
-    for (int u = 1; u < kChains; ++u) m[0] = std::max(m[0], m[u]);
-    const float shift = std::isinf(m[0]) ? 0.f : m[0];
-    double s[kChains] = {};
-    constexpr int64_t kChunk = 512;
-    float e[kChunk];
-    for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
-      const int64_t n = std::min(kChunk, C - c0);
-      shifted_exp(*k, row + c0, n, shift, e);
-      int64_t j = 0;
-      for (; j + kChains <= n; j += kChains)
-        for (int u = 0; u < kChains; ++u) s[u] += e[j + u];
-      for (; j < n; ++j) s[0] += e[j];
-    }
-    *max = shift;
-    *sum = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-    return true;
-  } else {
-    return false;
-  }
-}
-
-// out[c] = scale * exp(row[c] - m) for c in [0, C); false, with nothing
-// written, for double or without vector kernels.
-template <typename T>
-bool vector_scaled_exp(const T* row, int64_t C, T m, T scale, T* out) {
-  if constexpr (std::is_same_v<T, float>) {
-    const kernels::cpu::simd::Kernels* k = kernels::cpu::simd::active_kernels();
-    if (k == nullptr) return false;
-    shifted_exp(*k, row, C, m, out);
-    for (int64_t c = 0; c < C; ++c) out[c] *= scale;
-    return true;
-  } else {
-    return false;
-  }
-}
+// Contiguous float rows (inner == 1) take their log-sum-exp and softmax
+// through the vector kernels (tensor/vector_rows.h): the log-softmax of a
+// language model's output over 10^4 classes spent most of its time in the
+// scalar expf and in one chain of additions. Cross entropy over 700 x 10000 on
+// two Zen 5 cores, forward / backward: 11.6-11.9 / 5.4-6.2 ms -> 1.5-1.6 /
+// 1.2-1.3 (AVX2 kernels: 2.0 / 1.7-1.8).
 
 // Forward sums and per-position values. nll[i], smooth[i] are the unscaled
 // parts; ignored positions hold 0. lse[i] is saved for backward.
@@ -187,9 +128,9 @@ void class_loss_forward(double* nll, double* smooth, T* lse, const T* x, const i
     if (cfg.log_softmax) {
       T m = -std::numeric_limits<T>::infinity();
       double s = 0;
-      if (!(inner == 1 && vector_exp_sum(row, C, &m, &s))) {
+      if (!(inner == 1 && native::exp_sum(row, C, &m, &s))) {
         for (int64_t c = 0; c < C; ++c) m = std::max(m, row[c * inner]);
-        if (std::isinf(m)) m = 0;
+        if (m == -std::numeric_limits<T>::infinity()) m = 0;  // +inf stays: NaN, as PyTorch
         if (inner == 1) {
           for (int64_t c = 0; c < C; ++c) s += std::exp(row[c] - m);
         } else {
@@ -243,7 +184,7 @@ void class_loss_backward(T* dx, const double* a, const double* b, const T* x, co
     const double bi = b ? b[i] : 0.0;
     if (bi == 0.0 && inner == 1) {
       const T at_t = static_cast<T>(at);
-      if (!vector_scaled_exp(row, C, m, at_t, drow))
+      if (!native::scaled_exp(row, C, m, at_t, drow))
         for (int64_t c = 0; c < C; ++c) drow[c] = at_t * std::exp(row[c] - m);
     } else {
       for (int64_t c = 0; c < C; ++c) {

@@ -5,6 +5,7 @@
 
 #include "tensor/iter.h"
 #include "tensor/native.h"
+#include "tensor/vector_rows.h"
 
 namespace rnnkit::native {
 
@@ -146,6 +147,10 @@ MaxResult max_dim(const Tensor& x, int64_t dim, bool keepdim, bool is_min) {
   return res;
 }
 
+// Float tensors take the vector kernels' exp (tensor/vector_rows.h; 1 ulp);
+// double tensors, and float without vector kernels, the C library's in double.
+// A row whose max is -inf (all -inf) shifts by 0 and gives NaN, as does one
+// holding +inf or NaN, as in PyTorch.
 Tensor softmax(const Tensor& x, int64_t dim, bool log) {
   const char* op = log ? "log_softmax" : "softmax";
   check_floating(x, op, "input");
@@ -157,6 +162,12 @@ Tensor softmax(const Tensor& x, int64_t dim, bool log) {
   for (int64_t i = 0; i < d; ++i) outer *= xc.sizes()[i];
   for (int64_t i = d + 1; i < nd; ++i) inner *= xc.sizes()[i];
   const int64_t n = xc.sizes()[d];
+  if (x.dtype() == kFloat32 && out.numel() > 0) {
+    const float* p = xc.const_data_ptr<float>();
+    float* o = out.data_ptr<float>();
+    if (softmax_float(p, o, outer, n, inner, log))
+      return x.dim() == 0 ? out.reshape({}) : out;
+  }
   dispatch_floating(x.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
     const T* p = xc.const_data_ptr<T>();
@@ -168,7 +179,7 @@ Tensor softmax(const Tensor& x, int64_t dim, bool log) {
         T* orow = o + a * n * inner + b;
         T m = -std::numeric_limits<T>::infinity();
         for (int64_t i = 0; i < n; ++i) m = std::max(m, row[i * inner]);
-        if (std::isinf(m) && m < 0) m = 0;
+        if (m == -std::numeric_limits<T>::infinity()) m = 0;
         double s = 0;
         for (int64_t i = 0; i < n; ++i) s += std::exp(static_cast<double>(row[i * inner] - m));
         if (log) {

@@ -2,8 +2,13 @@
 // generator reproducibility, and the error messages of bad calls.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
 #include <sstream>
+#include <tuple>
+#include <vector>
 
+#include "kernels/cpu/rnn_simd.h"
 #include "rnnkit/rnnkit.h"
 
 using namespace rnnkit;
@@ -160,6 +165,85 @@ TEST(Tensor, GeneratorFillMatchesCalls) {
   EXPECT_EQ(g1.next_u64(), g2.next_u64());
   g1.fill_u64(block.data(), 0);
   EXPECT_EQ(g1.next_double(), g2.next_double());
+}
+
+// Float exp, tanh, sigmoid, softmax and log_softmax (the vector kernels where
+// the CPU has them, else the C library) against the same ops in double, on
+// every instruction set this CPU has, element by element: within the
+// kernels' stated error (exp 1 ulp, tanh 2, sigmoid 3) and the roundings
+// around them; long rows, and columns in two blocks, the last partial.
+TEST(Tensor, FloatTranscendentalsMatchDoubleOnEveryIsa) {
+  namespace simd = kernels::cpu::simd;
+  const simd::Isa saved = simd::active_isa();
+  Generator g(31);
+  const Tensor x1 = rand({5000}, kFloat32, &g) * 160.0 - 80.0;  // exp over [-80, 80]
+  const Tensor x2 = rand({5000}, kFloat32, &g) * 40.0 - 20.0;
+  const Tensor rows = rand({3, 1000}, kFloat32, &g) * 20.0 - 10.0;
+  const Tensor cols = rand({2, 9, 700}, kFloat32, &g) * 20.0 - 10.0;
+  // Worst |got - want| / (scale * 2^-23) over the elements, want in double.
+  auto worst_ulps = [](const Tensor& got, const Tensor& want, const Tensor& scale) {
+    const std::vector<float> a = got.to_vector<float>();
+    const std::vector<double> b = want.to_vector<double>(), s = scale.to_vector<double>();
+    double worst = 0;
+    for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(a[i] - b[i]) / (s[i] * 0x1p-23));
+    return worst;
+  };
+  for (simd::Isa isa : {simd::Isa::kAvx512, simd::Isa::kAvx2, simd::Isa::kScalar}) {
+    if (isa > simd::detected_isa()) continue;
+    simd::set_active_isa(isa);
+    SCOPED_TRACE(simd::isa_name(isa));
+    auto d = [](const Tensor& t) { return t.to(kFloat64); };
+    EXPECT_LE(worst_ulps(exp(x1), exp(d(x1)), abs(exp(d(x1)))), 1.0);
+    EXPECT_LE(worst_ulps(tanh(x2), tanh(d(x2)), abs(tanh(d(x2)))), 2.0);
+    EXPECT_LE(worst_ulps(sigmoid(x2), sigmoid(d(x2)), sigmoid(d(x2))), 3.0);
+    for (const auto& [x, dim] : {std::pair<Tensor, int64_t>{rows, 1}, {cols, 1}}) {
+      // Both shift x by its max in float (as PyTorch does), which rounds; the
+      // references start from those shifted floats, in double. What remains:
+      // softmax, the exps' ulp, their sum's and the scaling's; log_softmax,
+      // the sum's ulp (2^-23 absolute in its log), the log's rounding and the
+      // last subtraction's.
+      const Tensor shifted = d(x - max(x, dim, true).values);
+      const Tensor p = softmax(shifted, dim);
+      EXPECT_LE(worst_ulps(softmax(x, dim), p, p), 3.0) << "softmax dim " << dim;
+      const Tensor lp = log_softmax(shifted, dim);
+      EXPECT_LE(worst_ulps(log_softmax(x, dim), lp, abs(lp) + abs(shifted) + 1.0), 1.0) << "log_softmax dim " << dim;
+      EXPECT_LT(max(abs(sum(softmax(x, dim), {dim}) - 1.0)).item<double>(), 1e-6);
+    }
+  }
+  simd::set_active_isa(saved);
+}
+
+// A row holding +inf or NaN, or only -inf, gives NaN throughout, as in
+// PyTorch; the rows beside it are untouched. Long rows (the vector paths) and
+// columns alike, on every instruction set.
+TEST(Tensor, SoftmaxOfInfiniteAndNanRowsIsNan) {
+  namespace simd = kernels::cpu::simd;
+  const simd::Isa saved = simd::active_isa();
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> v(4 * 1000, 0.5f);
+  v[700] = inf;                                         // row 0: +inf
+  for (int i = 1000; i < 2000; ++i) v[i] = -inf;        // row 1: all -inf
+  v[2000 + 999] = std::numeric_limits<float>::quiet_NaN();  // row 2: NaN last
+  const Tensor rows = from_vector(v, {4, 1000});       // row 3: finite
+  for (simd::Isa isa : {simd::Isa::kAvx512, simd::Isa::kAvx2, simd::Isa::kScalar}) {
+    if (isa > simd::detected_isa()) continue;
+    simd::set_active_isa(isa);
+    SCOPED_TRACE(simd::isa_name(isa));
+    for (bool log : {false, true})
+      for (bool as_columns : {false, true}) {
+        SCOPED_TRACE(std::string(log ? "log_softmax" : "softmax") + (as_columns ? " columns" : " rows"));
+        const Tensor x = as_columns ? rows.t().contiguous() : rows;
+        const int64_t dim = as_columns ? 0 : 1;
+        Tensor y = log ? log_softmax(x, dim) : softmax(x, dim);
+        if (as_columns) y = y.t().contiguous();
+        const std::vector<float> out = y.to_vector<float>();
+        for (int r = 0; r < 3; ++r)
+          for (int c = 0; c < 1000; ++c) ASSERT_TRUE(std::isnan(out[r * 1000 + c])) << "row " << r << " col " << c;
+        const float want = log ? -std::log(1000.f) : 1e-3f;
+        for (int c = 0; c < 1000; ++c) ASSERT_NEAR(out[3000 + c], want, 1e-6) << "col " << c;
+      }
+  }
+  simd::set_active_isa(saved);
 }
 
 TEST(Tensor, Printing) {

@@ -129,6 +129,24 @@ std::vector<Spec> specs() {
   v.push_back({"softmax", {{"fn", "softmax"}, {"args", {"$a", -1}}}, one, [](auto& x) { return softmax(x[0], -1); }, -5, 5});
   v.push_back({"log_softmax", {{"fn", "log_softmax"}, {"args", {"$a", 0}}}, one,
                [](auto& x) { return log_softmax(x[0], 0); }, -5, 5});
+  // Long rows and many elements: the float ops' vector paths (whole vectors,
+  // 4096-element pieces, the columns' 512-wide blocks with a partial last one)
+  // beside the tiny shapes above, which reach only their tails.
+  auto long_1d = [](Generator& g) { return std::vector<Shape>{{rnd(g, 300, 9000)}}; };
+  v.push_back({"exp_long", {{"fn", "exp"}, {"args", {"$a"}}}, long_1d, [](auto& x) { return exp(x[0]); }, -20, 20});
+  v.push_back({"tanh_long", {{"fn", "tanh"}, {"args", {"$a"}}}, long_1d, [](auto& x) { return tanh(x[0]); }, -10, 10});
+  v.push_back({"sigmoid_long", {{"fn", "sigmoid"}, {"args", {"$a"}}}, long_1d, [](auto& x) { return sigmoid(x[0]); },
+               -20, 20});
+  auto wide_rows = [](Generator& g) { return std::vector<Shape>{{rnd(g, 1, 5), rnd(g, 300, 3000)}}; };
+  auto inner_cols = [](Generator& g) { return std::vector<Shape>{{rnd(g, 1, 3), rnd(g, 2, 16), rnd(g, 200, 700)}}; };
+  v.push_back({"softmax_wide", {{"fn", "softmax"}, {"args", {"$a", -1}}}, wide_rows,
+               [](auto& x) { return softmax(x[0], -1); }, -10, 10});
+  v.push_back({"log_softmax_wide", {{"fn", "log_softmax"}, {"args", {"$a", 1}}}, wide_rows,
+               [](auto& x) { return log_softmax(x[0], 1); }, -10, 10});
+  v.push_back({"softmax_inner", {{"fn", "softmax"}, {"args", {"$a", 1}}}, inner_cols,
+               [](auto& x) { return softmax(x[0], 1); }, -5, 5});
+  v.push_back({"log_softmax_inner", {{"fn", "log_softmax"}, {"args", {"$a", 1}}}, inner_cols,
+               [](auto& x) { return log_softmax(x[0], 1); }, -5, 5});
   v.push_back({"transpose_permute", {{"fn", "permute"}, {"method", true}, {"args", {"$a", json::array({2, 0, 1})}}},
                [](Generator& g) { return std::vector<Shape>{random_shape(g, 3, 3)}; },
                [](auto& x) { return x[0].permute({2, 0, 1}); }});
