@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
+#include "kernels/cpu/rnn_simd.h"
 #include "nn/nn_test_util.h"
 
 using namespace rnnkit;
@@ -254,6 +256,31 @@ TEST_F(LossesParity, FunctionalFormsMatchModules) {
   EXPECT_TRUE(equal(nn::F::mse_loss(x, y, nn::kNone), nn::MSELoss(nn::kNone)->forward(x, y)));
   EXPECT_EQ(nn::F::l1_loss(x, y, nn::L1LossOptions().reduction("sum")).dim(), 0);
   EXPECT_THROW(nn::MSELossOptions().reduction("avg"), Error);
+}
+
+// Infinite logits as PyTorch 1.13 treats them (F.cross_entropy, reduction
+// "none"): a row holding +inf, or only -inf, gives NaN; a -inf logit beside
+// finite ones is an exp of 0. Float and double, on every instruction set (the
+// float rows take the vector kernels where there are).
+TEST(LossesSpecialValues, CrossEntropyOfInfiniteLogits) {
+  namespace simd = kernels::cpu::simd;
+  const simd::Isa saved = simd::active_isa();
+  const double inf = std::numeric_limits<double>::infinity();
+  const Tensor x = from_vector(std::vector<double>{inf, 1, -inf, -inf, -inf, 1, 0, 1}, {4, 2});
+  const Tensor t = from_vector(std::vector<int64_t>{1, 1, 1, 0}, {4});
+  for (simd::Isa isa : {simd::Isa::kAvx512, simd::Isa::kAvx2, simd::Isa::kScalar}) {
+    if (isa > simd::detected_isa()) continue;
+    simd::set_active_isa(isa);
+    for (Dtype dtype : {kFloat32, kFloat64}) {
+      SCOPED_TRACE(std::string(simd::isa_name(isa)) + (dtype == kFloat32 ? " float" : " double"));
+      const std::vector<double> l = nn::F::cross_entropy(x.to(dtype), t, nn::CrossEntropyLossOptions().reduction(nn::kNone)).to(kFloat64).to_vector<double>();
+      EXPECT_TRUE(std::isnan(l[0]));
+      EXPECT_TRUE(std::isnan(l[1]));
+      EXPECT_EQ(l[2], 0.0);
+      EXPECT_NEAR(l[3], std::log1p(std::exp(1.0)), 1e-6);
+    }
+  }
+  simd::set_active_isa(saved);
 }
 
 // PyTorch's message for the same mistake, verbatim.
