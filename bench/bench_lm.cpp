@@ -13,8 +13,6 @@
 //
 //   bench_lm [--ntoken 10000] [--emsize 650] [--nhid 650] [--layers 2] [--bptt 35]
 //            [--batch 20] [--dropout 0.5] [--reps 20] [--script path/to/bench_lm.py] [--no-torch]
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -33,6 +31,8 @@
 #include "torch_script.h"
 
 namespace {
+
+using rnnkit::bench::median_ms;
 
 using namespace rnnkit;
 using nlohmann::json;
@@ -66,25 +66,6 @@ class WordLMImpl : public nn::Module {
 };
 RNNKIT_MODULE(WordLM);
 
-double now_ms() {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// Median of reps calls after two warm-up calls.
-template <class F>
-double median_ms(F&& fn, int64_t reps) {
-  fn();
-  fn();
-  std::vector<double> t;
-  for (int64_t r = 0; r < reps; ++r) {
-    const double t0 = now_ms();
-    fn();
-    t.push_back(now_ms() - t0);
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
 struct Timing {
   double train_ms = -1, eval_ms = -1;
 };
@@ -111,7 +92,7 @@ Timing run_rnnkit(const Settings& s, int threads) {
         nn::utils::clip_grad_norm_(model->parameters(), 0.25);
         opt.step();
       },
-      s.reps);
+      s.reps, 2);
   model->eval();
   t.eval_ms = median_ms(
       [&] {
@@ -119,7 +100,7 @@ Timing run_rnnkit(const Settings& s, int threads) {
         Tensor loss = criterion->forward(model->forward(input, &hidden), target);
         (void)loss.item();
       },
-      s.reps);
+      s.reps, 2);
   set_num_threads(0);
   return t;
 }

@@ -46,6 +46,9 @@
 
 namespace {
 
+using rnnkit::bench::median_ms;
+using rnnkit::bench::median_of;
+
 using namespace rnnkit;
 namespace nn = rnnkit::nn;
 using nlohmann::json;
@@ -115,23 +118,6 @@ Subject cell_subject(const Cell& cell, const Settings& s, Step step, Out out) {
     return stack(ys);
   };
   return sub;
-}
-
-double median_of(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-double median_ms(const std::function<void()>& fn, int64_t reps) {
-  fn();  // warm-up
-  std::vector<double> times;
-  for (int64_t i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return median_of(times);
 }
 
 // Medians of a and b called alternately, reps times each after a warm-up round,

@@ -1,5 +1,7 @@
 #include "torch_script.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 
@@ -25,6 +27,23 @@ nlohmann::json run_torch_script(const std::string& script, const nlohmann::json&
 std::string bench_script_path(const std::string& name) {
   const std::string here = __FILE__;
   return here.substr(0, here.find_last_of('/') + 1) + "py/" + name;
+}
+
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double median_ms(const std::function<void()>& fn, int64_t reps, int warmups) {
+  for (int w = 0; w < warmups; ++w) fn();
+  std::vector<double> times;
+  for (int64_t i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return median_of(times);
 }
 
 }  // namespace rnnkit::bench

@@ -1,8 +1,12 @@
 #pragma once
-// The PyTorch side of the module benchmarks (bench_rnn_layers, bench_lm): a
-// script under bench/py run by /usr/bin/python3 in a subprocess.
+// What the module benchmarks (bench_rnn_layers, bench_lm, bench_tensor_ops)
+// share: the PyTorch side, a script under bench/py run by /usr/bin/python3 in
+// a subprocess, and the timing of rnnkit's side.
+#include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace rnnkit::bench {
 
@@ -16,5 +20,11 @@ nlohmann::json run_torch_script(const std::string& script, const nlohmann::json&
 
 // The path of bench/py/<name> in this source tree.
 std::string bench_script_path(const std::string& name);
+
+// The median of v (the mean of the middle two for an even count).
+double median_of(std::vector<double> v);
+
+// The median time in ms of reps calls of fn after `warmups` untimed ones.
+double median_ms(const std::function<void()>& fn, int64_t reps, int warmups = 1);
 
 }  // namespace rnnkit::bench

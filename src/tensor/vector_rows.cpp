@@ -32,21 +32,27 @@ simd::ArrayFn array_fn(const simd::Kernels& k, VectorFn fn) {
 
 // The sums run in 8 independent chains, the max too: one chain's latency
 // bounded them at ~4 cycles an element. Returns the shift (the max, or 0 where
-// it is -inf) and the sum of exp(row - shift) in double.
-RNNKIT_VECTOR_CLONES float row_exp_sum(simd::ArrayFn exp, const float* row, int64_t n, double* sum) {
+// it is -inf) and the sum of exp(row - shift) in double; with exps, the exps
+// are left there.
+RNNKIT_VECTOR_CLONES float row_exp_sum(simd::ArrayFn exp, const float* row, int64_t n, double* sum,
+                                       float* exps = nullptr) {
   constexpr int kChains = 8;
   float m[kChains];
   std::fill(m, m + kChains, kNegInf);
   int64_t c = 0;
+  // omp simd: GCC keeps std::max's NaN rule (a < b ? b : a) scalar
+  // otherwise; as a vector compare and blend it is the same rule.
   for (; c + kChains <= n; c += kChains)
+#pragma omp simd
     for (int u = 0; u < kChains; ++u) m[u] = std::max(m[u], row[c + u]);
   for (; c < n; ++c) m[0] = std::max(m[0], row[c]);
   for (int u = 1; u < kChains; ++u) m[0] = std::max(m[0], m[u]);
   const float shift = m[0] == kNegInf ? 0.f : m[0];
   double s[kChains] = {};
-  float e[kPiece];
+  float buffer[kPiece];
   for (int64_t c0 = 0; c0 < n; c0 += kPiece) {
     const int64_t len = std::min(kPiece, n - c0);
+    float* e = exps != nullptr ? exps + c0 : buffer;
     for (int64_t j = 0; j < len; ++j) e[j] = row[c0 + j] - shift;
     exp(len, e, e);
     int64_t j = 0;
@@ -58,26 +64,18 @@ RNNKIT_VECTOR_CLONES float row_exp_sum(simd::ArrayFn exp, const float* row, int6
   return shift;
 }
 
-// One row of softmax (y = exp(x - shift) / sum, the division in double) or
-// log_softmax (y = (x - shift) - float(log(sum))). The softmax takes each exp
-// again rather than keeping them in y: a row streamed twice through memory
-// cost more than the second exp.
+// One row of softmax (y = exp(x - shift) * float(1 / sum), the exps kept in
+// y and scaled there) or log_softmax (y = (x - shift) - float(log(sum))).
 RNNKIT_VECTOR_CLONES void softmax_row(simd::ArrayFn exp, const float* x, float* y, int64_t n, bool log) {
   double sum;
-  const float shift = row_exp_sum(exp, x, n, &sum);
+  const float shift = row_exp_sum(exp, x, n, &sum, log ? nullptr : y);
   if (log) {
     const float ls = static_cast<float>(std::log(sum));
     for (int64_t i = 0; i < n; ++i) y[i] = x[i] - shift - ls;
     return;
   }
-  const double inv = 1.0 / sum;
-  float e[kPiece];
-  for (int64_t c0 = 0; c0 < n; c0 += kPiece) {
-    const int64_t len = std::min(kPiece, n - c0);
-    for (int64_t j = 0; j < len; ++j) e[j] = x[c0 + j] - shift;
-    exp(len, e, e);
-    for (int64_t j = 0; j < len; ++j) y[c0 + j] = static_cast<float>(e[j] * inv);
-  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) y[i] *= inv;
 }
 
 // Columns [0, w) (w <= kPiece) of one slice [n, inner] of softmax or
@@ -89,13 +87,16 @@ RNNKIT_VECTOR_CLONES void softmax_columns(simd::ArrayFn exp, const float* x, flo
   double s[kPiece];
   std::fill(shift, shift + w, kNegInf);
   for (int64_t i = 0; i < n; ++i)
+#pragma omp simd
     for (int64_t b = 0; b < w; ++b) shift[b] = std::max(shift[b], x[i * inner + b]);
   for (int64_t b = 0; b < w; ++b) {
     if (shift[b] == kNegInf) shift[b] = 0.f;
     s[b] = 0.0;
   }
+  // log_softmax needs the exps only for their sums: a buffer, not y.
+  float buffer[kPiece];
   for (int64_t i = 0; i < n; ++i) {
-    float* e = y + i * inner;
+    float* e = log ? buffer : y + i * inner;
     for (int64_t b = 0; b < w; ++b) e[b] = x[i * inner + b] - shift[b];
     exp(w, e, e);
     for (int64_t b = 0; b < w; ++b) s[b] += e[b];
@@ -106,10 +107,10 @@ RNNKIT_VECTOR_CLONES void softmax_columns(simd::ArrayFn exp, const float* x, flo
     for (int64_t i = 0; i < n; ++i)
       for (int64_t b = 0; b < w; ++b) y[i * inner + b] = x[i * inner + b] - shift[b] - ls[b];
   } else {
-    double inv[kPiece];
-    for (int64_t b = 0; b < w; ++b) inv[b] = 1.0 / s[b];
+    float inv[kPiece];
+    for (int64_t b = 0; b < w; ++b) inv[b] = static_cast<float>(1.0 / s[b]);
     for (int64_t i = 0; i < n; ++i)
-      for (int64_t b = 0; b < w; ++b) y[i * inner + b] = static_cast<float>(y[i * inner + b] * inv[b]);
+      for (int64_t b = 0; b < w; ++b) y[i * inner + b] *= inv[b];
   }
 }
 

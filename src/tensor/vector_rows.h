@@ -33,10 +33,10 @@ inline bool scaled_exp(const double*, int64_t, double, double, double*) { return
 
 // y = softmax (or, with log, log_softmax) of x [outer, n, inner] along n, both
 // contiguous, on the team (rows split from 2^16 elements): each slice shifted
-// by its max (0 where that is -inf), exps by the kernel, summed in double in
-// i order per column (rows: in 8 interleaved chains), and scaled in double (log:
-// (x - shift) - float(log(sum))). A slice holding +inf or NaN, or only -inf,
-// gives NaN throughout, as in PyTorch.
+// by its max in float (0 where that is -inf), exps by the kernel, summed in
+// double in i order per column (rows: in 8 interleaved chains), and scaled by
+// float(1 / sum) (log: (x - shift) - float(log(sum))). A slice holding +inf or
+// NaN, or only -inf, gives NaN throughout, as in PyTorch.
 bool softmax_float(const float* x, float* y, int64_t outer, int64_t n, int64_t inner, bool log);
 
 }  // namespace rnnkit::native
