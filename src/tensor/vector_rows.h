@@ -5,8 +5,8 @@
 // element: exp, tanh, sigmoid, softmax, log_softmax, and the cross-entropy
 // loss. Each function returns false, computing nothing, where there are no
 // vector kernels (a CPU without AVX2, or RNNKIT_ISA=scalar); the double
-// overloads always do, so that dtype-generic callers fall back to their own
-// loops. The loops around the kernels are compiled for AVX-512, AVX2 and plain
+// overloads always return false, so that dtype-generic callers fall back to
+// their own loops. The loops around the kernels are compiled for AVX-512, AVX2 and plain
 // x86-64 and chosen by the CPU (the same results on each).
 #include <cstdint>
 
