@@ -33,6 +33,10 @@
 namespace {
 
 using rnnkit::bench::median_ms;
+using rnnkit::bench::option_value;
+using rnnkit::bench::positive_option;
+
+constexpr const char* kTool = "bench_lm";
 
 using namespace rnnkit;
 using nlohmann::json;
@@ -120,36 +124,21 @@ int main(int argc, char** argv) {
   s.script = rnnkit::bench::bench_script_path("bench_lm.py");
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::cerr << "bench_lm: " << a << " needs a value\n";
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    auto positive = [&](const std::string& v) {
-      const long long x = std::atoll(v.c_str());
-      if (x <= 0) {
-        std::cerr << "bench_lm: " << a << " expects a positive integer, got '" << v << "'\n";
-        std::exit(2);
-      }
-      return static_cast<int64_t>(x);
-    };
-    if (a == "--ntoken") s.ntoken = positive(value());
-    else if (a == "--emsize") s.emsize = positive(value());
-    else if (a == "--nhid") s.nhid = positive(value());
-    else if (a == "--layers") s.layers = positive(value());
-    else if (a == "--bptt") s.bptt = positive(value());
-    else if (a == "--batch") s.batch = positive(value());
-    else if (a == "--reps") s.reps = positive(value());
+    if (a == "--ntoken") s.ntoken = positive_option(argc, argv, i, kTool);
+    else if (a == "--emsize") s.emsize = positive_option(argc, argv, i, kTool);
+    else if (a == "--nhid") s.nhid = positive_option(argc, argv, i, kTool);
+    else if (a == "--layers") s.layers = positive_option(argc, argv, i, kTool);
+    else if (a == "--bptt") s.bptt = positive_option(argc, argv, i, kTool);
+    else if (a == "--batch") s.batch = positive_option(argc, argv, i, kTool);
+    else if (a == "--reps") s.reps = positive_option(argc, argv, i, kTool);
     else if (a == "--dropout") {
-      const std::string v = value();
+      const std::string v = option_value(argc, argv, i, kTool);
       s.dropout = std::atof(v.c_str());
       if (!(s.dropout >= 0 && s.dropout < 1)) {
         std::cerr << "bench_lm: --dropout expects a probability in [0, 1), got '" << v << "'\n";
         return 2;
       }
-    } else if (a == "--script") s.script = value();
+    } else if (a == "--script") s.script = option_value(argc, argv, i, kTool);
     else if (a == "--no-torch") s.torch = false;
     else {
       std::cerr << "usage: bench_lm [--ntoken N] [--emsize E] [--nhid H] [--layers L] [--bptt T] [--batch N] "

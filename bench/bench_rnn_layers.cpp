@@ -48,6 +48,10 @@ namespace {
 
 using rnnkit::bench::median_ms;
 using rnnkit::bench::median_of;
+using rnnkit::bench::option_value;
+using rnnkit::bench::positive_option;
+
+constexpr const char* kTool = "bench_rnn_layers";
 
 using namespace rnnkit;
 namespace nn = rnnkit::nn;
@@ -220,30 +224,23 @@ int main(int argc, char** argv) {
   s.script = rnnkit::bench::bench_script_path("bench_rnn_layers.py");
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::cerr << "bench_rnn_layers: " << a << " needs a value\n";
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--hidden") s.hidden = std::stoll(value());
-    else if (a == "--input") s.input = std::stoll(value());
-    else if (a == "--batch") s.batch = std::stoll(value());
-    else if (a == "--steps") s.steps = std::stoll(value());
-    else if (a == "--reps") s.reps = std::stoll(value());
-    else if (a == "--layers") s.layers = std::stoll(value());
+    if (a == "--hidden") s.hidden = positive_option(argc, argv, i, kTool);
+    else if (a == "--input") s.input = positive_option(argc, argv, i, kTool);
+    else if (a == "--batch") s.batch = positive_option(argc, argv, i, kTool);
+    else if (a == "--steps") s.steps = positive_option(argc, argv, i, kTool);
+    else if (a == "--reps") s.reps = positive_option(argc, argv, i, kTool);
+    else if (a == "--layers") s.layers = positive_option(argc, argv, i, kTool);
     else if (a == "--bidirectional") s.bidirectional = true;
     else if (a == "--cells") {
       s.cells.clear();
-      std::string list = value();
+      std::string list = option_value(argc, argv, i, kTool);
       for (size_t at = 0; at <= list.size();) {
         const size_t comma = std::min(list.find(',', at), list.size());
         s.cells.push_back(list.substr(at, comma - at));
         at = comma + 1;
       }
     }
-    else if (a == "--script") s.script = value();
+    else if (a == "--script") s.script = option_value(argc, argv, i, kTool);
     else if (a == "--no-torch") s.torch = false;
     else {
       std::cerr << "usage: bench_rnn_layers [--hidden H] [--input I] [--batch N] [--steps T] [--layers L] "

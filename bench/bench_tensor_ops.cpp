@@ -26,6 +26,10 @@ namespace {
 using namespace rnnkit;
 using nlohmann::json;
 using rnnkit::bench::median_ms;
+using rnnkit::bench::option_value;
+using rnnkit::bench::positive_option;
+
+constexpr const char* kTool = "bench_tensor_ops";
 
 struct Settings {
   int64_t rows = 700, cols = 10000, reps = 15;
@@ -83,23 +87,10 @@ int main(int argc, char** argv) {
   s.script = rnnkit::bench::bench_script_path("bench_tensor_ops.py");
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto positive = [&]() -> int64_t {
-      if (i + 1 >= argc) {
-        std::cerr << "bench_tensor_ops: " << a << " needs a value\n";
-        std::exit(2);
-      }
-      const std::string v = argv[++i];
-      const long long x = std::atoll(v.c_str());
-      if (x <= 0) {
-        std::cerr << "bench_tensor_ops: " << a << " expects a positive integer, got '" << v << "'\n";
-        std::exit(2);
-      }
-      return x;
-    };
-    if (a == "--rows") s.rows = positive();
-    else if (a == "--cols") s.cols = positive();
-    else if (a == "--reps") s.reps = positive();
-    else if (a == "--script" && i + 1 < argc) s.script = argv[++i];
+    if (a == "--rows") s.rows = positive_option(argc, argv, i, kTool);
+    else if (a == "--cols") s.cols = positive_option(argc, argv, i, kTool);
+    else if (a == "--reps") s.reps = positive_option(argc, argv, i, kTool);
+    else if (a == "--script") s.script = option_value(argc, argv, i, kTool);
     else if (a == "--no-torch") s.torch = false;
     else {
       std::cerr << "usage: bench_tensor_ops [--rows N] [--cols N] [--reps R] [--script PATH] [--no-torch]\n";

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 namespace rnnkit::bench {
@@ -27,6 +28,27 @@ nlohmann::json run_torch_script(const std::string& script, const nlohmann::json&
 std::string bench_script_path(const std::string& name) {
   const std::string here = __FILE__;
   return here.substr(0, here.find_last_of('/') + 1) + "py/" + name;
+}
+
+std::string option_value(int argc, char** argv, int& i, const char* tool) {
+  if (i + 1 >= argc) {
+    std::cerr << tool << ": " << argv[i] << " needs a value\n";
+    std::exit(2);
+  }
+  ++i;
+  return argv[i];
+}
+
+int64_t positive_option(int argc, char** argv, int& i, const char* tool) {
+  const char* option = argv[i];
+  const std::string v = option_value(argc, argv, i, tool);
+  char* end = nullptr;
+  const long long x = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || x <= 0) {
+    std::cerr << tool << ": " << option << " expects a positive integer, got '" << v << "'\n";
+    std::exit(2);
+  }
+  return x;
 }
 
 double median_of(std::vector<double> v) {

@@ -21,6 +21,12 @@ nlohmann::json run_torch_script(const std::string& script, const nlohmann::json&
 // The path of bench/py/<name> in this source tree.
 std::string bench_script_path(const std::string& name);
 
+// Command-line values: argv[i + 1], i advanced past it. A missing value, or
+// one that is not a positive integer, prints one line naming `tool` and the
+// option to stderr and exits with status 2.
+std::string option_value(int argc, char** argv, int& i, const char* tool);
+int64_t positive_option(int argc, char** argv, int& i, const char* tool);
+
 // The median of v (the mean of the middle two for an even count).
 double median_of(std::vector<double> v);
 
