@@ -186,6 +186,12 @@ void class_loss_backward(T* dx, const double* a, const double* b, const T* x, co
       const T at_t = static_cast<T>(at);
       if (!native::scaled_exp(row, C, m, at_t, drow))
         for (int64_t c = 0; c < C; ++c) drow[c] = at_t * std::exp(row[c] - m);
+    } else if (inner == 1 && native::scaled_exp(row, C, m, T(1), drow)) {
+      // Label smoothing: the probabilities by the vector exp, combined in double.
+      for (int64_t c = 0; c < C; ++c) {
+        const double p = drow[c];
+        drow[c] = static_cast<T>(at * p + bi * (p * W - (w ? static_cast<double>(w[c]) : 1.0)));
+      }
     } else {
       for (int64_t c = 0; c < C; ++c) {
         const double p = std::exp(static_cast<double>(row[c * inner] - m));
