@@ -131,11 +131,7 @@ void class_loss_forward(double* nll, double* smooth, T* lse, const T* x, const i
       if (!(inner == 1 && native::exp_sum(row, C, &m, &s))) {
         for (int64_t c = 0; c < C; ++c) m = std::max(m, row[c * inner]);
         if (m == -std::numeric_limits<T>::infinity()) m = 0;  // +inf stays: NaN, as PyTorch
-        if (inner == 1) {
-          for (int64_t c = 0; c < C; ++c) s += std::exp(row[c] - m);
-        } else {
-          for (int64_t c = 0; c < C; ++c) s += std::exp(row[c * inner] - m);
-        }
+        for (int64_t c = 0; c < C; ++c) s += std::exp(row[c * inner] - m);
       }
       log_norm = m + std::log(s);
       lse[i] = static_cast<T>(log_norm);

@@ -85,10 +85,6 @@ T sigmoid_value(T v) {
   return e / (T(1) + e);
 }
 
-}  // namespace
-
-namespace {
-
 // exp, tanh and sigmoid of float tensors by the vector kernels where there
 // are (tensor/vector_rows.h); an undefined tensor where not.
 Tensor vector_unary(const Tensor& x, Unary op) {
@@ -230,21 +226,24 @@ Tensor add_scaled(const Tensor& a, const Tensor& b, double alpha, const char* op
 }
 
 bool add_scaled_into(Tensor& a, const Tensor& b, double alpha) {
-  if (!a.defined() || !b.defined() || a.dtype() != b.dtype() || !is_floating(a.dtype()) || a.sizes() != b.sizes() ||
+  if (!a.defined() || !b.defined() || a.dtype() != b.dtype() || !is_floating(a.dtype()) ||
+      b.dim() > a.dim() || !std::equal(b.sizes().begin(), b.sizes().end(), a.sizes().end() - b.dim()) ||
       !a.is_contiguous() || !b.is_contiguous() || a.storage() == b.storage())
     return false;
   dispatch_floating(a.dtype(), "add_", [&](auto tag) {
     using T = decltype(tag);
     T* pa = a.data_ptr<T>();
     const T* pb = b.const_data_ptr<T>();
-    const int64_t n = a.numel();
-    if (alpha == 1.0) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-      for (int64_t i = 0; i < n; ++i) pa[i] = pa[i] + pb[i];
-    } else {
-      const T s = static_cast<T>(alpha);
-#pragma omp parallel for schedule(static) if (n > 65536)
-      for (int64_t i = 0; i < n; ++i) pa[i] = pa[i] + s * pb[i];
+    // a as rows of b's length, each row adding b (one row where the shapes are equal).
+    const int64_t n = b.numel(), rows = n > 0 ? a.numel() / n : 0;
+    const T s = static_cast<T>(alpha);
+#pragma omp parallel for schedule(static) if (rows * n > 65536)
+    for (int64_t r = 0; r < rows; ++r) {
+      T* row = pa + r * n;
+      if (alpha == 1.0)
+        for (int64_t i = 0; i < n; ++i) row[i] = row[i] + pb[i];
+      else
+        for (int64_t i = 0; i < n; ++i) row[i] = row[i] + s * pb[i];
     }
   });
   return true;

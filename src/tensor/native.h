@@ -24,8 +24,9 @@ Tensor binary(const Tensor& a, const Tensor& b, Binary op, const char* opname);
 // a + alpha * b
 Tensor add_scaled(const Tensor& a, const Tensor& b, double alpha, const char* opname);
 // a += alpha * b straight into a, with add_scaled's bits, where that is plain:
-// both contiguous, of one floating dtype and shape, on different storages (so
-// no overlap). Returns false, touching nothing, otherwise.
+// both contiguous, of one floating dtype, b's shape a's or its trailing dims
+// (a row broadcast: a Linear layer's bias), on different storages (so no
+// overlap). Returns false, touching nothing, otherwise.
 bool add_scaled_into(Tensor& a, const Tensor& b, double alpha);
 Tensor scalar_op(const Tensor& a, double b, Binary op);
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);

@@ -95,6 +95,15 @@ TEST(Tensor, InPlaceAddMatchesAdd) {
         z.narrow(0, 1, n - 1).add_(z.narrow(0, 0, n - 1), alpha);
         EXPECT_TRUE(equal(z.narrow(0, 1, n - 1), add(a.narrow(0, 1, n - 1), a.narrow(0, 0, n - 1), alpha)));
         EXPECT_EQ(z.select(0, 0).item(), a.select(0, 0).item());
+        // Row broadcast (b the trailing dims of a: taken in place) and a
+        // broadcast over leading dims that must not be (a column).
+        const Tensor rows = randn({3, n}, dt, &gen), col = randn({3, 1}, dt, &gen);
+        Tensor r = rows.clone();
+        r.add_(b, alpha);
+        EXPECT_TRUE(equal(r, add(rows, b, alpha)));
+        Tensor c = rows.clone();
+        c.add_(col, alpha);
+        EXPECT_TRUE(equal(c, add(rows, col, alpha)));
       }
   Tensor m = zeros({3, 4}, kFloat32);
   m.add_(tensor({1.0f, 2.0f, 3.0f, 4.0f}));  // broadcast
