@@ -22,10 +22,13 @@
 // keeps W_hh packed across the calls of a training loop too, so for the cells
 // `repack ms` and `kept` are given for both passes (the weights marked changed
 // before every step's call).
+// With --bf16, a second table: the forward with set_bf16_inference(true) (W_hh
+// rounded to bfloat16) against the float32 forward, timed alternately on the
+// forward's best thread count, and the largest difference of their outputs.
 //
 //   bench_rnn_layers [--hidden 512] [--input 512] [--batch 64] [--steps 25] [--layers 1]
 //                    [--bidirectional] [--cells LSTM,GRU,RNN,LSTMCell,GRUCell,RNNCell] [--reps 10]
-//                    [--script path/to/bench_rnn_layers.py] [--no-torch]
+//                    [--script path/to/bench_rnn_layers.py] [--no-torch] [--bf16]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -63,6 +66,7 @@ struct Settings {
   std::vector<std::string> cells = {"LSTM", "GRU", "RNN"};
   std::string script;
   bool torch = true;
+  bool bf16 = false;
 };
 
 
@@ -72,6 +76,7 @@ struct Timing {
   double forward_sequential_ms = 0, train_sequential_ms = 0;  // 2 threads, schedule off
   double forward_kept_ms = 0, forward_repack_ms = 0;  // one interleaved run; repack: W_hh marked changed
   double train_kept_ms = 0, train_repack_ms = 0;      // the same for the cells' training loop
+  double f32_ms = 0, bf16_ms = 0, bf16_error = 0;     // --bf16: one interleaved run, max |y_bf16 - y_f32|
 };
 
 // What one timed call runs: a layer over the whole sequence, or a cell called
@@ -83,6 +88,7 @@ struct Subject {
   std::function<Tensor(bool repack)> run;
   bool cell = false;
   std::vector<Tensor> inputs;  // the leaves whose gradients a training call computes
+  std::function<void(bool)> set_bf16_inference;
 };
 
 void mark_weights_changed(const nn::Module& module) {
@@ -100,6 +106,7 @@ Subject layer_subject(const Layer& layer, const Settings& s) {
     if (repack) mark_weights_changed(*layer);
     return layer->forward(x).output;
   };
+  sub.set_bf16_inference = [layer](bool on) { layer->set_bf16_inference(on); };
   return sub;
 }
 
@@ -121,6 +128,7 @@ Subject cell_subject(const Cell& cell, const Settings& s, Step step, Out out) {
     }
     return stack(ys);
   };
+  sub.set_bf16_inference = [cell](bool on) { cell->set_bf16_inference(on); };
   return sub;
 }
 
@@ -149,8 +157,9 @@ Timing time_subject(const Subject& sub, const Settings& s) {
   auto forward = [&](bool repack) {
     NoGradGuard guard;
     sub.module->eval();
-    sub.run(repack);
+    Tensor y = sub.run(repack);
     sub.module->train();
+    return y;
   };
   auto train = [&](bool repack) {
     sub.module->zero_grad(true);
@@ -184,6 +193,25 @@ Timing time_subject(const Subject& sub, const Settings& s) {
       best.train_repack_ms = train_kept_repack.second;
     }
   }
+  if (s.bf16) {
+    rnnkit::set_num_threads(best.forward_threads);
+    const Tensor y32 = forward(false);
+    sub.set_bf16_inference(true);
+    best.bf16_error = rnnkit::sub(forward(false), y32).abs().max().item();
+    const auto f32_bf16 = interleaved_ms(
+        [&] {
+          sub.set_bf16_inference(false);
+          forward(false);
+        },
+        [&] {
+          sub.set_bf16_inference(true);
+          forward(false);
+        },
+        s.reps);
+    sub.set_bf16_inference(false);
+    best.f32_ms = f32_bf16.first;
+    best.bf16_ms = f32_bf16.second;
+  }
   if (max_threads >= 2 && (s.layers > 1 || s.bidirectional)) {
     // The two schedules alternate call by call, so that a change of load on the
     // shared machine hits both alike; the scheduled time replaces the one above
@@ -193,7 +221,10 @@ Timing time_subject(const Subject& sub, const Settings& s) {
       auto with = [&](nn::detail::LayerSchedule schedule) {
         return [&, pass, schedule] {
           nn::detail::set_layer_schedule(schedule);
-          pass == 0 ? forward(false) : train(false);
+          if (pass == 0)
+            forward(false);
+          else
+            train(false);
         };
       };
       const auto sched_seq = interleaved_ms(with(nn::detail::LayerSchedule::kAuto),
@@ -242,10 +273,11 @@ int main(int argc, char** argv) {
     }
     else if (a == "--script") s.script = option_value(argc, argv, i, kTool);
     else if (a == "--no-torch") s.torch = false;
+    else if (a == "--bf16") s.bf16 = true;
     else {
       std::cerr << "usage: bench_rnn_layers [--hidden H] [--input I] [--batch N] [--steps T] [--layers L] "
                    "[--bidirectional] [--cells LSTM,GRU,RNN,LSTMCell,GRUCell,RNNCell] [--reps R] [--script PATH] "
-                   "[--no-torch]\n";
+                   "[--no-torch] [--bf16]\n";
       return 2;
     }
   }
@@ -336,6 +368,23 @@ int main(int argc, char** argv) {
       }
       std::printf("%-8s %-16s %12.2f %8d %10s %6s %13s %7s %12s %8s %8s\n", cells[i].c_str(), pass_name, mine,
                   mine_threads, repack_ms, kept, seq_ms, sched, torch_ms, torch_threads, ratio);
+    }
+  }
+  if (s.bf16) {
+    std::printf("\nbfloat16 inference (set_bf16_inference: W_hh rounded to bfloat16), forward in eval mode, "
+                "the two alternating\n%-8s %12s %12s %9s %12s %16s\n",
+                "layer", "float32 ms", "bf16 ms", "bf16/f32", "bf16/torch", "max|y - y_f32|");
+    for (size_t i = 0; i < cells.size(); ++i) {
+      double best = -1;
+      for (const json* t : {&torch1, &torch2})
+        if (t->is_object() && t->contains("cells")) {
+          const double v = (*t)["cells"][cells[i]]["forward_ms"].get<double>();
+          if (best < 0 || v < best) best = v;
+        }
+      char vs_torch[32] = "-";
+      if (best > 0) std::snprintf(vs_torch, sizeof(vs_torch), "%.2f", ours[i].bf16_ms / best);
+      std::printf("%-8s %12.3f %12.3f %9.2f %12s %16.2e\n", cells[i].c_str(), ours[i].f32_ms, ours[i].bf16_ms,
+                  ours[i].bf16_ms / ours[i].f32_ms, vs_torch, ours[i].bf16_error);
     }
   }
   std::printf("ratio = rnnkit / PyTorch, each the best of 1 and 2 threads; below 1 is faster\n");

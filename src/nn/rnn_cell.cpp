@@ -102,6 +102,7 @@ LSTMState RNNCellImplBase::step(const Tensor& input, const Tensor& h, const Tens
   layout.return_h_n = false;  // the output row is h'
   spec.packed_cache = packed_cache_.get();
   spec.pack_input_weights = !is_training();
+  spec.bf16_inference = bf16_inference_;
   detail::RecurrentResult r = detail::recurrent_forward(spec, layout, input, h, lstm ? c : Tensor(), weights);
   return {r.output, r.c_n};
 }

@@ -25,6 +25,7 @@
 #endif
 
 #include "autograd/function.h"
+#include "kernels/cpu/bfloat16.h"
 #include "rnnkit/autograd/node.h"
 #include "rnnkit/threading.h"
 #include "tensor/native.h"
@@ -342,7 +343,8 @@ void forward_wavefront(const Saved& s, const Wavefront& wave, LayerY&& layer_y, 
       // Chunk 0 of layer l runs before every other chunk of it.
       const size_t li = static_cast<size_t>(l);
       if (chunk == 0 && s.spec.packed_cache != nullptr) {
-        cached[li] = s.spec.packed_cache->get(li, s.w_hh(l, 0), s.dims(l, 0));
+        cached[li] = s.spec.packed_cache->get(li, s.w_hh(l, 0), s.dims(l, 0), PackedWeightsCache::kRecurrent,
+                                              s.spec.bf16_inference);
         if (s.spec.pack_input_weights)
           cached_ih[li] = s.spec.packed_cache->get(li, s.w_ih(l, 0), s.dims(l, 0), PackedWeightsCache::kInput);
       }
@@ -463,7 +465,8 @@ RecurrentResult forward_impl(const std::shared_ptr<Saved>& sp, const Tensor& inp
         Tensor held, held_ih;  // the cache's packed W_hh and W_ih, alive through the call
         if constexpr (std::is_same<T, float>::value) {
           if (spec.packed_cache != nullptr) {
-            held = spec.packed_cache->get(static_cast<size_t>(sd), s.w_hh(l, d), dims);
+            held = spec.packed_cache->get(static_cast<size_t>(sd), s.w_hh(l, d), dims, PackedWeightsCache::kRecurrent,
+                                          s.spec.bf16_inference);
             if (held.defined()) w.w_hh_packed = held.const_data_ptr<float>();
             if (spec.pack_input_weights)
               held_ih = spec.packed_cache->get(static_cast<size_t>(sd), s.w_ih(l, d), dims, PackedWeightsCache::kInput);
@@ -682,34 +685,26 @@ int64_t recurrent_sums_taken() { return g_sums_taken.load(); }
 void set_layer_schedule(LayerSchedule schedule) { g_layer_schedule = schedule; }
 LayerSchedule layer_schedule() { return g_layer_schedule; }
 
-Tensor PackedWeightsCache::get(size_t index, const Tensor& weight, const k::RnnLayerDims& dims, Kind kind) {
-  RNNKIT_CHECK(weight.dtype() == kFloat32 && weight.is_contiguous() && weight.storage(),
-               "PackedWeightsCache: internal error, the weight must be contiguous float32");
-  const bool input = kind == kInput;
-  if (input ? k::rnn_packed_input_weights_size(dims) == 0 : !k::rnn_forward_takes_packed(dims)) return Tensor();
-  const size_t n = input ? k::rnn_packed_input_weights_size(dims) : k::rnn_packed_weights_size(dims);
-  const auto fits = [&](const Tensor& packed) {
-    return input ? k::rnn_packed_input_weights_fit(dims, packed.const_data_ptr<float>())
-                 : k::rnn_packed_weights_fit(dims, packed.const_data_ptr<float>());
-  };
-  index = 2 * index + (input ? 1 : 0);  // each weight's own entries
+template <class Fits, class Fill>
+Tensor PackedWeightsCache::lookup(size_t group, const Tensor& weight, bool bf16, size_t n, Dtype dtype, Fits&& fits,
+                                  Fill&& fill) {
   const std::shared_ptr<Storage>& storage = weight.storage();
   const int64_t offset = weight.storage_offset();
   // The version before packing: a change while packing makes the entry stale.
   const uint64_t version = storage->version();
   // Whether entry e was packed from these very bytes: the same storage (the
   // same control block: an address reused by a new storage is not the same
-  // owner while e's weak_ptr lives), offset and version.
+  // owner while e's weak_ptr lives), offset and version, and precision.
   const auto current = [&](const Entry& e) {
     return e.packed.defined() && !e.storage.owner_before(storage) && !storage.owner_before(e.storage) &&
-           !e.storage.expired() && e.offset == offset && e.version == version;
+           !e.storage.expired() && e.offset == offset && e.version == version && e.bf16 == bf16;
   };
   size_t victim = 0;
   Tensor packed;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (entries_.size() < (index + 1) * kSlots) entries_.resize((index + 1) * kSlots);
-    Entry* slots = &entries_[index * kSlots];
+    if (entries_.size() < (group + 1) * kSlots) entries_.resize((group + 1) * kSlots);
+    Entry* slots = &entries_[group * kSlots];
     for (size_t i = 0; i < kSlots; ++i)
       if (current(slots[i]) && fits(slots[i].packed)) {
         slots[i].last_use = ++use_clock_;
@@ -723,29 +718,72 @@ Tensor PackedWeightsCache::get(size_t index, const Tensor& weight, const k::RnnL
           (rank(slots[i]) == rank(slots[victim]) && slots[i].last_use < slots[victim].last_use))
         victim = i;
     Entry& e = slots[victim];
-    // Repack into its buffer when no call holds it and the size fits (a fresh
-    // buffer costs its pages' first-touch faults, about as much as packing).
-    // Taken out of the entry meanwhile, so no other call gets it.
-    if (e.packed.defined() && e.packed.impl().use_count() == 1 && e.packed.numel() == static_cast<int64_t>(n)) {
+    // Repack into its buffer when no call holds it and the size and type fit
+    // (a fresh buffer costs its pages' first-touch faults, about as much as
+    // packing). Taken out of the entry meanwhile, so no other call gets it.
+    if (e.packed.defined() && e.packed.impl().use_count() == 1 && e.packed.numel() == static_cast<int64_t>(n) &&
+        e.packed.dtype() == dtype) {
       // Pairs with the release of the last other handle: that call's reads
       // of the buffer happen before this repacking writes it.
       std::atomic_thread_fence(std::memory_order_acquire);
       packed = std::move(e.packed);
     }
   }
-  if (!packed.defined()) packed = empty({static_cast<int64_t>(n)}, kFloat32);
-  try {
-    if (input)
-      k::rnn_pack_input_weights(dims, weight.const_data_ptr<float>(), packed.data_ptr<float>());
-    else
-      k::rnn_pack_weights(dims, weight.const_data_ptr<float>(), packed.data_ptr<float>());
-  } catch (const Error&) {
-    return Tensor();  // oneDNN declined this layout: the forward packs for itself, as without a cache
-  }
+  if (!packed.defined()) packed = empty({static_cast<int64_t>(n)}, dtype);
+  if (!fill(packed)) return Tensor();
   packs_.fetch_add(1);
   std::lock_guard<std::mutex> lock(mutex_);
-  entries_[index * kSlots + victim] = Entry{storage, offset, version, ++use_clock_, packed};
+  entries_[group * kSlots + victim] = Entry{storage, offset, version, ++use_clock_, bf16, packed};
   return packed;
+}
+
+Tensor PackedWeightsCache::get(size_t index, const Tensor& weight, const k::RnnLayerDims& dims, Kind kind,
+                               bool bf16) {
+  RNNKIT_CHECK(weight.dtype() == kFloat32 && weight.is_contiguous() && weight.storage(),
+               "PackedWeightsCache: internal error, the weight must be contiguous float32");
+  const bool input = kind == kInput;
+  if (input ? k::rnn_packed_input_weights_size(dims) == 0 : !k::rnn_forward_takes_packed(dims)) return Tensor();
+  const k::PackedPrecision precision =
+      !input && bf16 && k::rnn_packed_weights_size(dims, k::PackedPrecision::kBFloat16) > 0
+          ? k::PackedPrecision::kBFloat16
+          : k::PackedPrecision::kFloat32;
+  const size_t n = input ? k::rnn_packed_input_weights_size(dims) : k::rnn_packed_weights_size(dims, precision);
+  const auto fits = [&](const Tensor& packed) {
+    return input ? k::rnn_packed_input_weights_fit(dims, packed.const_data_ptr<float>())
+                 : k::rnn_packed_weights_fit(dims, packed.const_data_ptr<float>());
+  };
+  const auto fill = [&](Tensor& packed) {
+    try {
+      if (input)
+        k::rnn_pack_input_weights(dims, weight.const_data_ptr<float>(), packed.data_ptr<float>());
+      else
+        k::rnn_pack_weights(dims, weight.const_data_ptr<float>(), packed.data_ptr<float>(), precision);
+    } catch (const Error&) {
+      return false;  // oneDNN declined this layout: the forward packs for itself, as without a cache
+    }
+    if (precision == k::PackedPrecision::kBFloat16) bf16_packs_.fetch_add(1);
+    return true;
+  };
+  return lookup(kKinds * index + (input ? 1 : 0), weight, precision == k::PackedPrecision::kBFloat16, n, kFloat32,
+                fits, fill);
+}
+
+Tensor PackedWeightsCache::rounded_bf16(size_t index, const Tensor& weight) {
+  RNNKIT_CHECK((weight.dtype() == kFloat32 || weight.dtype() == kFloat64) && weight.is_contiguous() &&
+                   weight.storage(),
+               "PackedWeightsCache: internal error, the weight must be contiguous float32 or float64");
+  const auto fill = [&](Tensor& rounded) {
+    dispatch_floating(weight.dtype(), "rounded_bf16", [&](auto tag) {
+      using T = decltype(tag);
+      const T* src = weight.const_data_ptr<T>();
+      T* dst = rounded.data_ptr<T>();
+      const int64_t n = weight.numel();
+      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<T>(k::round_to_bfloat16(static_cast<float>(src[i])));
+    });
+    return true;
+  };
+  return lookup(kKinds * index + 2, weight, true, static_cast<size_t>(weight.numel()), weight.dtype(),
+                [](const Tensor&) { return true; }, fill);
 }
 
 RecurrentResult recurrent_forward(const RecurrentSpec& spec, const RecurrentLayout& layout, const Tensor& input,
@@ -788,6 +826,19 @@ RecurrentResult recurrent_forward(const RecurrentSpec& spec, const RecurrentLayo
   // pack into a scratch freed when the forward ends: a training step then holds
   // no packed copy through its backward.
   if (training && s->T > 1) s->spec.packed_cache = nullptr;
+  // bfloat16 inference: every layer and direction runs on W_hh rounded to
+  // bfloat16 (kept rounded in the cache between calls), whichever path it
+  // takes, so that results do not depend on the batch size or the CPU beyond
+  // float rounding; the paths with a bfloat16 packed form take it from there.
+  if (training) s->spec.bf16_inference = false;
+  if (s->spec.bf16_inference) {
+    PackedWeightsCache scratch;  // without the module's cache: rounded for this call only
+    PackedWeightsCache& cache = s->spec.packed_cache != nullptr ? *s->spec.packed_cache : scratch;
+    for (int64_t sd = 0; sd < s->L * s->D; ++sd) {
+      Tensor& w_hh = s->weights[static_cast<size_t>(sd * s->per_direction + 1)];
+      w_hh = cache.rounded_bf16(static_cast<size_t>(sd), w_hh);
+    }
+  }
   RecurrentResult result = dispatch_floating(s->dtype, spec.node_name, [&](auto tag) {
     return forward_impl<decltype(tag)>(s, input, h0, c0, training);
   });

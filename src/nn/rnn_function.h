@@ -47,24 +47,42 @@ class PackedWeightsCache {
   // threads; undefined when the call's path takes no packed form of it
   // (kernels::cpu::rnn_forward_takes_packed, rnn_packed_input_weights_size) or
   // it cannot be packed; the forward then packs W_hh for itself, and makes the
-  // input projection from W_ih as it is.
-  Tensor get(size_t index, const Tensor& weight, const kernels::cpu::RnnLayerDims& dims, Kind kind = kRecurrent);
-  // Times get() packed (tests).
+  // input projection from W_ih as it is. bf16: W_hh packed in bfloat16 where
+  // the call's path has that form (rnn_packed_weights_size with kBFloat16),
+  // else as without it (the caller passes W_hh already rounded to bfloat16:
+  // rounded_bf16, so that both forms hold the same values).
+  Tensor get(size_t index, const Tensor& weight, const kernels::cpu::RnnLayerDims& dims, Kind kind = kRecurrent,
+             bool bf16 = false);
+  // W_hh of entry `index` (float32 or float64, contiguous) with every value
+  // rounded to bfloat16 (kernels::cpu::round_to_bfloat16; a float64 value
+  // through float32 first, as PyTorch rounds), kept as the packed forms are.
+  Tensor rounded_bf16(size_t index, const Tensor& weight);
+  // Times get() packed and rounded_bf16() rounded (tests).
   int64_t packs() const { return packs_.load(); }
+  // Times get() packed W_hh in bfloat16 (tests).
+  int64_t bf16_packs() const { return bf16_packs_.load(); }
 
  private:
   static constexpr size_t kSlots = 2;
+  static constexpr size_t kKinds = 3;  // kRecurrent, kInput, the rounded W_hh
   struct Entry {
     std::weak_ptr<Storage> storage;
     int64_t offset = 0;
     uint64_t version = 0;
     uint64_t last_use = 0;  // use_clock_ at its last hit or packing
+    bool bf16 = false;      // W_hh: packed in bfloat16
     Tensor packed;
   };
+  // The entry of slot group `group` made from weight with this bf16 flag, if
+  // current and fits(its tensor); else fill(tensor) writes a fresh one of n
+  // elements of dtype (false: no entry, returns undefined).
+  template <class Fits, class Fill>
+  Tensor lookup(size_t group, const Tensor& weight, bool bf16, size_t n, Dtype dtype, Fits&& fits, Fill&& fill);
   std::mutex mutex_;
-  std::vector<Entry> entries_;  // kSlots per index
+  std::vector<Entry> entries_;  // kSlots per group, kKinds groups per index
   uint64_t use_clock_ = 0;
   std::atomic<int64_t> packs_{0};
+  std::atomic<int64_t> bf16_packs_{0};
 };
 
 // Layer directions whose backward added their weight gradients into the sums
@@ -90,6 +108,11 @@ struct RecurrentSpec {
   // the train-mode forward's (results differ in the last bits), so train-mode
   // calls, with or without a graph, keep agreeing bit for bit.
   bool pack_input_weights = false;
+  // Inference calls (no graph recorded) take W_hh rounded to bfloat16
+  // (nn::RNNImplBase::set_bf16_inference): packed in bfloat16 where the
+  // kernels' path has that form, elsewhere the rounded values in the call's
+  // dtype. Training calls ignore it.
+  bool bf16_inference = false;
 };
 
 // How the tensors given to recurrent_forward lay out in memory.

@@ -132,6 +132,7 @@ struct Model {
   std::shared_ptr<nn::Module> module;
   std::function<nn::RNNOutput(const Tensor&, const Tensor&, const Tensor&)> forward;
   std::function<nn::PackedRNNOutput(const PackedSequence&, const Tensor&, const Tensor&)> forward_packed;
+  std::function<void(bool)> set_bf16_inference;
 };
 
 template <class Options>
@@ -152,6 +153,7 @@ inline Model build_model(const json& c, Generator* gen) {
   if (kind == "LSTM") {
     nn::LSTM l(layer_options<nn::LSTMOptions>(c, gen).proj_size(c["proj_size"].get<int64_t>()));
     m.module = l.ptr();
+    m.set_bf16_inference = [l](bool on) { l->set_bf16_inference(on); };
     m.forward = [l](const Tensor& x, const Tensor& h, const Tensor& cc) { return l->forward(x, {h, cc}); };
     m.forward_packed = [l](const PackedSequence& x, const Tensor& h, const Tensor& cc) {
       return l->forward(x, {h, cc});
@@ -159,16 +161,19 @@ inline Model build_model(const json& c, Generator* gen) {
   } else if (kind == "GRU") {
     nn::GRU l(layer_options<nn::GRUOptions>(c, gen));
     m.module = l.ptr();
+    m.set_bf16_inference = [l](bool on) { l->set_bf16_inference(on); };
     m.forward = [l](const Tensor& x, const Tensor& h, const Tensor&) { return l->forward(x, h); };
     m.forward_packed = [l](const PackedSequence& x, const Tensor& h, const Tensor&) { return l->forward(x, h); };
   } else if (kind == "RNN") {
     nn::RNN l(layer_options<nn::RNNOptions>(c, gen).nonlinearity(c["nonlinearity"].get<std::string>()));
     m.module = l.ptr();
+    m.set_bf16_inference = [l](bool on) { l->set_bf16_inference(on); };
     m.forward = [l](const Tensor& x, const Tensor& h, const Tensor&) { return l->forward(x, h); };
     m.forward_packed = [l](const PackedSequence& x, const Tensor& h, const Tensor&) { return l->forward(x, h); };
   } else if (kind == "LSTMCell") {
     nn::LSTMCell l(nn::LSTMCellOptions(c["input_size"], c["hidden_size"]).bias(c["bias"].get<bool>()).generator(gen));
     m.module = l.ptr();
+    m.set_bf16_inference = [l](bool on) { l->set_bf16_inference(on); };
     m.forward = [l](const Tensor& x, const Tensor& h, const Tensor& cc) {
       auto [h1, c1] = l->forward(x, {h, cc});
       return nn::RNNOutput{h1, Tensor(), c1};
@@ -176,6 +181,7 @@ inline Model build_model(const json& c, Generator* gen) {
   } else if (kind == "GRUCell") {
     nn::GRUCell l(nn::GRUCellOptions(c["input_size"], c["hidden_size"]).bias(c["bias"].get<bool>()).generator(gen));
     m.module = l.ptr();
+    m.set_bf16_inference = [l](bool on) { l->set_bf16_inference(on); };
     m.forward = [l](const Tensor& x, const Tensor& h, const Tensor&) {
       return nn::RNNOutput{l->forward(x, h), Tensor(), Tensor()};
     };
@@ -185,6 +191,7 @@ inline Model build_model(const json& c, Generator* gen) {
                       .nonlinearity(c["nonlinearity"].get<std::string>())
                       .generator(gen));
     m.module = l.ptr();
+    m.set_bf16_inference = [l](bool on) { l->set_bf16_inference(on); };
     m.forward = [l](const Tensor& x, const Tensor& h, const Tensor&) {
       return nn::RNNOutput{l->forward(x, h), Tensor(), Tensor()};
     };
@@ -203,6 +210,7 @@ inline Case run_rnnkit(json c, Dtype dtype, uint64_t seed) {
   Model m = build_model(c, &gen);
   if (dtype == kFloat64) m.module->to(kFloat64);
   if (c.value("eval", false)) m.module->eval();
+  if (c.value("bf16_inference", false)) m.set_bf16_inference(true);
   for (const auto& [name, p] : m.module->named_parameters()) k.inputs.insert("w." + name, p.detach().clone());
 
   const int64_t I = c["input_size"], H = c["hidden_size"], T = c["steps"], N = c["batch"];

@@ -12,6 +12,7 @@
 
 #include "nn/nn_test_util.h"
 #include "nn/rnn_parity_cases.h"
+#include "kernels/cpu/bfloat16.h"
 #include "kernels/cpu/rnn_simd.h"
 #include "nn/rnn_function.h"
 #include "rnnkit/optim/sgd.h"
@@ -389,7 +390,10 @@ TEST(RnnModules, GradientsThroughDropoutByFiniteDifferences) {
 // takes packed weights (kernels::cpu::rnn_forward_takes_packed).
 // Whether the kernel call of these sizes takes packed W_hh, or with input, a
 // packed W_ih.
-bool takes_packed(kernels::cpu::CellType cell, int64_t I, int64_t H, int64_t N, int64_t T, bool input = false) {
+// With bf16, whether it takes W_hh packed in bfloat16 (a module in
+// set_bf16_inference).
+bool takes_packed(kernels::cpu::CellType cell, int64_t I, int64_t H, int64_t N, int64_t T, bool input = false,
+                  bool bf16 = false) {
   kernels::cpu::RnnLayerDims dims;
   dims.cell = cell;
   dims.input_size = I;
@@ -398,6 +402,9 @@ bool takes_packed(kernels::cpu::CellType cell, int64_t I, int64_t H, int64_t N, 
   dims.steps = T;
   const std::vector<int64_t> batch_sizes(static_cast<size_t>(T), N);
   dims.batch_sizes = batch_sizes.data();
+  if (bf16)
+    return kernels::cpu::rnn_forward_takes_packed(dims) &&
+           kernels::cpu::rnn_packed_weights_size(dims, kernels::cpu::PackedPrecision::kBFloat16) > 0;
   return input ? kernels::cpu::rnn_packed_input_weights_size(dims) > 0 : kernels::cpu::rnn_forward_takes_packed(dims);
 }
 
@@ -422,13 +429,17 @@ std::vector<simd::Isa> available_isas() {
 // packs: W_hh in every kernel call (layers x directions), or in none, as layer
 // 0's kernel dims decide (the later layers differ only in input size); with
 // input, the W_ih its kernel calls take packed (layer l > 0 reads D * H inputs).
-int64_t packed_calls(const json& c, bool input = false) {
+kernels::cpu::CellType cell_type(const json& c) {
   const std::string kind = c["kind"];
   using kernels::cpu::CellType;
-  const CellType cell = kind.rfind("LSTM", 0) == 0  ? CellType::LSTM
-                        : kind.rfind("GRU", 0) == 0 ? CellType::GRU
-                        : c["nonlinearity"] == "relu" ? CellType::RNN_RELU
-                                                      : CellType::RNN_TANH;
+  return kind.rfind("LSTM", 0) == 0    ? CellType::LSTM
+         : kind.rfind("GRU", 0) == 0   ? CellType::GRU
+         : c["nonlinearity"] == "relu" ? CellType::RNN_RELU
+                                       : CellType::RNN_TANH;
+}
+
+int64_t packed_calls(const json& c, bool input = false) {
+  const kernels::cpu::CellType cell = cell_type(c);
   const int64_t D = c["bidirectional"].get<bool>() ? 2 : 1, L = c["num_layers"], H = c["hidden_size"];
   if (!input) return takes_packed(cell, c["input_size"], H, c["batch"], c["steps"]) ? L * D : 0;
   int64_t calls = 0;
@@ -597,6 +608,118 @@ TEST(RnnModules, InferenceKeepsPackedWeightsUntilTheyChange) {
     for (auto& th : callers) th.join();
     EXPECT_TRUE(same[0] && same[1]);
   });
+}
+
+// A tensor with every value rounded to bfloat16 (kernels::cpu::round_to_bfloat16).
+Tensor bf16_rounded(const Tensor& t) {
+  std::vector<float> v = t.to_vector<float>();
+  for (float& e : v) e = kernels::cpu::round_to_bfloat16(e);
+  return from_vector(v, t.sizes());
+}
+
+// set_bf16_inference: inference calls run on every W_hh rounded to bfloat16,
+// on every instruction set: what a module whose weight_hh_l* hold the rounded
+// values computes (to float rounding; live PyTorch in RnnParity.Bf16Inference*),
+// through the kernels' bfloat16 packing where the path has one; kept between
+// calls, renewed when the weights change; calls that record a graph, and calls
+// after switching it off, are the float module's bit for bit.
+TEST(RnnModules, Bf16InferenceRunsOnRoundedRecurrentWeights) {
+  const uint64_t seed = rnnkit::testing::fresh_seed();
+  SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const std::vector<json> configs = {
+      layer_config("LSTM", 24, 64, 2, 1, 40, false),  // small batch, stacked: the wavefront
+      layer_config("GRU", 16, 48, 1, 3, 7, true),     // small batch, directions at once
+      layer_config("RNN", 20, 96, 1, 40, 5, false),   // larger batch
+      layer_config("LSTM", 16, 96, 1, 64, 3, false),  // large batch: the GEMM path, no bfloat16 form
+      layer_config("LSTM", 8, 40, 2, 12, 6, true),    // medium batch, stacked and bidirectional
+      layer_config("LSTMCell", 12, 32, 1, 2, 1, false),
+      layer_config("GRUCell", 12, 32, 1, 1, 1, false),
+  };
+  int bf16_forms = 0;
+  for_each_isa_and_config(configs, [&](simd::Isa isa, const json& c) {
+    const std::string kind = c["kind"];
+    const bool cell = rnnkit::testing::rnn::is_cell(kind);
+    const int64_t I = c["input_size"], H = c["hidden_size"], N = c["batch"], T = c["steps"];
+    Generator gen(rng());
+    auto m = rnnkit::testing::rnn::build_model(c, &gen);
+    m.module->eval();
+    const Tensor x = randn(cell ? Shape{N, I} : Shape{T, N, I}, {}, &gen);
+    const Tensor h = randn(cell ? Shape{N, H} : Shape{c["num_layers"].get<int64_t>() * (c["bidirectional"] ? 2 : 1), N, H},
+                           {}, &gen);
+    const Tensor cs = kind.rfind("LSTM", 0) == 0 ? randn(h.sizes(), {}, &gen) : Tensor();
+    auto run = [&](rnnkit::testing::rnn::Model& model) {
+      NoGradGuard guard;
+      return model.forward(x, h, cs).output;
+    };
+    // A float module with m's weights, weight_hh_l* rounded when asked.
+    auto copy = [&](bool rounded) {
+      Generator other(1);
+      auto f = rnnkit::testing::rnn::build_model(c, &other);
+      f.module->eval();
+      StateDict sd;
+      for (const auto& [name, t] : m.module->state_dict())
+        sd.insert(name, rounded && name.rfind("weight_hh", 0) == 0 ? bf16_rounded(t) : t);
+      f.module->load_state_dict(sd);
+      return f;
+    };
+    auto max_diff = [](const Tensor& a, const Tensor& b) { return sub(a, b).abs().max().item(); };
+    const auto& cache = packed_cache_of(*m.module);
+
+    const Tensor y_float = run(m);
+    EXPECT_FALSE(m.module->named_parameters().empty());
+    m.set_bf16_inference(true);
+    const int64_t bf16_before = cache.bf16_packs();
+    Tensor y = run(m);
+    {
+      auto r = copy(true);
+      EXPECT_LE(max_diff(y, run(r)), 2e-6);
+    }
+    EXPECT_GT(max_diff(y, y_float), 1e-5);  // the rounding shows
+    EXPECT_LT(max_diff(y, y_float), 2e-2);
+    // The bfloat16 packing where the kernel call takes packed weights and has
+    // that form (not the scalar kernels, not the 40-row batch).
+    const int64_t D = c["bidirectional"].get<bool>() ? 2 : 1, L = c["num_layers"];
+    const bool bf16_form = takes_packed(cell_type(c), I, H, N, T, false, true);
+    EXPECT_EQ(cache.bf16_packs() - bf16_before, bf16_form ? L * D : 0);
+    if (isa == simd::Isa::kScalar) EXPECT_FALSE(bf16_form);
+    bf16_forms += bf16_form ? 1 : 0;
+
+    // Kept: the same bits, nothing rounded or packed again.
+    const int64_t packs = cache.packs();
+    EXPECT_TRUE(equal(run(m), y));
+    EXPECT_EQ(cache.packs(), packs);
+
+    // A forward that records a graph ignores it.
+    {
+      auto f = copy(false);
+      const Tensor xg = x.detach().clone().requires_grad_();
+      EXPECT_TRUE(equal(m.forward(xg, h, cs).output, f.forward(xg, h, cs).output));
+    }
+
+    // A change of the weights is seen.
+    Tensor w_hh;
+    for (auto& [name, p] : m.module->named_parameters())
+      if (name == "weight_hh" || name == "weight_hh_l0") w_hh = p;
+    ASSERT_TRUE(w_hh.defined());
+    {
+      NoGradGuard guard;
+      w_hh.mul_(0.75);
+    }
+    const Tensor y2 = run(m);
+    EXPECT_FALSE(equal(y2, y));
+    {
+      auto r = copy(true);
+      EXPECT_LE(max_diff(y2, run(r)), 2e-6);
+    }
+
+    // Switched off: the float module's result again.
+    m.set_bf16_inference(false);
+    auto f = copy(false);
+    EXPECT_TRUE(equal(run(m), run(f)));
+  });
+  // Both kinds of call ran wherever the CPU has vector kernels.
+  if (simd::detected_isa() != simd::Isa::kScalar) EXPECT_GE(bf16_forms, 5);
 }
 
 // Training calls over one step (a decoder cell called step by step) keep W_hh

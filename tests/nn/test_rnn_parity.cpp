@@ -113,6 +113,40 @@ void run_lanes(const std::string& kind) {
       });
 }
 
+// Inference with set_bf16_inference(true) against PyTorch running the same
+// module with every weight_hh_l* rounded to bfloat16 (Tensor.bfloat16()),
+// forward only: small batches (the kernels' bfloat16-packed W_hh), batches
+// past the small-batch path and LSTM projections (W_hh rounded in the layer's
+// dtype), stacked layers over long sequences (the wavefront's chunks), packed
+// and padded. The unrounded weights differ from these by ~1e-3, far outside the
+// tolerance, so a call that skipped the rounding anywhere fails.
+void run_bf16(const std::string& kind) {
+  run_cases(
+      40,
+      [&](std::mt19937_64& rng, int i, Dtype dtype) {
+        json c = i % 4 == 3 && !is_cell(kind) ? random_stacked_config(kind, rng, chance(rng, 0.5), true,
+                                                                       dtype == kFloat64)
+                                             : random_config(kind, rng);
+        if (chance(rng, 0.5)) c["hidden_size"] = pick(rng, 16, 80);
+        if (!is_cell(kind) && c.value("proj_size", 0) >= c["hidden_size"].get<int64_t>()) c["proj_size"] = 0;
+        c["batch"] = chance(rng, 0.25) ? pick(rng, 40, 64) : pick(rng, 1, 12);
+        if (c.value("packed", false)) set_random_lengths(c, rng);  // for the new batch
+        c["no_grad"] = true;
+        c["bf16_inference"] = true;
+        return c;
+      },
+      [](const json&, Dtype, uint64_t, const Case&) {});
+}
+
+TEST(RnnParity, Bf16InferenceLSTM) { run_bf16("LSTM"); }
+TEST(RnnParity, Bf16InferenceGRU) { run_bf16("GRU"); }
+TEST(RnnParity, Bf16InferenceRNN) { run_bf16("RNN"); }
+TEST(RnnParity, Bf16InferenceCells) {
+  run_bf16("LSTMCell");
+  run_bf16("GRUCell");
+  run_bf16("RNNCell");
+}
+
 TEST(RnnParity, LanesLSTM) { run_lanes("LSTM"); }
 TEST(RnnParity, LanesGRU) { run_lanes("GRU"); }
 TEST(RnnParity, LanesRNN) { run_lanes("RNN"); }

@@ -44,6 +44,12 @@ def _run_one(c, t):
     dtype = t["x"].dtype
     m = m.to(dtype)
     m.load_state_dict(params, strict=True)
+    if c.get("bf16_inference", False):
+        # rnnkit's set_bf16_inference: W_hh rounded to bfloat16, nothing else.
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                if name.startswith("weight_hh"):
+                    p.copy_(p.bfloat16().to(dtype))
     if c.get("eval", False):
         m.eval()
     x = t["x"].clone().requires_grad_(True)

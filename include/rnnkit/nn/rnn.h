@@ -145,6 +145,24 @@ class RNNImplBase : public Module {
   double dropout() const { return dropout_; }
   bool bidirectional() const { return bidirectional_; }
   int64_t proj_size() const { return proj_size_; }
+  // rnnkit's own switch, not PyTorch's: inference forwards (no graph
+  // recorded: under NoGradGuard, or with inputs and parameters that need no
+  // gradient; a forward that records a graph ignores it) of float32 and
+  // float64 layers take every W_hh (weight_hh_l*) rounded to bfloat16, to
+  // nearest even, as PyTorch's Tensor.bfloat16() rounds; W_ih, the biases,
+  // W_hr, the states and all arithmetic stay in the layer's dtype. The results
+  // are those of the same layer with weight_hh_l* replaced by their bfloat16
+  // roundings, to float rounding, on any path and CPU. Where the kernels'
+  // small-batch path runs on AVX2 or AVX-512 (a float32 layer without
+  // projection, batch up to 8, or up to 32 for an LSTM or a GRU on AVX-512),
+  // they read W_hh as bfloat16 — half the bytes per step, which is what bounds
+  // their speed at small batch (docs/PERFORMANCE.md). Accuracy: about 2^-9
+  // relative per weight; measured on h, a few 1e-4 to 1e-3 absolute over a
+  // sequence (docs/RECURRENT.md). The parameters are untouched (a state_dict
+  // saves float values); the module keeps a rounded copy of each W_hh, and its
+  // bfloat16 packing, while the weights stay unchanged. Default off.
+  void set_bf16_inference(bool on) { bf16_inference_ = on; }
+  bool bf16_inference() const { return bf16_inference_; }
   // Internal (tests): the packed weights kept between calls.
   const detail::PackedWeightsCache& packed_weights_cache() const { return *packed_cache_; }
 
@@ -189,6 +207,7 @@ class RNNImplBase : public Module {
   // from before a call is not (take a fresh one). See rnn_function.h and
   // docs/RECURRENT.md.
   std::shared_ptr<detail::PackedWeightsCache> packed_cache_;
+  bool bf16_inference_ = false;
 };
 
 // Elman RNN: h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh) (or relu).

@@ -89,6 +89,9 @@ class RNNCellImplBase : public Module {
   int64_t input_size() const { return input_size_; }
   int64_t hidden_size() const { return hidden_size_; }
   bool bias() const { return bias_; }
+  // W_hh rounded to bfloat16 in inference calls: see RNNImplBase::set_bf16_inference.
+  void set_bf16_inference(bool on) { bf16_inference_ = on; }
+  bool bf16_inference() const { return bf16_inference_; }
   // Internal (tests): the packed weights kept between calls.
   const detail::PackedWeightsCache& packed_weights_cache() const { return *packed_cache_; }
 
@@ -107,6 +110,7 @@ class RNNCellImplBase : public Module {
   Generator* generator_;
   // Weights packed between calls; see RNNImplBase.
   std::shared_ptr<detail::PackedWeightsCache> packed_cache_;
+  bool bf16_inference_ = false;
 };
 
 class RNNCellImpl : public RNNCellImplBase {

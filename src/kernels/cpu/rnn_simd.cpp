@@ -11,6 +11,8 @@
 #include <new>
 #include <string>
 
+#include "kernels/cpu/bfloat16.h"
+
 namespace rnnkit::kernels::cpu::simd {
 
 // Defined in rnn_simd_avx512.cpp / rnn_simd_avx2.cpp.
@@ -297,14 +299,8 @@ void pack_recurrent_bf16(int64_t G, int64_t H, int64_t K, const float* w_hh, uin
         uint16_t* dst = packed + jb * pairs * G * kPair +
                         (gate_major ? g * pairs + k / 2 : k / 2 * G + g) * kPair;
         for (int64_t u = 0; u < kPackBlock; ++u)
-          for (int64_t e = 0; e < 2; ++e) {
-            uint32_t bits = 0;
-            if (u < units && k + e < K) std::memcpy(&bits, src + u * K + e, sizeof bits);
-            // Round to nearest even; a NaN stays a (quiet) NaN.
-            const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
-            const uint32_t rounded = nan ? (bits | 0x00400000u) : bits + 0x7fffu + ((bits >> 16) & 1u);
-            dst[2 * u + e] = static_cast<uint16_t>(rounded >> 16);
-          }
+          for (int64_t e = 0; e < 2; ++e)
+            dst[2 * u + e] = u < units && k + e < K ? bfloat16_bits(src[u * K + e]) : uint16_t{0};
       }
   }
 }
