@@ -28,7 +28,8 @@
 //
 //   bench_rnn_layers [--hidden 512] [--input 512] [--batch 64] [--steps 25] [--layers 1]
 //                    [--bidirectional] [--cells LSTM,GRU,RNN,LSTMCell,GRUCell,RNNCell] [--reps 10]
-//                    [--script path/to/bench_rnn_layers.py] [--no-torch] [--bf16]
+//                    [--script path/to/bench_rnn_layers.py] [--no-torch] [--bf16] [--proj P]
+// --proj P gives the LSTM (the layer, not the cell) a projection of P outputs.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -61,7 +62,7 @@ namespace nn = rnnkit::nn;
 using nlohmann::json;
 
 struct Settings {
-  int64_t input = 512, hidden = 512, batch = 64, steps = 25, layers = 1, reps = 10;
+  int64_t input = 512, hidden = 512, batch = 64, steps = 25, layers = 1, reps = 10, proj = 0;
   bool bidirectional = false;
   std::vector<std::string> cells = {"LSTM", "GRU", "RNN"};
   std::string script;
@@ -89,6 +90,7 @@ struct Subject {
   bool cell = false;
   std::vector<Tensor> inputs;  // the leaves whose gradients a training call computes
   std::function<void(bool)> set_bf16_inference;
+  bool proj = false;  // an LSTM with a projection (--proj)
 };
 
 void mark_weights_changed(const nn::Module& module) {
@@ -151,7 +153,7 @@ std::pair<double, double> interleaved_ms(const std::function<void()>& a, const s
 // thread schedule off.
 Timing time_subject(const Subject& sub, const Settings& s) {
   const int64_t D = s.bidirectional ? 2 : 1;
-  Tensor dy = randn({s.steps, s.batch, D * s.hidden});
+  Tensor dy = randn({s.steps, s.batch, D * (sub.proj ? s.proj : s.hidden)});
   Timing best;
   const int max_threads = omp_get_max_threads();
   auto forward = [&](bool repack) {
@@ -244,7 +246,7 @@ Timing time_subject(const Subject& sub, const Settings& s) {
 json run_torch(const Settings& s, const std::vector<std::string>& cells, int threads) {
   const json cfg = {{"cells", cells},   {"input", s.input}, {"hidden", s.hidden},   {"batch", s.batch},
                     {"steps", s.steps}, {"reps", s.reps},   {"threads", threads},   {"layers", s.layers},
-                    {"bidirectional", s.bidirectional}};
+                    {"bidirectional", s.bidirectional}, {"proj", s.proj}};
   return rnnkit::bench::run_torch_script(s.script, cfg, threads, "bench_rnn_layers");
 }
 
@@ -274,10 +276,11 @@ int main(int argc, char** argv) {
     else if (a == "--script") s.script = option_value(argc, argv, i, kTool);
     else if (a == "--no-torch") s.torch = false;
     else if (a == "--bf16") s.bf16 = true;
+    else if (a == "--proj") s.proj = positive_option(argc, argv, i, kTool);
     else {
       std::cerr << "usage: bench_rnn_layers [--hidden H] [--input I] [--batch N] [--steps T] [--layers L] "
                    "[--bidirectional] [--cells LSTM,GRU,RNN,LSTMCell,GRUCell,RNNCell] [--reps R] [--script PATH] "
-                   "[--no-torch] [--bf16]\n";
+                   "[--no-torch] [--bf16] [--proj P]\n";
       return 2;
     }
   }
@@ -290,9 +293,14 @@ int main(int argc, char** argv) {
       return 2;
     }
     Subject sub;
-    if (cell == "LSTM")
-      sub = layer_subject(
-          nn::LSTM(nn::LSTMOptions(s.input, s.hidden).num_layers(s.layers).bidirectional(s.bidirectional)), s);
+    if (cell == "LSTM") {
+      sub = layer_subject(nn::LSTM(nn::LSTMOptions(s.input, s.hidden)
+                                       .num_layers(s.layers)
+                                       .bidirectional(s.bidirectional)
+                                       .proj_size(s.proj)),
+                          s);
+      sub.proj = s.proj > 0;
+    }
     else if (cell == "GRU")
       sub = layer_subject(
           nn::GRU(nn::GRUOptions(s.input, s.hidden).num_layers(s.layers).bidirectional(s.bidirectional)), s);
@@ -326,8 +334,9 @@ int main(int argc, char** argv) {
     torch2 = run_torch(s, cells, 2);
   }
   std::printf(
-      "recurrent layers, float32, input %lld, hidden %lld, batch %lld, steps %lld, layers %lld%s, median of %lld\n",
-      static_cast<long long>(s.input), static_cast<long long>(s.hidden), static_cast<long long>(s.batch),
+      "recurrent layers, float32, input %lld, hidden %lld%s, batch %lld, steps %lld, layers %lld%s, median of %lld\n",
+      static_cast<long long>(s.input), static_cast<long long>(s.hidden),
+      s.proj > 0 ? (", LSTM proj_size " + std::to_string(s.proj)).c_str() : "", static_cast<long long>(s.batch),
       static_cast<long long>(s.steps), static_cast<long long>(s.layers), s.bidirectional ? ", bidirectional" : "",
       static_cast<long long>(s.reps));
   std::printf("%-8s %-16s %12s %8s %10s %6s %13s %7s %12s %8s %8s\n", "layer", "pass", "rnnkit ms", "threads",

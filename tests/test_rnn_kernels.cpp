@@ -1135,6 +1135,22 @@ TEST(RnnKernels, ForwardDoesNotDependOnThreadCount) {
       expect_forward_same_on(2, c, p);
       expect_forward_same_on(3, c, p);
     }
+  // LSTMs with a projection on the small-batch path: the gates' blocks and the
+  // projection's blocks of outputs shared among the threads (two groups from
+  // H = 160 here), padded and packed batches.
+  for (int64_t H : {70, 33, 160, 300})
+    for (int64_t P : {1, 13, 31})
+      for (int64_t N : {1, 3, 8}) {
+        Config c = random_config(CellType::LSTM, 777 + N + H + P);
+        c.I = 20, c.H = H, c.P = P, c.N = N, c.T = 6;
+        c.batch_sizes = N == 3 ? batch_sizes_from_lengths({6, 4, 1}) : std::vector<int64_t>(6, N);
+        c.weight_scale = 0.2;
+        SCOPED_TRACE(c.describe());
+        ASSERT_STREQ(k::tuning::forward_path(c.dims()), simd::active_kernels() ? "small-batch" : "gemm");
+        const Problem p = random_problem(c);
+        expect_forward_same_on(2, c, p);
+        expect_forward_same_on(3, c, p);
+      }
 }
 
 // Short sequences of large layers take the input projection by oneDNN's brgemm
@@ -2214,7 +2230,8 @@ TEST(RnnKernels, LanesPathRule) {
 // Which batches take the small-batch forward on each instruction set with
 // vector kernels: up to 8 rows always; LSTM and GRU batches up to 32 of any
 // size with the AVX-512 kernels; otherwise up to 32 rows when
-// N * G * H^2 <= 2^20 (rnn.cpp, small_batch_path). A projection never does.
+// N * G * H^2 <= 2^20 (rnn.cpp, small_batch_path); an LSTM with a projection
+// up to 8 rows.
 // And the small-batch backward: up to 4 rows; up to 8 while W_hh is below
 // 2 MiB; and with the AVX-512 kernels batches on the small-batch forward up to
 // 2^22 multiply-adds a step.
@@ -2260,9 +2277,15 @@ TEST(RnnKernels, SmallBatchPathRule) {
     EXPECT_EQ(backward(CellType::RNN_TANH, 128, 32) == "small-batch", wide);
     EXPECT_EQ(path(CellType::RNN_TANH, 256, 32), wide ? "lanes" : "gemm");
     EXPECT_EQ(backward(CellType::RNN_TANH, 256, 32), "gemm");
-    EXPECT_NE(path(CellType::LSTM, 256, 16, 64), "small-batch");
-    EXPECT_NE(path(CellType::LSTM, 256, 4, 64), "small-batch");
+    // An LSTM with a projection takes the small-batch forward (with its second
+    // product per step) up to 8 rows; its backward stays on the GEMM path.
+    EXPECT_EQ(path(CellType::LSTM, 256, 4, 64), "small-batch");
+    EXPECT_EQ(path(CellType::LSTM, 1024, 8, 256), "small-batch");
+    EXPECT_NE(path(CellType::LSTM, 256, 9, 64), "small-batch");
+    EXPECT_NE(path(CellType::LSTM, 64, 16, 32), "small-batch");
     EXPECT_EQ(backward(CellType::LSTM, 256, 4, 64), "gemm");
+    // It packs its weights itself: no caller-packed form.
+    EXPECT_EQ(k::rnn_packed_weights_size(config(CellType::LSTM, 256, 4, 64).dims()), 0u);
   }
 }
 

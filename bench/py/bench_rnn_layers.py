@@ -50,7 +50,8 @@ def main():
     out = {"threads": torch.get_num_threads(), "torch": torch.__version__, "blas": blas_libraries(), "cells": {}}
     for cell in cfg["cells"]:
         layers, bidir = cfg.get("layers", 1), cfg.get("bidirectional", False)
-        dy = torch.randn(t, n, (2 if bidir else 1) * hid)
+        proj = cfg.get("proj", 0) if cell == "LSTM" else 0
+        dy = torch.randn(t, n, (2 if bidir else 1) * (proj or hid))
         if cell.endswith("Cell"):
             layer = getattr(torch.nn, cell)(inp, hid)
             inputs = [torch.randn(n, inp, requires_grad=True) for _ in range(t)]
@@ -62,7 +63,8 @@ def main():
                     ys.append(state[0] if lstm else state)
                 return torch.stack(ys)
         else:
-            layer = getattr(torch.nn, cell)(inp, hid, num_layers=layers, bidirectional=bidir)
+            kwargs = {"proj_size": proj} if proj else {}
+            layer = getattr(torch.nn, cell)(inp, hid, num_layers=layers, bidirectional=bidir, **kwargs)
             inputs = [torch.randn(t, n, inp, requires_grad=True)]
 
             def run(layer=layer, inputs=inputs):

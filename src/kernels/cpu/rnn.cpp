@@ -268,11 +268,39 @@ size_t small_packed_size(const RnnLayerDims& d) {
   return static_cast<size_t>(simd::packed_recurrent_size(gate_count(d.cell), d.hidden_size, d.hidden_size));
 }
 
+// Whether a forward on d (an LSTM with a projection) takes the small-batch
+// path with its second product per step (simd::SmallBatchForward, w_hr): up
+// to 8 rows, with vector kernels. It packs W_hh [4H, P] and W_hr [P, H] itself
+// in every call, and takes no caller-packed forms (rnn_packed_weights_size is
+// 0 there). Before, such layers ran the GEMM path: per step a product, a
+// fork/join for the pointwise pass and a GEMM through W_hr. Two Zen 4 cores,
+// the module's forward, calls alternating (medians of 38), this path / the
+// GEMM path: inference H / P / N / T 512 / 256 / 1 / 25 0.49, 1024 / 256 /
+// 1 / 50 0.55, 1024 / 512 / 4 / 25 0.70, 512 / 128 / 8 / 25 0.82, 256 / 128 /
+// 1 / 100 0.68, 128 / 64 / 1 / 256 0.41; forward + backward (the backward on
+// the GEMM path either way) 512 / 256 / 1 / 25 0.69, 1024 / 256 / 4 / 25 0.80,
+// 256 / 128 / 8 / 50 0.95. At 16 and 32 rows (where the AVX-512 kernels take
+// the layer without a projection) it was level to 5% slower: 640 / 320 / 16
+// 1.01, 512 / 256 / 32 1.05.
+bool g_small_batch_proj = true;  // tuning::set_small_batch_proj
+bool small_batch_proj_path(const RnnLayerDims& d) {
+  return g_small_batch_proj && d.proj_size > 0 && d.batch <= kSmallBatchAlways && simd::active_kernels() != nullptr;
+}
+
+// Floats of W_hh and W_hr packed for that path, W_hh's first (0 off it).
+size_t small_proj_packed_size(const RnnLayerDims& d, size_t* w_hr_offset = nullptr) {
+  if (!small_batch_proj_path(d)) return 0;
+  const size_t w_hh = align_up(static_cast<size_t>(simd::packed_recurrent_size(4, d.hidden_size, d.proj_size)));
+  if (w_hr_offset != nullptr) *w_hr_offset = w_hh;
+  return w_hh + static_cast<size_t>(simd::packed_recurrent_size(1, d.proj_size, d.hidden_size));
+}
+
 // The forward-only area of the workspace: W_hh packed for the small-batch path,
 // or for the generic path's per-step products (packed_gemm, float, sized by
 // oneDNN; or lanes_gemm). The backward keeps dgates there.
 size_t recurrent_scratch_size(const RnnLayerDims& d) {
   if (small_batch_path(d)) return small_packed_size(d);
+  if (small_batch_proj_path(d)) return small_proj_packed_size(d);
   return std::max(lanes_forward_size(d),
                   static_cast<size_t>(packed_gemm_size(d.batch, gate_count(d.cell) * d.hidden_size,
                                                        hidden_out_size(d))));
@@ -710,7 +738,10 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
 
   if constexpr (std::is_same_v<T, float>) {
     const simd::Kernels* k = simd::active_kernels();
-    if (k != nullptr && small_batch_path(d)) {
+    size_t w_hr_offset = 0;
+    const bool proj_path = small_batch_proj_path(d) &&
+                           packed_capacity >= static_cast<int64_t>(small_proj_packed_size(d, &w_hr_offset));
+    if (k != nullptr && (small_batch_path(d) || proj_path)) {
       simd::SmallBatchForward a;
       a.dims = &d;
       a.x = x;
@@ -719,7 +750,7 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
       a.w_hh = w.w_hh;
       if (w.w_ih_packed != nullptr) a.w_ih_packed = packed_input_body(d, w.w_ih_packed);
       a.pack_projection = a.w_ih_packed == nullptr && self_packed_projection(d);
-      const float* given = w.w_hh_packed == nullptr
+      const float* given = w.w_hh_packed == nullptr || proj_path
                                ? nullptr
                                : packed_body(d, w.w_hh_packed, PackedKind::kSmallBatch, Training, &a.bf16);
       a.pack = given == nullptr;
@@ -741,6 +772,11 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
       a.num_threads = nthreads;
       a.split_min_bytes = split_min_bytes();
       a.prefetch_bytes = g_small_batch_prefetch;
+      if (proj_path) {
+        a.w_hr = w.w_hr;
+        a.packed_hr = packed + w_hr_offset;
+        a.m_buf = m_buf;
+      }
       k->small_batch_forward(a);
       return;
     }
@@ -1253,9 +1289,11 @@ void set_lanes_min_weights(int64_t floats) { g_lanes_min_weights = floats >= 0 ?
 void set_streamed_grad_min_bytes(int64_t bytes) { g_streamed_grad_min_bytes = bytes >= 0 ? bytes : -1; }
 void set_split_min_bytes(int64_t bytes) { g_split_min_bytes = bytes >= 0 ? bytes : -1; }
 void set_packed_projection(bool on) { g_packed_projection = on; }
+void set_small_batch_proj(bool on) { g_small_batch_proj = on; }
 void set_small_batch_prefetch(int64_t bytes) { g_small_batch_prefetch = bytes >= 0 ? bytes : -1; }
 const char* forward_path(const RnnLayerDims& dims) {
   check_rnn_dims(dims);
+  if (small_batch_proj_path(dims)) return "small-batch";
   switch (forward_packed_kind(dims)) {
     case PackedKind::kSmallBatch: return "small-batch";
     case PackedKind::kLanes: return "lanes";
@@ -1285,7 +1323,7 @@ size_t rnn_packed_weights_size(const RnnLayerDims& dims, PackedPrecision precisi
       return kPackedHeader + static_cast<size_t>(simd::packed_recurrent_size_bf16(G, H, H) + 1) / 2;
     return kPackedHeader + small_packed_size(dims);
   }
-  if (precision == PackedPrecision::kBFloat16) return 0;
+  if (precision == PackedPrecision::kBFloat16 || small_batch_proj_path(dims)) return 0;
   if (lanes_path(dims) != nullptr) return kPackedHeader + lanes_forward_size(dims);
   const int64_t n = packed_gemm_size(dims.batch, G * H, hidden_out_size(dims));
   return n > 0 ? kPackedHeader + static_cast<size_t>(n) : 0;

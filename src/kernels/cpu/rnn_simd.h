@@ -104,7 +104,7 @@ void pack_lanes(int64_t N, int64_t K, const float* w, int64_t ldw, bool w_is_kn,
 // Arguments of the small-batch forward: everything of rnn_forward after the bias
 // row (see rnn.cpp, forward_impl), the input projection included.
 struct SmallBatchForward {
-  const RnnLayerDims* dims = nullptr;  // proj_size == 0
+  const RnnLayerDims* dims = nullptr;  // proj_size == 0, or an LSTM with a projection (below)
   const float* x = nullptr;            // [rows, ldx]
   int64_t ldx = 0;
   const float* w_ih = nullptr;         // [G*H, I]
@@ -141,13 +141,21 @@ struct SmallBatchForward {
                                        // run its last blocks (StepScheduler parts); 0: any
   int64_t prefetch_bytes = -1;         // how far ahead the product requests its weights;
                                        // 0: not at all; -1: by the slice's size
+  // An LSTM with a projection (dims->proj_size = P > 0): w_hh is [4H, P] and
+  // packed by the threads (pack is true), h0 and h_n are [N, P], y rows are P
+  // wide. Each step is two: the gates and the pointwise pass, which writes
+  // m = o * tanh(c) into m_buf, then h = m W_hr^T into y, each thread its
+  // blocks of the P outputs, from W_hr packed by the threads into packed_hr.
+  const float* w_hr = nullptr;         // [P, H]
+  float* packed_hr = nullptr;          // [packed_recurrent_size(1, P, H)]
+  float* m_buf = nullptr;              // training [rows, H], inference [N, H]
 };
 
 // Arguments of the small-batch backward: the reverse walk of rnn_backward
 // (pointwise backward and dh = dgates W_hh per step), everything but the
 // whole-sequence products that follow it (see rnn.cpp, backward_impl).
 struct SmallBatchBackward {
-  const RnnLayerDims* dims = nullptr;  // proj_size == 0
+  const RnnLayerDims* dims = nullptr;  // proj_size == 0, or an LSTM with a projection (below)
   int64_t walk_begin = 0;              // the steps [walk_begin, walk_end) of the reverse walk
   int64_t walk_end = 0;
   int64_t row0 = 0;                    // first packed row of those steps: dgates' row 0

@@ -702,7 +702,8 @@ bool projection_gate_major_for(int64_t G) { return projection_gate_major(static_
 template <int G, int S, bool GM>
 void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) {
   const RnnLayerDims& d = *a.dims;
-  const int64_t H = d.hidden_size, K = d.hidden_size;
+  // K: the width of h, the recurrent product's depth (P with a projection).
+  const int64_t H = d.hidden_size, P = d.proj_size, K = P > 0 ? P : H;
   const int64_t rows = packed_rows(d);
   const int64_t blocks = (H + kPackBlock - 1) / kPackBlock;
   const int64_t block_elems = K * G * kPackBlock;
@@ -711,7 +712,8 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
   const int groups = small_batch_threads(a.num_threads, blocks, d, kForwardOneThreadMacs);
   detail::StepScheduler scheduler(groups);
   const int64_t slice_bytes = blocks / groups * (a.bf16 ? block_elems_bf16 * 2 : block_elems * 4);
-  const bool split = groups > 1 && slice_bytes >= a.split_min_bytes;
+  const bool split = groups > 1 && slice_bytes >= a.split_min_bytes && P == 0;
+  const int64_t p_blocks = (P + kPackBlock - 1) / kPackBlock;
   const int64_t prefetch =
       a.prefetch_bytes >= 0 ? a.prefetch_bytes : recurrent_prefetch_bytes(slice_bytes, a.bf16, d.batch);
   if (split)
@@ -768,15 +770,22 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
       // first step, which walks them in reverse.
       if (a.pack) pack_recurrent(G, H, K, a.w_hh, a.packed, jb0, jb1, GM);
     });
+    if (P > 0)  // W_hr's blocks of outputs, each group those its projection step runs
+      scheduler.step(t, 2, sched_state, [&](int g) {
+        pack_recurrent(1, P, H, a.w_hr, a.packed_hr, p_blocks * g / groups, p_blocks * (g + 1) / groups, false);
+      });
+    float* m_rows[kSmallBatchMax];
     const float* h_rows[kSmallBatchMax];
     const float* c_prev_rows[kSmallBatchMax];
     float* c_rows[kSmallBatchMax];
     float* g_rows[kSmallBatchMax];
-    int64_t step = 1;
+    int64_t step = P > 0 ? 2 : 1;
+    int64_t walks = 0;  // time steps begun: the first walks its blocks in reverse
     detail::for_each_step(d, rows, true, [&](const detail::Step& s) {
       for (int64_t b = 0; b < s.n; ++b) {
         const bool cont = b < s.n_cont;
-        h_rows[b] = cont ? a.y + (s.off_prev + b) * a.ldy : (a.h0 != nullptr ? a.h0 + b * H : a.zeros);
+        h_rows[b] = cont ? a.y + (s.off_prev + b) * a.ldy : (a.h0 != nullptr ? a.h0 + b * K : a.zeros);
+        if (P > 0) m_rows[b] = a.m_buf + (a.training ? s.off + b : b) * H;
         if (lstm) {
           if (a.training) {
             c_prev_rows[b] = cont ? a.c_buf + (s.off_prev + b) * H : nullptr;
@@ -793,7 +802,8 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
         g_rows[b] = a.gates + (s.off + b) * a.ldg;
       }
       ++step;
-      const bool ascending = (step & 1) == 1;
+      ++walks;
+      const bool ascending = (walks & 1) == 0;
       // Block i of group g's walk this step.
       const auto walk_block = [&](int g, int64_t i) {
         const int64_t jb0 = blocks * g / groups, jb1 = blocks * (g + 1) / groups;
@@ -843,9 +853,9 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
         for (int64_t b = 0; b < s.n && u1 > u0; ++b)
           pointwise(u1 - u0, H, g_rows[b] + u0, a.bias + u0, h_rows[b] + u0,
                     lstm ? c_prev_rows[b] + u0 : nullptr, lstm ? c_rows[b] + u0 : nullptr,
-                    a.y + (s.off + b) * a.ldy + u0, a.training);
+                    (P > 0 ? m_rows[b] : a.y + (s.off + b) * a.ldy) + u0, a.training);
         for (int64_t b = s.n_next_cont; b < s.n && u1 > u0; ++b) {
-          if (a.h_n != nullptr)
+          if (a.h_n != nullptr && P == 0)
             std::memcpy(a.h_n + b * H + u0, a.y + (s.off + b) * a.ldy + u0, (u1 - u0) * sizeof(float));
           if (lstm && a.c_n != nullptr)
             std::memcpy(a.c_n + b * H + u0, c_rows[b] + u0, (u1 - u0) * sizeof(float));
@@ -894,6 +904,31 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
         scheduler.step(t, step, sched_state, run_group, run_part);
       else
         scheduler.step(t, step, sched_state, run_group);
+      if (P == 0) return;
+      // The projection h = m W_hr^T: group g's blocks of the P outputs, once
+      // every group's units of m are written; then those columns of h_n for
+      // the entries whose sequence ends here.
+      ++step;
+      scheduler.step(t, step, sched_state, [&](int g) {
+        const int64_t pb0 = p_blocks * g / groups, pb1 = p_blocks * (g + 1) / groups;
+        const int64_t p0 = pb0 * kPackBlock, p1 = std::min(P, pb1 * kPackBlock);
+        if (p1 <= p0) return;
+        float* y_at[kSmallBatchMax];
+        for (int64_t b = 0; b < s.n; ++b) {
+          prefetch_lines(m_rows[b], H);
+          y_at[b] = a.y + (s.off + b) * a.ldy;
+          std::memset(y_at[b] + p0, 0, static_cast<size_t>(p1 - p0) * sizeof(float));
+        }
+        for (int64_t jb = pb0; jb < pb1; ++jb) {
+          float* out[kSmallBatchMax];
+          for (int64_t b = 0; b < s.n; ++b) out[b] = y_at[b] + jb * kPackBlock;
+          recurrent_block_rows<1, false>(a.packed_hr + jb * H * kPackBlock, H, P, m_rows, out, s.n,
+                                         std::min(kPackBlock, P - jb * kPackBlock), 0);
+        }
+        if (a.h_n != nullptr)
+          for (int64_t b = s.n_next_cont; b < s.n; ++b)
+            std::memcpy(a.h_n + b * P + p0, y_at[b] + p0, static_cast<size_t>(p1 - p0) * sizeof(float));
+      });
     });
   }
 }

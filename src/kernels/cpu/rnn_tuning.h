@@ -52,6 +52,10 @@ void set_stage_step_products(bool stage);
 // false: by GEMMs, which sum in another order. Changes
 // rnn_packed_input_weights_size. For A/B measurements. Not thread-safe.
 void set_packed_projection(bool on);
+// Turns the small-batch forward of LSTMs with a projection (rnn.cpp,
+// small_batch_proj_path) on (the default) or off (the GEMM path, as before it
+// existed), for A/B measurements. Not thread-safe.
+void set_small_batch_proj(bool on);
 
 // Whether a forward on dims given no packed W_ih packs it itself for the
 // packed product (rnn.cpp, self_packed_projection), on the active instruction
