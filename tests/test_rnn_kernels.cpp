@@ -521,12 +521,18 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
     out.c_n_inf = lstm ? widen(c_n2) : std::vector<double>(N * H, 0.0);
     out.y_inf_packed = out.y_inf;
     if constexpr (std::is_same_v<T, float>) {
-      // The same inference with W_hh packed by the caller.
+      // The same inference with W_hh (and, where the forward takes it, W_hr)
+      // packed by the caller.
       std::vector<float> packed(k::rnn_packed_weights_size(d), static_cast<float>(kNaN));
+      std::vector<float> packed_hr(k::rnn_packed_projection_weights_size(d), static_cast<float>(kNaN));
       if (!packed.empty()) {
         k::rnn_pack_weights(d, w_hh.data(), packed.data());
         RnnWeights<float> wp = w;
         wp.w_hh_packed = packed.data();
+        if (!packed_hr.empty()) {
+          k::rnn_pack_projection_weights(d, w_hr.data(), packed_hr.data());
+          wp.w_hr_packed = packed_hr.data();
+        }
         infer(wp);
         out.y_inf_packed = unstride(y2, rows, Hout, ldy, "y (inference, packed weights)");
       }
@@ -1744,6 +1750,91 @@ TEST(RnnKernels, PackedWeightsForEachPath) {
   EXPECT_EQ(forward16(lanes16.data()), forward16(nullptr)) << "lanes-packed weights on the lanes path";
 }
 
+// An LSTM with a projection on the small-batch path takes W_hh and W_hr
+// packed by the caller (each, or both; a training forward needs no scratch
+// when both are given) with the same bits as packing them itself; packings of
+// the wrong kind or sizes throw; where the forward takes the GEMM path (9 rows,
+// or no vector kernels) there is no packed W_hr and one made for 3 rows is
+// ignored.
+TEST(RnnKernels, ProjectionPathPackedWeights) {
+  for (simd::Isa isa : available_isas()) {
+    const IsaScope scope(isa);
+    SCOPED_TRACE(simd::isa_name(isa));
+    Config c = random_config(CellType::LSTM, 41);
+    c.I = 20, c.H = 70, c.P = 13, c.N = 3, c.T = 5, c.has_bias = true;
+    c.batch_sizes = batch_sizes_from_lengths({5, 3, 2});
+    c.separate_scratch = false;
+    const RnnLayerDims d = c.dims();
+    if (isa == simd::Isa::kScalar) {
+      EXPECT_STREQ(k::tuning::forward_path(d), "gemm");
+      EXPECT_EQ(k::rnn_packed_projection_weights_size(d), 0u);
+      continue;
+    }
+    ASSERT_STREQ(k::tuning::forward_path(d), "small-batch");
+    const Problem p = random_problem(c);
+    const auto f = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
+    const std::vector<float> x = f(p.x), w_ih = f(p.w_ih), w_hh = f(p.w_hh), w_hr = f(p.w_hr), b_ih = f(p.b_ih),
+                             b_hh = f(p.b_hh), h0 = f(p.h0), c0 = f(p.c0);
+    RnnWeights<float> w;
+    w.w_ih = w_ih.data(), w.w_hh = w_hh.data(), w.w_hr = w_hr.data(), w.b_ih = b_ih.data(), w.b_hh = b_hh.data();
+    std::vector<float> packed(k::rnn_packed_weights_size(d)), packed_hr(k::rnn_packed_projection_weights_size(d));
+    ASSERT_FALSE(packed.empty());
+    ASSERT_FALSE(packed_hr.empty());
+    k::rnn_pack_weights(d, w_hh.data(), packed.data());
+    k::rnn_pack_projection_weights(d, w_hr.data(), packed_hr.data());
+    EXPECT_TRUE(k::rnn_packed_weights_fit(d, packed.data()));
+    EXPECT_TRUE(k::rnn_packed_projection_weights_fit(d, packed_hr.data()));
+    EXPECT_FALSE(k::rnn_packed_projection_weights_fit(d, packed.data()));
+    EXPECT_FALSE(k::rnn_packed_weights_fit(d, packed_hr.data()));
+    // The forward of dims dd (inference or training) with these weights: y, h_n, c_n.
+    const auto run = [&](const RnnLayerDims& dd, const RnnWeights<float>& wt, bool training) {
+      const int64_t rows = c.rows();
+      std::vector<float> y(static_cast<size_t>(rows * c.P)), h_n(static_cast<size_t>(dd.batch * c.P)),
+          c_n(static_cast<size_t>(dd.batch * c.H)), ws(k::rnn_forward_workspace_size(dd, training));
+      k::rnn_forward<float>(dd, wt, x.data(), c.I, h0.data(), c0.data(), y.data(), c.P, h_n.data(), c_n.data(),
+                            ws.data(), training, nullptr);
+      y.insert(y.end(), h_n.begin(), h_n.end());
+      y.insert(y.end(), c_n.begin(), c_n.end());
+      return y;
+    };
+    const std::vector<float> want = run(d, w, false);
+    for (int given = 1; given < 4; ++given) {
+      RnnWeights<float> wp = w;
+      if (given & 1) wp.w_hh_packed = packed.data();
+      if (given & 2) wp.w_hr_packed = packed_hr.data();
+      EXPECT_EQ(run(d, wp, false), want) << "given " << given;
+    }
+    {
+      RnnWeights<float> wp = w;
+      wp.w_hh_packed = packed.data();
+      wp.w_hr_packed = packed_hr.data();
+      RnnLayerDims ds = d;
+      ds.separate_scratch = true;  // no scratch passed: both given
+      EXPECT_EQ(run(ds, wp, true), want) << "training forward, both given";
+      wp.w_hh_packed = packed_hr.data();
+      EXPECT_THROW(run(d, wp, false), rnnkit::Error) << "W_hr's packing as W_hh";
+      wp.w_hh_packed = nullptr;
+      wp.w_hr_packed = packed.data();
+      EXPECT_THROW(run(d, wp, false), rnnkit::Error) << "W_hh's packing as W_hr";
+      Config other = c;
+      other.P = 12;
+      std::vector<float> w_hr12(12 * 70, 0.5f), packed12(k::rnn_packed_projection_weights_size(other.dims()));
+      k::rnn_pack_projection_weights(other.dims(), w_hr12.data(), packed12.data());
+      wp.w_hr_packed = packed12.data();
+      EXPECT_THROW(run(d, wp, false), rnnkit::Error) << "W_hr packed for another proj_size";
+    }
+    // 9 rows: the GEMM path, no packed W_hr; one packed for 3 rows is ignored.
+    Config wide = c;
+    wide.N = 9;
+    wide.batch_sizes.assign(5, 9);
+    const RnnLayerDims d9 = wide.dims();
+    EXPECT_STREQ(k::tuning::forward_path(d9), "gemm");
+    EXPECT_EQ(k::rnn_packed_projection_weights_size(d9), 0u);
+    EXPECT_FALSE(k::rnn_packed_projection_weights_fit(d9, packed_hr.data()));
+    EXPECT_THROW(k::rnn_pack_projection_weights(d9, w_hr.data(), packed_hr.data()), rnnkit::Error);
+  }
+}
+
 // Small-batch float weights are packed k-major for passes that take all gates
 // at once and gate-major where a batch's passes take the gates a few at a time
 // (8-lane vectors, more than one row: Kernels::gate_major). Packed for one batch
@@ -2231,7 +2322,7 @@ TEST(RnnKernels, LanesPathRule) {
 // vector kernels: up to 8 rows always; LSTM and GRU batches up to 32 of any
 // size with the AVX-512 kernels; otherwise up to 32 rows when
 // N * G * H^2 <= 2^20 (rnn.cpp, small_batch_path); an LSTM with a projection
-// up to 8 rows.
+// up to 8 rows from 2 steps.
 // And the small-batch backward: up to 4 rows; up to 8 while W_hh is below
 // 2 MiB; and with the AVX-512 kernels batches on the small-batch forward up to
 // 2^22 multiply-adds a step.
@@ -2284,8 +2375,14 @@ TEST(RnnKernels, SmallBatchPathRule) {
     EXPECT_NE(path(CellType::LSTM, 256, 9, 64), "small-batch");
     EXPECT_NE(path(CellType::LSTM, 64, 16, 32), "small-batch");
     EXPECT_EQ(backward(CellType::LSTM, 256, 4, 64), "gemm");
-    // It packs its weights itself: no caller-packed form.
-    EXPECT_EQ(k::rnn_packed_weights_size(config(CellType::LSTM, 256, 4, 64).dims()), 0u);
+    // It takes W_hh and W_hr packed by the caller (ProjectionPathPackedWeights).
+    EXPECT_GT(k::rnn_packed_weights_size(config(CellType::LSTM, 256, 4, 64).dims()), 0u);
+    EXPECT_GT(k::rnn_packed_projection_weights_size(config(CellType::LSTM, 256, 4, 64).dims()), 0u);
+    EXPECT_EQ(k::rnn_packed_projection_weights_size(config(CellType::LSTM, 256, 9, 64).dims()), 0u);
+    Config one_step = config(CellType::LSTM, 256, 4, 64);  // a decoder's call per token
+    one_step.T = 1;
+    one_step.batch_sizes = {4};
+    EXPECT_STREQ(k::tuning::forward_path(one_step.dims()), "gemm");
   }
 }
 

@@ -93,6 +93,9 @@ struct Saved {
   const Tensor& w_ih(int64_t layer, int64_t direction) const {
     return weights[static_cast<size_t>((layer * D + direction) * per_direction)];
   }
+  const Tensor& w_hr(int64_t layer, int64_t direction) const {  // spec.proj_size > 0
+    return weights[static_cast<size_t>((layer * D + direction) * per_direction + (spec.has_bias ? 4 : 2))];
+  }
   const Tensor& w_hh(int64_t layer, int64_t direction) const {
     return weights[static_cast<size_t>((layer * D + direction) * per_direction + 1)];
   }
@@ -462,7 +465,7 @@ RecurrentResult forward_impl(const std::shared_ptr<Saved>& sp, const Tensor& inp
         const k::RnnLayerDims dims = s.dims(l, d);
         T* ws_d = training ? ws + s.workspace_offset[static_cast<size_t>(sd)] : ws + slot * ws_each;
         k::RnnWeights<T> w = s.layer_weights<T>(l, d);
-        Tensor held, held_ih;  // the cache's packed W_hh and W_ih, alive through the call
+        Tensor held, held_ih, held_hr;  // the cache's packed W_hh, W_ih and W_hr, alive through the call
         if constexpr (std::is_same<T, float>::value) {
           if (spec.packed_cache != nullptr) {
             held = spec.packed_cache->get(static_cast<size_t>(sd), s.w_hh(l, d), dims, PackedWeightsCache::kRecurrent,
@@ -471,6 +474,10 @@ RecurrentResult forward_impl(const std::shared_ptr<Saved>& sp, const Tensor& inp
             if (spec.pack_input_weights)
               held_ih = spec.packed_cache->get(static_cast<size_t>(sd), s.w_ih(l, d), dims, PackedWeightsCache::kInput);
             if (held_ih.defined()) w.w_ih_packed = held_ih.const_data_ptr<float>();
+            if (spec.proj_size > 0)
+              held_hr = spec.packed_cache->get(static_cast<size_t>(sd), s.w_hr(l, d), dims,
+                                               PackedWeightsCache::kProjection);
+            if (held_hr.defined()) w.w_hr_packed = held_hr.const_data_ptr<float>();
           }
         }
         // A training forward packs W_hh itself into a scratch freed when the
@@ -741,31 +748,38 @@ Tensor PackedWeightsCache::get(size_t index, const Tensor& weight, const k::RnnL
                                bool bf16) {
   RNNKIT_CHECK(weight.dtype() == kFloat32 && weight.is_contiguous() && weight.storage(),
                "PackedWeightsCache: internal error, the weight must be contiguous float32");
-  const bool input = kind == kInput;
-  if (input ? k::rnn_packed_input_weights_size(dims) == 0 : !k::rnn_forward_takes_packed(dims)) return Tensor();
+  if (kind == kRecurrent && !k::rnn_forward_takes_packed(dims)) return Tensor();
   const k::PackedPrecision precision =
-      !input && bf16 && k::rnn_packed_weights_size(dims, k::PackedPrecision::kBFloat16) > 0
+      kind == kRecurrent && bf16 && k::rnn_packed_weights_size(dims, k::PackedPrecision::kBFloat16) > 0
           ? k::PackedPrecision::kBFloat16
           : k::PackedPrecision::kFloat32;
-  const size_t n = input ? k::rnn_packed_input_weights_size(dims) : k::rnn_packed_weights_size(dims, precision);
+  const size_t n = kind == kInput        ? k::rnn_packed_input_weights_size(dims)
+                   : kind == kProjection ? k::rnn_packed_projection_weights_size(dims)
+                                         : k::rnn_packed_weights_size(dims, precision);
+  if (n == 0) return Tensor();
   const auto fits = [&](const Tensor& packed) {
-    return input ? k::rnn_packed_input_weights_fit(dims, packed.const_data_ptr<float>())
-                 : k::rnn_packed_weights_fit(dims, packed.const_data_ptr<float>());
+    const float* p = packed.const_data_ptr<float>();
+    return kind == kInput        ? k::rnn_packed_input_weights_fit(dims, p)
+           : kind == kProjection ? k::rnn_packed_projection_weights_fit(dims, p)
+                                 : k::rnn_packed_weights_fit(dims, p);
   };
   const auto fill = [&](Tensor& packed) {
     try {
-      if (input)
-        k::rnn_pack_input_weights(dims, weight.const_data_ptr<float>(), packed.data_ptr<float>());
+      const float* w = weight.const_data_ptr<float>();
+      if (kind == kInput)
+        k::rnn_pack_input_weights(dims, w, packed.data_ptr<float>());
+      else if (kind == kProjection)
+        k::rnn_pack_projection_weights(dims, w, packed.data_ptr<float>());
       else
-        k::rnn_pack_weights(dims, weight.const_data_ptr<float>(), packed.data_ptr<float>(), precision);
+        k::rnn_pack_weights(dims, w, packed.data_ptr<float>(), precision);
     } catch (const Error&) {
       return false;  // oneDNN declined this layout: the forward packs for itself, as without a cache
     }
     if (precision == k::PackedPrecision::kBFloat16) bf16_packs_.fetch_add(1);
     return true;
   };
-  return lookup(kKinds * index + (input ? 1 : 0), weight, precision == k::PackedPrecision::kBFloat16, n, kFloat32,
-                fits, fill);
+  return lookup(kKinds * index + static_cast<size_t>(kind), weight, precision == k::PackedPrecision::kBFloat16, n,
+                kFloat32, fits, fill);
 }
 
 Tensor PackedWeightsCache::rounded_bf16(size_t index, const Tensor& weight) {
@@ -782,7 +796,7 @@ Tensor PackedWeightsCache::rounded_bf16(size_t index, const Tensor& weight) {
     });
     return true;
   };
-  return lookup(kKinds * index + 2, weight, true, static_cast<size_t>(weight.numel()), weight.dtype(),
+  return lookup(kKinds * index + 3, weight, true, static_cast<size_t>(weight.numel()), weight.dtype(),
                 [](const Tensor&) { return true; }, fill);
 }
 

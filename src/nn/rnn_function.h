@@ -39,15 +39,17 @@ namespace rnnkit::nn::detail {
 // while the module lives.
 class PackedWeightsCache {
  public:
-  // Which weight an entry holds: W_hh (rnn_pack_weights) or W_ih
-  // (rnn_pack_input_weights, where the forward takes it).
-  enum Kind { kRecurrent, kInput };
-  // The weight (float32, contiguous; W_hh or W_ih as kind says) of entry
+  // Which weight an entry holds: W_hh (rnn_pack_weights), W_ih
+  // (rnn_pack_input_weights) or W_hr (rnn_pack_projection_weights), the last
+  // two where the forward takes them.
+  enum Kind { kRecurrent, kInput, kProjection };
+  // The weight (float32, contiguous; W_hh, W_ih or W_hr as kind says) of entry
   // `index` packed for an rnn_forward on dims from the calling context's
   // threads; undefined when the call's path takes no packed form of it
-  // (kernels::cpu::rnn_forward_takes_packed, rnn_packed_input_weights_size) or
-  // it cannot be packed; the forward then packs W_hh for itself, and makes the
-  // input projection from W_ih as it is. bf16: W_hh packed in bfloat16 where
+  // (kernels::cpu::rnn_forward_takes_packed, rnn_packed_input_weights_size,
+  // rnn_packed_projection_weights_size) or it cannot be packed; the forward then
+  // packs W_hh (and W_hr) for itself, and makes the input projection from W_ih
+  // as it is. bf16: W_hh packed in bfloat16 where
   // the call's path has that form (rnn_packed_weights_size with kBFloat16),
   // else as without it (the caller passes W_hh already rounded to bfloat16:
   // rounded_bf16, so that both forms hold the same values).
@@ -64,7 +66,7 @@ class PackedWeightsCache {
 
  private:
   static constexpr size_t kSlots = 2;
-  static constexpr size_t kKinds = 3;  // kRecurrent, kInput, the rounded W_hh
+  static constexpr size_t kKinds = 4;  // kRecurrent, kInput, kProjection, the rounded W_hh
   struct Entry {
     std::weak_ptr<Storage> storage;
     int64_t offset = 0;

@@ -386,26 +386,33 @@ TEST(RnnModules, GradientsThroughDropoutByFiniteDifferences) {
 
 // ------------------------------------------------------------------ packed weights kept
 
-// Whether an inference call on one layer of these sizes (a padded batch)
-// takes packed weights (kernels::cpu::rnn_forward_takes_packed).
-// Whether the kernel call of these sizes takes packed W_hh, or with input, a
-// packed W_ih.
-// With bf16, whether it takes W_hh packed in bfloat16 (a module in
-// set_bf16_inference).
-bool takes_packed(kernels::cpu::CellType cell, int64_t I, int64_t H, int64_t N, int64_t T, bool input = false,
-                  bool bf16 = false) {
-  kernels::cpu::RnnLayerDims dims;
+// Which packed form of a weight: W_hh, W_ih, W_hh in bfloat16 (a module in
+// set_bf16_inference), W_hr.
+enum class Packed { kRecurrent, kInput, kBf16, kProjection };
+
+// Whether the kernel call of one layer of these sizes (a padded batch,
+// projection P) takes that packed form.
+bool takes_packed(kernels::cpu::CellType cell, int64_t I, int64_t H, int64_t N, int64_t T,
+                  Packed what = Packed::kRecurrent, int64_t P = 0) {
+  namespace kc = kernels::cpu;
+  kc::RnnLayerDims dims;
   dims.cell = cell;
   dims.input_size = I;
   dims.hidden_size = H;
+  dims.proj_size = P;
   dims.batch = N;
   dims.steps = T;
   const std::vector<int64_t> batch_sizes(static_cast<size_t>(T), N);
   dims.batch_sizes = batch_sizes.data();
-  if (bf16)
-    return kernels::cpu::rnn_forward_takes_packed(dims) &&
-           kernels::cpu::rnn_packed_weights_size(dims, kernels::cpu::PackedPrecision::kBFloat16) > 0;
-  return input ? kernels::cpu::rnn_packed_input_weights_size(dims) > 0 : kernels::cpu::rnn_forward_takes_packed(dims);
+  switch (what) {
+    case Packed::kRecurrent: return kc::rnn_forward_takes_packed(dims);
+    case Packed::kInput: return kc::rnn_packed_input_weights_size(dims) > 0;
+    case Packed::kBf16:
+      return kc::rnn_forward_takes_packed(dims) &&
+             kc::rnn_packed_weights_size(dims, kc::PackedPrecision::kBFloat16) > 0;
+    case Packed::kProjection: return kc::rnn_packed_projection_weights_size(dims) > 0;
+  }
+  return false;
 }
 
 // A layer or cell config as rnn_parity_cases.h builds it (bias, no dropout,
@@ -415,6 +422,12 @@ json layer_config(const char* kind, int64_t I, int64_t H, int64_t L, int64_t N, 
   return json{{"kind", kind},   {"input_size", I},         {"hidden_size", H},   {"num_layers", L},
               {"batch", N},     {"steps", T},              {"bias", true},       {"batch_first", false},
               {"dropout", 0.0}, {"bidirectional", bidirectional}, {"proj_size", 0}, {"nonlinearity", nonlinearity}};
+}
+
+// c with an LSTM projection of P outputs.
+json with_projection(json c, int64_t P) {
+  c["proj_size"] = P;
+  return c;
 }
 
 // Every instruction set this CPU has, scalar included.
@@ -441,11 +454,14 @@ kernels::cpu::CellType cell_type(const json& c) {
 int64_t packed_calls(const json& c, bool input = false) {
   const kernels::cpu::CellType cell = cell_type(c);
   const int64_t D = c["bidirectional"].get<bool>() ? 2 : 1, L = c["num_layers"], H = c["hidden_size"];
-  if (!input) return takes_packed(cell, c["input_size"], H, c["batch"], c["steps"]) ? L * D : 0;
+  const int64_t P = c.value("proj_size", 0), Hout = P > 0 ? P : H, N = c["batch"], T = c["steps"];
+  const int64_t I = c["input_size"];
+  if (!input)  // W_hh, and W_hr where the call takes it packed
+    return (takes_packed(cell, I, H, N, T, Packed::kRecurrent, P) ? L * D : 0) +
+           (takes_packed(cell, I, H, N, T, Packed::kProjection, P) ? L * D : 0);
   int64_t calls = 0;
   for (int64_t l = 0; l < L; ++l)
-    if (takes_packed(cell, l == 0 ? c["input_size"].get<int64_t>() : D * H, H, c["batch"], c["steps"], true))
-      calls += D;
+    if (takes_packed(cell, l == 0 ? I : D * Hout, H, N, T, Packed::kInput, P)) calls += D;
   return calls;
 }
 
@@ -487,6 +503,7 @@ TEST(RnnModules, InferenceKeepsPackedWeightsUntilTheyChange) {
       layer_config("LSTMCell", 12, 32, 1, 2, 1, false),
       layer_config("GRUCell", 12, 32, 1, 1, 1, false),
       layer_config("RNNCell", 12, 32, 1, 20, 1, false),
+      with_projection(layer_config("LSTM", 16, 48, 2, 3, 5, true), 20),  // W_hr kept packed too
       // Large layers on the small-batch path, which takes W_ih packed too (vector kernels).
       layer_config("LSTM", 512, 512, 1, 1, 5, false),
       layer_config("GRUCell", 520, 512, 1, 2, 1, false),
@@ -533,11 +550,12 @@ TEST(RnnModules, InferenceKeepsPackedWeightsUntilTheyChange) {
 
     // After a change: packed afresh, a different result, the new weights'
     // result, and kept again.
-    auto expect_seen = [&](const char* route) {
+    // repacks: whether the change is to a weight the call takes packed.
+    auto expect_seen = [&](const char* route, bool repacks = true) {
       SCOPED_TRACE(route);
       const int64_t before = packs();
       const Tensor y2 = run();
-      if (expected > 0)
+      if (expected > 0 && repacks)
         EXPECT_GT(packs(), before);
       else
         EXPECT_EQ(packs(), before);
@@ -587,6 +605,19 @@ TEST(RnnModules, InferenceKeepsPackedWeightsUntilTheyChange) {
       expect_seen("an in-place op on a view of W_ih");
       nn::init::uniform_(w_ih, -0.05, 0.05, &gen);
       expect_seen("nn::init on W_ih");
+    }
+    if (c.value("proj_size", 0) > 0) {  // kept packed W_hr: its changes are seen too
+      Tensor w_hr;
+      for (auto& [name, p] : m.module->named_parameters())
+        if (name == "weight_hr_l0") w_hr = p;
+      ASSERT_TRUE(w_hr.defined());
+      {
+        NoGradGuard guard;
+        w_hr.mul_(0.5);
+      }
+      expect_seen("an in-place op on W_hr", packed_calls(c) > 0 &&
+                                                takes_packed(cell_type(c), I, H, N, T, Packed::kProjection,
+                                                             c["proj_size"].get<int64_t>()));
     }
 
     // Another thread count: packed for it where the layout depends on it.
@@ -680,7 +711,7 @@ TEST(RnnModules, Bf16InferenceRunsOnRoundedRecurrentWeights) {
     // The bfloat16 packing where the kernel call takes packed weights and has
     // that form (not the scalar kernels, not the 40-row batch).
     const int64_t D = c["bidirectional"].get<bool>() ? 2 : 1, L = c["num_layers"];
-    const bool bf16_form = takes_packed(cell_type(c), I, H, N, T, false, true);
+    const bool bf16_form = takes_packed(cell_type(c), I, H, N, T, Packed::kBf16);
     EXPECT_EQ(cache.bf16_packs() - bf16_before, bf16_form ? L * D : 0);
     if (isa == simd::Isa::kScalar) EXPECT_FALSE(bf16_form);
     bf16_forms += bf16_form ? 1 : 0;
@@ -897,7 +928,7 @@ TEST(RnnModules, InferenceKeepsAPackingPerLayout) {
   // Packings of W_hh, and of W_ih where taken (eval mode), for a batch of N.
   auto packings_hh = [&](int64_t N) { return takes_packed(kernels::cpu::CellType::LSTM, I, H, N, T) ? 1 : 0; };
   auto packings = [&](int64_t N) {
-    return packings_hh(N) + (takes_packed(kernels::cpu::CellType::LSTM, I, H, N, T, true) ? 1 : 0);
+    return packings_hh(N) + (takes_packed(kernels::cpu::CellType::LSTM, I, H, N, T, Packed::kInput) ? 1 : 0);
   };
   const Tensor small = randn({T, 1, I}, {}, &gen), large = randn({T, 40, I}, {}, &gen);
   auto run = [&](const Tensor& x) {

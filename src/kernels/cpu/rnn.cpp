@@ -95,7 +95,7 @@ int64_t gates_row_stride(const RnnLayerDims& d) {
 //                      dgates there (see backward_layout).
 struct ForwardLayout {
   size_t gates = 0, c = 0, m = 0, bias = 0, zeros = 0, stage = 0, stage_end = 0, packed = 0, packed_end = 0,
-         total = 0;
+         packed_hr = 0, total = 0;
 };
 
 // Batches up to 8 take the persistent small-batch forward (float, when the CPU
@@ -270,29 +270,33 @@ size_t small_packed_size(const RnnLayerDims& d) {
 
 // Whether a forward on d (an LSTM with a projection) takes the small-batch
 // path with its second product per step (simd::SmallBatchForward, w_hr): up
-// to 8 rows, with vector kernels. It packs W_hh [4H, P] and W_hr [P, H] itself
-// in every call, and takes no caller-packed forms (rnn_packed_weights_size is
-// 0 there). Before, such layers ran the GEMM path: per step a product, a
-// fork/join for the pointwise pass and a GEMM through W_hr. Two Zen 4 cores,
-// the module's forward, calls alternating (medians of 38), this path / the
-// GEMM path: inference H / P / N / T 512 / 256 / 1 / 25 0.49, 1024 / 256 /
-// 1 / 50 0.55, 1024 / 512 / 4 / 25 0.70, 512 / 128 / 8 / 25 0.82, 256 / 128 /
-// 1 / 100 0.68, 128 / 64 / 1 / 256 0.41; forward + backward (the backward on
-// the GEMM path either way) 512 / 256 / 1 / 25 0.69, 1024 / 256 / 4 / 25 0.80,
-// 256 / 128 / 8 / 50 0.95. At 16 and 32 rows (where the AVX-512 kernels take
-// the layer without a projection) it was level to 5% slower: 640 / 320 / 16
-// 1.01, 512 / 256 / 32 1.05.
+// to 8 rows and from 2 steps, with vector kernels. It takes W_hh [4H, P], W_ih
+// and W_hr [P, H] packed by the caller (rnn_pack_weights,
+// rnn_pack_input_weights, rnn_pack_projection_weights; the modules keep them
+// between inference calls), else packs W_hh and W_hr itself. Before, such
+// layers ran the GEMM path: per step a product, a fork/join for the pointwise
+// pass and a GEMM through W_hr. Two Zen 4 cores, the module's forward (eval
+// mode, weights kept packed), calls alternating (medians of 38), this path /
+// the GEMM path: inference H / P / N / T 512 / 256 / 1 / 25 0.41, 1024 / 256 /
+// 1 / 50 0.42, 1024 / 512 / 4 / 25 0.57, 512 / 128 / 8 / 25 0.82, 256 / 128 /
+// 1 / 100 0.55, 128 / 64 / 1 / 256 0.45, 512 / 256 / 1 / 4 0.72-0.76;
+// forward + backward (the backward on the GEMM path either way) 512 / 256 / 1
+// / 25 0.74, 1024 / 256 / 4 / 25 0.82, 256 / 128 / 8 / 50 0.97. One step
+// (a decoder's call per token) was mixed, 0.74-1.21 (512 / 256 / 1 1.10-1.16,
+// 1024 / 512 / 1 1.21, 768 / 256 / 1 0.74), so it keeps the GEMM path; at 16
+// and 32 rows (where the AVX-512 kernels take the layer without a projection)
+// level to 5% slower: 640 / 320 / 16 1.01, 512 / 256 / 32 1.05.
 bool g_small_batch_proj = true;  // tuning::set_small_batch_proj
 bool small_batch_proj_path(const RnnLayerDims& d) {
-  return g_small_batch_proj && d.proj_size > 0 && d.batch <= kSmallBatchAlways && simd::active_kernels() != nullptr;
+  return g_small_batch_proj && d.proj_size > 0 && d.batch <= kSmallBatchAlways && d.steps >= 2 &&
+         simd::active_kernels() != nullptr;
 }
 
-// Floats of W_hh and W_hr packed for that path, W_hh's first (0 off it).
-size_t small_proj_packed_size(const RnnLayerDims& d, size_t* w_hr_offset = nullptr) {
+// Floats of W_hh packed for that path (0 off it); W_hr's packing has an area
+// of its own in the forward workspace (ForwardLayout::packed_hr).
+size_t small_proj_packed_size(const RnnLayerDims& d) {
   if (!small_batch_proj_path(d)) return 0;
-  const size_t w_hh = align_up(static_cast<size_t>(simd::packed_recurrent_size(4, d.hidden_size, d.proj_size)));
-  if (w_hr_offset != nullptr) *w_hr_offset = w_hh;
-  return w_hh + static_cast<size_t>(simd::packed_recurrent_size(1, d.proj_size, d.hidden_size));
+  return static_cast<size_t>(simd::packed_recurrent_size(4, d.hidden_size, d.proj_size));
 }
 
 // The forward-only area of the workspace: W_hh packed for the small-batch path,
@@ -321,7 +325,7 @@ size_t recurrent_scratch_size(const RnnLayerDims& d) {
 bool g_stage_step_products = true;  // tuning::set_stage_step_products
 size_t step_stage_size(const RnnLayerDims& d, bool training) {
   if (lanes_path(d) != nullptr) return 0;
-  if (training ? small_batch_backward_path(d) : small_batch_path(d)) return 0;
+  if (training ? small_batch_backward_path(d) : small_batch_path(d) || small_batch_proj_path(d)) return 0;
   return static_cast<size_t>(d.batch * gate_count(d.cell) * d.hidden_size);
 }
 
@@ -329,8 +333,9 @@ size_t step_stage_size(const RnnLayerDims& d, bool training) {
 // kPackedHeader floats naming what they hold, checked by rnn_forward.
 constexpr size_t kPackedHeader = 16;
 constexpr uint32_t kPackedMagic = 0x4b4e4e52;  // "RNNK"
-// kInput: W_ih (rnn_pack_input_weights); the others W_hh.
-enum class PackedKind : uint32_t { kSmallBatch = 1, kGemm = 2, kLanes = 3, kInput = 4 };
+// kInput: W_ih (rnn_pack_input_weights); kProjection: W_hr (rnn_pack_projection_weights); the
+// others W_hh.
+enum class PackedKind : uint32_t { kSmallBatch = 1, kGemm = 2, kLanes = 3, kInput = 4, kProjection = 5 };
 struct PackedHeader {
   uint32_t magic, cell, hidden_size, proj_size, precision, kind;
   // kGemm only: oneDNN's layout depends on these too.
@@ -396,7 +401,8 @@ bool packed_for(const PackedHeader& h, const RnnLayerDims& d) {
 bool g_packed_projection = true;  // tuning::set_packed_projection
 bool packed_projection_path(const RnnLayerDims& d) {
   const simd::Kernels* k = simd::active_kernels();
-  return g_packed_projection && k != nullptr && small_batch_path(d) && gate_count(d.cell) >= 3;
+  return g_packed_projection && k != nullptr && (small_batch_path(d) || small_batch_proj_path(d)) &&
+         gate_count(d.cell) >= 3;
 }
 
 // Whether a small-batch forward on d given no packed W_ih (every training
@@ -426,7 +432,8 @@ bool self_packed_projection(const RnnLayerDims& d) {
 // The packed weights an inference forward on d takes: the small-batch path
 // only with vector kernels (forward_impl), else the lanes or GEMM path.
 PackedKind forward_packed_kind(const RnnLayerDims& d) {
-  if (simd::active_kernels() != nullptr && small_batch_path(d)) return PackedKind::kSmallBatch;
+  if (simd::active_kernels() != nullptr && (small_batch_path(d) || small_batch_proj_path(d)))
+    return PackedKind::kSmallBatch;
   return lanes_path(d) != nullptr ? PackedKind::kLanes : PackedKind::kGemm;
 }
 
@@ -440,7 +447,8 @@ const float* packed_body(const RnnLayerDims& d, const float* packed, PackedKind 
                          bool training, bool* bf16) {
   PackedHeader h;
   std::memcpy(&h, packed, sizeof h);
-  RNNKIT_CHECK(packed_for(h, d) && h.kind != static_cast<uint32_t>(PackedKind::kInput),
+  RNNKIT_CHECK(packed_for(h, d) && h.kind != static_cast<uint32_t>(PackedKind::kInput) &&
+                   h.kind != static_cast<uint32_t>(PackedKind::kProjection),
                "rnn_forward: w_hh_packed was not written by rnn_pack_weights for this cell, "
                "hidden_size (", d.hidden_size, ") and proj_size (", d.proj_size, ")");
   *bf16 = h.precision == static_cast<uint32_t>(PackedPrecision::kBFloat16);
@@ -490,6 +498,24 @@ const float* packed_input_body(const RnnLayerDims& d, const float* packed) {
   return input_packed_taken(h, d) ? packed + kPackedHeader : nullptr;
 }
 
+// Whether the header says rnn_pack_projection_weights wrote it for d's cell
+// and sizes.
+bool projection_packed_for(const PackedHeader& h, const RnnLayerDims& d) {
+  return packed_for(h, d) && h.kind == static_cast<uint32_t>(PackedKind::kProjection);
+}
+
+// The caller-packed W_hr's body for a forward on d, or null where that
+// forward takes none (not small_batch_proj_path). W_hr packed for another
+// cell or size is a caller error and throws.
+const float* packed_projection_body(const RnnLayerDims& d, const float* packed) {
+  PackedHeader h;
+  std::memcpy(&h, packed, sizeof h);
+  RNNKIT_CHECK(projection_packed_for(h, d),
+               "rnn_forward: w_hr_packed was not written by rnn_pack_projection_weights for this cell, "
+               "hidden_size (", d.hidden_size, ") and proj_size (", d.proj_size, ")");
+  return small_batch_proj_path(d) ? packed + kPackedHeader : nullptr;
+}
+
 ForwardLayout forward_layout(const RnnLayerDims& d, bool training) {
   const size_t rows = static_cast<size_t>(packed_rows(d));
   const size_t H = static_cast<size_t>(d.hidden_size);
@@ -513,6 +539,9 @@ ForwardLayout forward_layout(const RnnLayerDims& d, bool training) {
   L.packed = at;
   if (!d.separate_scratch) at = align_up(at + recurrent_scratch_size(d));
   L.packed_end = at;
+  L.packed_hr = at;  // W_hr packed by the small-batch forward of an LSTM with a projection
+  if (small_batch_proj_path(d))
+    at = align_up(at + static_cast<size_t>(simd::packed_recurrent_size(1, d.proj_size, d.hidden_size)));
   L.total = at + kAlignElements;
   return L;
 }
@@ -738,10 +767,15 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
 
   if constexpr (std::is_same_v<T, float>) {
     const simd::Kernels* k = simd::active_kernels();
-    size_t w_hr_offset = 0;
-    const bool proj_path = small_batch_proj_path(d) &&
-                           packed_capacity >= static_cast<int64_t>(small_proj_packed_size(d, &w_hr_offset));
-    if (k != nullptr && (small_batch_path(d) || proj_path)) {
+    const bool small = k != nullptr && small_batch_path(d);
+    const bool proj_path = k != nullptr && small_batch_proj_path(d);
+    bool bf16 = false;
+    const float* given = (small || proj_path) && w.w_hh_packed != nullptr
+                             ? packed_body(d, w.w_hh_packed, PackedKind::kSmallBatch, Training, &bf16)
+                             : nullptr;
+    const float* given_hr =
+        proj_path && w.w_hr_packed != nullptr ? packed_projection_body(d, w.w_hr_packed) : nullptr;
+    if (small || proj_path) {
       simd::SmallBatchForward a;
       a.dims = &d;
       a.x = x;
@@ -750,9 +784,7 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
       a.w_hh = w.w_hh;
       if (w.w_ih_packed != nullptr) a.w_ih_packed = packed_input_body(d, w.w_ih_packed);
       a.pack_projection = a.w_ih_packed == nullptr && self_packed_projection(d);
-      const float* given = w.w_hh_packed == nullptr || proj_path
-                               ? nullptr
-                               : packed_body(d, w.w_hh_packed, PackedKind::kSmallBatch, Training, &a.bf16);
+      a.bf16 = bf16;
       a.pack = given == nullptr;
       if (a.pack) a.bf16 = false;
       a.gate_major = small_batch_gate_major(d);
@@ -774,7 +806,8 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
       a.prefetch_bytes = g_small_batch_prefetch;
       if (proj_path) {
         a.w_hr = w.w_hr;
-        a.packed_hr = packed + w_hr_offset;
+        a.pack_hr = given_hr == nullptr;
+        a.packed_hr = a.pack_hr ? workspace + L.packed_hr : const_cast<float*>(given_hr);
         a.m_buf = m_buf;
       }
       k->small_batch_forward(a);
@@ -1323,7 +1356,9 @@ size_t rnn_packed_weights_size(const RnnLayerDims& dims, PackedPrecision precisi
       return kPackedHeader + static_cast<size_t>(simd::packed_recurrent_size_bf16(G, H, H) + 1) / 2;
     return kPackedHeader + small_packed_size(dims);
   }
-  if (precision == PackedPrecision::kBFloat16 || small_batch_proj_path(dims)) return 0;
+  if (precision == PackedPrecision::kBFloat16) return 0;
+  if (small_batch_proj_path(dims))
+    return kPackedHeader + static_cast<size_t>(simd::packed_recurrent_size(G, H, dims.proj_size));
   if (lanes_path(dims) != nullptr) return kPackedHeader + lanes_forward_size(dims);
   const int64_t n = packed_gemm_size(dims.batch, G * H, hidden_out_size(dims));
   return n > 0 ? kPackedHeader + static_cast<size_t>(n) : 0;
@@ -1357,7 +1392,7 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
                precision == PackedPrecision::kBFloat16 ? "bfloat16" : "float32", ")");
   RNNKIT_CHECK(w_hh != nullptr && packed != nullptr, "rnn_pack_weights: w_hh and packed are required");
   const int64_t H = dims.hidden_size, G = gate_count(dims.cell), Hout = hidden_out_size(dims);
-  const bool small = small_batch_path(dims);
+  const bool small = small_batch_path(dims) || small_batch_proj_path(dims);
   const bool lanes = lanes_path(dims) != nullptr;
   PackedHeader header = packed_header(dims,
                                       small   ? PackedKind::kSmallBatch
@@ -1382,7 +1417,7 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
   else if (precision == PackedPrecision::kBFloat16)
     simd::pack_recurrent_bf16(G, H, H, w_hh, reinterpret_cast<uint16_t*>(body), gate_major);
   else
-    pack_blocks(G, H, H, w_hh, body, gate_major);
+    pack_blocks(G, H, Hout, w_hh, body, gate_major);
 }
 
 size_t rnn_packed_input_weights_size(const RnnLayerDims& dims) {
@@ -1415,11 +1450,36 @@ bool rnn_packed_input_weights_fit(const RnnLayerDims& dims, const float* packed)
   return input_packed_for(h, dims) && input_packed_taken(h, dims);
 }
 
+size_t rnn_packed_projection_weights_size(const RnnLayerDims& dims) {
+  check_rnn_dims(dims);
+  if (!small_batch_proj_path(dims)) return 0;
+  return kPackedHeader + static_cast<size_t>(simd::packed_recurrent_size(1, dims.proj_size, dims.hidden_size));
+}
+
+void rnn_pack_projection_weights(const RnnLayerDims& dims, const float* w_hr, float* packed) {
+  const size_t size = rnn_packed_projection_weights_size(dims);
+  RNNKIT_CHECK(size > 0,
+               "rnn_pack_projection_weights: no packed form for these dims (the small-batch forward of an LSTM "
+               "with a projection, up to 8 rows and from 2 steps, with AVX2 or AVX-512, takes one; got "
+               "proj_size ", dims.proj_size, ", batch ", dims.batch, ", steps ", dims.steps, ")");
+  RNNKIT_CHECK(w_hr != nullptr && packed != nullptr, "rnn_pack_projection_weights: w_hr and packed are required");
+  write_packed_header(packed_header(dims, PackedKind::kProjection, PackedPrecision::kFloat32), packed);
+  pack_blocks(1, dims.proj_size, dims.hidden_size, w_hr, packed + kPackedHeader, false);
+}
+
+bool rnn_packed_projection_weights_fit(const RnnLayerDims& dims, const float* packed) {
+  check_rnn_dims(dims);
+  RNNKIT_CHECK(packed != nullptr, "rnn_packed_projection_weights_fit: packed is null");
+  PackedHeader h;
+  std::memcpy(&h, packed, sizeof h);
+  return projection_packed_for(h, dims) && small_batch_proj_path(dims);
+}
+
 bool rnn_forward_takes_packed(const RnnLayerDims& dims) {
   // rnn_pack_weights writes the small-batch layout wherever small_batch_path
   // holds, which the forward takes only with vector kernels.
   if (small_batch_path(dims)) return simd::active_kernels() != nullptr;
-  return rnn_packed_weights_size(dims) > 0;
+  return rnn_packed_weights_size(dims) > 0;  // small_batch_proj_path included
 }
 
 bool rnn_packed_weights_fit(const RnnLayerDims& dims, const float* packed) {
@@ -1427,7 +1487,9 @@ bool rnn_packed_weights_fit(const RnnLayerDims& dims, const float* packed) {
   RNNKIT_CHECK(packed != nullptr, "rnn_packed_weights_fit: packed is null");
   PackedHeader h;
   std::memcpy(&h, packed, sizeof h);
-  if (!packed_for(h, dims)) return false;
+  if (!packed_for(h, dims) || h.kind == static_cast<uint32_t>(PackedKind::kInput) ||
+      h.kind == static_cast<uint32_t>(PackedKind::kProjection))
+    return false;  // another weight's packing
   bool bf16 = false;
   return packed_body(dims, packed, forward_packed_kind(dims), false, &bf16) != nullptr;
 }

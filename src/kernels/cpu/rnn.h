@@ -93,6 +93,12 @@ struct RnnWeights {
   // forward does not take it; throws if packed for another cell or size. w_ih is
   // still required.
   const T* w_ih_packed = nullptr;
+  // Optional, float only: w_hr as rnn_pack_projection_weights wrote it, taken
+  // where the forward takes that form (rnn_packed_projection_weights_size > 0:
+  // an LSTM with a projection on the small-batch path), which then does not
+  // pack w_hr itself; the same results either way. Ignored elsewhere; throws if
+  // packed for another cell or size. w_hr is still required.
+  const T* w_hr_packed = nullptr;
 };
 
 // Parameter gradients, each with its weight's shape; ACCUMULATED (+=), or with
@@ -163,6 +169,19 @@ void rnn_pack_input_weights(const RnnLayerDims& dims, const float* w_ih, float* 
 // rnn_pack_input_weights for this cell and these sizes, and taken by this
 // forward. False for anything else; never throws for a mismatch.
 bool rnn_packed_input_weights_fit(const RnnLayerDims& dims, const float* packed);
+// Floats that rnn_pack_projection_weights writes for dims; 0 where the forward
+// on dims takes no packed W_hr: it does on the small-batch path of an LSTM
+// with a projection (up to 8 rows, from 2 steps, AVX2 or AVX-512), in a layout
+// that depends on the sizes only.
+size_t rnn_packed_projection_weights_size(const RnnLayerDims& dims);
+// Writes w_hr [P, H] in that layout into packed
+// [rnn_packed_projection_weights_size(dims)], 64-byte aligned is best; on
+// rnnkit::get_num_threads() threads (the result does not depend on it).
+void rnn_pack_projection_weights(const RnnLayerDims& dims, const float* w_hr, float* packed);
+// Whether an rnn_forward on dims takes `packed` as its packed W_hr (written by
+// rnn_pack_projection_weights for this cell and these sizes, on a path that
+// takes it). Never throws for a mismatch.
+bool rnn_packed_projection_weights_fit(const RnnLayerDims& dims, const float* packed);
 // Whether an inference rnn_forward on dims takes weights packed by
 // rnn_pack_weights (float32) at all: false where the forward it takes has no
 // use for them (the small-batch layout without AVX2 kernels, where the forward

@@ -147,7 +147,8 @@ struct SmallBatchForward {
   // m = o * tanh(c) into m_buf, then h = m W_hr^T into y, each thread its
   // blocks of the P outputs, from W_hr packed by the threads into packed_hr.
   const float* w_hr = nullptr;         // [P, H]
-  float* packed_hr = nullptr;          // [packed_recurrent_size(1, P, H)]
+  float* packed_hr = nullptr;          // [packed_recurrent_size(1, P, H)]: written when pack_hr, else read
+  bool pack_hr = true;
   float* m_buf = nullptr;              // training [rows, H], inference [N, H]
 };
 

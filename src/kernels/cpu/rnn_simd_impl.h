@@ -770,7 +770,8 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
       // first step, which walks them in reverse.
       if (a.pack) pack_recurrent(G, H, K, a.w_hh, a.packed, jb0, jb1, GM);
     });
-    if (P > 0)  // W_hr's blocks of outputs, each group those its projection step runs
+    const bool pack_hr = P > 0 && a.pack_hr;
+    if (pack_hr)  // W_hr's blocks of outputs, each group those its projection step runs
       scheduler.step(t, 2, sched_state, [&](int g) {
         pack_recurrent(1, P, H, a.w_hr, a.packed_hr, p_blocks * g / groups, p_blocks * (g + 1) / groups, false);
       });
@@ -779,7 +780,7 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
     const float* c_prev_rows[kSmallBatchMax];
     float* c_rows[kSmallBatchMax];
     float* g_rows[kSmallBatchMax];
-    int64_t step = P > 0 ? 2 : 1;
+    int64_t step = pack_hr ? 2 : 1;
     int64_t walks = 0;  // time steps begun: the first walks its blocks in reverse
     detail::for_each_step(d, rows, true, [&](const detail::Step& s) {
       for (int64_t b = 0; b < s.n; ++b) {
