@@ -1646,14 +1646,20 @@ TEST(RnnKernels, TimeChunksCompose) {
 // Packed weights exist in float32 for both paths, in bfloat16 for the small-batch
 // one only; weights packed for another batch are ignored, not misread.
 TEST(RnnKernels, PackedWeightsForEachPath) {
+  // An LSTM with a projection: one step takes the GEMM path (no bfloat16 form),
+  // two the small-batch one where there are vector kernels.
   Config c = random_config(CellType::LSTM, 7);
-  c.I = 5, c.H = 8, c.P = 3, c.N = 2, c.T = 2;
-  c.batch_sizes = {2, 2};
+  c.I = 5, c.H = 8, c.P = 3, c.N = 2, c.T = 1;
+  c.batch_sizes = {2};
   c.separate_scratch = false;
   EXPECT_EQ(k::rnn_packed_weights_size(c.dims(), k::PackedPrecision::kBFloat16), 0u);
   std::vector<float> w(4 * 8 * 3), packed(64);
   EXPECT_THROW(k::rnn_pack_weights(c.dims(), w.data(), packed.data(), k::PackedPrecision::kBFloat16),
                rnnkit::Error);
+  c.T = 2;
+  c.batch_sizes = {2, 2};
+  EXPECT_EQ(k::rnn_packed_weights_size(c.dims(), k::PackedPrecision::kBFloat16) > 0,
+            simd::active_kernels() != nullptr);
   // An LSTM batch of 40 on the GEMM path (above the small-batch path's 32 rows,
   // and W_hh of 2.5 MB above the 1 MiB to which the AVX-512 kernels take the
   // lanes product for LSTM and GRU) given weights packed for another batch or

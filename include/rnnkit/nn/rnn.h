@@ -153,9 +153,9 @@ class RNNImplBase : public Module {
   // W_hr, the states and all arithmetic stay in the layer's dtype. The results
   // are those of the same layer with weight_hh_l* replaced by their bfloat16
   // roundings, to float rounding, on any path and CPU. Where the kernels'
-  // small-batch path runs on AVX2 or AVX-512 (a float32 layer without
-  // projection, batch up to 8, or up to 32 for an LSTM or a GRU on AVX-512),
-  // they read W_hh as bfloat16 — half the bytes per step, which is what bounds
+  // small-batch path runs on AVX2 or AVX-512 (a float32 layer, batch up to 8,
+  // or without a projection up to 32 for an LSTM or a GRU on AVX-512; with a
+  // projection from 2 steps), they read W_hh as bfloat16 — half the bytes per step, which is what bounds
   // their speed at small batch (docs/PERFORMANCE.md). Accuracy: about 2^-9
   // relative per weight; measured on h, a few 1e-4 to 1e-3 absolute over a
   // sequence (docs/RECURRENT.md). The parameters are untouched (a state_dict

@@ -1350,15 +1350,13 @@ const char* backward_path(const RnnLayerDims& dims) {
 
 size_t rnn_packed_weights_size(const RnnLayerDims& dims, PackedPrecision precision) {
   check_rnn_dims(dims);
-  const int64_t H = dims.hidden_size, G = gate_count(dims.cell);
-  if (small_batch_path(dims)) {
+  const int64_t H = dims.hidden_size, G = gate_count(dims.cell), K = hidden_out_size(dims);
+  if (small_batch_path(dims) || small_batch_proj_path(dims)) {
     if (precision == PackedPrecision::kBFloat16)
-      return kPackedHeader + static_cast<size_t>(simd::packed_recurrent_size_bf16(G, H, H) + 1) / 2;
-    return kPackedHeader + small_packed_size(dims);
+      return kPackedHeader + static_cast<size_t>(simd::packed_recurrent_size_bf16(G, H, K) + 1) / 2;
+    return kPackedHeader + static_cast<size_t>(simd::packed_recurrent_size(G, H, K));
   }
   if (precision == PackedPrecision::kBFloat16) return 0;
-  if (small_batch_proj_path(dims))
-    return kPackedHeader + static_cast<size_t>(simd::packed_recurrent_size(G, H, dims.proj_size));
   if (lanes_path(dims) != nullptr) return kPackedHeader + lanes_forward_size(dims);
   const int64_t n = packed_gemm_size(dims.batch, G * H, hidden_out_size(dims));
   return n > 0 ? kPackedHeader + static_cast<size_t>(n) : 0;
@@ -1415,7 +1413,7 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
                                   static_cast<int64_t>(size - kPackedHeader)),
                  "rnn_pack_weights: oneDNN could not pack these weights");
   else if (precision == PackedPrecision::kBFloat16)
-    simd::pack_recurrent_bf16(G, H, H, w_hh, reinterpret_cast<uint16_t*>(body), gate_major);
+    simd::pack_recurrent_bf16(G, H, Hout, w_hh, reinterpret_cast<uint16_t*>(body), gate_major);
   else
     pack_blocks(G, H, Hout, w_hh, body, gate_major);
 }

@@ -137,9 +137,9 @@ size_t rnn_backward_workspace_size(const RnnLayerDims& dims);
 enum class PackedPrecision { kFloat32, kBFloat16 };
 
 // Floats that rnn_pack_weights writes for dims; 0 when there is no packed form
-// (bfloat16 exists for the small-batch path only: no projection, and a batch up to
-// 8; up to 32 for an LSTM or a GRU with the AVX-512 kernels, or when
-// batch * G * hidden_size^2 <= 2^20).
+// (bfloat16 exists for the small-batch path only: a batch up to 8; without a
+// projection up to 32 for an LSTM or a GRU with the AVX-512 kernels, or when
+// batch * G * hidden_size^2 <= 2^20; with one, from 2 steps).
 size_t rnn_packed_weights_size(const RnnLayerDims& dims,
                                PackedPrecision precision = PackedPrecision::kFloat32);
 // Writes w_hh [G*H, Hout] re-laid out for the path dims take (internal layouts,
