@@ -1326,12 +1326,12 @@ void set_small_batch_proj(bool on) { g_small_batch_proj = on; }
 void set_small_batch_prefetch(int64_t bytes) { g_small_batch_prefetch = bytes >= 0 ? bytes : -1; }
 const char* forward_path(const RnnLayerDims& dims) {
   check_rnn_dims(dims);
-  if (small_batch_proj_path(dims)) return "small-batch";
   switch (forward_packed_kind(dims)) {
     case PackedKind::kSmallBatch: return "small-batch";
     case PackedKind::kLanes: return "lanes";
     case PackedKind::kGemm:
-    case PackedKind::kInput: break;
+    case PackedKind::kInput:
+    case PackedKind::kProjection: break;
   }
   return "gemm";
 }

@@ -852,7 +852,8 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
       // whose sequence ends here: those units of h_n and c_n.
       const auto finish_units = [&](int64_t u0, int64_t u1) {
         for (int64_t b = 0; b < s.n && u1 > u0; ++b)
-          pointwise(u1 - u0, H, g_rows[b] + u0, a.bias + u0, h_rows[b] + u0,
+          // (The LSTM's pass takes no h; with a projection its rows are P wide.)
+          pointwise(u1 - u0, H, g_rows[b] + u0, a.bias + u0, lstm ? nullptr : h_rows[b] + u0,
                     lstm ? c_prev_rows[b] + u0 : nullptr, lstm ? c_rows[b] + u0 : nullptr,
                     (P > 0 ? m_rows[b] : a.y + (s.off + b) * a.ldy) + u0, a.training);
         for (int64_t b = s.n_next_cont; b < s.n && u1 > u0; ++b) {
