@@ -488,6 +488,18 @@ const nn::detail::PackedWeightsCache& packed_cache_of(const nn::Module& m) {
   return dynamic_cast<const nn::RNNCellImplBase&>(m).packed_weights_cache();
 }
 
+// Layers and cells whose calls take the paths the packed-weights cache serves.
+std::vector<json> cache_configs() {
+  return {
+      layer_config("LSTM", 24, 64, 2, 1, 40, false),  // small batch, stacked: the wavefront
+      layer_config("GRU", 16, 48, 1, 3, 7, true),     // small batch, directions at once
+      layer_config("RNN", 20, 96, 1, 40, 5, false),   // large batch: the packed GEMM or lanes path
+      layer_config("LSTM", 8, 40, 2, 12, 6, true),    // medium batch, stacked and bidirectional
+      layer_config("LSTMCell", 12, 32, 1, 2, 1, false),
+      layer_config("GRUCell", 12, 32, 1, 1, 1, false),
+  };
+}
+
 // Inference calls keep W_hh packed between them, and every way of changing
 // the weights reaches the next call: the result is always what a new module
 // with the same weights computes (which packs them afresh), bit for bit.
@@ -495,19 +507,12 @@ TEST(RnnModules, InferenceKeepsPackedWeightsUntilTheyChange) {
   const uint64_t seed = rnnkit::testing::fresh_seed();
   SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  const std::vector<json> configs = {
-      layer_config("LSTM", 24, 64, 2, 1, 40, false),  // small batch, stacked: the wavefront
-      layer_config("GRU", 16, 48, 1, 3, 7, true),     // small batch, directions at once
-      layer_config("RNN", 20, 96, 1, 40, 5, false),   // large batch: the packed GEMM or lanes path
-      layer_config("LSTM", 8, 40, 2, 12, 6, true),    // medium batch, stacked and bidirectional
-      layer_config("LSTMCell", 12, 32, 1, 2, 1, false),
-      layer_config("GRUCell", 12, 32, 1, 1, 1, false),
-      layer_config("RNNCell", 12, 32, 1, 20, 1, false),
-      with_projection(layer_config("LSTM", 16, 48, 2, 3, 5, true), 20),  // W_hr kept packed too
-      // Large layers on the small-batch path, which takes W_ih packed too (vector kernels).
-      layer_config("LSTM", 512, 512, 1, 1, 5, false),
-      layer_config("GRUCell", 520, 512, 1, 2, 1, false),
-  };
+  std::vector<json> configs = cache_configs();
+  for (json c : {layer_config("RNNCell", 12, 32, 1, 20, 1, false),
+                 with_projection(layer_config("LSTM", 16, 48, 2, 3, 5, true), 20),  // W_hr kept packed too
+                 // Large layers on the small-batch path, which takes W_ih packed too (vector kernels).
+                 layer_config("LSTM", 512, 512, 1, 1, 5, false), layer_config("GRUCell", 520, 512, 1, 2, 1, false)})
+    configs.push_back(c);
   for_each_isa_and_config(configs, [&](simd::Isa isa, const json& c) {
     const std::string kind = c["kind"];
     const bool cell = rnnkit::testing::rnn::is_cell(kind);
@@ -658,15 +663,8 @@ TEST(RnnModules, Bf16InferenceRunsOnRoundedRecurrentWeights) {
   const uint64_t seed = rnnkit::testing::fresh_seed();
   SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed));
   std::mt19937_64 rng(seed);
-  const std::vector<json> configs = {
-      layer_config("LSTM", 24, 64, 2, 1, 40, false),  // small batch, stacked: the wavefront
-      layer_config("GRU", 16, 48, 1, 3, 7, true),     // small batch, directions at once
-      layer_config("RNN", 20, 96, 1, 40, 5, false),   // larger batch
-      layer_config("LSTM", 16, 96, 1, 64, 3, false),  // large batch: the GEMM path, no bfloat16 form
-      layer_config("LSTM", 8, 40, 2, 12, 6, true),    // medium batch, stacked and bidirectional
-      layer_config("LSTMCell", 12, 32, 1, 2, 1, false),
-      layer_config("GRUCell", 12, 32, 1, 1, 1, false),
-  };
+  std::vector<json> configs = cache_configs();
+  configs.push_back(layer_config("LSTM", 16, 96, 1, 64, 3, false));  // large batch: the GEMM path, no bfloat16 form
   int bf16_forms = 0;
   for_each_isa_and_config(configs, [&](simd::Isa isa, const json& c) {
     const std::string kind = c["kind"];
