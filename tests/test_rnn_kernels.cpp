@@ -1810,6 +1810,18 @@ TEST(RnnKernels, ProjectionPathPackedWeights) {
       if (given & 2) wp.w_hr_packed = packed_hr.data();
       EXPECT_EQ(run(d, wp, false), want) << "given " << given;
     }
+    {  // The given W_hr is the one used: another one's packing changes the results.
+      std::vector<float> w_hr2(w_hr), packed_hr2(packed_hr.size());
+      for (float& v : w_hr2) v = -v;
+      k::rnn_pack_projection_weights(d, w_hr2.data(), packed_hr2.data());
+      RnnWeights<float> wp = w;
+      wp.w_hr_packed = packed_hr2.data();
+      const std::vector<float> other = run(d, wp, false);
+      wp.w_hr_packed = nullptr;
+      wp.w_hr = w_hr2.data();
+      EXPECT_NE(other, want);
+      EXPECT_EQ(other, run(d, wp, false)) << "packed W_hr against W_hr itself";
+    }
     {
       RnnWeights<float> wp = w;
       wp.w_hh_packed = packed.data();

@@ -665,6 +665,7 @@ TEST(RnnModules, Bf16InferenceRunsOnRoundedRecurrentWeights) {
   std::mt19937_64 rng(seed);
   std::vector<json> configs = cache_configs();
   configs.push_back(layer_config("LSTM", 16, 96, 1, 64, 3, false));  // large batch: the GEMM path, no bfloat16 form
+  configs.push_back(with_projection(layer_config("LSTM", 16, 48, 2, 3, 5, false), 19));  // bfloat16 W_hh [4H, 19]
   int bf16_forms = 0;
   for_each_isa_and_config(configs, [&](simd::Isa isa, const json& c) {
     const std::string kind = c["kind"];
@@ -674,9 +675,9 @@ TEST(RnnModules, Bf16InferenceRunsOnRoundedRecurrentWeights) {
     auto m = rnnkit::testing::rnn::build_model(c, &gen);
     m.module->eval();
     const Tensor x = randn(cell ? Shape{N, I} : Shape{T, N, I}, {}, &gen);
-    const Tensor h = randn(cell ? Shape{N, H} : Shape{c["num_layers"].get<int64_t>() * (c["bidirectional"] ? 2 : 1), N, H},
-                           {}, &gen);
-    const Tensor cs = kind.rfind("LSTM", 0) == 0 ? randn(h.sizes(), {}, &gen) : Tensor();
+    const int64_t P = c["proj_size"], LD = c["num_layers"].get<int64_t>() * (c["bidirectional"] ? 2 : 1);
+    const Tensor h = randn(cell ? Shape{N, H} : Shape{LD, N, P > 0 ? P : H}, {}, &gen);
+    const Tensor cs = kind.rfind("LSTM", 0) == 0 ? randn(cell ? Shape{N, H} : Shape{LD, N, H}, {}, &gen) : Tensor();
     auto run = [&](rnnkit::testing::rnn::Model& model) {
       NoGradGuard guard;
       return model.forward(x, h, cs).output;
@@ -709,7 +710,7 @@ TEST(RnnModules, Bf16InferenceRunsOnRoundedRecurrentWeights) {
     // The bfloat16 packing where the kernel call takes packed weights and has
     // that form (not the scalar kernels, not the 40-row batch).
     const int64_t D = c["bidirectional"].get<bool>() ? 2 : 1, L = c["num_layers"];
-    const bool bf16_form = takes_packed(cell_type(c), I, H, N, T, Packed::kBf16);
+    const bool bf16_form = takes_packed(cell_type(c), I, H, N, T, Packed::kBf16, P);
     EXPECT_EQ(cache.bf16_packs() - bf16_before, bf16_form ? L * D : 0);
     if (isa == simd::Isa::kScalar) EXPECT_FALSE(bf16_form);
     bf16_forms += bf16_form ? 1 : 0;
@@ -748,7 +749,7 @@ TEST(RnnModules, Bf16InferenceRunsOnRoundedRecurrentWeights) {
     EXPECT_TRUE(equal(run(m), run(f)));
   });
   // Both kinds of call ran wherever the CPU has vector kernels.
-  if (simd::detected_isa() != simd::Isa::kScalar) EXPECT_GE(bf16_forms, 5);
+  if (simd::detected_isa() != simd::Isa::kScalar) EXPECT_GE(bf16_forms, 6);
 }
 
 // Training calls over one step (a decoder cell called step by step) keep W_hh

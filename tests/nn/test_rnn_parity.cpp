@@ -115,10 +115,10 @@ void run_lanes(const std::string& kind) {
 
 // Inference with set_bf16_inference(true) against PyTorch running the same
 // module with every weight_hh_l* rounded to bfloat16 (Tensor.bfloat16()),
-// forward only: small batches (the kernels' bfloat16-packed W_hh), batches
-// past the small-batch path and LSTM projections (W_hh rounded in the layer's
-// dtype), stacked layers over long sequences (the wavefront's chunks), packed
-// and padded. The unrounded weights differ from these by ~1e-3, far outside the
+// forward only: small batches (the kernels' bfloat16-packed W_hh, LSTM
+// projections included), batches past the small-batch path (W_hh rounded in
+// the layer's dtype), stacked layers over long sequences (the wavefront's
+// chunks), packed and padded. The unrounded weights differ from these by ~1e-3, far outside the
 // tolerance, so a call that skipped the rounding anywhere fails.
 void run_bf16(const std::string& kind) {
   run_cases(

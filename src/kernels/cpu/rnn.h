@@ -96,8 +96,9 @@ struct RnnWeights {
   // Optional, float only: w_hr as rnn_pack_projection_weights wrote it, taken
   // where the forward takes that form (rnn_packed_projection_weights_size > 0:
   // an LSTM with a projection on the small-batch path), which then does not
-  // pack w_hr itself; the same results either way. Ignored elsewhere; throws if
-  // packed for another cell or size. w_hr is still required.
+  // pack w_hr itself; the same results either way. Ignored elsewhere (not
+  // checked there); on that path throws if packed for another cell or size.
+  // w_hr is still required.
   const T* w_hr_packed = nullptr;
 };
 

@@ -141,11 +141,12 @@ struct SmallBatchForward {
                                        // run its last blocks (StepScheduler parts); 0: any
   int64_t prefetch_bytes = -1;         // how far ahead the product requests its weights;
                                        // 0: not at all; -1: by the slice's size
-  // An LSTM with a projection (dims->proj_size = P > 0): w_hh is [4H, P] and
-  // packed by the threads (pack is true), h0 and h_n are [N, P], y rows are P
-  // wide. Each step is two: the gates and the pointwise pass, which writes
+  // An LSTM with a projection (dims->proj_size = P > 0): w_hh is [4H, P] (packed
+  // as above, float32 or bfloat16, with K = P), h0 and h_n are [N, P], y rows
+  // are P wide. Each step is two: the gates and the pointwise pass, which writes
   // m = o * tanh(c) into m_buf, then h = m W_hr^T into y, each thread its
-  // blocks of the P outputs, from W_hr packed by the threads into packed_hr.
+  // blocks of the P outputs, from W_hr packed by the caller or, with pack_hr,
+  // by the threads (in the first step, with the input projection).
   const float* w_hr = nullptr;         // [P, H]
   float* packed_hr = nullptr;          // [packed_recurrent_size(1, P, H)]: written when pack_hr, else read
   bool pack_hr = true;
@@ -156,7 +157,7 @@ struct SmallBatchForward {
 // (pointwise backward and dh = dgates W_hh per step), everything but the
 // whole-sequence products that follow it (see rnn.cpp, backward_impl).
 struct SmallBatchBackward {
-  const RnnLayerDims* dims = nullptr;  // proj_size == 0, or an LSTM with a projection (below)
+  const RnnLayerDims* dims = nullptr;  // proj_size == 0
   int64_t walk_begin = 0;              // the steps [walk_begin, walk_end) of the reverse walk
   int64_t walk_end = 0;
   int64_t row0 = 0;                    // first packed row of those steps: dgates' row 0

@@ -730,7 +730,11 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
     // Step 1 computes the input projection of each group's units for all steps
     // (one GEMM per gate block, single-threaded inside this region) and packs
     // the group's blocks; step k + 1 is time step k of the walk.
+    const bool pack_hr = P > 0 && a.pack_hr;
     scheduler.step(t, 1, sched_state, [&](int g) {
+      // W_hr's blocks of outputs, each group those its projection steps run.
+      if (pack_hr)
+        pack_recurrent(1, P, H, a.w_hr, a.packed_hr, p_blocks * g / groups, p_blocks * (g + 1) / groups, false);
       const int64_t jb0 = blocks * g / groups, jb1 = blocks * (g + 1) / groups;
       const int64_t u0 = std::min(H, jb0 * kPackBlock), u1 = std::min(H, jb1 * kPackBlock);
       if (u1 <= u0) return;
@@ -770,17 +774,12 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
       // first step, which walks them in reverse.
       if (a.pack) pack_recurrent(G, H, K, a.w_hh, a.packed, jb0, jb1, GM);
     });
-    const bool pack_hr = P > 0 && a.pack_hr;
-    if (pack_hr)  // W_hr's blocks of outputs, each group those its projection step runs
-      scheduler.step(t, 2, sched_state, [&](int g) {
-        pack_recurrent(1, P, H, a.w_hr, a.packed_hr, p_blocks * g / groups, p_blocks * (g + 1) / groups, false);
-      });
     float* m_rows[kSmallBatchMax];
     const float* h_rows[kSmallBatchMax];
     const float* c_prev_rows[kSmallBatchMax];
     float* c_rows[kSmallBatchMax];
     float* g_rows[kSmallBatchMax];
-    int64_t step = pack_hr ? 2 : 1;
+    int64_t step = 1;  // gate steps are even (the scheduler times its groups on steps 32k)
     int64_t walks = 0;  // time steps begun: the first walks its blocks in reverse
     detail::for_each_step(d, rows, true, [&](const detail::Step& s) {
       for (int64_t b = 0; b < s.n; ++b) {
