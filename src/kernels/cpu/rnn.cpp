@@ -241,9 +241,10 @@ int64_t g_small_batch_prefetch = -1;  // tuning::set_small_batch_prefetch; -1: b
 constexpr int64_t kLanesGatedMaxBytes = int64_t{1} << 20;
 constexpr int64_t kLanesGatedMaxBatch = 64;
 int64_t g_lanes_min_weights = -1;  // tuning::set_lanes_min_weights; -1: the default rule
+bool small_batch_proj_path(const RnnLayerDims& d);  // below
 const simd::Kernels* lanes_path(const RnnLayerDims& d) {
   const simd::Kernels* k = simd::active_kernels();
-  if (k == nullptr || small_batch_path(d)) return nullptr;
+  if (k == nullptr || small_batch_path(d) || small_batch_proj_path(d)) return nullptr;
   if (k->isa == simd::Isa::kAvx512 && d.proj_size == 0 &&
       (gate_count(d.cell) == 1 || (w_hh_bytes(d) <= kLanesGatedMaxBytes && d.batch <= kLanesGatedMaxBatch)))
     return k;
