@@ -286,7 +286,10 @@ size_t small_packed_size(const RnnLayerDims& d) {
 // (a decoder's call per token) was mixed, 0.74-1.21 (512 / 256 / 1 1.10-1.16,
 // 1024 / 512 / 1 1.21, 768 / 256 / 1 0.74), so it keeps the GEMM path; at 16
 // and 32 rows (where the AVX-512 kernels take the layer without a projection)
-// level to 5% slower: 640 / 320 / 16 1.01, 512 / 256 / 32 1.05.
+// level to 5% slower: 640 / 320 / 16 1.01, 512 / 256 / 32 1.05. The AVX2
+// kernels on the same CPU (oneDNN's GEMMs unchanged), inference: 512 / 256 /
+// 1 / 25 0.50, 1024 / 256 / 1 / 50 0.55, 1024 / 512 / 4 / 25 0.85, 512 / 128 /
+// 8 / 25 0.80, 256 / 128 / 1 / 100 0.58.
 bool g_small_batch_proj = true;  // tuning::set_small_batch_proj
 bool small_batch_proj_path(const RnnLayerDims& d) {
   return g_small_batch_proj && d.proj_size > 0 && d.batch <= kSmallBatchAlways && d.steps >= 2 &&
