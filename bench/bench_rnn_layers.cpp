@@ -12,7 +12,7 @@
 // Inference runs in eval mode, as a deployed model does. A module keeps W_hh
 // packed between inference calls while the weights do not change (and in eval
 // mode W_ih where the forward takes it packed); the `repack ms` column is the
-// forward with every W_hh and W_ih marked changed before each call (as after
+// forward with every W_hh and W_ih (and W_hr) marked changed before each call (as after
 // an optimizer step), alternating call by call with the plain forward, and
 // `kept` = plain / repack (the two timed alternately in a run of their own)
 // shows what keeping them gains.
@@ -82,7 +82,7 @@ struct Timing {
 
 // What one timed call runs: a layer over the whole sequence, or a cell called
 // step by step. run(repack) returns the output [T, N, D*H]; with repack every
-// W_hh and W_ih is marked changed before each kernel call (a writable pointer
+// W_hh and W_ih (and W_hr) is marked changed before each kernel call (a writable pointer
 // taken).
 struct Subject {
   std::shared_ptr<nn::Module> module;
@@ -95,7 +95,8 @@ struct Subject {
 
 void mark_weights_changed(const nn::Module& module) {
   for (const auto& [name, p] : module.named_parameters())
-    if (name.rfind("weight_hh", 0) == 0 || name.rfind("weight_ih", 0) == 0) (void)p.data_ptr<float>();
+    if (name.rfind("weight_hh", 0) == 0 || name.rfind("weight_ih", 0) == 0 || name.rfind("weight_hr", 0) == 0)
+      (void)p.data_ptr<float>();
 }
 
 template <class Layer>
@@ -397,8 +398,8 @@ int main(int argc, char** argv) {
     }
   }
   std::printf("ratio = rnnkit / PyTorch, each the best of 1 and 2 threads; below 1 is faster\n");
-  std::printf("forward in eval mode; repack = the forward (cells: and forward+backward) with W_hh and W_ih marked "
-              "changed\nbefore every call (packed afresh); kept = plain / repack, timed alternately in a run of "
+  std::printf("forward in eval mode; repack = the forward (cells: and forward+backward) with W_hh, W_ih (and W_hr) "
+              "marked changed\nbefore every call (packed afresh); kept = plain / repack, timed alternately in a run of "
               "their own\n");
   std::printf("cells: called step by step over the steps, the state carried on, the outputs stacked\n");
   std::printf("sequential = rnnkit on 2 threads with layers and directions one after another; "
