@@ -155,10 +155,11 @@ class RNNImplBase : public Module {
   // roundings, to float rounding, on any path and CPU. Where the kernels'
   // small-batch path runs on AVX2 or AVX-512 (a float32 layer, batch up to 8,
   // or without a projection up to 32 for an LSTM or a GRU on AVX-512; with a
-  // projection from 2 steps), they read W_hh as bfloat16 — half the bytes per step, which is what bounds
-  // their speed at small batch (docs/PERFORMANCE.md). Accuracy: about 2^-9
-  // relative per weight; measured on h, a few 1e-4 to 1e-3 absolute over a
-  // sequence (docs/RECURRENT.md). The parameters are untouched (a state_dict
+  // projection from 2 steps), they read W_hh as bfloat16: half the bytes per
+  // step, which is what bounds their speed at small batch (docs/PERFORMANCE.md).
+  // Accuracy: about 2^-9 relative per weight; measured on the outputs over a
+  // sequence, a few 1e-4 absolute for LSTM and GRU, about 2e-3 for the Elman
+  // cells (docs/RECURRENT.md). The parameters are untouched (a state_dict
   // saves float values); the module keeps a rounded copy of each W_hh, and its
   // bfloat16 packing, while the weights stay unchanged. Default off.
   void set_bf16_inference(bool on) { bf16_inference_ = on; }
