@@ -1079,6 +1079,7 @@ TEST(RnnKernels, SmallBatchPathMultiBlock) {
 // thread count, and gradients that match the double reference. Batches of 13
 // and 24 walk it with the AVX-512 kernels only (small_batch_backward_path).
 TEST(RnnKernels, SmallBatchBackwardStreamedWeights) {
+  if (simd::active_kernels() == nullptr) GTEST_SKIP() << "no vector kernels on this CPU: no small-batch path";
   uint64_t seed = 960;
   for (CellType cell : {CellType::RNN_TANH, CellType::RNN_RELU, CellType::LSTM, CellType::GRU}) {
     for (int64_t N : {1, 3, 4, 6, 8, 13, 24}) {
@@ -1108,6 +1109,7 @@ TEST(RnnKernels, SmallBatchBackwardStreamedWeights) {
 // H = 296: one thread's 296 columns are 128 + 128 + 40 for one row, two
 // threads' 144 and 152 are 128 + 16 and 128 + 24, or 96 + 48 and 96 + 56.
 TEST(RnnKernels, SmallBatchBackwardColumnBlocks) {
+  if (simd::active_kernels() == nullptr) GTEST_SKIP() << "no vector kernels on this CPU: no small-batch path";
   uint64_t seed = 980;
   for (CellType cell : {CellType::RNN_TANH, CellType::LSTM, CellType::GRU})
     for (int64_t N : {1, 4, 5})
@@ -1492,6 +1494,7 @@ TEST(RnnKernels, WeightPrefetchGivesTheSameBits) {
 // and its sgemm rounds a 92 x 2 x 37 product (this packed batch) differently on
 // two threads than on one.
 TEST(RnnKernels, OneGroupForwardDoesNotDependOnThreadCount) {
+  if (simd::active_kernels() == nullptr) GTEST_SKIP() << "no vector kernels on this CPU: no small-batch path";
   for (CellType cell : {CellType::LSTM, CellType::GRU, CellType::RNN_TANH})
     for (int64_t H : {2, 3, 16}) {
       Config c = random_config(cell, 977 + H);
@@ -2142,13 +2145,21 @@ TEST(RnnKernels, LanesGemmMatchesReference) {
     for (int64_t q = 0; q < K; ++q) a[i * lda + q] = uni();
   std::vector<float> packed(static_cast<size_t>(simd::lanes_packed_size(N, K)));
   simd::pack_lanes(N, K, w.data(), K, false, packed.data(), 1);
-  simd::active_kernels()->lanes_gemm(simd::LanesGemm{M, N, K, a, lda, packed.data(), c.data(), N, 2});
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t j = 0; j < N; ++j) {
-      double sum = 0.0;
-      for (int64_t q = 0; q < K; ++q) sum += double(a[i * lda + q]) * w[j * K + q];
-      ASSERT_NEAR(c[i * N + j], sum, 1e-5 * K) << "row " << i << " column " << j << " (large lda)";
-    }
+  // Every vector instruction set the CPU has (not only the active one, which
+  // RNNKIT_ISA may have set to scalar).
+  for (simd::Isa isa : available_isas()) {
+    const simd::Kernels* kern = simd::kernels(isa);
+    if (kern == nullptr) continue;
+    SCOPED_TRACE(simd::isa_name(isa));
+    std::fill(c.begin(), c.end(), 0.0f);
+    kern->lanes_gemm(simd::LanesGemm{M, N, K, a, lda, packed.data(), c.data(), N, 2});
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        double sum = 0.0;
+        for (int64_t q = 0; q < K; ++q) sum += double(a[i * lda + q]) * w[j * K + q];
+        ASSERT_NEAR(c[i * N + j], sum, 1e-5 * K) << "row " << i << " column " << j << " (large lda)";
+      }
+  }
 }
 
 // Whole layers on the rows-in-lanes path (batches of 14-16 rows, W_hh above the
