@@ -35,6 +35,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <initializer_list>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <omp.h>
@@ -251,6 +252,22 @@ json run_torch(const Settings& s, const std::vector<std::string>& cells, int thr
   return rnnkit::bench::run_torch_script(s.script, cfg, threads, "bench_rnn_layers");
 }
 
+// The better of the PyTorch runs' times for cell and key ("forward_ms",
+// "train_ms"), and its thread count; -1 when no run has it.
+double best_torch_ms(std::initializer_list<const json*> runs, const std::string& cell, const char* key,
+                     int* threads = nullptr) {
+  double best = -1;
+  for (const json* t : runs) {
+    if (!t->is_object() || !t->contains("cells")) continue;
+    const double v = (*t)["cells"][cell][key].get<double>();
+    if (best < 0 || v < best) {
+      best = v;
+      if (threads != nullptr) *threads = (*t)["threads"].get<int>();
+    }
+  }
+  return best;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -347,16 +364,8 @@ int main(int argc, char** argv) {
       const char* key = pass == 0 ? "forward_ms" : "train_ms";
       const double mine = pass == 0 ? ours[i].forward_ms : ours[i].train_ms;
       const int mine_threads = pass == 0 ? ours[i].forward_threads : ours[i].train_threads;
-      double best = -1;
       int threads = 0;
-      for (const json* t : {&torch1, &torch2}) {
-        if (!t->is_object() || !t->contains("cells")) continue;
-        const double v = (*t)["cells"][cells[i]][key].get<double>();
-        if (best < 0 || v < best) {
-          best = v;
-          threads = (*t)["threads"].get<int>();
-        }
-      }
+      const double best = best_torch_ms({&torch1, &torch2}, cells[i], key, &threads);
       const char* pass_name = pass == 0 ? "forward" : "forward+backward";
       const double sequential = pass == 0 ? ours[i].forward_sequential_ms : ours[i].train_sequential_ms;
       char seq_ms[32] = "-", sched[32] = "-", torch_ms[32] = "-", torch_threads[32] = "-", ratio[32] = "-";
@@ -385,12 +394,7 @@ int main(int argc, char** argv) {
                 "the two alternating\n%-8s %12s %12s %9s %12s %16s\n",
                 "layer", "float32 ms", "bf16 ms", "bf16/f32", "bf16/torch", "max|y - y_f32|");
     for (size_t i = 0; i < cells.size(); ++i) {
-      double best = -1;
-      for (const json* t : {&torch1, &torch2})
-        if (t->is_object() && t->contains("cells")) {
-          const double v = (*t)["cells"][cells[i]]["forward_ms"].get<double>();
-          if (best < 0 || v < best) best = v;
-        }
+      const double best = best_torch_ms({&torch1, &torch2}, cells[i], "forward_ms");
       char vs_torch[32] = "-";
       if (best > 0) std::snprintf(vs_torch, sizeof(vs_torch), "%.2f", ours[i].bf16_ms / best);
       std::printf("%-8s %12.3f %12.3f %9.2f %12s %16.2e\n", cells[i].c_str(), ours[i].f32_ms, ours[i].bf16_ms,

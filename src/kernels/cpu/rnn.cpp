@@ -263,12 +263,6 @@ size_t lanes_forward_size(const RnnLayerDims& d) {
 // The Elman cells keep their pre- and post-activations in y itself.
 bool gates_in_output(const RnnLayerDims& d) { return gate_count(d.cell) == 1; }
 
-// Floats of W_hh packed for the small-batch path (0 off it).
-size_t small_packed_size(const RnnLayerDims& d) {
-  if (!small_batch_path(d)) return 0;
-  return static_cast<size_t>(simd::packed_recurrent_size(gate_count(d.cell), d.hidden_size, d.hidden_size));
-}
-
 // Whether a forward on d (an LSTM with a projection) takes the small-batch
 // path with its second product per step (simd::SmallBatchForward, w_hr): up
 // to 8 rows and from 2 steps, with vector kernels. It takes W_hh [4H, P], W_ih
@@ -296,19 +290,19 @@ bool small_batch_proj_path(const RnnLayerDims& d) {
          simd::active_kernels() != nullptr;
 }
 
-// Floats of W_hh packed for that path (0 off it); W_hr's packing has an area
-// of its own in the forward workspace (ForwardLayout::packed_hr).
-size_t small_proj_packed_size(const RnnLayerDims& d) {
-  if (!small_batch_proj_path(d)) return 0;
-  return static_cast<size_t>(simd::packed_recurrent_size(4, d.hidden_size, d.proj_size));
+// Floats of W_hh [G*H, H_out] packed for the small-batch path, with or without
+// a projection (0 off it). With one, W_hr's packing has an area of its own in
+// the forward workspace (ForwardLayout::packed_hr).
+size_t small_packed_size(const RnnLayerDims& d) {
+  if (!small_batch_path(d) && !small_batch_proj_path(d)) return 0;
+  return static_cast<size_t>(simd::packed_recurrent_size(gate_count(d.cell), d.hidden_size, hidden_out_size(d)));
 }
 
 // The forward-only area of the workspace: W_hh packed for the small-batch path,
 // or for the generic path's per-step products (packed_gemm, float, sized by
 // oneDNN; or lanes_gemm). The backward keeps dgates there.
 size_t recurrent_scratch_size(const RnnLayerDims& d) {
-  if (small_batch_path(d)) return small_packed_size(d);
-  if (small_batch_proj_path(d)) return small_proj_packed_size(d);
+  if (small_batch_path(d) || small_batch_proj_path(d)) return small_packed_size(d);
   return std::max(lanes_forward_size(d),
                   static_cast<size_t>(packed_gemm_size(d.batch, gate_count(d.cell) * d.hidden_size,
                                                        hidden_out_size(d))));
@@ -367,6 +361,13 @@ PackedHeader packed_header(const RnnLayerDims& d, PackedKind kind, PackedPrecisi
   h.proj_size = static_cast<uint32_t>(d.proj_size);
   h.precision = static_cast<uint32_t>(precision);
   h.kind = static_cast<uint32_t>(kind);
+  return h;
+}
+
+// The header at the start of caller-packed weights.
+PackedHeader read_packed_header(const float* packed) {
+  PackedHeader h;
+  std::memcpy(&h, packed, sizeof h);
   return h;
 }
 
@@ -449,8 +450,7 @@ PackedKind forward_packed_kind(const RnnLayerDims& d) {
 // bfloat16 ones in training.
 const float* packed_body(const RnnLayerDims& d, const float* packed, PackedKind kind,
                          bool training, bool* bf16) {
-  PackedHeader h;
-  std::memcpy(&h, packed, sizeof h);
+  const PackedHeader h = read_packed_header(packed);
   RNNKIT_CHECK(packed_for(h, d) && h.kind != static_cast<uint32_t>(PackedKind::kInput) &&
                    h.kind != static_cast<uint32_t>(PackedKind::kProjection),
                "rnn_forward: w_hh_packed was not written by rnn_pack_weights for this cell, "
@@ -494,8 +494,7 @@ bool input_packed_taken(const PackedHeader& h, const RnnLayerDims& d) {
 // the other layout (packed by other kernels). W_ih packed for another cell or
 // size is a caller error and throws.
 const float* packed_input_body(const RnnLayerDims& d, const float* packed) {
-  PackedHeader h;
-  std::memcpy(&h, packed, sizeof h);
+  const PackedHeader h = read_packed_header(packed);
   RNNKIT_CHECK(input_packed_for(h, d),
                "rnn_forward: w_ih_packed was not written by rnn_pack_input_weights for this cell, "
                "hidden_size (", d.hidden_size, ") and input_size (", d.input_size, ")");
@@ -512,8 +511,7 @@ bool projection_packed_for(const PackedHeader& h, const RnnLayerDims& d) {
 // forward takes none (not small_batch_proj_path). W_hr packed for another
 // cell or size is a caller error and throws.
 const float* packed_projection_body(const RnnLayerDims& d, const float* packed) {
-  PackedHeader h;
-  std::memcpy(&h, packed, sizeof h);
+  const PackedHeader h = read_packed_header(packed);
   RNNKIT_CHECK(projection_packed_for(h, d),
                "rnn_forward: w_hr_packed was not written by rnn_pack_projection_weights for this cell, "
                "hidden_size (", d.hidden_size, ") and proj_size (", d.proj_size, ")");
@@ -1358,7 +1356,7 @@ size_t rnn_packed_weights_size(const RnnLayerDims& dims, PackedPrecision precisi
   if (small_batch_path(dims) || small_batch_proj_path(dims)) {
     if (precision == PackedPrecision::kBFloat16)
       return kPackedHeader + static_cast<size_t>(simd::packed_recurrent_size_bf16(G, H, K) + 1) / 2;
-    return kPackedHeader + static_cast<size_t>(simd::packed_recurrent_size(G, H, K));
+    return kPackedHeader + small_packed_size(dims);
   }
   if (precision == PackedPrecision::kBFloat16) return 0;
   if (lanes_path(dims) != nullptr) return kPackedHeader + lanes_forward_size(dims);
@@ -1447,8 +1445,7 @@ void rnn_pack_input_weights(const RnnLayerDims& dims, const float* w_ih, float* 
 bool rnn_packed_input_weights_fit(const RnnLayerDims& dims, const float* packed) {
   check_rnn_dims(dims);
   RNNKIT_CHECK(packed != nullptr, "rnn_packed_input_weights_fit: packed is null");
-  PackedHeader h;
-  std::memcpy(&h, packed, sizeof h);
+  const PackedHeader h = read_packed_header(packed);
   return input_packed_for(h, dims) && input_packed_taken(h, dims);
 }
 
@@ -1472,8 +1469,7 @@ void rnn_pack_projection_weights(const RnnLayerDims& dims, const float* w_hr, fl
 bool rnn_packed_projection_weights_fit(const RnnLayerDims& dims, const float* packed) {
   check_rnn_dims(dims);
   RNNKIT_CHECK(packed != nullptr, "rnn_packed_projection_weights_fit: packed is null");
-  PackedHeader h;
-  std::memcpy(&h, packed, sizeof h);
+  const PackedHeader h = read_packed_header(packed);
   return projection_packed_for(h, dims) && small_batch_proj_path(dims);
 }
 
@@ -1487,8 +1483,7 @@ bool rnn_forward_takes_packed(const RnnLayerDims& dims) {
 bool rnn_packed_weights_fit(const RnnLayerDims& dims, const float* packed) {
   check_rnn_dims(dims);
   RNNKIT_CHECK(packed != nullptr, "rnn_packed_weights_fit: packed is null");
-  PackedHeader h;
-  std::memcpy(&h, packed, sizeof h);
+  const PackedHeader h = read_packed_header(packed);
   if (!packed_for(h, dims) || h.kind == static_cast<uint32_t>(PackedKind::kInput) ||
       h.kind == static_cast<uint32_t>(PackedKind::kProjection))
     return false;  // another weight's packing
