@@ -132,6 +132,7 @@ RnnkitRnn::RnnkitRnn(const Problem& p, bool allocate_training)
   c_n_.assign(N * H, 0.f);
   packs_ = k::rnn_packed_weights_size(dims_) > 0;
   packs_bf16_ = k::rnn_packed_weights_size(dims_, k::PackedPrecision::kBFloat16) > 0;
+  packs_bf16_products_ = k::rnn_packed_weights_size(dims_, k::PackedPrecision::kBFloat16Products) > 0;
   if (!allocate_training) return;
   ws_training_.assign(k::rnn_forward_workspace_size(dims_train_, true), 0.f);
   scratch_.assign(k::rnn_forward_scratch_size(dims_train_), 0.f);
@@ -174,16 +175,25 @@ const float* RnnkitRnn::packed_input() {
   return packed_input_.data();
 }
 
-void RnnkitRnn::forward_inference_bf16() {
+void RnnkitRnn::forward_inference_bf16(k::PackedPrecision precision) {
   const int64_t H = p_.row.hidden;
   if (ws_inference_.empty()) ws_inference_.assign(k::rnn_forward_workspace_size(dims_, false), 0.f);
-  if (packed_bf16_.empty()) {
-    packed_bf16_.assign(k::rnn_packed_weights_size(dims_, k::PackedPrecision::kBFloat16), 0.f);
-    k::rnn_pack_weights(dims_, p_.w_hh.data(), packed_bf16_.data(), k::PackedPrecision::kBFloat16);
+  Floats& packed = precision == k::PackedPrecision::kBFloat16Products ? packed_bf16_products_ : packed_bf16_;
+  if (packed.empty()) {
+    packed.assign(k::rnn_packed_weights_size(dims_, precision), 0.f);
+    k::rnn_pack_weights(dims_, p_.w_hh.data(), packed.data(), precision);
   }
   k::RnnWeights<float> w = w_;
-  w.w_hh_packed = packed_bf16_.data();
-  w.w_ih_packed = packed_input();
+  w.w_hh_packed = packed.data();
+  if (precision == k::PackedPrecision::kBFloat16Products) {
+    if (packed_input_bf16_products_.empty()) {
+      packed_input_bf16_products_.assign(k::rnn_packed_input_weights_size(dims_, precision), 0.f);
+      k::rnn_pack_input_weights(dims_, p_.w_ih.data(), packed_input_bf16_products_.data(), precision);
+    }
+    w.w_ih_packed = packed_input_bf16_products_.data();
+  } else {
+    w.w_ih_packed = packed_input();
+  }
   k::rnn_forward<float>(dims_, w, p_.x.data(), H, nullptr, nullptr, y_.data(), H, h_n_.data(),
                         dims_.cell == k::CellType::LSTM ? c_n_.data() : nullptr,
                         ws_inference_.data(), false);

@@ -78,13 +78,16 @@ class RnnkitRnn {
   // module in eval mode caches them (and as oneDNN's weights are reordered
   // once); else the call packs them itself.
   void forward_inference(bool prepacked = true);
-  // Inference with W_hh packed in bfloat16 (PackedPrecision::kBFloat16), the
-  // explicit reduced-precision option; small-batch rows only.
-  void forward_inference_bf16();
+  // Inference with W_hh packed in bfloat16 (PackedPrecision::kBFloat16, or
+  // kBFloat16Products: h rounded too in the recurrent products), the explicit
+  // reduced-precision options; small-batch rows only (packs_bf16).
+  void forward_inference_bf16(
+      kernels::cpu::PackedPrecision precision = kernels::cpu::PackedPrecision::kBFloat16);
   // Whether W_hh has a packed form for this problem (float32; bfloat16 only on
   // the small-batch path).
   bool packs_weights() const { return packs_; }
   bool packs_bf16() const { return packs_bf16_; }
+  bool packs_bf16_products() const { return packs_bf16_products_; }
   void train_step();  // train_forward then train_backward
   void train_forward();
   void train_backward();
@@ -104,9 +107,10 @@ class RnnkitRnn {
   kernels::cpu::RnnWeights<float> w_;
   Floats y_, h_n_, c_n_, ws_inference_, ws_training_, scratch_, ws_backward_, dx_;
   Floats dw_ih_, dw_hh_, db_ih_, db_hh_;
-  bool packs_ = false, packs_bf16_ = false;
+  bool packs_ = false, packs_bf16_ = false, packs_bf16_products_ = false;
   Floats packed_;  // W_hh packed for it, on the first prepacked inference
-  Floats packed_bf16_;
+  Floats packed_bf16_, packed_bf16_products_;
+  Floats packed_input_bf16_products_;  // W_ih for the bfloat16 products
   Floats packed_input_;  // W_ih packed, where the forward takes it (packed_input)
   // W_ih packed for the inference forward (on first use), or null where it
   // takes no packed W_ih.

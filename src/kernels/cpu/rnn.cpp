@@ -284,6 +284,7 @@ bool gates_in_output(const RnnLayerDims& d) { return gate_count(d.cell) == 1; }
 // kernels on the same CPU (oneDNN's GEMMs unchanged), inference: 512 / 256 /
 // 1 / 25 0.50, 1024 / 256 / 1 / 50 0.55, 1024 / 512 / 4 / 25 0.85, 512 / 128 /
 // 8 / 25 0.80, 256 / 128 / 1 / 100 0.58.
+bool g_bf16_dot_hardware = true;  // tuning::set_bf16_dot_hardware
 bool g_small_batch_proj = true;  // tuning::set_small_batch_proj
 bool small_batch_proj_path(const RnnLayerDims& d) {
   return g_small_batch_proj && d.proj_size > 0 && d.batch <= kSmallBatchAlways && d.steps >= 2 &&
@@ -381,7 +382,8 @@ void write_packed_header(const PackedHeader& h, float* packed) {
 bool packed_for(const PackedHeader& h, const RnnLayerDims& d) {
   return h.magic == kPackedMagic && h.cell == static_cast<uint32_t>(d.cell) &&
          h.hidden_size == static_cast<uint32_t>(d.hidden_size) &&
-         h.proj_size == static_cast<uint32_t>(d.proj_size) && h.precision <= 1;
+         h.proj_size == static_cast<uint32_t>(d.proj_size) &&
+         h.precision <= static_cast<uint32_t>(PackedPrecision::kBFloat16Products);
 }
 
 // Whether the small-batch forward on d takes W_ih packed beforehand
@@ -449,14 +451,14 @@ PackedKind forward_packed_kind(const RnnLayerDims& d) {
 // Weights packed for another cell or size are a caller error and throw, as do
 // bfloat16 ones in training.
 const float* packed_body(const RnnLayerDims& d, const float* packed, PackedKind kind,
-                         bool training, bool* bf16) {
+                         bool training, PackedPrecision* precision) {
   const PackedHeader h = read_packed_header(packed);
   RNNKIT_CHECK(packed_for(h, d) && h.kind != static_cast<uint32_t>(PackedKind::kInput) &&
                    h.kind != static_cast<uint32_t>(PackedKind::kProjection),
                "rnn_forward: w_hh_packed was not written by rnn_pack_weights for this cell, "
                "hidden_size (", d.hidden_size, ") and proj_size (", d.proj_size, ")");
-  *bf16 = h.precision == static_cast<uint32_t>(PackedPrecision::kBFloat16);
-  RNNKIT_CHECK(!(*bf16 && training),
+  *precision = static_cast<PackedPrecision>(h.precision);
+  RNNKIT_CHECK(!(*precision != PackedPrecision::kFloat32 && training),
                "rnn_forward: bfloat16 packed weights are for inference only (training = true)");
   if (h.kind != static_cast<uint32_t>(kind)) return nullptr;
   if (kind == PackedKind::kSmallBatch && (h.gate_major != 0) != small_batch_gate_major(d))
@@ -493,11 +495,20 @@ bool input_packed_taken(const PackedHeader& h, const RnnLayerDims& d) {
 // does not take a packed projection (packed_projection_path) or takes it in
 // the other layout (packed by other kernels). W_ih packed for another cell or
 // size is a caller error and throws.
-const float* packed_input_body(const RnnLayerDims& d, const float* packed) {
+const float* packed_input_body(const RnnLayerDims& d, const float* packed,
+                               PackedPrecision w_hh_precision = PackedPrecision::kFloat32) {
   const PackedHeader h = read_packed_header(packed);
   RNNKIT_CHECK(input_packed_for(h, d),
                "rnn_forward: w_ih_packed was not written by rnn_pack_input_weights for this cell, "
                "hidden_size (", d.hidden_size, ") and input_size (", d.input_size, ")");
+  // The bfloat16 products take both weights in that precision, the others
+  // W_ih in float32.
+  const auto want = w_hh_precision == PackedPrecision::kBFloat16Products ? PackedPrecision::kBFloat16Products
+                                                                          : PackedPrecision::kFloat32;
+  RNNKIT_CHECK(h.precision == static_cast<uint32_t>(want), "rnn_forward: w_ih_packed holds ",
+               packed_precision_name(static_cast<PackedPrecision>(h.precision)), " weights, w_hh_packed ",
+               packed_precision_name(w_hh_precision), " ones: expected w_ih_packed in ", packed_precision_name(want));
+  if (want == PackedPrecision::kBFloat16Products) return packed + kPackedHeader;
   return input_packed_taken(h, d) ? packed + kPackedHeader : nullptr;
 }
 
@@ -771,9 +782,9 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
     const simd::Kernels* k = simd::active_kernels();
     const bool small = k != nullptr && small_batch_path(d);
     const bool proj_path = k != nullptr && small_batch_proj_path(d);
-    bool bf16 = false;
+    PackedPrecision precision = PackedPrecision::kFloat32;
     const float* given = (small || proj_path) && w.w_hh_packed != nullptr
-                             ? packed_body(d, w.w_hh_packed, PackedKind::kSmallBatch, Training, &bf16)
+                             ? packed_body(d, w.w_hh_packed, PackedKind::kSmallBatch, Training, &precision)
                              : nullptr;
     const float* given_hr =
         proj_path && w.w_hr_packed != nullptr ? packed_projection_body(d, w.w_hr_packed) : nullptr;
@@ -784,11 +795,20 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
       a.ldx = ldx;
       a.w_ih = w.w_ih;
       a.w_hh = w.w_hh;
-      if (w.w_ih_packed != nullptr) a.w_ih_packed = packed_input_body(d, w.w_ih_packed);
+      if (w.w_ih_packed != nullptr) {
+        const PackedPrecision taken = given != nullptr ? precision : PackedPrecision::kFloat32;
+        const float* body = packed_input_body(d, w.w_ih_packed, taken);
+        if (taken == PackedPrecision::kBFloat16Products)
+          a.w_ih_bf16 = reinterpret_cast<const uint16_t*>(body);
+        else
+          a.w_ih_packed = body;
+      }
       a.pack_projection = a.w_ih_packed == nullptr && self_packed_projection(d);
-      a.bf16 = bf16;
       a.pack = given == nullptr;
-      if (a.pack) a.bf16 = false;
+      a.bf16 = !a.pack && precision != PackedPrecision::kFloat32;
+      a.bf16_products = !a.pack && precision == PackedPrecision::kBFloat16Products;
+      a.bf16_dot_hardware = a.bf16_products && g_bf16_dot_hardware && k->isa == simd::Isa::kAvx512 &&
+                            simd::bf16_dot_hardware();
       a.gate_major = small_batch_gate_major(d);
       a.packed = a.pack ? packed : const_cast<float*>(given);
       a.gates = gates;
@@ -837,9 +857,9 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
   if constexpr (std::is_same_v<T, float>) {
     lanes = lanes_path(d);
     const PackedKind kind = lanes != nullptr ? PackedKind::kLanes : PackedKind::kGemm;
-    bool bf16 = false;
+    PackedPrecision precision = PackedPrecision::kFloat32;
     const float* given = w.w_hh_packed == nullptr ? nullptr
-                                                  : packed_body(d, w.w_hh_packed, kind, Training, &bf16);
+                                                  : packed_body(d, w.w_hh_packed, kind, Training, &precision);
     if (given != nullptr) {
       packed = const_cast<float*>(given);
       packed_steps = true;
@@ -1325,6 +1345,7 @@ void set_streamed_grad_min_bytes(int64_t bytes) { g_streamed_grad_min_bytes = by
 void set_split_min_bytes(int64_t bytes) { g_split_min_bytes = bytes >= 0 ? bytes : -1; }
 void set_packed_projection(bool on) { g_packed_projection = on; }
 void set_small_batch_proj(bool on) { g_small_batch_proj = on; }
+void set_bf16_dot_hardware(bool on) { g_bf16_dot_hardware = on; }
 void set_small_batch_prefetch(int64_t bytes) { g_small_batch_prefetch = bytes >= 0 ? bytes : -1; }
 const char* forward_path(const RnnLayerDims& dims) {
   check_rnn_dims(dims);
@@ -1350,15 +1371,27 @@ const char* backward_path(const RnnLayerDims& dims) {
 
 }  // namespace tuning
 
+const char* packed_precision_name(PackedPrecision precision) {
+  switch (precision) {
+    case PackedPrecision::kFloat32: return "float32";
+    case PackedPrecision::kBFloat16: return "bfloat16";
+    case PackedPrecision::kBFloat16Products: return "bfloat16 products";
+  }
+  return "?";
+}
+
 size_t rnn_packed_weights_size(const RnnLayerDims& dims, PackedPrecision precision) {
   check_rnn_dims(dims);
   const int64_t H = dims.hidden_size, G = gate_count(dims.cell), K = hidden_out_size(dims);
   if (small_batch_path(dims) || small_batch_proj_path(dims)) {
-    if (precision == PackedPrecision::kBFloat16)
+    // The bfloat16 products: without a projection (its second product stays
+    // on the float m).
+    if (precision == PackedPrecision::kBFloat16Products && dims.proj_size > 0) return 0;
+    if (precision != PackedPrecision::kFloat32)
       return kPackedHeader + static_cast<size_t>(simd::packed_recurrent_size_bf16(G, H, K) + 1) / 2;
     return kPackedHeader + small_packed_size(dims);
   }
-  if (precision == PackedPrecision::kBFloat16) return 0;
+  if (precision != PackedPrecision::kFloat32) return 0;
   if (lanes_path(dims) != nullptr) return kPackedHeader + lanes_forward_size(dims);
   const int64_t n = packed_gemm_size(dims.batch, G * H, hidden_out_size(dims));
   return n > 0 ? kPackedHeader + static_cast<size_t>(n) : 0;
@@ -1389,7 +1422,7 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
   const size_t size = rnn_packed_weights_size(dims, precision);
   RNNKIT_CHECK(size > 0, "rnn_pack_weights: no packed form for these dims and precision (batch ",
                dims.batch, ", proj_size ", dims.proj_size, ", ",
-               precision == PackedPrecision::kBFloat16 ? "bfloat16" : "float32", ")");
+               packed_precision_name(precision), ")");
   RNNKIT_CHECK(w_hh != nullptr && packed != nullptr, "rnn_pack_weights: w_hh and packed are required");
   const int64_t H = dims.hidden_size, G = gate_count(dims.cell), Hout = hidden_out_size(dims);
   const bool small = small_batch_path(dims) || small_batch_proj_path(dims);
@@ -1414,28 +1447,43 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
     RNNKIT_CHECK(packed_gemm_pack(dims.batch, G * H, Hout, w_hh, Hout, false, body,
                                   static_cast<int64_t>(size - kPackedHeader)),
                  "rnn_pack_weights: oneDNN could not pack these weights");
-  else if (precision == PackedPrecision::kBFloat16)
+  else if (precision != PackedPrecision::kFloat32)
     simd::pack_recurrent_bf16(G, H, Hout, w_hh, reinterpret_cast<uint16_t*>(body), gate_major);
   else
     pack_blocks(G, H, Hout, w_hh, body, gate_major);
 }
 
-size_t rnn_packed_input_weights_size(const RnnLayerDims& dims) {
+size_t rnn_packed_input_weights_size(const RnnLayerDims& dims, PackedPrecision precision) {
   check_rnn_dims(dims);
+  if (precision == PackedPrecision::kBFloat16) return 0;  // that forward takes the float32 W_ih
+  if (precision == PackedPrecision::kBFloat16Products) {
+    if (rnn_packed_weights_size(dims, precision) == 0) return 0;
+    return kPackedHeader + static_cast<size_t>(simd::packed_recurrent_size_bf16(gate_count(dims.cell),
+                                                                                dims.hidden_size, dims.input_size) +
+                                               1) / 2;
+  }
   if (!packed_projection_path(dims)) return 0;
   return kPackedHeader +
          static_cast<size_t>(simd::packed_recurrent_size(gate_count(dims.cell), dims.hidden_size, dims.input_size));
 }
 
-void rnn_pack_input_weights(const RnnLayerDims& dims, const float* w_ih, float* packed) {
-  const size_t size = rnn_packed_input_weights_size(dims);
+void rnn_pack_input_weights(const RnnLayerDims& dims, const float* w_ih, float* packed,
+                            PackedPrecision precision) {
+  const size_t size = rnn_packed_input_weights_size(dims, precision);
   RNNKIT_CHECK(size > 0,
-               "rnn_pack_input_weights: no packed form for these dims (the small-batch forward of the LSTM "
-               "and the GRU with AVX2 or AVX-512 takes one; got ", gate_count(dims.cell), " gates, batch ", dims.batch,
-               ", hidden_size ", dims.hidden_size, ")");
+               "rnn_pack_input_weights: no packed form for these dims and precision (the small-batch forward of "
+               "the LSTM and the GRU with AVX2 or AVX-512 takes one in float32, and every cell's bfloat16 products; "
+               "got ", gate_count(dims.cell), " gates, batch ", dims.batch, ", hidden_size ", dims.hidden_size, ", ",
+               packed_precision_name(precision), ")");
   RNNKIT_CHECK(w_ih != nullptr && packed != nullptr, "rnn_pack_input_weights: w_ih and packed are required");
-  PackedHeader header = packed_header(dims, PackedKind::kInput, PackedPrecision::kFloat32);
+  PackedHeader header = packed_header(dims, PackedKind::kInput, precision);
   header.input_size = static_cast<uint32_t>(dims.input_size);
+  if (precision == PackedPrecision::kBFloat16Products) {
+    write_packed_header(header, packed);
+    simd::pack_recurrent_bf16(gate_count(dims.cell), dims.hidden_size, dims.input_size, w_ih,
+                              reinterpret_cast<uint16_t*>(packed + kPackedHeader), false);
+    return;
+  }
   const bool gate_major = input_gate_major(dims);
   header.gate_major = gate_major ? 1 : 0;
   write_packed_header(header, packed);
@@ -1446,7 +1494,8 @@ bool rnn_packed_input_weights_fit(const RnnLayerDims& dims, const float* packed)
   check_rnn_dims(dims);
   RNNKIT_CHECK(packed != nullptr, "rnn_packed_input_weights_fit: packed is null");
   const PackedHeader h = read_packed_header(packed);
-  return input_packed_for(h, dims) && input_packed_taken(h, dims);
+  return input_packed_for(h, dims) && h.precision == static_cast<uint32_t>(PackedPrecision::kFloat32) &&
+         input_packed_taken(h, dims);
 }
 
 size_t rnn_packed_projection_weights_size(const RnnLayerDims& dims) {
@@ -1487,8 +1536,8 @@ bool rnn_packed_weights_fit(const RnnLayerDims& dims, const float* packed) {
   if (!packed_for(h, dims) || h.kind == static_cast<uint32_t>(PackedKind::kInput) ||
       h.kind == static_cast<uint32_t>(PackedKind::kProjection))
     return false;  // another weight's packing
-  bool bf16 = false;
-  return packed_body(dims, packed, forward_packed_kind(dims), false, &bf16) != nullptr;
+  PackedPrecision precision = PackedPrecision::kFloat32;
+  return packed_body(dims, packed, forward_packed_kind(dims), false, &precision) != nullptr;
 }
 
 template <class T>

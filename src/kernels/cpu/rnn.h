@@ -135,12 +135,27 @@ size_t rnn_backward_workspace_size(const RnnLayerDims& dims);
 // 2^-9 relative per weight, a few 1e-3 relative on h over a sequence (see
 // docs/PERFORMANCE.md for measured figures). Without AVX2 the kernels ignore
 // packed weights and use w_hh in float32.
-enum class PackedPrecision { kFloat32, kBFloat16 };
+//
+// kBFloat16Products goes one step further, for batches whose step is bound by
+// the multiply-adds rather than by reading W_hh: the same packed W_hh, and h
+// rounded to bfloat16 (to nearest even) in each step's recurrent product, so
+// that each product of a weight and an h value is exact in float32 and the
+// sums stay float32 (in an order of the kernels'); h itself, the outputs, c,
+// the input projection and the pointwise pass stay float32. On CPUs with
+// AVX512_BF16 that product runs on its dot instructions (vdpbf16ps: twice the
+// multiply-adds of an FMA per instruction), which take subnormal operands and
+// sums as zero; elsewhere by the widening product on the rounded h (same
+// results but for the order of the sums). Inference only; the small-batch path
+// without a projection only.
+enum class PackedPrecision { kFloat32, kBFloat16, kBFloat16Products };
+// "float32", "bfloat16", "bfloat16 products".
+const char* packed_precision_name(PackedPrecision precision);
 
 // Floats that rnn_pack_weights writes for dims; 0 when there is no packed form
 // (bfloat16 exists for the small-batch path only: a batch up to 8; without a
 // projection up to 32 for an LSTM or a GRU with the AVX-512 kernels, or when
-// batch * G * hidden_size^2 <= 2^20; with one, from 2 steps).
+// batch * G * hidden_size^2 <= 2^20; with one, from 2 steps, and then not the
+// bfloat16 products).
 size_t rnn_packed_weights_size(const RnnLayerDims& dims,
                                PackedPrecision precision = PackedPrecision::kFloat32);
 // Writes w_hh [G*H, Hout] re-laid out for the path dims take (internal layouts,
@@ -159,16 +174,24 @@ void rnn_pack_weights(const RnnLayerDims& dims, const float* w_hh, float* packed
 // rnn_packed_weights_size for the batches it takes) of the LSTM and the GRU
 // takes it, with AVX2 or AVX-512; its layout depends on which (a packing made
 // under the other is ignored, as rnn_packed_input_weights_fit tells).
-size_t rnn_packed_input_weights_size(const RnnLayerDims& dims);
+//
+// With kBFloat16Products (where rnn_packed_weights_size has that form): W_ih
+// in bfloat16 for the bfloat16 products, which then take it (and only it: with
+// W_hh packed so, a float32 W_ih packing throws, and without W_ih packed they
+// pack it in each call). kBFloat16 has none (its forward takes the float32
+// one).
+size_t rnn_packed_input_weights_size(const RnnLayerDims& dims,
+                                     PackedPrecision precision = PackedPrecision::kFloat32);
 // Writes w_ih [G*H, I] in that layout into packed
-// [rnn_packed_input_weights_size(dims)], 64-byte aligned is best; on
+// [rnn_packed_input_weights_size(dims, precision)], 64-byte aligned is best; on
 // rnnkit::get_num_threads() threads (the result does not depend on it). Its
 // layout depends on the cell and sizes only: one packing serves every batch
 // and sequence length that takes packed W_ih.
-void rnn_pack_input_weights(const RnnLayerDims& dims, const float* w_ih, float* packed);
+void rnn_pack_input_weights(const RnnLayerDims& dims, const float* w_ih, float* packed,
+                            PackedPrecision precision = PackedPrecision::kFloat32);
 // Whether an rnn_forward on dims takes `packed` as its packed W_ih: written by
-// rnn_pack_input_weights for this cell and these sizes, and taken by this
-// forward. False for anything else; never throws for a mismatch.
+// rnn_pack_input_weights for this cell and these sizes (float32), and taken by
+// this forward. False for anything else; never throws for a mismatch.
 bool rnn_packed_input_weights_fit(const RnnLayerDims& dims, const float* packed);
 // Floats that rnn_pack_projection_weights writes for dims; 0 where the forward
 // on dims takes no packed W_hr: it does on the small-batch path of an LSTM

@@ -61,6 +61,14 @@ Isa detected_isa() {
   return isa;
 }
 
+bool bf16_dot_hardware() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return detected_isa() == Isa::kAvx512 && __builtin_cpu_supports("avx512bf16");
+  }();
+  return has;
+}
+
 Isa active_isa() { return static_cast<Isa>(active().load(std::memory_order_relaxed)); }
 
 Isa set_active_isa(Isa isa) {
@@ -286,23 +294,28 @@ int64_t packed_recurrent_size_bf16(int64_t G, int64_t H, int64_t K) {
   return (H + kPackBlock - 1) / kPackBlock * ((K + 1) / 2 * 2) * G * kPackBlock;
 }
 
+void pack_recurrent_block_bf16(int64_t G, int64_t H, int64_t K, const float* w_hh, int64_t jb, uint16_t* dst,
+                               bool gate_major) {
+  const int64_t pairs = (K + 1) / 2;
+  constexpr int64_t kPair = 2 * kPackBlock;  // values per gate and pair of k
+  const int64_t units = std::min(kPackBlock, H - jb * kPackBlock);
+  for (int64_t k = 0; k < K; k += 2)
+    for (int64_t g = 0; g < G; ++g) {
+      const float* src = w_hh + (g * H + jb * kPackBlock) * K + k;
+      // [K/2][G][16][2], or [G][K/2][16][2] gate-major.
+      uint16_t* out = dst + (gate_major ? g * pairs + k / 2 : k / 2 * G + g) * kPair;
+      for (int64_t u = 0; u < kPackBlock; ++u)
+        for (int64_t e = 0; e < 2; ++e)
+          out[2 * u + e] = u < units && k + e < K ? bfloat16_bits(src[u * K + e]) : uint16_t{0};
+    }
+}
+
 void pack_recurrent_bf16(int64_t G, int64_t H, int64_t K, const float* w_hh, uint16_t* packed,
                          bool gate_major) {
-  const int64_t blocks = (H + kPackBlock - 1) / kPackBlock, pairs = (K + 1) / 2;
-  constexpr int64_t kPair = 2 * kPackBlock;  // values per gate and pair of k
-  for (int64_t jb = 0; jb < blocks; ++jb) {
-    const int64_t units = std::min(kPackBlock, H - jb * kPackBlock);
-    for (int64_t k = 0; k < K; k += 2)
-      for (int64_t g = 0; g < G; ++g) {
-        const float* src = w_hh + (g * H + jb * kPackBlock) * K + k;
-        // [blocks][K/2][G][16][2], or [blocks][G][K/2][16][2] gate-major.
-        uint16_t* dst = packed + jb * pairs * G * kPair +
-                        (gate_major ? g * pairs + k / 2 : k / 2 * G + g) * kPair;
-        for (int64_t u = 0; u < kPackBlock; ++u)
-          for (int64_t e = 0; e < 2; ++e)
-            dst[2 * u + e] = u < units && k + e < K ? bfloat16_bits(src[u * K + e]) : uint16_t{0};
-      }
-  }
+  const int64_t blocks = (H + kPackBlock - 1) / kPackBlock;
+  const int64_t block = (K + 1) / 2 * 2 * G * kPackBlock;
+  for (int64_t jb = 0; jb < blocks; ++jb)
+    pack_recurrent_block_bf16(G, H, K, w_hh, jb, packed + jb * block, gate_major);
 }
 
 }  // namespace rnnkit::kernels::cpu::simd

@@ -68,6 +68,9 @@ void pack_recurrent_block(int64_t G, int64_t H, int64_t K, const float* w_hh, in
 int64_t packed_recurrent_size_bf16(int64_t G, int64_t H, int64_t K);  // 16-bit values
 void pack_recurrent_bf16(int64_t G, int64_t H, int64_t K, const float* w_hh, uint16_t* packed,
                          bool gate_major);
+// Block jb alone, into dst ([K/2][G][16][2] or [G][K/2][16][2]).
+void pack_recurrent_block_bf16(int64_t G, int64_t H, int64_t K, const float* w_hh, int64_t jb, uint16_t* dst,
+                               bool gate_major);
 
 // The lanes product, for the per-step recurrent terms of layers off the
 // small-batch path (rnn.cpp, lanes_path): C[M, N] (row stride ldc) += A[M, K]
@@ -123,6 +126,15 @@ struct SmallBatchForward {
   bool gate_major = false;             // packed's layout: Kernels::gate_major
   bool pack = true;
   bool bf16 = false;                   // packed holds bfloat16 (then pack is false)
+  // With bf16: the bfloat16 products (PackedPrecision::kBFloat16Products), h
+  // rounded to bfloat16 in each step's recurrent product; by AVX512_BF16 dot
+  // products where bf16_dot_hardware (the AVX-512 kernels on a CPU that has
+  // them: bf16_dot_hardware()), else by the widening product on the rounded h.
+  bool bf16_products = false;
+  bool bf16_dot_hardware = false;
+  // The bfloat16 products' W_ih packed by the caller as pack_recurrent_bf16
+  // packs it (k-major), or null: the threads then pack each block themselves.
+  const uint16_t* w_ih_bf16 = nullptr;
   float* gates = nullptr;              // [rows, S*H] written: input projection (no biases),
                                        // then what the pointwise pass leaves
   int64_t ldg = 0;                     // row stride of gates (S*H, or ldy when gates is y)
@@ -205,6 +217,10 @@ struct Kernels {
   int lanes;  // 16: rows a rows-in-lanes call (AVX2: two 8-lane vectors) takes; AVX-512 calls take any
   void (*lanes_gemm)(const LanesGemm& args);
 };
+
+// Whether this CPU has AVX512_BF16 (the bfloat16 products' dot instructions,
+// which the AVX-512 kernels take where SmallBatchForward::bf16_dot_hardware).
+bool bf16_dot_hardware();
 
 // The kernels of isa; null for kScalar and for an instruction set this CPU lacks.
 const Kernels* kernels(Isa isa);

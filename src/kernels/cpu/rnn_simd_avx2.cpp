@@ -8,6 +8,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "kernels/cpu/bfloat16.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/rnn_simd.h"
 #include "kernels/cpu/rnn_steps.h"

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "kernels/cpu/bfloat16.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/rnn_simd.h"
 #include "kernels/cpu/rnn_steps.h"
@@ -30,7 +31,9 @@ namespace rnnkit::kernels::cpu::simd {
 namespace avx512 {
 using Vec = VecAvx512;
 constexpr Isa kIsa = Isa::kAvx512;
+#define RNNKIT_SIMD_BF16_DOT 1
 #include "kernels/cpu/rnn_simd_impl.h"
+#undef RNNKIT_SIMD_BF16_DOT
 }  // namespace avx512
 
 const Kernels* avx512_kernels() { return &avx512::kKernels; }

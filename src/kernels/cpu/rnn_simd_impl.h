@@ -455,6 +455,71 @@ inline void recurrent_block(const uint16_t* wp, int64_t K, int64_t H, const floa
   store_accumulators(acc, g_rows, H, g0, cnt);
 }
 
+#ifdef RNNKIT_SIMD_BF16_DOT
+// The bfloat16 products (PackedPrecision::kBFloat16Products) on a CPU with
+// AVX512_BF16: the weights as the overload above takes them and h rounded to
+// bfloat16 in the same pairs, hp[b][kp] = (h_b[2kp], h_b[2kp + 1]) in one
+// 32-bit lane (round_pairs; for K odd the last pair's second half is 0).
+// Each vdpbf16ps adds two exact products per lane to the float sum: 32
+// multiply-adds an instruction, twice an FMA's (one thread of the 2026-12-08
+// Zen 4, a thread's slice of LSTM H = 512 at 4 rows: 18 us against 36 for the
+// float32 and the widened bfloat16 products). The instruction takes
+// subnormal inputs and sums as zero. Only this function and round_pairs carry
+// the AVX512_BF16 target, so that nothing else in the file may use it; they
+// run only where the CPU has it (rnn_simd.h, bf16_dot_hardware).
+template <int G, int GP, int NB, bool GM>
+__attribute__((target("avx512bf16"), noinline)) void recurrent_block_dot(
+    const uint16_t* wp, int64_t K, int64_t H, const uint32_t* const* hp, float* const* g_rows, int g0,
+    int64_t cnt, int64_t prefetch) {
+  static_assert(kSub == 1, "16-lane vectors");
+  constexpr int KS = k_splits(GP, NB);
+  reg acc[KS][NB][GP][kSub];
+  load_accumulators(acc, g_rows, H, g0, cnt);
+  const int64_t k_step = (GM ? 1 : G) * kPackBlock * 2, g_step = GM ? (K + 1) / 2 * kPackBlock * 2 : kPackBlock * 2;
+  wp += g0 * g_step;
+  const int64_t pairs = (K + 1) / 2;
+  const auto step = [&](int q, int64_t kp) __attribute__((always_inline)) {
+    const uint16_t* w = wp + kp * k_step;
+    if (prefetch > 0)
+#pragma GCC unroll 16
+      for (int g = 0; g < GP; ++g)
+        _mm_prefetch(reinterpret_cast<const char*>(w + g * g_step + prefetch), _MM_HINT_T0);
+    __m512bh hb[NB];
+#pragma GCC unroll 16
+    for (int b = 0; b < NB; ++b) hb[b] = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(hp[b][kp])));
+#pragma GCC unroll 16
+    for (int g = 0; g < GP; ++g) {
+      const __m512bh wv = reinterpret_cast<__m512bh>(_mm512_loadu_si512(w + g * g_step));
+#pragma GCC unroll 16
+      for (int b = 0; b < NB; ++b) acc[q][b][g][0] = _mm512_dpbf16_ps(acc[q][b][g][0], wv, hb[b]);
+    }
+  };
+  int64_t kp = 0;
+  for (; kp + KS <= pairs; kp += KS)
+#pragma GCC unroll 16
+    for (int q = 0; q < KS; ++q) step(q, kp + q);
+  for (; kp < pairs; ++kp) step(0, kp);
+  store_accumulators(acc, g_rows, H, g0, cnt);
+}
+
+template <int G, int GP, int NB, bool GM>
+inline void recurrent_block(const uint16_t* wp, int64_t K, int64_t H, const uint32_t* const* hp,
+                            float* const* g_rows, int g0, int64_t cnt, int64_t prefetch) {
+  recurrent_block_dot<G, GP, NB, GM>(wp, K, H, hp, g_rows, g0, cnt, prefetch);
+}
+
+// h[0, K) rounded to bfloat16 (to nearest even) in pairs for recurrent_block_dot:
+// out[0, (K + 1) / 2), the last pair's second half 0 for K odd.
+__attribute__((target("avx512bf16"), noinline)) void round_pairs(const float* h, int64_t K, uint32_t* out) {
+  for (int64_t k = 0; k < K; k += 32) {
+    const int64_t n0 = std::min<int64_t>(16, K - k), n1 = std::max<int64_t>(0, std::min<int64_t>(16, K - k - 16));
+    const __m512 lo = Vec::load_n(h + k, n0), hi = n1 > 0 ? Vec::load_n(h + k + 16, n1) : Vec::zero();
+    const __m512i v = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+    _mm512_mask_storeu_epi32(out + k / 2, Vec::first(std::min<int64_t>(16, (K - k + 1) / 2)), v);
+  }
+}
+#endif
+
 // NB rows through all G gates, gates_per_pass(G, NB) at a time. Where that is
 // fewer than G, the weights are packed gate-major (Kernels::gate_major decides
 // from the batch's widest pass, and narrower ones take at least as many gates),
@@ -467,8 +532,8 @@ inline void recurrent_block(const uint16_t* wp, int64_t K, int64_t H, const floa
 // 4 128-144 -> 104-114, N = 2 88-91 -> 69-71, GRU H = 512 N = 4 91-103 -> 77-88.
 // One-row passes (all gates at once) stay k-major: one stream is 2-3% faster
 // there than four.
-template <int G, int NB, bool GM, class W>
-inline void recurrent_block_gates(const W* wp, int64_t K, int64_t H, const float* const* h,
+template <int G, int NB, bool GM, class W, class HT>
+inline void recurrent_block_gates(const W* wp, int64_t K, int64_t H, const HT* const* h,
                                   float* const* g_rows, int64_t cnt, int64_t prefetch) {
   constexpr int GP = gates_per_pass(G, NB);
   static_assert(GP == G || GM, "k-major passes take all gates");
@@ -483,8 +548,8 @@ constexpr int all_gates_rows(int G) {
 }
 
 // The last rows < kMaxBatchPerPass: the widest pass that fits them.
-template <int G, int NB, bool GM, class W>
-inline void recurrent_block_tail(const W* wp, int64_t K, int64_t H, const float* const* h,
+template <int G, int NB, bool GM, class W, class HT>
+inline void recurrent_block_tail(const W* wp, int64_t K, int64_t H, const HT* const* h,
                                  float* const* g_rows, int64_t rows, int64_t cnt, int64_t prefetch) {
   if constexpr (NB > 1) {
     if (rows < NB) {
@@ -495,8 +560,8 @@ inline void recurrent_block_tail(const W* wp, int64_t K, int64_t H, const float*
   recurrent_block_gates<G, NB, GM>(wp, K, H, h, g_rows, cnt, prefetch);
 }
 
-template <int G, bool GM, class W>
-inline void recurrent_block_rows(const W* wp, int64_t K, int64_t H, const float* const* h,
+template <int G, bool GM, class W, class HT>
+inline void recurrent_block_rows(const W* wp, int64_t K, int64_t H, const HT* const* h,
                                  float* const* g_rows, int64_t rows, int64_t cnt, int64_t prefetch) {
   constexpr int NB = GM ? kMaxBatchPerPass : all_gates_rows(G);
   int64_t b = 0;
@@ -671,9 +736,51 @@ inline void projection_pass(const float* wp, int64_t I, const float* x, int64_t 
       }
 }
 
+#ifdef RNNKIT_SIMD_BF16_DOT
+// The bfloat16 products' input projection on a CPU with AVX512_BF16: W_ih's
+// block packed as pack_recurrent_bf16 packs ([I/2][G][16][2]) and x rounded to
+// bfloat16 in pairs (xp rows, ldx pairs apart: round_pairs), gates [g0, g0 +
+// GP) of NB rows, each sum from zero (recurrent_block_dot's arithmetic).
+template <int G, int GP, int NB>
+__attribute__((target("avx512bf16"), noinline)) void projection_pass_dot(
+    const uint16_t* wp, int64_t I, const uint32_t* xp, int64_t ldx, float* g, int64_t ldg,
+    const int64_t (&col)[G], int g0, int64_t cnt) {
+  static_assert(kSub == 1 && !projection_gate_major(G), "16-lane vectors, k-major weights");
+  const int64_t k_step = G * kPackBlock * 2, g_step = kPackBlock * 2, pairs = (I + 1) / 2;
+  wp += g0 * g_step;
+  reg acc[NB][GP];
+#pragma GCC unroll 16
+  for (int b = 0; b < NB; ++b)
+#pragma GCC unroll 16
+    for (int q = 0; q < GP; ++q) acc[b][q] = Vec::zero();
+  for (int64_t kp = 0; kp < pairs; ++kp) {
+    const uint16_t* w = wp + kp * k_step;
+    __m512bh wv[GP];
+#pragma GCC unroll 16
+    for (int q = 0; q < GP; ++q) wv[q] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(w + q * g_step));
+#pragma GCC unroll 16
+    for (int b = 0; b < NB; ++b) {
+      const __m512bh xb = reinterpret_cast<__m512bh>(_mm512_set1_epi32(static_cast<int>(xp[b * ldx + kp])));
+#pragma GCC unroll 16
+      for (int q = 0; q < GP; ++q) acc[b][q] = _mm512_dpbf16_ps(acc[b][q], wv[q], xb);
+    }
+  }
+#pragma GCC unroll 16
+  for (int b = 0; b < NB; ++b)
+#pragma GCC unroll 16
+    for (int q = 0; q < GP; ++q) st(g + b * ldg + col[g0 + q], acc[b][q], cnt);
+}
+
+template <int G, int GP, int NB>
+inline void projection_pass(const uint16_t* wp, int64_t I, const uint32_t* xp, int64_t ldx, float* g,
+                            int64_t ldg, const int64_t (&col)[G], int g0, int64_t cnt) {
+  projection_pass_dot<G, GP, NB>(wp, I, xp, ldx, g, ldg, col, g0, cnt);
+}
+#endif
+
 // A pass over nb <= NB rows, every gate.
-template <int G, int NB>
-inline void projection_pass_rows(const float* wp, int64_t I, const float* x, int64_t ldx, float* g, int64_t ldg,
+template <int G, int NB, class W, class X>
+inline void projection_pass_rows(const W* wp, int64_t I, const X* x, int64_t ldx, float* g, int64_t ldg,
                                  const int64_t (&col)[G], int64_t cnt, int64_t nb) {
   if constexpr (NB > 1) {
     if (nb < NB) {
@@ -687,8 +794,8 @@ inline void projection_pass_rows(const float* wp, int64_t I, const float* x, int
 
 // Rows [0, M) in passes of equal size (25 rows as 5 x 5 rather than 4 x 6 + 1,
 // whose one-row pass makes one FMA per weight loaded).
-template <int G>
-void project_block(const float* wp, int64_t I, int64_t M, const float* x, int64_t ldx, float* g, int64_t ldg,
+template <int G, class W, class X>
+void project_block(const W* wp, int64_t I, int64_t M, const X* x, int64_t ldx, float* g, int64_t ldg,
                    const int64_t (&col)[G], int64_t cnt) {
   constexpr int R = projection_rows(G);
   const int64_t passes = (M + R - 1) / R, per = (M + passes - 1) / passes;
@@ -699,6 +806,22 @@ void project_block(const float* wp, int64_t I, int64_t M, const float* x, int64_
 // Kernels::projection_gate_major.
 bool projection_gate_major_for(int64_t G) { return projection_gate_major(static_cast<int>(G)); }
 
+// A block of weights packed in bfloat16 pairs ([K/2][G][16][2], as
+// pack_recurrent_bf16 packs it k-major) widened into the float layout
+// pack_recurrent_block writes ([K][G][16], or [G][K][16] with GM).
+template <int G, bool GM>
+void widen_block_bf16(const uint16_t* src, int64_t K, float* dst) {
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t g = 0; g < G; ++g) {
+      const uint16_t* in = src + ((k / 2) * G + g) * 2 * kPackBlock + k % 2;
+      float* out = dst + (GM ? g * K + k : k * G + g) * kPackBlock;
+      for (int64_t u = 0; u < kPackBlock; ++u) {
+        const uint32_t bits = static_cast<uint32_t>(in[2 * u]) << 16;
+        std::memcpy(out + u, &bits, sizeof bits);
+      }
+    }
+}
+
 template <int G, int S, bool GM>
 void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) {
   const RnnLayerDims& d = *a.dims;
@@ -708,6 +831,7 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
   const int64_t blocks = (H + kPackBlock - 1) / kPackBlock;
   const int64_t block_elems = K * G * kPackBlock;
   const int64_t block_elems_bf16 = (K + 1) / 2 * 2 * G * kPackBlock;
+  const int64_t I = d.input_size;
   const bool lstm = d.cell == CellType::LSTM;
   const int groups = small_batch_threads(a.num_threads, blocks, d, kForwardOneThreadMacs);
   detail::StepScheduler scheduler(groups);
@@ -738,7 +862,6 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
       const int64_t jb0 = blocks * g / groups, jb1 = blocks * (g + 1) / groups;
       const int64_t u0 = std::min(H, jb0 * kPackBlock), u1 = std::min(H, jb1 * kPackBlock);
       if (u1 <= u0) return;
-      const int64_t I = d.input_size;
       // Gate block q of W_ih goes to column block q of the gates row, except the
       // GRU's n-part, which goes to block 3 (block 2 collects W_hn h from zero).
       // The partial last block (H % 16 units) is a GEMM of its own whoever owns
@@ -747,7 +870,51 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
       // which sums in another order).
       int64_t col[G];
       for (int q = 0; q < G; ++q) col[q] = (S == 4 && G == 3 && q == 2) ? 3 * H : q * H;
-      if (a.w_ih_packed != nullptr) {
+      if (a.bf16_products) {
+        // x rounded to bfloat16 (all rows, by each thread for itself), then per
+        // block W_ih's rows rounded and packed, and the product: in pairs for
+        // the AVX512_BF16 dot products, else as floats for the float product
+        // (exact products of the same rounded values).
+        const bool hw = a.bf16_dot_hardware;
+        const int64_t xs = hw ? (I + 31) / 32 * 16 : I;  // a rounded row's stride
+        const int64_t x_floats = (rows * xs + 15) / 16 * 16;
+        const int64_t block = hw ? (packed_recurrent_size_bf16(G, kPackBlock, I) + 1) / 2 : I * G * kPackBlock;
+        float* xr = thread_scratch(static_cast<size_t>(x_floats + block));
+        float* wp = xr + x_floats;
+        for (int64_t r = 0; r < rows; ++r) {
+#ifdef RNNKIT_SIMD_BF16_DOT
+          if (hw) {
+            round_pairs(a.x + r * a.ldx, I, reinterpret_cast<uint32_t*>(xr + r * xs));
+            continue;
+          }
+#endif
+          for (int64_t k = 0; k < I; ++k) xr[r * xs + k] = round_to_bfloat16(a.x[r * a.ldx + k]);
+        }
+        const int64_t given_block = (I + 1) / 2 * 2 * G * kPackBlock;  // a block of w_ih_bf16
+        for (int64_t jb = jb0; jb < jb1; ++jb) {
+          const int64_t cnt = std::min(kPackBlock, H - jb * kPackBlock);
+          const uint16_t* given = a.w_ih_bf16 != nullptr ? a.w_ih_bf16 + jb * given_block : nullptr;
+#ifdef RNNKIT_SIMD_BF16_DOT
+          if (hw) {
+            if (given == nullptr) {
+              pack_recurrent_block_bf16(G, H, I, a.w_ih, jb, reinterpret_cast<uint16_t*>(wp), false);
+              given = reinterpret_cast<const uint16_t*>(wp);
+            }
+            project_block<G>(given, I, rows, reinterpret_cast<const uint32_t*>(xr), xs, a.gates + jb * kPackBlock,
+                             a.ldg, col, cnt);
+            continue;
+          }
+#endif
+          constexpr bool gm = projection_gate_major(G);
+          if (given != nullptr) {
+            widen_block_bf16<G, gm>(given, I, wp);
+          } else {
+            pack_recurrent_block(G, H, I, a.w_ih, jb, wp, gm);
+            for (int64_t i = 0; i < block; ++i) wp[i] = round_to_bfloat16(wp[i]);
+          }
+          project_block<G>(wp, I, rows, xr, xs, a.gates + jb * kPackBlock, a.ldg, col, cnt);
+        }
+      } else if (a.w_ih_packed != nullptr) {
         for (int64_t jb = jb0; jb < jb1; ++jb)
           project_block<G>(a.w_ih_packed + jb * I * G * kPackBlock, I, rows, a.x, a.ldx, a.gates + jb * kPackBlock,
                            a.ldg, col, std::min(kPackBlock, H - jb * kPackBlock));
@@ -774,6 +941,11 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
       // first step, which walks them in reverse.
       if (a.pack) pack_recurrent(G, H, K, a.w_hh, a.packed, jb0, jb1, GM);
     });
+    // The bfloat16 products' rounded h (round_h_rows): in pairs for the
+    // AVX512_BF16 dot products, else as floats for the widening product.
+    uint32_t* hp_rows[kSmallBatchMax];
+    float* hr_rows[kSmallBatchMax];
+    int64_t rounded_step = -1;
     float* m_rows[kSmallBatchMax];
     const float* h_rows[kSmallBatchMax];
     const float* c_prev_rows[kSmallBatchMax];
@@ -809,6 +981,30 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
         const int64_t jb0 = blocks * g / groups, jb1 = blocks * (g + 1) / groups;
         return ascending ? jb0 + i : jb1 - 1 - i;
       };
+      // The bfloat16 products: this thread's copy of the step's h rows rounded
+      // to bfloat16, made by the first of its products in the step (its own
+      // group's or a part it runs for another).
+      const auto round_h_rows = [&]() {
+        if (rounded_step == step) return;
+        rounded_step = step;
+        // In the thread's scratch (step 1's packing buffer, no longer in use),
+        // whole 32-value conversions a row: (K + 31) / 32 * 16 pairs.
+        const int64_t stride = a.bf16_dot_hardware ? (K + 31) / 32 * 16 : K;
+        float* buf = thread_scratch(static_cast<size_t>(s.n * stride));
+        for (int64_t b = 0; b < s.n; ++b) {
+          hp_rows[b] = reinterpret_cast<uint32_t*>(buf + b * stride);
+          hr_rows[b] = buf + b * stride;
+        }
+        for (int64_t b = 0; b < s.n; ++b) {
+#ifdef RNNKIT_SIMD_BF16_DOT
+          if (a.bf16_dot_hardware) {
+            round_pairs(h_rows[b], K, hp_rows[b]);
+            continue;
+          }
+#endif
+          for (int64_t k = 0; k < K; ++k) hr_rows[b][k] = round_to_bfloat16(h_rows[b][k]);
+        }
+      };
       // Whether an Elman layer's float weights may take two adjacent whole
       // blocks a pass (elman_pair_rows).
       constexpr bool kPairs = G == 1 && pair_elman_blocks;
@@ -824,9 +1020,18 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
             return;
           }
         }
-        if (a.bf16)
-          recurrent_block_rows<G, GM>(reinterpret_cast<const uint16_t*>(a.packed) + jb * block_elems_bf16, K,
-                                      H, h_rows, g_at, s.n, cnt, prefetch / 2);
+        const uint16_t* w16 = reinterpret_cast<const uint16_t*>(a.packed) + jb * block_elems_bf16;
+        if (a.bf16_products) {
+          round_h_rows();
+#ifdef RNNKIT_SIMD_BF16_DOT
+          if (a.bf16_dot_hardware) {
+            recurrent_block_rows<G, GM>(w16, K, H, hp_rows, g_at, s.n, cnt, prefetch / 2);
+            return;
+          }
+#endif
+          recurrent_block_rows<G, GM>(w16, K, H, hr_rows, g_at, s.n, cnt, prefetch / 2);
+        } else if (a.bf16)
+          recurrent_block_rows<G, GM>(w16, K, H, h_rows, g_at, s.n, cnt, prefetch / 2);
         else
           recurrent_block_rows<G, GM>(a.packed + jb * block_elems, K, H, h_rows, g_at, s.n, cnt, prefetch / 4);
       };

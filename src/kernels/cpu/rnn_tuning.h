@@ -57,6 +57,13 @@ void set_packed_projection(bool on);
 // existed), for A/B measurements. Not thread-safe.
 void set_small_batch_proj(bool on);
 
+// Whether the bfloat16 products (PackedPrecision::kBFloat16Products) may use
+// the AVX512_BF16 dot products where the CPU has them (the default); false:
+// the widening product on the rounded h, as on CPUs without them (the same
+// results but for the order of the sums), so that tests reach both. Not
+// thread-safe.
+void set_bf16_dot_hardware(bool on);
+
 // Whether a forward on dims given no packed W_ih packs it itself for the
 // packed product (rnn.cpp, self_packed_projection), on the active instruction
 // set: its results are then the same bits as with W_ih packed by the caller.
