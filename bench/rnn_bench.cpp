@@ -102,8 +102,10 @@ direction, float32): forward inference, and forward training + backward.
   --blas-threads L   OPENBLAS_NUM_THREADS=OMP_NUM_THREADS values to try (default 1,2)
   --torch-budget S   seconds per PyTorch row and setting (default 2)
   --no-memory        skip the peak-memory measurements
-  --bf16             also time inference with bfloat16 recurrent weights (small-batch
-                     rows) and report its error against float32
+  --bf16             also time inference in the two bfloat16 options (small-batch
+                     rows): bfloat16 recurrent weights, and the bfloat16 products
+                     (x, h and both weights rounded in the products); each with its
+                     error against float32
   --train-split      also time the training step's forward and backward apart
                      (rows 'train fwd' and 'train bwd')
   --verbose          progress on stderr
@@ -337,6 +339,8 @@ struct RowResult {
   Stats rk_fwd_packing;  // inference that packs W_hh itself (small-batch rows only)
   Stats rk_fwd_bf16;     // inference with bfloat16 W_hh (--bf16, small-batch rows)
   double bf16_error = -1;  // its y against float32, relative
+  Stats rk_fwd_bf16_products;       // inference in the bfloat16 products (--bf16)
+  double bf16_products_error = -1;  // its y against float32, relative
   // The training step's forward and backward apart (--train-split).
   Stats rk_train_fwd, rk_train_bwd, dn_train_fwd, dn_train_bwd;
   double check_y = -1, check_dx = -1;  // rnnkit vs oneDNN, relative
@@ -388,7 +392,8 @@ void print_table(std::ostream& out, const std::vector<RowResult>& res, const jso
          "rnnkit time;\nGFLOP/s counts the GEMM work: forward 2*G*H*(I+H)*N*T, forward+backward 3x "
          "that;\nfwd = inference with W_hh (and W_ih where taken) packed beforehand (rnn_pack_weights,\n"
          "rnn_pack_input_weights; as oneDNN's weights are reordered beforehand), fwd* = the same call\n"
-         "packing W_hh itself, fwd bf16 = bfloat16-packed W_hh (--bf16),\n"
+         "packing W_hh itself, fwd bf16 = bfloat16-packed W_hh, fwd bf16p = the bfloat16 products\n"
+         "(x, h and both weights rounded to bfloat16 in the products; --bf16),\n"
          "train fwd / train bwd = the training step's two calls timed apart (--train-split)\n\n";
   out << std::left << std::setw(22) << "row" << std::setw(9) << "pass" << std::right
       << std::setw(10) << "rnnkit ms" << std::setw(9) << "us/step" << std::setw(9) << "GFLOP/s"
@@ -430,11 +435,15 @@ void print_table(std::ostream& out, const std::vector<RowResult>& res, const jso
             << fmt(100 * gflops(flops, pk.median_ms) / ceiling, 0, 6) << "%" << std::setw(40) << ""
             << fmt(dn.median_ms > 0 ? pk.median_ms / dn.median_ms : -1, 3, 10) << "\n";
       }
-      if (!train && r.rk_fwd_bf16.median_ms > 0) {
-        const Stats& bf = r.rk_fwd_bf16;
+      const std::pair<const char*, std::pair<const Stats*, double>> bf16_rows[] = {
+          {"fwd bf16", {&r.rk_fwd_bf16, r.bf16_error}},
+          {"fwd bf16p", {&r.rk_fwd_bf16_products, r.bf16_products_error}}};
+      for (const auto& [pass, stats_error] : bf16_rows) {
+        const Stats& bf = *stats_error.first;
+        if (train || bf.median_ms <= 0) continue;
         std::ostringstream err;
-        err << std::scientific << std::setprecision(1) << r.bf16_error;
-        out << std::left << std::setw(22) << "" << std::setw(9) << "fwd bf16" << std::right
+        err << std::scientific << std::setprecision(1) << stats_error.second;
+        out << std::left << std::setw(22) << "" << std::setw(9) << pass << std::right
             << fmt(bf.median_ms, 3, 10) << fmt(bf.median_ms * 1e3 / r.row.steps, 2, 9)
             << fmt(gflops(flops, bf.median_ms), 1, 9)
             << fmt(100 * gflops(flops, bf.median_ms) / ceiling, 0, 6) << "%" << std::setw(40) << ""
@@ -543,17 +552,28 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
                                                   [&] { dn.forward_inference(); }};
     if (rk.packs_weights()) fwd_fns.push_back([&] { rk.forward_inference(false); });
     const bool bf16 = o.bf16 && rk.packs_bf16();
+    const bool bf16_products = o.bf16 && rk.packs_bf16_products();
     if (bf16) fwd_fns.push_back([&] { rk.forward_inference_bf16(); });
+    if (bf16_products)
+      fwd_fns.push_back([&] { rk.forward_inference_bf16(kernels::cpu::PackedPrecision::kBFloat16Products); });
     const auto fwd = time_alternating(fwd_fns, o);
     r.rk_fwd = fwd[0];
     r.dn_fwd = fwd[1];
     if (rk.packs_weights()) r.rk_fwd_packing = fwd[2];
-    if (bf16) {
-      r.rk_fwd_bf16 = fwd[3];
+    if (bf16 || bf16_products) {
       rk.forward_inference(true);
       const std::vector<float> y32 = rk.y();
-      rk.forward_inference_bf16();
-      r.bf16_error = rel_diff(rk.y(), y32);
+      size_t next = rk.packs_weights() ? 3 : 2;
+      if (bf16) {
+        r.rk_fwd_bf16 = fwd[next++];
+        rk.forward_inference_bf16();
+        r.bf16_error = rel_diff(rk.y(), y32);
+      }
+      if (bf16_products) {
+        r.rk_fwd_bf16_products = fwd[next++];
+        rk.forward_inference_bf16(kernels::cpu::PackedPrecision::kBFloat16Products);
+        r.bf16_products_error = rel_diff(rk.y(), y32);
+      }
       rk.forward_inference(true);
     }
     r.check_y = rel_diff(rk.y(), dn.y());
@@ -605,6 +625,8 @@ int run_cli(const std::vector<std::string>& args, std::ostream& out, std::ostrea
                              {"fwd_packing_in_call", stats_json(r.rk_fwd_packing)},
                              {"fwd_bf16", stats_json(r.rk_fwd_bf16)},
                              {"fwd_bf16_error", r.bf16_error},
+                             {"fwd_bf16_products", stats_json(r.rk_fwd_bf16_products)},
+                             {"fwd_bf16_products_error", r.bf16_products_error},
                              {"train_fwd", stats_json(r.rk_train_fwd)}, {"train_bwd", stats_json(r.rk_train_bwd)},
                              {"peak_train_bytes", r.rk_peak}, {"train_buffer_bytes", r.rk_buffers}}},
                  {"onednn", {{"fwd", stats_json(r.dn_fwd)}, {"train", stats_json(r.dn_train)},
