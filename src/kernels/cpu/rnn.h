@@ -145,8 +145,9 @@ size_t rnn_backward_workspace_size(const RnnLayerDims& dims);
 // AVX512_BF16 that product runs on its dot instructions (vdpbf16ps: twice the
 // multiply-adds of an FMA per instruction), which take subnormal operands and
 // sums as zero; elsewhere by the widening product on the rounded h (same
-// results but for the order of the sums). Inference only; the small-batch path
-// without a projection only.
+// results but for the order of the sums); without AVX2, as for kBFloat16, the
+// kernels ignore the packed weights and compute in float32. Inference only;
+// the small-batch path without a projection only.
 enum class PackedPrecision { kFloat32, kBFloat16, kBFloat16Products };
 // "float32", "bfloat16", "bfloat16 products".
 const char* packed_precision_name(PackedPrecision precision);
