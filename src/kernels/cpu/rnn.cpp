@@ -14,7 +14,9 @@
 #include <cstring>
 #include <thread>
 #include <type_traits>
+#include <vector>
 
+#include "kernels/cpu/bfloat16.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/rnn_pointwise.h"
 #include "kernels/cpu/rnn_simd.h"
@@ -47,6 +49,12 @@ constexpr int64_t kParallelMinGateValues = 8192;
 constexpr size_t kAlignElements = 16;
 
 size_t align_up(size_t n) { return (n + kAlignElements - 1) / kAlignElements * kAlignElements; }
+
+// v rounded to bfloat16 (a float64 value through float32 first, as PyTorch rounds).
+template <class T>
+T bf16_value(T v) {
+  return static_cast<T>(round_to_bfloat16(static_cast<float>(v)));
+}
 
 // The workspaces are laid out from their first 64-byte boundary (their sizes
 // include kAlignElements of slack), so that every buffer in them starts on a
@@ -786,6 +794,15 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
     const float* given = (small || proj_path) && w.w_hh_packed != nullptr
                              ? packed_body(d, w.w_hh_packed, PackedKind::kSmallBatch, Training, &precision)
                              : nullptr;
+    // The bfloat16 products asked for without W_hh packed so: packed here.
+    std::vector<float> products_packed;
+    if ((small || proj_path) && w.bf16_products &&
+        (given == nullptr || precision != PackedPrecision::kBFloat16Products)) {
+      products_packed.resize(rnn_packed_weights_size(d, PackedPrecision::kBFloat16Products));
+      rnn_pack_weights(d, w.w_hh, products_packed.data(), PackedPrecision::kBFloat16Products);
+      given = products_packed.data() + kPackedHeader;
+      precision = PackedPrecision::kBFloat16Products;
+    }
     const float* given_hr =
         proj_path && w.w_hr_packed != nullptr ? packed_projection_body(d, w.w_hr_packed) : nullptr;
     if (small || proj_path) {
@@ -836,6 +853,27 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
       return;
     }
   }
+
+  // The bfloat16 products off the small-batch path: x rounded into a copy for
+  // the input projection, each step's h rows (rounded_h) for its product.
+  std::vector<T> x_rounded, h_rounded;
+  if (w.bf16_products) {
+    x_rounded.resize(static_cast<size_t>(rows * I));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < I; ++i) x_rounded[r * I + i] = bf16_value(x[r * ldx + i]);
+    x = x_rounded.data();
+    ldx = I;
+    h_rounded.resize(static_cast<size_t>(d.batch * Hout));
+  }
+  // h_rows [m, Hout] (row stride ld_h) as the recurrent product takes them:
+  // rounded into h_rounded (row stride Hout) for the bfloat16 products.
+  const auto product_rows = [&](int64_t m, const T* h_rows, int64_t& ld_h) {
+    if (!w.bf16_products) return h_rows;
+    for (int64_t b = 0; b < m; ++b)
+      for (int64_t j = 0; j < Hout; ++j) h_rounded[b * Hout + j] = bf16_value(h_rows[b * ld_h + j]);
+    ld_h = Hout;
+    return static_cast<const T*>(h_rounded.data());
+  };
 
   // Input projection of every step: gates = x W_ih^T. The GRU's n-part goes to
   // columns [3H, 4H) so that the recurrent GEMM's n-part (which starts at 0)
@@ -889,6 +927,7 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
   // Returns true when the product went to the stage instead, for the pointwise
   // pass to add.
   auto recurrent_term = [&](int64_t m, const T* h_rows, int64_t ld_h, T* g_rows) {
+    h_rows = product_rows(m, h_rows, ld_h);
     if constexpr (std::is_same_v<T, float>) {
       if (lanes != nullptr) {
         lanes->lanes_gemm(simd::LanesGemm{m, GH, Hout, h_rows, ld_h, packed, g_rows, ldg, nthreads});
@@ -1384,9 +1423,6 @@ size_t rnn_packed_weights_size(const RnnLayerDims& dims, PackedPrecision precisi
   check_rnn_dims(dims);
   const int64_t H = dims.hidden_size, G = gate_count(dims.cell), K = hidden_out_size(dims);
   if (small_batch_path(dims) || small_batch_proj_path(dims)) {
-    // The bfloat16 products: without a projection (its second product stays
-    // on the float m).
-    if (precision == PackedPrecision::kBFloat16Products && dims.proj_size > 0) return 0;
     if (precision != PackedPrecision::kFloat32)
       return kPackedHeader + static_cast<size_t>(simd::packed_recurrent_size_bf16(G, H, K) + 1) / 2;
     return kPackedHeader + small_packed_size(dims);
@@ -1546,6 +1582,8 @@ void rnn_forward(const RnnLayerDims& dims, const RnnWeights<T>& w, const T* x, i
                  bool training, T* scratch) {
   check_common(dims, w, ldx, ldy, workspace, "rnn_forward");
   RNNKIT_CHECK(x != nullptr && y != nullptr, "rnn_forward: x and y are required");
+  RNNKIT_CHECK(!(w.bf16_products && training),
+               "rnn_forward: the bfloat16 products are for inference only (training = true)");
   RNNKIT_CHECK(scratch != nullptr || rnn_forward_scratch_size(dims) == 0 ||
                    (std::is_same_v<T, float> && w.w_hh_packed != nullptr &&
                     rnn_packed_weights_fit(dims, reinterpret_cast<const float*>(w.w_hh_packed))),

@@ -100,6 +100,16 @@ struct RnnWeights {
   // checked there); on that path throws if packed for another cell or size.
   // w_hr is still required.
   const T* w_hr_packed = nullptr;
+  // The bfloat16 products (PackedPrecision::kBFloat16Products) on every path
+  // and dtype, inference only: x and h rounded to bfloat16 (to nearest even;
+  // a float64 value through float32 first) where the two products take them;
+  // w_ih and w_hh must hold bfloat16 values already (the caller rounds them;
+  // the nn modules keep rounded copies). The small-batch path takes them
+  // packed so (w_hh_packed and w_ih_packed in that precision) or packs them
+  // in the call; the other paths round x into a copy and each step's h rows
+  // before their products. W_hr's product stays in T. Weights packed in that
+  // precision imply it on the small-batch path.
+  bool bf16_products = false;
 };
 
 // Parameter gradients, each with its weight's shape; ACCUMULATED (+=), or with
