@@ -309,6 +309,7 @@ detail::RecurrentSpec RNNImplBase::recurrent_spec() const {
   spec.packed_cache = packed_cache_.get();
   spec.pack_input_weights = !is_training();
   spec.bf16_inference = bf16_inference_;
+  spec.bf16_products = bf16_products_;
   spec.node_name = mode_ == Mode::LSTM ? "LSTMBackward" : mode_ == Mode::GRU ? "GRUBackward" : "RNNBackward";
   return spec;
 }

@@ -103,6 +103,7 @@ LSTMState RNNCellImplBase::step(const Tensor& input, const Tensor& h, const Tens
   spec.packed_cache = packed_cache_.get();
   spec.pack_input_weights = !is_training();
   spec.bf16_inference = bf16_inference_;
+  spec.bf16_products = bf16_products_;
   detail::RecurrentResult r = detail::recurrent_forward(spec, layout, input, h, lstm ? c : Tensor(), weights);
   return {r.output, r.c_n};
 }

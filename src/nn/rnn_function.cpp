@@ -37,6 +37,13 @@ namespace {
 
 namespace k = kernels::cpu;
 
+// The precision an inference call asks the packed-weights cache for.
+k::PackedPrecision recurrent_precision(const RecurrentSpec& spec) {
+  return spec.bf16_products    ? k::PackedPrecision::kBFloat16Products
+         : spec.bf16_inference ? k::PackedPrecision::kBFloat16
+                               : k::PackedPrecision::kFloat32;
+}
+
 // Workspace slices start on 64-byte boundaries, as the kernels prefer.
 size_t align_elements(size_t n) { return (n + 15) / 16 * 16; }
 
@@ -88,6 +95,7 @@ struct Saved {
       next = 4;
     }
     if (spec.proj_size > 0) r.w_hr = w[next].const_data_ptr<T>();
+    r.bf16_products = spec.bf16_products;
     return r;
   }
   const Tensor& w_ih(int64_t layer, int64_t direction) const {
@@ -347,9 +355,10 @@ void forward_wavefront(const Saved& s, const Wavefront& wave, LayerY&& layer_y, 
       const size_t li = static_cast<size_t>(l);
       if (chunk == 0 && s.spec.packed_cache != nullptr) {
         cached[li] = s.spec.packed_cache->get(li, s.w_hh(l, 0), s.dims(l, 0), PackedWeightsCache::kRecurrent,
-                                              s.spec.bf16_inference);
-        if (s.spec.pack_input_weights)
-          cached_ih[li] = s.spec.packed_cache->get(li, s.w_ih(l, 0), s.dims(l, 0), PackedWeightsCache::kInput);
+                                              recurrent_precision(s.spec));
+        if (s.spec.pack_input_weights || s.spec.bf16_products)
+          cached_ih[li] = s.spec.packed_cache->get(li, s.w_ih(l, 0), s.dims(l, 0), PackedWeightsCache::kInput,
+                                                   recurrent_precision(s.spec));
       }
       if (cached[li].defined()) w.w_hh_packed = cached[li].const_data_ptr<float>();
       if (cached_ih[li].defined()) w.w_ih_packed = cached_ih[li].const_data_ptr<float>();
@@ -469,10 +478,11 @@ RecurrentResult forward_impl(const std::shared_ptr<Saved>& sp, const Tensor& inp
         if constexpr (std::is_same<T, float>::value) {
           if (spec.packed_cache != nullptr) {
             held = spec.packed_cache->get(static_cast<size_t>(sd), s.w_hh(l, d), dims, PackedWeightsCache::kRecurrent,
-                                          s.spec.bf16_inference);
+                                          recurrent_precision(s.spec));
             if (held.defined()) w.w_hh_packed = held.const_data_ptr<float>();
-            if (spec.pack_input_weights)
-              held_ih = spec.packed_cache->get(static_cast<size_t>(sd), s.w_ih(l, d), dims, PackedWeightsCache::kInput);
+            if (spec.pack_input_weights || spec.bf16_products)
+              held_ih = spec.packed_cache->get(static_cast<size_t>(sd), s.w_ih(l, d), dims, PackedWeightsCache::kInput,
+                                               recurrent_precision(s.spec));
             if (held_ih.defined()) w.w_ih_packed = held_ih.const_data_ptr<float>();
             if (spec.proj_size > 0)
               held_hr = spec.packed_cache->get(static_cast<size_t>(sd), s.w_hr(l, d), dims,
@@ -693,7 +703,7 @@ void set_layer_schedule(LayerSchedule schedule) { g_layer_schedule = schedule; }
 LayerSchedule layer_schedule() { return g_layer_schedule; }
 
 template <class Fits, class Fill>
-Tensor PackedWeightsCache::lookup(size_t group, const Tensor& weight, bool bf16, size_t n, Dtype dtype, Fits&& fits,
+Tensor PackedWeightsCache::lookup(size_t group, const Tensor& weight, int precision, size_t n, Dtype dtype, Fits&& fits,
                                   Fill&& fill) {
   const std::shared_ptr<Storage>& storage = weight.storage();
   const int64_t offset = weight.storage_offset();
@@ -704,7 +714,7 @@ Tensor PackedWeightsCache::lookup(size_t group, const Tensor& weight, bool bf16,
   // owner while e's weak_ptr lives), offset and version, and precision.
   const auto current = [&](const Entry& e) {
     return e.packed.defined() && !e.storage.owner_before(storage) && !storage.owner_before(e.storage) &&
-           !e.storage.expired() && e.offset == offset && e.version == version && e.bf16 == bf16;
+           !e.storage.expired() && e.offset == offset && e.version == version && e.precision == precision;
   };
   size_t victim = 0;
   Tensor packed;
@@ -740,26 +750,29 @@ Tensor PackedWeightsCache::lookup(size_t group, const Tensor& weight, bool bf16,
   if (!fill(packed)) return Tensor();
   packs_.fetch_add(1);
   std::lock_guard<std::mutex> lock(mutex_);
-  entries_[group * kSlots + victim] = Entry{storage, offset, version, ++use_clock_, bf16, packed};
+  entries_[group * kSlots + victim] = Entry{storage, offset, version, ++use_clock_, precision, packed};
   return packed;
 }
 
 Tensor PackedWeightsCache::get(size_t index, const Tensor& weight, const k::RnnLayerDims& dims, Kind kind,
-                               bool bf16) {
+                               k::PackedPrecision want) {
   RNNKIT_CHECK(weight.dtype() == kFloat32 && weight.is_contiguous() && weight.storage(),
                "PackedWeightsCache: internal error, the weight must be contiguous float32");
   if (kind == kRecurrent && !k::rnn_forward_takes_packed(dims)) return Tensor();
+  // The precision asked for where the path has it; W_ih has none in
+  // kBFloat16 (that forward takes it in float32), W_hr none but float32.
   const k::PackedPrecision precision =
-      kind == kRecurrent && bf16 && k::rnn_packed_weights_size(dims, k::PackedPrecision::kBFloat16) > 0
-          ? k::PackedPrecision::kBFloat16
-          : k::PackedPrecision::kFloat32;
-  const size_t n = kind == kInput        ? k::rnn_packed_input_weights_size(dims)
+      kind == kRecurrent && k::rnn_packed_weights_size(dims, want) > 0 ? want
+      : kind == kInput && want == k::PackedPrecision::kBFloat16Products ? want
+                                                                       : k::PackedPrecision::kFloat32;
+  const size_t n = kind == kInput        ? k::rnn_packed_input_weights_size(dims, precision)
                    : kind == kProjection ? k::rnn_packed_projection_weights_size(dims)
                                          : k::rnn_packed_weights_size(dims, precision);
   if (n == 0) return Tensor();
   const auto fits = [&](const Tensor& packed) {
     const float* p = packed.const_data_ptr<float>();
-    return kind == kInput        ? k::rnn_packed_input_weights_fit(dims, p)
+    // (The bfloat16 products' W_ih has one layout and no fit check: taken as is.)
+    return kind == kInput        ? precision != k::PackedPrecision::kFloat32 || k::rnn_packed_input_weights_fit(dims, p)
            : kind == kProjection ? k::rnn_packed_projection_weights_fit(dims, p)
                                  : k::rnn_packed_weights_fit(dims, p);
   };
@@ -767,7 +780,7 @@ Tensor PackedWeightsCache::get(size_t index, const Tensor& weight, const k::RnnL
     try {
       const float* w = weight.const_data_ptr<float>();
       if (kind == kInput)
-        k::rnn_pack_input_weights(dims, w, packed.data_ptr<float>());
+        k::rnn_pack_input_weights(dims, w, packed.data_ptr<float>(), precision);
       else if (kind == kProjection)
         k::rnn_pack_projection_weights(dims, w, packed.data_ptr<float>());
       else
@@ -775,14 +788,14 @@ Tensor PackedWeightsCache::get(size_t index, const Tensor& weight, const k::RnnL
     } catch (const Error&) {
       return false;  // oneDNN declined this layout: the forward packs for itself, as without a cache
     }
-    if (precision == k::PackedPrecision::kBFloat16) bf16_packs_.fetch_add(1);
+    if (kind == kRecurrent && precision != k::PackedPrecision::kFloat32) bf16_packs_.fetch_add(1);
     return true;
   };
-  return lookup(kKinds * index + static_cast<size_t>(kind), weight, precision == k::PackedPrecision::kBFloat16, n,
-                kFloat32, fits, fill);
+  return lookup(kKinds * index + static_cast<size_t>(kind), weight, static_cast<int>(precision), n, kFloat32, fits,
+                fill);
 }
 
-Tensor PackedWeightsCache::rounded_bf16(size_t index, const Tensor& weight) {
+Tensor PackedWeightsCache::rounded_bf16(size_t index, const Tensor& weight, bool input) {
   RNNKIT_CHECK((weight.dtype() == kFloat32 || weight.dtype() == kFloat64) && weight.is_contiguous() &&
                    weight.storage(),
                "PackedWeightsCache: internal error, the weight must be contiguous float32 or float64");
@@ -796,7 +809,7 @@ Tensor PackedWeightsCache::rounded_bf16(size_t index, const Tensor& weight) {
     });
     return true;
   };
-  return lookup(kKinds * index + 3, weight, true, static_cast<size_t>(weight.numel()), weight.dtype(),
+  return lookup(kKinds * index + (input ? 4 : 3), weight, 1, static_cast<size_t>(weight.numel()), weight.dtype(),
                 [](const Tensor&) { return true; }, fill);
 }
 
@@ -844,13 +857,18 @@ RecurrentResult recurrent_forward(const RecurrentSpec& spec, const RecurrentLayo
   // bfloat16 (kept rounded in the cache between calls), whichever path it
   // takes, so that results do not depend on the batch size or the CPU beyond
   // float rounding; the paths with a bfloat16 packed form take it from there.
-  if (training) s->spec.bf16_inference = false;
-  if (s->spec.bf16_inference) {
+  // The bfloat16 products round W_ih too, and x and h in the kernels.
+  if (training) s->spec.bf16_inference = s->spec.bf16_products = false;
+  if (s->spec.bf16_inference || s->spec.bf16_products) {
     PackedWeightsCache scratch;  // without the module's cache: rounded for this call only
     PackedWeightsCache& cache = s->spec.packed_cache != nullptr ? *s->spec.packed_cache : scratch;
     for (int64_t sd = 0; sd < s->L * s->D; ++sd) {
       Tensor& w_hh = s->weights[static_cast<size_t>(sd * s->per_direction + 1)];
       w_hh = cache.rounded_bf16(static_cast<size_t>(sd), w_hh);
+      if (s->spec.bf16_products) {
+        Tensor& w_ih = s->weights[static_cast<size_t>(sd * s->per_direction)];
+        w_ih = cache.rounded_bf16(static_cast<size_t>(sd), w_ih, true);
+      }
     }
   }
   RecurrentResult result = dispatch_floating(s->dtype, spec.node_name, [&](auto tag) {

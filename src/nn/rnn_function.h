@@ -49,16 +49,18 @@ class PackedWeightsCache {
   // (kernels::cpu::rnn_forward_takes_packed, rnn_packed_input_weights_size,
   // rnn_packed_projection_weights_size) or it cannot be packed; the forward then
   // packs W_hh (and W_hr) for itself, and makes the input projection from W_ih
-  // as it is. bf16: W_hh packed in bfloat16 where
-  // the call's path has that form (rnn_packed_weights_size with kBFloat16),
-  // else as without it (the caller passes W_hh already rounded to bfloat16:
-  // rounded_bf16, so that both forms hold the same values).
+  // as it is. precision (W_hh and W_ih): packed in that bfloat16 precision
+  // where the call's path has that form (rnn_packed_weights_size,
+  // rnn_packed_input_weights_size), else as in float32 (the caller passes the
+  // weights already rounded to bfloat16: rounded_bf16, so that both forms hold
+  // the same values).
   Tensor get(size_t index, const Tensor& weight, const kernels::cpu::RnnLayerDims& dims, Kind kind = kRecurrent,
-             bool bf16 = false);
-  // W_hh of entry `index` (float32 or float64, contiguous) with every value
-  // rounded to bfloat16 (kernels::cpu::round_to_bfloat16; a float64 value
-  // through float32 first, as PyTorch rounds), kept as the packed forms are.
-  Tensor rounded_bf16(size_t index, const Tensor& weight);
+             kernels::cpu::PackedPrecision precision = kernels::cpu::PackedPrecision::kFloat32);
+  // W_hh of entry `index` (W_ih with input) (float32 or float64, contiguous)
+  // with every value rounded to bfloat16 (kernels::cpu::round_to_bfloat16; a
+  // float64 value through float32 first, as PyTorch rounds), kept as the packed
+  // forms are.
+  Tensor rounded_bf16(size_t index, const Tensor& weight, bool input = false);
   // Times get() packed and rounded_bf16() rounded (tests).
   int64_t packs() const { return packs_.load(); }
   // Times get() packed W_hh in bfloat16 (tests).
@@ -66,20 +68,20 @@ class PackedWeightsCache {
 
  private:
   static constexpr size_t kSlots = 2;
-  static constexpr size_t kKinds = 4;  // kRecurrent, kInput, kProjection, the rounded W_hh
+  static constexpr size_t kKinds = 5;  // kRecurrent, kInput, kProjection, the rounded W_hh and W_ih
   struct Entry {
     std::weak_ptr<Storage> storage;
     int64_t offset = 0;
     uint64_t version = 0;
     uint64_t last_use = 0;  // use_clock_ at its last hit or packing
-    bool bf16 = false;      // W_hh: packed in bfloat16
+    int precision = 0;      // kernels::cpu::PackedPrecision of the packing
     Tensor packed;
   };
-  // The entry of slot group `group` made from weight with this bf16 flag, if
+  // The entry of slot group `group` made from weight in this precision, if
   // current and fits(its tensor); else fill(tensor) writes a fresh one of n
   // elements of dtype (false: no entry, returns undefined).
   template <class Fits, class Fill>
-  Tensor lookup(size_t group, const Tensor& weight, bool bf16, size_t n, Dtype dtype, Fits&& fits, Fill&& fill);
+  Tensor lookup(size_t group, const Tensor& weight, int precision, size_t n, Dtype dtype, Fits&& fits, Fill&& fill);
   std::mutex mutex_;
   std::vector<Entry> entries_;  // kSlots per group, kKinds groups per index
   uint64_t use_clock_ = 0;
@@ -115,6 +117,11 @@ struct RecurrentSpec {
   // kernels' path has that form, elsewhere the rounded values in the call's
   // dtype. Training calls ignore it.
   bool bf16_inference = false;
+  // Inference calls take the bfloat16 products (nn::RNNImplBase::set_bf16_products):
+  // W_ih and W_hh rounded (and packed so where the path has that form), x and
+  // h rounded by the kernels (RnnWeights::bf16_products). Training calls
+  // ignore it.
+  bool bf16_products = false;
 };
 
 // How the tensors given to recurrent_forward lay out in memory.

@@ -133,6 +133,7 @@ struct Model {
   std::function<nn::RNNOutput(const Tensor&, const Tensor&, const Tensor&)> forward;
   std::function<nn::PackedRNNOutput(const PackedSequence&, const Tensor&, const Tensor&)> forward_packed;
   std::function<void(bool)> set_bf16_inference;
+  std::function<void(bool)> set_bf16_products;
 };
 
 template <class Options>
@@ -154,6 +155,7 @@ inline Model build_model(const json& c, Generator* gen) {
     nn::LSTM l(layer_options<nn::LSTMOptions>(c, gen).proj_size(c["proj_size"].get<int64_t>()));
     m.module = l.ptr();
     m.set_bf16_inference = [l](bool on) { l->set_bf16_inference(on); };
+    m.set_bf16_products = [l](bool on) { l->set_bf16_products(on); };
     m.forward = [l](const Tensor& x, const Tensor& h, const Tensor& cc) { return l->forward(x, {h, cc}); };
     m.forward_packed = [l](const PackedSequence& x, const Tensor& h, const Tensor& cc) {
       return l->forward(x, {h, cc});
@@ -162,18 +164,21 @@ inline Model build_model(const json& c, Generator* gen) {
     nn::GRU l(layer_options<nn::GRUOptions>(c, gen));
     m.module = l.ptr();
     m.set_bf16_inference = [l](bool on) { l->set_bf16_inference(on); };
+    m.set_bf16_products = [l](bool on) { l->set_bf16_products(on); };
     m.forward = [l](const Tensor& x, const Tensor& h, const Tensor&) { return l->forward(x, h); };
     m.forward_packed = [l](const PackedSequence& x, const Tensor& h, const Tensor&) { return l->forward(x, h); };
   } else if (kind == "RNN") {
     nn::RNN l(layer_options<nn::RNNOptions>(c, gen).nonlinearity(c["nonlinearity"].get<std::string>()));
     m.module = l.ptr();
     m.set_bf16_inference = [l](bool on) { l->set_bf16_inference(on); };
+    m.set_bf16_products = [l](bool on) { l->set_bf16_products(on); };
     m.forward = [l](const Tensor& x, const Tensor& h, const Tensor&) { return l->forward(x, h); };
     m.forward_packed = [l](const PackedSequence& x, const Tensor& h, const Tensor&) { return l->forward(x, h); };
   } else if (kind == "LSTMCell") {
     nn::LSTMCell l(nn::LSTMCellOptions(c["input_size"], c["hidden_size"]).bias(c["bias"].get<bool>()).generator(gen));
     m.module = l.ptr();
     m.set_bf16_inference = [l](bool on) { l->set_bf16_inference(on); };
+    m.set_bf16_products = [l](bool on) { l->set_bf16_products(on); };
     m.forward = [l](const Tensor& x, const Tensor& h, const Tensor& cc) {
       auto [h1, c1] = l->forward(x, {h, cc});
       return nn::RNNOutput{h1, Tensor(), c1};
@@ -182,6 +187,7 @@ inline Model build_model(const json& c, Generator* gen) {
     nn::GRUCell l(nn::GRUCellOptions(c["input_size"], c["hidden_size"]).bias(c["bias"].get<bool>()).generator(gen));
     m.module = l.ptr();
     m.set_bf16_inference = [l](bool on) { l->set_bf16_inference(on); };
+    m.set_bf16_products = [l](bool on) { l->set_bf16_products(on); };
     m.forward = [l](const Tensor& x, const Tensor& h, const Tensor&) {
       return nn::RNNOutput{l->forward(x, h), Tensor(), Tensor()};
     };
@@ -192,6 +198,7 @@ inline Model build_model(const json& c, Generator* gen) {
                       .generator(gen));
     m.module = l.ptr();
     m.set_bf16_inference = [l](bool on) { l->set_bf16_inference(on); };
+    m.set_bf16_products = [l](bool on) { l->set_bf16_products(on); };
     m.forward = [l](const Tensor& x, const Tensor& h, const Tensor&) {
       return nn::RNNOutput{l->forward(x, h), Tensor(), Tensor()};
     };
@@ -211,6 +218,7 @@ inline Case run_rnnkit(json c, Dtype dtype, uint64_t seed) {
   if (dtype == kFloat64) m.module->to(kFloat64);
   if (c.value("eval", false)) m.module->eval();
   if (c.value("bf16_inference", false)) m.set_bf16_inference(true);
+  if (c.value("bf16_products", false)) m.set_bf16_products(true);
   for (const auto& [name, p] : m.module->named_parameters()) k.inputs.insert("w." + name, p.detach().clone());
 
   const int64_t I = c["input_size"], H = c["hidden_size"], T = c["steps"], N = c["batch"];

@@ -138,6 +138,38 @@ void run_bf16(const std::string& kind) {
       [](const json&, Dtype, uint64_t, const Case&) {});
 }
 
+// Inference with set_bf16_products(true) over one step (the cells, and
+// one-layer layers of one step, where no rounding of an h that the two sides
+// computed apart enters), against PyTorch running the same module on x, h0,
+// weight_ih and weight_hh rounded to bfloat16 (Tensor.bfloat16()): small
+// batches (the kernels' bfloat16 products), batches past the small-batch path
+// (x and h rounded by the kernels, the weights by the module), both
+// directions, float32 and float64. Rounding any of them differently shows far
+// outside the tolerance. Over whole sequences: RnnModules.Bf16Products*.
+void run_bf16_products(const std::string& kind) {
+  run_cases(
+      40,
+      [&](std::mt19937_64& rng, int, Dtype) {
+        json c = random_config(kind, rng);
+        if (chance(rng, 0.5)) c["hidden_size"] = pick(rng, 16, 80);
+        c["batch"] = chance(rng, 0.25) ? pick(rng, 40, 64) : pick(rng, 1, 12);
+        if (!is_cell(kind)) {
+          c["steps"] = 1;
+          c["num_layers"] = 1;
+          c["packed"] = false;
+          if (c.value("proj_size", 0) >= c["hidden_size"].get<int64_t>()) c["proj_size"] = 0;
+        }
+        c["no_grad"] = true;
+        c["bf16_products"] = true;
+        return c;
+      },
+      [](const json&, Dtype, uint64_t, const Case&) {});
+}
+
+TEST(RnnParity, Bf16ProductsOneStep) {
+  for (const char* kind : {"LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"}) run_bf16_products(kind);
+}
+
 TEST(RnnParity, Bf16InferenceLSTM) { run_bf16("LSTM"); }
 TEST(RnnParity, Bf16InferenceGRU) { run_bf16("GRU"); }
 TEST(RnnParity, Bf16InferenceRNN) { run_bf16("RNN"); }

@@ -50,13 +50,27 @@ def _run_one(c, t):
             for name, p in m.named_parameters():
                 if name.startswith("weight_hh"):
                     p.copy_(p.bfloat16().to(dtype))
+    products = c.get("bf16_products", False)
+    if products:
+        # rnnkit's set_bf16_products over one step (a cell, or a one-layer
+        # layer of one step): the products take x, h0, W_ih and W_hh rounded
+        # to bfloat16; nothing else is rounded.
+        with torch.no_grad():
+            for name, p in m.named_parameters():
+                if name.startswith("weight_hh") or name.startswith("weight_ih"):
+                    p.copy_(p.bfloat16().to(dtype))
+    rounded = (lambda v: v.bfloat16().to(dtype)) if products else (lambda v: v)
     if c.get("eval", False):
         m.eval()
-    x = t["x"].clone().requires_grad_(True)
-    h0 = t["h0"].clone().requires_grad_(True) if "h0" in t else None
+    x = rounded(t["x"]).clone().requires_grad_(True)
+    h0 = rounded(t["h0"]).clone().requires_grad_(True) if "h0" in t else None
     c0 = t["c0"].clone().requires_grad_(True) if "c0" in t else None
     kind = c["kind"]
     out = {}
+    if products and kind in ("GRU", "GRUCell"):
+        # The GRU's h' = (1 - z) * n + z * h mixes in h itself, unrounded: its
+        # step by hand, from torch's own ops, on the rounded products.
+        return _gru_products_step(c, m, x, t["h0"] if "h0" in t else None, dtype)
     if kind in _CELLS:
         if kind == "LSTMCell":
             h, cc = m(x, (h0, c0) if h0 is not None else None)
@@ -97,6 +111,43 @@ def _run_one(c, t):
             if p.grad is not None:
                 result["grad_w." + name] = p.grad
     return result
+
+
+def _gru_step(x_r, h, w_ih, w_hh, b_ih, b_hh):
+    """One GRU step: the gates from x_r and h rounded (bfloat16 values), h' mixing in h."""
+    h_r = h.bfloat16().to(h.dtype)
+    gi = torch.nn.functional.linear(x_r, w_ih, b_ih)
+    gh = torch.nn.functional.linear(h_r, w_hh, b_hh)
+    i_r, i_z, i_n = gi.chunk(3, -1)
+    h_r_, h_z, h_n = gh.chunk(3, -1)
+    r = torch.sigmoid(i_r + h_r_)
+    z = torch.sigmoid(i_z + h_z)
+    n = torch.tanh(i_n + r * h_n)
+    return (1 - z) * n + z * h
+
+
+def _gru_products_step(c, m, x_r, h0, dtype):
+    """set_bf16_products over one step of a GRUCell, or a one-layer GRU of one step."""
+    p = dict(m.named_parameters())
+    bias = c.get("bias", True)
+    with torch.no_grad():
+        if c["kind"] == "GRUCell":
+            h = h0 if h0 is not None else torch.zeros(x_r.shape[:-1] + (c["hidden_size"],), dtype=dtype)
+            return {"out": _gru_step(x_r, h, p["weight_ih"], p["weight_hh"], p.get("bias_ih") if bias else None,
+                                     p.get("bias_hh") if bias else None)}
+        bf = c.get("batch_first", False)
+        unbatched = x_r.dim() == 2
+        xs = x_r[:, 0] if bf and not unbatched else x_r[0]  # the one step: [N, I] or [I]
+        D = 2 if c.get("bidirectional", False) else 1
+        outs = []
+        for d in range(D):
+            sfx = "_l0" + ("_reverse" if d == 1 else "")
+            h = h0[d] if h0 is not None else torch.zeros(xs.shape[:-1] + (c["hidden_size"],), dtype=dtype)
+            outs.append(_gru_step(xs, h, p["weight_ih" + sfx], p["weight_hh" + sfx],
+                                  p.get("bias_ih" + sfx) if bias else None, p.get("bias_hh" + sfx) if bias else None))
+        y = torch.cat(outs, -1)
+        y = y.unsqueeze(1) if bf and not unbatched else y.unsqueeze(0)
+        return {"out": y, "h_n": torch.stack(outs, 0)}
 
 
 def _split(tensors, i):

@@ -164,6 +164,31 @@ class RNNImplBase : public Module {
   // bfloat16 packing, while the weights stay unchanged. Default off.
   void set_bf16_inference(bool on) { bf16_inference_ = on; }
   bool bf16_inference() const { return bf16_inference_; }
+  // rnnkit's own switch, a step further than set_bf16_inference: inference
+  // forwards of float32 and float64 layers take the gates' two products on
+  // values rounded to bfloat16 (to nearest even, as Tensor.bfloat16() rounds):
+  // every weight_ih_l* and weight_hh_l*, each layer's input x_t and the state
+  // h_{t-1} entering each step (h0 included), as it is rounded where the
+  // product takes it. Each product of a weight and a value is then exact and
+  // the sums are in the layer's dtype; the biases, c, the projection (W_hr and
+  // its input), the pointwise math and every output stay in the layer's dtype.
+  // Where the small-batch path runs on an AVX-512 CPU with AVX512_BF16 (AMD
+  // Zen 4 and later, Intel Cooper Lake, Sapphire Rapids and later) the two
+  // products run on its dot instructions: twice the multiply-adds per
+  // instruction of float32, for the steps that their multiply-adds bound
+  // (docs/RECURRENT.md); on other CPUs and paths the same rounded values go
+  // through the float products. Each step's result is that of the equations
+  // on the rounded values to the rounding of the sums; over a sequence, where
+  // two runs (another CPU or batch path) differ in the last bits of an h
+  // value that lies at a bfloat16 rounding boundary, it rounds apart, so they
+  // can differ by up to a bfloat16 step of that value, fading over the
+  // following steps. Accuracy against float32: about 1e-3 absolute for LSTM
+  // and GRU outputs, a few 1e-3 for the Elman cells. Training forwards ignore
+  // it; parameters stay untouched (the module keeps rounded copies of W_ih
+  // and W_hh while they stay unchanged). Default off; on, it supersedes
+  // set_bf16_inference.
+  void set_bf16_products(bool on) { bf16_products_ = on; }
+  bool bf16_products() const { return bf16_products_; }
   // Internal (tests): the packed weights kept between calls.
   const detail::PackedWeightsCache& packed_weights_cache() const { return *packed_cache_; }
 
@@ -209,6 +234,7 @@ class RNNImplBase : public Module {
   // docs/RECURRENT.md.
   std::shared_ptr<detail::PackedWeightsCache> packed_cache_;
   bool bf16_inference_ = false;
+  bool bf16_products_ = false;
 };
 
 // Elman RNN: h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh) (or relu).

@@ -92,6 +92,10 @@ class RNNCellImplBase : public Module {
   // W_hh rounded to bfloat16 in inference calls: see RNNImplBase::set_bf16_inference.
   void set_bf16_inference(bool on) { bf16_inference_ = on; }
   bool bf16_inference() const { return bf16_inference_; }
+  // x, h, W_ih and W_hh rounded to bfloat16 in inference calls' products: see
+  // RNNImplBase::set_bf16_products.
+  void set_bf16_products(bool on) { bf16_products_ = on; }
+  bool bf16_products() const { return bf16_products_; }
   // Internal (tests): the packed weights kept between calls.
   const detail::PackedWeightsCache& packed_weights_cache() const { return *packed_cache_; }
 
@@ -111,6 +115,7 @@ class RNNCellImplBase : public Module {
   // Weights packed between calls; see RNNImplBase.
   std::shared_ptr<detail::PackedWeightsCache> packed_cache_;
   bool bf16_inference_ = false;
+  bool bf16_products_ = false;
 };
 
 class RNNCellImpl : public RNNCellImplBase {
