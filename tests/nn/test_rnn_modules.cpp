@@ -752,6 +752,198 @@ TEST(RnnModules, Bf16InferenceRunsOnRoundedRecurrentWeights) {
   if (simd::detected_isa() != simd::Isa::kScalar) EXPECT_GE(bf16_forms, 6);
 }
 
+// The largest difference of a one-layer module's bfloat16-products forward
+// (output y [T, N, D*Hout], h_n) from the equations on the rounded values, in
+// double, each step of each direction computed from the module's own h of the
+// step before (so that an h rounded the other way in an earlier step, after a
+// last-bit difference, cannot carry). *gap: the largest difference from the
+// same steps with h unrounded in the product (the rounding shows there).
+double bf16_products_error(const json& c, const StateDict& sd, const Tensor& x, const Tensor& h0, const Tensor& c0,
+                           const Tensor& y, const Tensor& h_n, double* gap) {
+  const std::string kind = c["kind"];
+  const int64_t I = c["input_size"], H = c["hidden_size"], N = c["batch"], T = c["steps"];
+  const int64_t P = c["proj_size"], Hout = P > 0 ? P : H, D = c["bidirectional"].get<bool>() ? 2 : 1;
+  const int64_t G = kind == "LSTM" ? 4 : kind == "GRU" ? 3 : 1;
+  const bool relu = kind == "RNN" && c["nonlinearity"] == "relu";
+  const auto vec = [](const Tensor& t) {
+    const std::vector<float> v = t.to_vector<float>();
+    return std::vector<double>(v.begin(), v.end());
+  };
+  const auto r = [](double v) { return static_cast<double>(kernels::cpu::round_to_bfloat16(static_cast<float>(v))); };
+  const std::vector<double> xs = vec(x), ys = vec(y), hn = vec(h_n), h0s = vec(h0);
+  const std::vector<double> c0s = c0.defined() ? vec(c0) : std::vector<double>();
+  double worst = 0;
+  *gap = 0;
+  for (int64_t d = 0; d < D; ++d) {
+    const std::string sfx = std::string("_l0") + (d == 1 ? "_reverse" : "");
+    const std::vector<double> w_ih = vec(sd.at("weight_ih" + sfx)), w_hh = vec(sd.at("weight_hh" + sfx)),
+                              b_ih = vec(sd.at("bias_ih" + sfx)), b_hh = vec(sd.at("bias_hh" + sfx));
+    const std::vector<double> w_hr = P > 0 ? vec(sd.at("weight_hr" + sfx)) : std::vector<double>();
+    for (int64_t b = 0; b < N; ++b) {
+      std::vector<double> h(h0s.begin() + (d * N + b) * Hout, h0s.begin() + (d * N + b + 1) * Hout);
+      std::vector<double> cell = G == 4 ? std::vector<double>(c0s.begin() + (d * N + b) * H,
+                                                              c0s.begin() + (d * N + b + 1) * H)
+                                        : std::vector<double>(H, 0.0);
+      for (int64_t step = 0; step < T; ++step) {
+        const int64_t t = d == 1 ? T - 1 - step : step;
+        std::vector<double> gi(G * H), gh(G * H), gp(G * H);
+        for (int64_t q = 0; q < G * H; ++q) {
+          gi[q] = b_ih[q];
+          gh[q] = gp[q] = b_hh[q];
+          for (int64_t i = 0; i < I; ++i) gi[q] += r(w_ih[q * I + i]) * r(xs[(t * N + b) * I + i]);
+          for (int64_t j = 0; j < Hout; ++j) {
+            gh[q] += r(w_hh[q * Hout + j]) * r(h[j]);
+            gp[q] += r(w_hh[q * Hout + j]) * h[j];
+          }
+        }
+        // The step's output from the recurrent terms g (c advanced in cs).
+        const auto out = [&](const std::vector<double>& g, std::vector<double> cs) {
+          std::vector<double> m(H);
+          for (int64_t j = 0; j < H; ++j) {
+            if (G == 1) {
+              const double a = gi[j] + g[j];
+              m[j] = relu ? std::max(a, 0.0) : std::tanh(a);
+            } else if (G == 3) {
+              const double rr = 1 / (1 + std::exp(-(gi[j] + g[j]))), z = 1 / (1 + std::exp(-(gi[H + j] + g[H + j])));
+              const double n = std::tanh(gi[2 * H + j] + rr * g[2 * H + j]);
+              m[j] = (1 - z) * n + z * h[j];
+            } else {
+              const auto sg = [](double v) { return 1 / (1 + std::exp(-v)); };
+              cs[j] = sg(gi[H + j] + g[H + j]) * cs[j] + sg(gi[j] + g[j]) * std::tanh(gi[2 * H + j] + g[2 * H + j]);
+              m[j] = sg(gi[3 * H + j] + g[3 * H + j]) * std::tanh(cs[j]);
+            }
+          }
+          if (P > 0) {
+            std::vector<double> p(P, 0.0);
+            for (int64_t q = 0; q < P; ++q)
+              for (int64_t j = 0; j < H; ++j) p[q] += w_hr[q * H + j] * m[j];
+            m = p;
+          }
+          return std::make_pair(m, cs);
+        };
+        const auto [want, cell_next] = out(gh, cell);
+        const auto plain = out(gp, cell).first;
+        const double* got = &ys[(t * N + b) * D * Hout + d * Hout];
+        for (int64_t q = 0; q < Hout; ++q) {
+          worst = std::max(worst, std::abs(got[q] - want[q]));
+          *gap = std::max(*gap, std::abs(got[q] - plain[q]));
+        }
+        h.assign(got, got + Hout);  // the module's own h, as its next step takes it
+        cell = cell_next;
+      }
+      for (int64_t q = 0; q < Hout; ++q) worst = std::max(worst, std::abs(hn[(d * N + b) * Hout + q] - h[q]));
+    }
+  }
+  return worst;
+}
+
+// set_bf16_products over whole sequences, on every instruction set: each step
+// of every direction matches the equations on the rounded values (x, the h
+// entering the step, W_ih, W_hh; bf16_products_error), at small batches (the
+// kernels' bfloat16 products, on the AVX512_BF16 dot instructions where the
+// CPU has them), at large ones (the GEMM and lanes paths round x and h), with
+// projections; a stacked module is the stack of its layers run one by one in
+// the same mode (the wavefront, and directions at once); kept between calls
+// (nothing rounded or packed again), a weight change seen, calls that record a
+// graph and calls after switching it off the float module's bits.
+TEST(RnnModules, Bf16ProductsFollowTheRoundedEquations) {
+  const uint64_t seed = rnnkit::testing::fresh_seed();
+  SCOPED_TRACE("RNNKIT_TEST_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const std::vector<json> configs = {
+      layer_config("LSTM", 24, 64, 1, 1, 12, false),  layer_config("GRU", 16, 48, 1, 3, 7, true),
+      layer_config("RNN", 20, 96, 1, 4, 5, false, "tanh"), layer_config("RNN", 9, 33, 1, 2, 6, true),
+      with_projection(layer_config("LSTM", 16, 48, 1, 3, 5, true), 19),
+      layer_config("LSTM", 12, 40, 1, 40, 4, false),  // large batch: the GEMM path
+      layer_config("GRU", 8, 72, 1, 48, 3, true),
+      layer_config("LSTM", 24, 64, 3, 1, 40, false),  // stacked, small batch: the wavefront
+      layer_config("GRU", 10, 40, 2, 5, 6, true),     // stacked, bidirectional
+  };
+  int checked = 0, gaps_seen = 0;
+  for_each_isa_and_config(configs, [&](simd::Isa isa, const json& c) {
+    const std::string kind = c["kind"];
+    const int64_t I = c["input_size"], H = c["hidden_size"], N = c["batch"], T = c["steps"];
+    const int64_t P = c["proj_size"], L = c["num_layers"], D = c["bidirectional"].get<bool>() ? 2 : 1;
+    Generator gen(rng());
+    auto m = rnnkit::testing::rnn::build_model(c, &gen);
+    m.module->eval();
+    const Tensor x = randn({T, N, I}, {}, &gen);
+    const Tensor h = randn({L * D, N, P > 0 ? P : H}, {}, &gen);
+    const Tensor cs = kind == "LSTM" ? randn({L * D, N, H}, {}, &gen) : Tensor();
+    const auto run = [&](rnnkit::testing::rnn::Model& model, const Tensor& in, const Tensor& h0, const Tensor& c0) {
+      NoGradGuard guard;
+      return model.forward(in, h0, c0);
+    };
+    const auto copy = [&](const json& cfg, const StateDict& sd) {
+      Generator other(1);
+      auto f = rnnkit::testing::rnn::build_model(cfg, &other);
+      f.module->eval();
+      f.module->load_state_dict(sd);
+      return f;
+    };
+    const StateDict sd = m.module->state_dict();
+    const Tensor y_float = run(m, x, h, cs).output;
+    m.set_bf16_products(true);
+    const auto& cache = packed_cache_of(*m.module);
+    const nn::RNNOutput got = run(m, x, h, cs);
+    EXPECT_GT(sub(got.output, y_float).abs().max().item(), 1e-5);  // the rounding shows
+    if (L == 1) {
+      double gap = 0;
+      EXPECT_LT(bf16_products_error(c, sd, x, h, cs, got.output, got.h_n, &gap), 2e-5);
+      gaps_seen += gap > 5e-5 ? 1 : 0;
+      ++checked;
+    } else if (isa != simd::Isa::kScalar) {
+      // Layer by layer, each a one-layer module in the same mode fed the one
+      // below's output: the same bits. (Not with the scalar kernels, whose
+      // GEMMs may sum a stacked call's layers in another order than one-layer
+      // calls', after which an h value at a rounding boundary may round apart.)
+      Tensor in = x;
+      for (int64_t l = 0; l < L; ++l) {
+        json one = c;
+        one["num_layers"] = 1;
+        one["input_size"] = l == 0 ? I : D * H;
+        StateDict layer_sd;
+        for (const auto& [name, t] : sd) {
+          const std::string tag = "_l" + std::to_string(l);
+          const size_t at = name.find(tag);
+          if (at != std::string::npos && (at + tag.size() == name.size() || name[at + tag.size()] == '_'))
+            layer_sd.insert(name.substr(0, at) + "_l0" + name.substr(at + tag.size()), t);
+        }
+        auto one_m = copy(one, layer_sd);
+        one_m.set_bf16_products(true);
+        const Tensor h_l = h.narrow(0, l * D, D).contiguous();
+        const Tensor c_l = cs.defined() ? cs.narrow(0, l * D, D).contiguous() : Tensor();
+        in = run(one_m, in, h_l, c_l).output;
+      }
+      EXPECT_TRUE(equal(got.output, in)) << "max diff " << sub(got.output, in).abs().max().item();
+    }
+    // Kept: the same bits, nothing rounded or packed again.
+    const int64_t packs = cache.packs();
+    EXPECT_TRUE(equal(run(m, x, h, cs).output, got.output));
+    EXPECT_EQ(cache.packs(), packs);
+    // A forward that records a graph ignores it.
+    {
+      auto f = copy(c, sd);
+      const Tensor xg = x.detach().clone().requires_grad_();
+      EXPECT_TRUE(equal(m.forward(xg, h, cs).output, f.forward(xg, h, cs).output));
+    }
+    // A change of W_ih is seen (W_hh's: Bf16InferenceRunsOnRoundedRecurrentWeights).
+    for (auto& [name, p] : m.module->named_parameters())
+      if (name == "weight_ih_l0") {
+        NoGradGuard guard;
+        p.mul_(0.75);
+      }
+    const Tensor y2 = run(m, x, h, cs).output;
+    EXPECT_FALSE(equal(y2, got.output));
+    // Switched off: the float module's result again.
+    m.set_bf16_products(false);
+    auto f = copy(c, m.module->state_dict());
+    EXPECT_TRUE(equal(run(m, x, h, cs).output, run(f, x, h, cs).output));
+  });
+  EXPECT_GT(checked, 0);
+  EXPECT_GE(gaps_seen, checked * 9 / 10) << "h does not look rounded in the products";
+}
+
 // Training calls over one step (a decoder cell called step by step) keep W_hh
 // packed between calls as inference does: a loop packs once between two
 // optimizer steps, with the results of packing at every call, bit for bit.
