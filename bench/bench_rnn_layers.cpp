@@ -23,8 +23,10 @@
 // `repack ms` and `kept` are given for both passes (the weights marked changed
 // before every step's call).
 // With --bf16, a second table: the forward with set_bf16_inference(true) (W_hh
-// rounded to bfloat16) against the float32 forward, timed alternately on the
-// forward's best thread count, and the largest difference of their outputs.
+// rounded to bfloat16) and with set_bf16_products(true) (x, h, W_ih and W_hh
+// rounded in the products) against the float32 forward, the three timed
+// alternately on the forward's best thread count, and the largest difference
+// of each one's outputs from float32's.
 //
 //   bench_rnn_layers [--hidden 512] [--input 512] [--batch 64] [--steps 25] [--layers 1]
 //                    [--bidirectional] [--cells LSTM,GRU,RNN,LSTMCell,GRUCell,RNNCell] [--reps 10]
@@ -79,6 +81,7 @@ struct Timing {
   double forward_kept_ms = 0, forward_repack_ms = 0;  // one interleaved run; repack: W_hh marked changed
   double train_kept_ms = 0, train_repack_ms = 0;      // the same for the cells' training loop
   double f32_ms = 0, bf16_ms = 0, bf16_error = 0;     // --bf16: one interleaved run, max |y_bf16 - y_f32|
+  double products_ms = 0, products_error = 0;         // the same for set_bf16_products
 };
 
 // What one timed call runs: a layer over the whole sequence, or a cell called
@@ -91,6 +94,7 @@ struct Subject {
   bool cell = false;
   std::vector<Tensor> inputs;  // the leaves whose gradients a training call computes
   std::function<void(bool)> set_bf16_inference;
+  std::function<void(bool)> set_bf16_products;
   bool proj = false;  // an LSTM with a projection (--proj)
 };
 
@@ -111,6 +115,7 @@ Subject layer_subject(const Layer& layer, const Settings& s) {
     return layer->forward(x).output;
   };
   sub.set_bf16_inference = [layer](bool on) { layer->set_bf16_inference(on); };
+  sub.set_bf16_products = [layer](bool on) { layer->set_bf16_products(on); };
   return sub;
 }
 
@@ -133,22 +138,29 @@ Subject cell_subject(const Cell& cell, const Settings& s, Step step, Out out) {
     return stack(ys);
   };
   sub.set_bf16_inference = [cell](bool on) { cell->set_bf16_inference(on); };
+  sub.set_bf16_products = [cell](bool on) { cell->set_bf16_products(on); };
   return sub;
 }
 
-// Medians of a and b called alternately, reps times each after a warm-up round,
-// so that a change of load on the shared machine hits both alike.
+// Medians of fns called in turn, reps times each after a warm-up round, so
+// that a change of load on the shared machine hits them alike.
+std::vector<double> interleaved_ms(const std::vector<std::function<void()>>& fns, int64_t reps) {
+  std::vector<std::vector<double>> times(fns.size());
+  for (int64_t i = 0; i <= reps; ++i)
+    for (size_t which = 0; which < fns.size(); ++which) {
+      const auto t0 = std::chrono::steady_clock::now();
+      fns[which]();
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (i > 0) times[which].push_back(ms);
+    }
+  std::vector<double> medians;
+  for (const auto& t : times) medians.push_back(median_of(t));
+  return medians;
+}
 std::pair<double, double> interleaved_ms(const std::function<void()>& a, const std::function<void()>& b,
                                          int64_t reps) {
-  std::vector<double> ta, tb;
-  for (int64_t i = 0; i <= reps; ++i)
-    for (int which = 0; which < 2; ++which) {
-      const auto t0 = std::chrono::steady_clock::now();
-      (which == 0 ? a : b)();
-      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      if (i > 0) (which == 0 ? ta : tb).push_back(ms);
-    }
-  return {median_of(ta), median_of(tb)};
+  const std::vector<double> m = interleaved_ms(std::vector<std::function<void()>>{a, b}, reps);
+  return {m[0], m[1]};
 }
 
 // Best of 1 and 2 threads for each pass; then 2 threads with the module's
@@ -202,19 +214,24 @@ Timing time_subject(const Subject& sub, const Settings& s) {
     const Tensor y32 = forward(false);
     sub.set_bf16_inference(true);
     best.bf16_error = rnnkit::sub(forward(false), y32).abs().max().item();
-    const auto f32_bf16 = interleaved_ms(
-        [&] {
-          sub.set_bf16_inference(false);
-          forward(false);
-        },
-        [&] {
-          sub.set_bf16_inference(true);
-          forward(false);
-        },
-        s.reps);
     sub.set_bf16_inference(false);
-    best.f32_ms = f32_bf16.first;
-    best.bf16_ms = f32_bf16.second;
+    sub.set_bf16_products(true);
+    best.products_error = rnnkit::sub(forward(false), y32).abs().max().item();
+    sub.set_bf16_products(false);
+    // Each mode switched on for its call only.
+    const auto in_mode = [&](int mode) {
+      return [&, mode] {
+        sub.set_bf16_inference(mode == 1);
+        sub.set_bf16_products(mode == 2);
+        forward(false);
+      };
+    };
+    const std::vector<double> ms = interleaved_ms({in_mode(0), in_mode(1), in_mode(2)}, s.reps);
+    sub.set_bf16_inference(false);
+    sub.set_bf16_products(false);
+    best.f32_ms = ms[0];
+    best.bf16_ms = ms[1];
+    best.products_ms = ms[2];
   }
   if (max_threads >= 2 && (s.layers > 1 || s.bidirectional)) {
     // The two schedules alternate call by call, so that a change of load on the
@@ -390,15 +407,21 @@ int main(int argc, char** argv) {
     }
   }
   if (s.bf16) {
-    std::printf("\nbfloat16 inference (set_bf16_inference: W_hh rounded to bfloat16), forward in eval mode, "
-                "the two alternating\n%-8s %12s %12s %9s %12s %16s\n",
-                "layer", "float32 ms", "bf16 ms", "bf16/f32", "bf16/torch", "max|y - y_f32|");
+    std::printf("\nbfloat16 inference, forward in eval mode, the three alternating: bf16 = set_bf16_inference "
+                "(W_hh rounded),\nbf16p = set_bf16_products (x, h, W_ih and W_hh rounded in the products)\n"
+                "%-8s %11s %9s %9s %10s %12s %10s %9s %10s %12s\n",
+                "layer", "float32 ms", "bf16 ms", "bf16/f32", "bf16/torch", "max|y-y_f32|", "bf16p ms", "bf16p/f32",
+                "bf16p/torch", "max|y-y_f32|");
     for (size_t i = 0; i < cells.size(); ++i) {
       const double best = best_torch_ms({&torch1, &torch2}, cells[i], "forward_ms");
-      char vs_torch[32] = "-";
-      if (best > 0) std::snprintf(vs_torch, sizeof(vs_torch), "%.2f", ours[i].bf16_ms / best);
-      std::printf("%-8s %12.3f %12.3f %9.2f %12s %16.2e\n", cells[i].c_str(), ours[i].f32_ms, ours[i].bf16_ms,
-                  ours[i].bf16_ms / ours[i].f32_ms, vs_torch, ours[i].bf16_error);
+      char vs_torch[32] = "-", p_vs_torch[32] = "-";
+      if (best > 0) {
+        std::snprintf(vs_torch, sizeof(vs_torch), "%.2f", ours[i].bf16_ms / best);
+        std::snprintf(p_vs_torch, sizeof(p_vs_torch), "%.2f", ours[i].products_ms / best);
+      }
+      std::printf("%-8s %11.3f %9.3f %9.2f %10s %12.2e %10.3f %9.2f %10s %12.2e\n", cells[i].c_str(),
+                  ours[i].f32_ms, ours[i].bf16_ms, ours[i].bf16_ms / ours[i].f32_ms, vs_torch, ours[i].bf16_error,
+                  ours[i].products_ms, ours[i].products_ms / ours[i].f32_ms, p_vs_torch, ours[i].products_error);
     }
   }
   std::printf("ratio = rnnkit / PyTorch, each the best of 1 and 2 threads; below 1 is faster\n");

@@ -31,7 +31,8 @@ namespace rnnkit::nn::detail {
 // layout the call's kernel path takes (kernels::cpu::rnn_packed_weights_fit).
 // Anything else packs afresh. Each layer and direction has kSlots entries, so
 // that calls alternating between batch sizes whose paths want different
-// layouts (batch 1 and a training-size batch, say) keep one of each; a new
+// layouts (batch 1 and a training-size batch, say), or between the precisions
+// (float32, bfloat16 weights, bfloat16 products), keep one of each; a new
 // packing replaces an empty entry, else a stale one, else the least recently
 // used. Thread-safe: concurrent calls of one module share it; an entry in use
 // stays alive through its handle. It costs the packed copies' memory (about
@@ -67,7 +68,7 @@ class PackedWeightsCache {
   int64_t bf16_packs() const { return bf16_packs_.load(); }
 
  private:
-  static constexpr size_t kSlots = 2;
+  static constexpr size_t kSlots = 3;
   static constexpr size_t kKinds = 5;  // kRecurrent, kInput, kProjection, the rounded W_hh and W_ih
   struct Entry {
     std::weak_ptr<Storage> storage;
