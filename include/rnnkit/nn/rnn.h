@@ -182,8 +182,10 @@ class RNNImplBase : public Module {
   // two runs (another CPU or batch path) differ in the last bits of an h
   // value that lies at a bfloat16 rounding boundary, it rounds apart, so they
   // can differ by up to a bfloat16 step of that value, fading over the
-  // following steps. Accuracy against float32: about 1e-3 absolute for LSTM
-  // and GRU outputs, a few 1e-3 for the Elman cells. Training forwards ignore
+  // following steps. Accuracy against float32: a few 1e-3 absolute on LSTM
+  // and GRU outputs, up to about 1e-2 for the Elman cells (measured in
+  // docs/RECURRENT.md). Off the small-batch path (large batches) it is no
+  // faster, only less accurate. Training forwards ignore
   // it; parameters stay untouched (the module keeps rounded copies of W_ih
   // and W_hh while they stay unchanged). Default off; on, it supersedes
   // set_bf16_inference.
