@@ -3071,3 +3071,50 @@ TEST(RnnKernels, Bf16ProductsPackingRules) {
   // And not the float32 results.
   EXPECT_NE(forward(hh_products.data(), nullptr, false), forward(hh_float.data(), ih_float.data(), false));
 }
+
+// Weights packed for the bfloat16 products in another layout than the call's
+// (packed under the AVX-512 kernels, k-major, and run under the AVX2 ones,
+// which take several rows gate-major) still ask for the products: the call
+// packs W_hh again and takes W_ih as packed (one layout for every instruction
+// set), with the results of packing under the AVX2 kernels.
+TEST(RnnKernels, Bf16ProductsPackedForAnotherLayout) {
+  if (simd::kernels(simd::Isa::kAvx512) == nullptr || simd::kernels(simd::Isa::kAvx2) == nullptr)
+    GTEST_SKIP() << "needs a CPU with AVX-512 (whose packing the AVX2 kernels then take)";
+  const auto products = k::PackedPrecision::kBFloat16Products;
+  for (CellType cell : {CellType::LSTM, CellType::GRU}) {
+    Config c = bf16_products_config(cell, 7400 + static_cast<uint64_t>(cell), 3, false);
+    SCOPED_TRACE(c.describe());
+    const Problem p = random_problem(c);
+    const RnnLayerDims d = c.dims();
+    const std::vector<float> w_ih = to<float>(p.w_ih), w_hh = to<float>(p.w_hh), b_ih = to<float>(p.b_ih),
+                             b_hh = to<float>(p.b_hh), x = to<float>(p.x);
+    const auto pack = [&](simd::Isa isa, std::vector<float>& hh, std::vector<float>& ih) {
+      IsaScope scope(isa);
+      hh.resize(k::rnn_packed_weights_size(d, products));
+      ih.resize(k::rnn_packed_input_weights_size(d, products));
+      k::rnn_pack_weights(d, w_hh.data(), hh.data(), products);
+      k::rnn_pack_input_weights(d, w_ih.data(), ih.data(), products);
+    };
+    std::vector<float> hh512, ih512, hh2, ih2;
+    pack(simd::Isa::kAvx512, hh512, ih512);
+    pack(simd::Isa::kAvx2, hh2, ih2);
+    IsaScope avx2(simd::Isa::kAvx2);
+    ASSERT_FALSE(k::rnn_packed_weights_fit(d, hh512.data())) << "the two layouts should differ here";
+    const auto forward = [&](const float* hh, const float* ih) {
+      RnnWeights<float> w;
+      w.w_ih = w_ih.data();
+      w.w_hh = w_hh.data();
+      w.b_ih = c.has_bias ? b_ih.data() : nullptr;
+      w.b_hh = c.has_bias ? b_hh.data() : nullptr;
+      w.w_hh_packed = hh;
+      w.w_ih_packed = ih;
+      std::vector<float> y(static_cast<size_t>(c.rows() * c.H)), ws(k::rnn_forward_workspace_size(d, false));
+      k::rnn_forward<float>(d, w, x.data(), c.I, nullptr, nullptr, y.data(), c.H, nullptr, nullptr, ws.data(),
+                            false);
+      return y;
+    };
+    const std::vector<float> want = forward(hh2.data(), ih2.data());
+    EXPECT_EQ(forward(hh512.data(), ih512.data()), want);
+    EXPECT_EQ(forward(hh512.data(), nullptr), want);
+  }
+}

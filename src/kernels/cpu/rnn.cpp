@@ -794,13 +794,17 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
     const float* given = (small || proj_path) && w.w_hh_packed != nullptr
                              ? packed_body(d, w.w_hh_packed, PackedKind::kSmallBatch, Training, &precision)
                              : nullptr;
-    // The bfloat16 products asked for without W_hh packed so: packed here.
+    // The bfloat16 products, asked for by the flag or by W_hh packed so (the
+    // header says it even where the packing's layout does not fit this call):
+    // W_hh packed here unless given in bfloat16 in this call's layout (a
+    // kBFloat16 packing holds the same values in the same layout).
     std::vector<float> products_packed;
-    if ((small || proj_path) && w.bf16_products &&
-        (given == nullptr || precision != PackedPrecision::kBFloat16Products)) {
-      products_packed.resize(rnn_packed_weights_size(d, PackedPrecision::kBFloat16Products));
-      rnn_pack_weights(d, w.w_hh, products_packed.data(), PackedPrecision::kBFloat16Products);
-      given = products_packed.data() + kPackedHeader;
+    if ((small || proj_path) && (w.bf16_products || precision == PackedPrecision::kBFloat16Products)) {
+      if (given == nullptr || precision == PackedPrecision::kFloat32) {
+        products_packed.resize(rnn_packed_weights_size(d, PackedPrecision::kBFloat16Products));
+        rnn_pack_weights(d, w.w_hh, products_packed.data(), PackedPrecision::kBFloat16Products);
+        given = products_packed.data() + kPackedHeader;
+      }
       precision = PackedPrecision::kBFloat16Products;
     }
     const float* given_hr =

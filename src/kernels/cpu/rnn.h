@@ -147,17 +147,21 @@ size_t rnn_backward_workspace_size(const RnnLayerDims& dims);
 // packed weights and use w_hh in float32.
 //
 // kBFloat16Products goes one step further, for batches whose step is bound by
-// the multiply-adds rather than by reading W_hh: the same packed W_hh, and h
-// rounded to bfloat16 (to nearest even) in each step's recurrent product, so
-// that each product of a weight and an h value is exact in float32 and the
-// sums stay float32 (in an order of the kernels'); h itself, the outputs, c,
-// the input projection and the pointwise pass stay float32. On CPUs with
-// AVX512_BF16 that product runs on its dot instructions (vdpbf16ps: twice the
-// multiply-adds of an FMA per instruction), which take subnormal operands and
-// sums as zero; elsewhere by the widening product on the rounded h (same
-// results but for the order of the sums); without AVX2, as for kBFloat16, the
-// kernels ignore the packed weights and compute in float32. Inference only;
-// the small-batch path without a projection only.
+// the multiply-adds rather than by reading W_hh: the same packed W_hh, W_ih
+// rounded too (packed so by rnn_pack_input_weights, or by the call), and x and
+// h rounded to bfloat16 (to nearest even) where the gates' two products take
+// them, so that each product of a weight and a value is exact in float32 and
+// the sums stay float32 (in an order of the kernels'); h itself, the outputs,
+// c, the biases, an LSTM's projection and the pointwise pass stay float32. On
+// CPUs with AVX512_BF16 both products run on its dot instructions (vdpbf16ps:
+// twice the multiply-adds of an FMA per instruction), which take subnormal
+// operands and sums as zero; elsewhere by the float and widening products on
+// the rounded values (same results but for the order of the sums). A W_hh
+// packed so implies the mode on the small-batch path, even packed for another
+// layout (the call then packs it again); without AVX2, as for kBFloat16, the
+// kernels ignore the packed weights and compute in float32, unless
+// RnnWeights::bf16_products asks for the mode, which every path and dtype
+// then computes. Inference only.
 enum class PackedPrecision { kFloat32, kBFloat16, kBFloat16Products };
 // "float32", "bfloat16", "bfloat16 products".
 const char* packed_precision_name(PackedPrecision precision);
@@ -165,8 +169,7 @@ const char* packed_precision_name(PackedPrecision precision);
 // Floats that rnn_pack_weights writes for dims; 0 when there is no packed form
 // (bfloat16 exists for the small-batch path only: a batch up to 8; without a
 // projection up to 32 for an LSTM or a GRU with the AVX-512 kernels, or when
-// batch * G * hidden_size^2 <= 2^20; with one, from 2 steps, and then not the
-// bfloat16 products).
+// batch * G * hidden_size^2 <= 2^20; with one, from 2 steps).
 size_t rnn_packed_weights_size(const RnnLayerDims& dims,
                                PackedPrecision precision = PackedPrecision::kFloat32);
 // Writes w_hh [G*H, Hout] re-laid out for the path dims take (internal layouts,

@@ -126,10 +126,12 @@ struct SmallBatchForward {
   bool gate_major = false;             // packed's layout: Kernels::gate_major
   bool pack = true;
   bool bf16 = false;                   // packed holds bfloat16 (then pack is false)
-  // With bf16: the bfloat16 products (PackedPrecision::kBFloat16Products), h
-  // rounded to bfloat16 in each step's recurrent product; by AVX512_BF16 dot
-  // products where bf16_dot_hardware (the AVX-512 kernels on a CPU that has
-  // them: bf16_dot_hardware()), else by the widening product on the rounded h.
+  // With bf16: the bfloat16 products (PackedPrecision::kBFloat16Products), x
+  // and W_ih rounded to bfloat16 in the input projection, h in each step's
+  // recurrent product; by AVX512_BF16 dot products where bf16_dot_hardware
+  // (the AVX-512 kernels on a CPU that has them: bf16_dot_hardware(); the AVX2
+  // kernels ignore it), else by the float and widening products on the
+  // rounded values.
   bool bf16_products = false;
   bool bf16_dot_hardware = false;
   // The bfloat16 products' W_ih packed by the caller as pack_recurrent_bf16

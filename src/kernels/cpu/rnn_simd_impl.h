@@ -806,6 +806,15 @@ void project_block(const W* wp, int64_t I, int64_t M, const X* x, int64_t ldx, f
 // Kernels::projection_gate_major.
 bool projection_gate_major_for(int64_t G) { return projection_gate_major(static_cast<int>(G)); }
 
+// Whether this file has the AVX512_BF16 dot kernels (the AVX-512 one): where
+// not, SmallBatchForward::bf16_dot_hardware is ignored, so that no buffer is
+// sized for pairs that the float products would then overrun.
+#ifdef RNNKIT_SIMD_BF16_DOT
+constexpr bool kDotKernels = true;
+#else
+constexpr bool kDotKernels = false;
+#endif
+
 // A block of weights packed in bfloat16 pairs ([K/2][G][16][2], as
 // pack_recurrent_bf16 packs it k-major) widened into the float layout
 // pack_recurrent_block writes ([K][G][16], or [G][K][16] with GM).
@@ -875,7 +884,7 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
         // block W_ih's rows rounded and packed, and the product: in pairs for
         // the AVX512_BF16 dot products, else as floats for the float product
         // (exact products of the same rounded values).
-        const bool hw = a.bf16_dot_hardware;
+        const bool hw = kDotKernels && a.bf16_dot_hardware;
         const int64_t xs = hw ? (I + 31) / 32 * 16 : I;  // a rounded row's stride
         const int64_t x_floats = (rows * xs + 15) / 16 * 16;
         const int64_t block = hw ? (packed_recurrent_size_bf16(G, kPackBlock, I) + 1) / 2 : I * G * kPackBlock;
@@ -946,6 +955,7 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
     uint32_t* hp_rows[kSmallBatchMax];
     float* hr_rows[kSmallBatchMax];
     int64_t rounded_step = -1;
+    const bool dot_hardware = kDotKernels && a.bf16_dot_hardware;
     float* m_rows[kSmallBatchMax];
     const float* h_rows[kSmallBatchMax];
     const float* c_prev_rows[kSmallBatchMax];
@@ -989,7 +999,7 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
         rounded_step = step;
         // In the thread's scratch (step 1's packing buffer, no longer in use),
         // whole 32-value conversions a row: (K + 31) / 32 * 16 pairs.
-        const int64_t stride = a.bf16_dot_hardware ? (K + 31) / 32 * 16 : K;
+        const int64_t stride = dot_hardware ? (K + 31) / 32 * 16 : K;
         float* buf = thread_scratch(static_cast<size_t>(s.n * stride));
         for (int64_t b = 0; b < s.n; ++b) {
           hp_rows[b] = reinterpret_cast<uint32_t*>(buf + b * stride);
@@ -997,7 +1007,7 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
         }
         for (int64_t b = 0; b < s.n; ++b) {
 #ifdef RNNKIT_SIMD_BF16_DOT
-          if (a.bf16_dot_hardware) {
+          if (dot_hardware) {
             round_pairs(h_rows[b], K, hp_rows[b]);
             continue;
           }
@@ -1024,7 +1034,7 @@ void small_batch_forward_cell(const SmallBatchForward& a, RowForward pointwise) 
         if (a.bf16_products) {
           round_h_rows();
 #ifdef RNNKIT_SIMD_BF16_DOT
-          if (a.bf16_dot_hardware) {
+          if (dot_hardware) {
             recurrent_block_rows<G, GM>(w16, K, H, hp_rows, g_at, s.n, cnt, prefetch / 2);
             return;
           }
