@@ -3041,6 +3041,8 @@ TEST(RnnKernels, Bf16ProductsPackingRules) {
   k::rnn_pack_input_weights(d, w_ih.data(), ih_products.data(), products);
   k::rnn_pack_input_weights(d, w_ih.data(), ih_float.data());
   EXPECT_FALSE(k::rnn_packed_input_weights_fit(d, ih_products.data()));
+  EXPECT_TRUE(k::rnn_packed_input_weights_fit(d, ih_products.data(), products));
+  EXPECT_FALSE(k::rnn_packed_input_weights_fit(d, ih_float.data(), products));
   EXPECT_TRUE(k::rnn_packed_input_weights_fit(d, ih_float.data()));
   std::vector<float> y(static_cast<size_t>(c.rows() * c.H)), ws(k::rnn_forward_workspace_size(d, true));
   const auto forward = [&](const float* hh, const float* ih, bool training) {

@@ -771,8 +771,7 @@ Tensor PackedWeightsCache::get(size_t index, const Tensor& weight, const k::RnnL
   if (n == 0) return Tensor();
   const auto fits = [&](const Tensor& packed) {
     const float* p = packed.const_data_ptr<float>();
-    // (The bfloat16 products' W_ih has one layout and no fit check: taken as is.)
-    return kind == kInput        ? precision != k::PackedPrecision::kFloat32 || k::rnn_packed_input_weights_fit(dims, p)
+    return kind == kInput        ? k::rnn_packed_input_weights_fit(dims, p, precision)
            : kind == kProjection ? k::rnn_packed_projection_weights_fit(dims, p)
                                  : k::rnn_packed_weights_fit(dims, p);
   };

@@ -1530,12 +1530,13 @@ void rnn_pack_input_weights(const RnnLayerDims& dims, const float* w_ih, float* 
   pack_blocks(gate_count(dims.cell), dims.hidden_size, dims.input_size, w_ih, packed + kPackedHeader, gate_major);
 }
 
-bool rnn_packed_input_weights_fit(const RnnLayerDims& dims, const float* packed) {
+bool rnn_packed_input_weights_fit(const RnnLayerDims& dims, const float* packed, PackedPrecision precision) {
   check_rnn_dims(dims);
   RNNKIT_CHECK(packed != nullptr, "rnn_packed_input_weights_fit: packed is null");
   const PackedHeader h = read_packed_header(packed);
-  return input_packed_for(h, dims) && h.precision == static_cast<uint32_t>(PackedPrecision::kFloat32) &&
-         input_packed_taken(h, dims);
+  if (!input_packed_for(h, dims) || h.precision != static_cast<uint32_t>(precision)) return false;
+  if (precision == PackedPrecision::kBFloat16Products) return rnn_packed_input_weights_size(dims, precision) > 0;
+  return precision == PackedPrecision::kFloat32 && input_packed_taken(h, dims);
 }
 
 size_t rnn_packed_projection_weights_size(const RnnLayerDims& dims) {

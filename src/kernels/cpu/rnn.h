@@ -204,9 +204,12 @@ size_t rnn_packed_input_weights_size(const RnnLayerDims& dims,
 void rnn_pack_input_weights(const RnnLayerDims& dims, const float* w_ih, float* packed,
                             PackedPrecision precision = PackedPrecision::kFloat32);
 // Whether an rnn_forward on dims takes `packed` as its packed W_ih: written by
-// rnn_pack_input_weights for this cell and these sizes (float32), and taken by
-// this forward. False for anything else; never throws for a mismatch.
-bool rnn_packed_input_weights_fit(const RnnLayerDims& dims, const float* packed);
+// rnn_pack_input_weights for this cell and these sizes in this precision, and
+// taken by this forward (in float32, where its layout is this call's; the
+// bfloat16 products' one layout wherever they run). False for anything else;
+// never throws for a mismatch.
+bool rnn_packed_input_weights_fit(const RnnLayerDims& dims, const float* packed,
+                                  PackedPrecision precision = PackedPrecision::kFloat32);
 // Floats that rnn_pack_projection_weights writes for dims; 0 where the forward
 // on dims takes no packed W_hr: it does on the small-batch path of an LSTM
 // with a projection (up to 8 rows, from 2 steps, AVX2 or AVX-512), in a layout
