@@ -441,6 +441,19 @@ std::vector<double> widen(const std::vector<T>& v) {
 void expect_close(const std::string& what, const std::vector<double>& got, const std::vector<double>& want,
                   double rtol, double atol);
 
+// The kernels' weights over these buffers, the biases and W_hr where c has them.
+template <class T>
+RnnWeights<T> weights_of(const Config& c, const std::vector<T>& w_ih, const std::vector<T>& w_hh,
+                         const std::vector<T>& b_ih, const std::vector<T>& b_hh, const std::vector<T>& w_hr) {
+  RnnWeights<T> w;
+  w.w_ih = w_ih.data();
+  w.w_hh = w_hh.data();
+  w.b_ih = c.has_bias ? b_ih.data() : nullptr;
+  w.b_hh = c.has_bias ? b_hh.data() : nullptr;
+  w.w_hr = c.P > 0 ? w_hr.data() : nullptr;
+  return w;
+}
+
 template <class T>
 KernelOutputs run_kernel(const Config& c, const Problem& p) {
   const RnnLayerDims d = c.dims();
@@ -451,12 +464,7 @@ KernelOutputs run_kernel(const Config& c, const Problem& p) {
 
   const std::vector<T> w_ih = to<T>(p.w_ih), w_hh = to<T>(p.w_hh), b_ih = to<T>(p.b_ih),
                        b_hh = to<T>(p.b_hh), w_hr = to<T>(p.w_hr);
-  RnnWeights<T> w;
-  w.w_ih = w_ih.data();
-  w.w_hh = w_hh.data();
-  w.b_ih = c.has_bias ? b_ih.data() : nullptr;
-  w.b_hh = c.has_bias ? b_hh.data() : nullptr;
-  w.w_hr = c.P > 0 ? w_hr.data() : nullptr;
+  RnnWeights<T> w = weights_of(c, w_ih, w_hh, b_ih, b_hh, w_hr);
 
   const std::vector<T> x = strided<T>(p.x, rows, I, ldx, kNaN);
   const std::vector<T> h0 = to<T>(p.h0), c0 = to<T>(p.c0);
@@ -2758,12 +2766,7 @@ Bf16ProductsRun run_bf16_products(const Config& c, const Problem& p, ProductsBy 
                        b_hh = to<T>(p.b_hh), w_hr = to<T>(p.w_hr), h0 = to<T>(p.h0), c0 = to<T>(p.c0);
   const int64_t Hout = c.Hout(), ldx = c.I + c.ldx_pad, ldy = Hout + c.ldy_pad;
   const std::vector<T> x = strided<T>(p.x, c.rows(), c.I, ldx, kSentinel);
-  RnnWeights<T> w;
-  w.w_ih = w_ih.data();
-  w.w_hh = w_hh.data();
-  w.b_ih = c.has_bias ? b_ih.data() : nullptr;
-  w.b_hh = c.has_bias ? b_hh.data() : nullptr;
-  w.w_hr = c.P > 0 ? w_hr.data() : nullptr;
+  RnnWeights<T> w = weights_of(c, w_ih, w_hh, b_ih, b_hh, w_hr);
   std::vector<float> packed, packed_ih;
   if constexpr (std::is_same_v<T, float>) {
     if (by != ProductsBy::kFlag) {
@@ -3103,11 +3106,7 @@ TEST(RnnKernels, Bf16ProductsPackedForAnotherLayout) {
     IsaScope avx2(simd::Isa::kAvx2);
     ASSERT_FALSE(k::rnn_packed_weights_fit(d, hh512.data())) << "the two layouts should differ here";
     const auto forward = [&](const float* hh, const float* ih) {
-      RnnWeights<float> w;
-      w.w_ih = w_ih.data();
-      w.w_hh = w_hh.data();
-      w.b_ih = c.has_bias ? b_ih.data() : nullptr;
-      w.b_hh = c.has_bias ? b_hh.data() : nullptr;
+      RnnWeights<float> w = weights_of(c, w_ih, w_hh, b_ih, b_hh, {});
       w.w_hh_packed = hh;
       w.w_ih_packed = ih;
       std::vector<float> y(static_cast<size_t>(c.rows() * c.H)), ws(k::rnn_forward_workspace_size(d, false));
