@@ -2972,7 +2972,8 @@ TEST(RnnKernels, Bf16ProductsMatchTheRoundedEquations) {
 }
 
 // RnnWeights::bf16_products off the small-batch path (the GEMM path at large
-// batches, the rows-in-lanes path, the scalar kernels) and in float64: every
+// batches, on oneDNN's bfloat16 matmul where the CPU runs it and on float
+// GEMMs, the rows-in-lanes path, the scalar kernels) and in float64: every
 // step matches the equations on the rounded values.
 TEST(RnnKernels, Bf16ProductsOnEveryPath) {
   uint64_t seed = 7200;
@@ -2986,8 +2987,21 @@ TEST(RnnKernels, Bf16ProductsOnEveryPath) {
       const Problem p = random_problem(wide);
       gaps.push_back(check_bf16_products<double>(wide, p, run_bf16_products<double>(wide, p, ProductsBy::kFlag),
                                                  1e-12));
-      gaps.push_back(
-          check_bf16_products<float>(wide, p, run_bf16_products<float>(wide, p, ProductsBy::kFlag), 2e-5));
+      // On oneDNN's bfloat16 matmul where this CPU runs it, and by the float
+      // GEMMs on the rounded values (as on CPUs without AVX512_BF16).
+      const int64_t calls = k::bf16_gemm_calls();
+      const Bf16ProductsRun on_matmul = run_bf16_products<float>(wide, p, ProductsBy::kFlag);
+      // The input projection and a product per step after the first (the
+      // first's too with h0).
+      if (k::bf16_gemm_available()) EXPECT_GE(k::bf16_gemm_calls() - calls, wide.T);
+      gaps.push_back(check_bf16_products<float>(wide, p, on_matmul, 2e-5));
+      {
+        Bf16DotHardwareScope float_gemms(false);
+        const int64_t before = k::bf16_gemm_calls();
+        const Bf16ProductsRun on_gemms = run_bf16_products<float>(wide, p, ProductsBy::kFlag);
+        EXPECT_EQ(k::bf16_gemm_calls(), before);
+        gaps.push_back(check_bf16_products<float>(wide, p, on_gemms, 2e-5));
+      }
       {
         IsaScope scalar(simd::Isa::kScalar);
         const Config small = bf16_products_config(cell, seed + 50, 3, proj);

@@ -6,6 +6,7 @@
 
 #include <dnnl.hpp>
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <memory>
 #include <cstdlib>
@@ -99,6 +100,7 @@ struct MatmulEntry {
   dnnl::matmul primitive;
   memory::desc a, weights, c, scratchpad;
   bool brgemm = false;  // oneDNN runs it with its brgemm kernel (AVX-512 machines)
+  std::string impl;     // oneDNN's name of the implementation
 };
 
 void* thread_scratchpad(size_t bytes) { return thread_buffer(onednn::kScratchpadBuffer, bytes); }
@@ -118,6 +120,7 @@ std::unique_ptr<MatmulEntry> make_matmul_here(const memory::desc& a, const memor
     if (brgemm_only && !brgemm) return nullptr;
     auto entry = std::make_unique<MatmulEntry>();
     entry->brgemm = brgemm;
+    entry->impl = pd.impl_info_str();
     entry->a = a;
     entry->c = c;
     entry->weights = pd.weights_desc();
@@ -199,10 +202,10 @@ const MatmulEntry* weight_gradient_matmul(int64_t M, int64_t N, int64_t lda, int
 }
 
 // C (+)= A B with e; B in e's weights layout.
-void execute(const MatmulEntry& e, const float* A, const float* B, float* C) {
+void execute(const MatmulEntry& e, const void* A, const void* B, float* C) {
   use_rnnkit_threads();
-  memory a(e.a, cpu_engine(), const_cast<float*>(A));
-  memory w(e.weights, cpu_engine(), const_cast<float*>(B));
+  memory a(e.a, cpu_engine(), const_cast<void*>(A));
+  memory w(e.weights, cpu_engine(), const_cast<void*>(B));
   memory c(e.c, cpu_engine(), C);
   const size_t scratch_bytes = e.scratchpad.get_size();
   memory scratch(e.scratchpad, cpu_engine(), scratch_bytes > 0 ? thread_scratchpad(scratch_bytes) : nullptr);
@@ -395,6 +398,45 @@ const MatmulEntry* this_thread_matmul(int64_t M, int64_t N, int64_t K, int64_t l
 }  // namespace
 
 bool prefer_this_thread_matmul(int64_t M, int64_t N, int64_t K) { return M >= 16 && M <= 32 && N * K >= 512 * 512; }
+
+namespace {
+
+// The bfloat16 matmul C = A W^T for these shapes and strides (W [N, K] read
+// transposed through its strides), where oneDNN runs it with its brgemm kernel
+// for bfloat16 (null, cached as such, elsewhere).
+const MatmulEntry* bf16_matmul(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldw, int64_t ldc) {
+  static MatmulCache<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int> cache;
+  const int nthreads = rnnkit::get_num_threads();
+  return cache.get({M, N, K, lda, ldw, ldc, nthreads}, true, [&]() -> std::unique_ptr<MatmulEntry> {
+    auto e = make_matmul(memory::desc({M, K}, memory::data_type::bf16, memory::dims{lda, 1}),
+                         memory::desc({K, N}, memory::data_type::bf16, memory::dims{1, ldw}),
+                         memory::desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1}), false, true);
+    // (A brgemm that is not the bfloat16 one widens in software: no gain.)
+    if (e == nullptr || e->impl.find("bf16") == std::string::npos) return nullptr;
+    return e;
+  });
+}
+
+}  // namespace
+
+std::atomic<int64_t> g_bf16_gemm_calls{0};
+
+bool bf16_gemm(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* W, int64_t ldw,
+               float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0 || K <= 0) return false;
+  const MatmulEntry* e = bf16_matmul(M, N, K, lda, ldw, ldc);
+  if (e == nullptr) return false;
+  execute(*e, A, W, C);
+  g_bf16_gemm_calls.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+int64_t bf16_gemm_calls() { return g_bf16_gemm_calls.load(std::memory_order_relaxed); }
+
+bool bf16_gemm_available() {
+  static const bool available = bf16_matmul(16, 16, 32, 32, 32, 16) != nullptr;
+  return available;
+}
 
 void gemm_on_this_thread(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* W,
                          int64_t ldw, float* C, int64_t ldc, bool matmul) {

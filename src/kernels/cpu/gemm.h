@@ -76,4 +76,18 @@ void packed_gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
 // dense operands.
 bool packed_gemm_takes_strides(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldc);
 
+// The bfloat16 products off the small-batch path (RnnWeights::bf16_products):
+// C[M, N] (row stride ldc) = A[M, K] W^T, A (row stride lda) and W [N, K] (row
+// stride ldw) given as bfloat16 bits, through oneDNN's bfloat16 brgemm matmul:
+// each product exact, the sums float32 (on AVX512_BF16's dot instructions).
+// Returns false, doing nothing, where this oneDNN has no such kernel here (a
+// CPU without AVX512_BF16). Primitives are cached per shape, strides and thread
+// count.
+bool bf16_gemm(int64_t M, int64_t N, int64_t K, const uint16_t* A, int64_t lda, const uint16_t* W, int64_t ldw,
+               float* C, int64_t ldc);
+// Whether bf16_gemm runs on this CPU (probed once).
+bool bf16_gemm_available();
+// The bf16_gemm calls that ran since the program started (tests).
+int64_t bf16_gemm_calls();
+
 }  // namespace rnnkit::kernels::cpu
