@@ -172,20 +172,19 @@ class RNNImplBase : public Module {
   // product takes it. Each product of a weight and a value is then exact and
   // the sums are in the layer's dtype; the biases, c, the projection (W_hr and
   // its input), the pointwise math and every output stay in the layer's dtype.
-  // Where the small-batch path runs on an AVX-512 CPU with AVX512_BF16 (AMD
-  // Zen 4 and later, Intel Cooper Lake, Sapphire Rapids and later) the two
-  // products run on its dot instructions: twice the multiply-adds per
-  // instruction of float32, for the steps that their multiply-adds bound
-  // (docs/RECURRENT.md); on other CPUs and paths the same rounded values go
-  // through the float products. Each step's result is that of the equations
+  // On an AVX-512 CPU with AVX512_BF16 (AMD Zen 4 and later, Intel Cooper
+  // Lake, Sapphire Rapids and later) the two products run on its dot
+  // instructions, twice the multiply-adds per instruction of float32: the
+  // small-batch path's own kernels, oneDNN's bfloat16 matmul at larger batches
+  // (docs/RECURRENT.md); on other CPUs the same rounded values go through the
+  // float products (no faster). Each step's result is that of the equations
   // on the rounded values to the rounding of the sums; over a sequence, where
   // two runs (another CPU or batch path) differ in the last bits of an h
   // value that lies at a bfloat16 rounding boundary, it rounds apart, so they
   // can differ by up to a bfloat16 step of that value, fading over the
   // following steps. Accuracy against float32: a few 1e-3 absolute on LSTM
   // and GRU outputs, up to about 1e-2 for the Elman cells (measured in
-  // docs/RECURRENT.md). Off the small-batch path (large batches) it is no
-  // faster, only less accurate. Training forwards ignore
+  // docs/RECURRENT.md). Training forwards ignore
   // it; parameters stay untouched (the module keeps rounded copies of W_ih
   // and W_hh while they stay unchanged). Default off; on, it supersedes
   // set_bf16_inference.
