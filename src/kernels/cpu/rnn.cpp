@@ -50,6 +50,16 @@ constexpr size_t kAlignElements = 16;
 
 size_t align_up(size_t n) { return (n + kAlignElements - 1) / kAlignElements * kAlignElements; }
 
+// src [n_rows, width] (row stride ld) as bfloat16 bits (rounded to nearest
+// even) into dst, dense; rows in parallel where there are enough values.
+void to_bf16_bits(const float* src, int64_t n_rows, int64_t width, int64_t ld, std::vector<uint16_t>& dst,
+                  int nthreads) {
+  dst.resize(static_cast<size_t>(n_rows * width));
+#pragma omp parallel for schedule(static) num_threads(nthreads) if (n_rows * width >= kParallelMinElements)
+  for (int64_t r = 0; r < n_rows; ++r)
+    for (int64_t i = 0; i < width; ++i) dst[r * width + i] = bfloat16_bits(src[r * ld + i]);
+}
+
 // v rounded to bfloat16 (a float64 value through float32 first, as PyTorch rounds).
 template <class T>
 T bf16_value(T v) {
@@ -870,19 +880,11 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
   if constexpr (std::is_same_v<T, float>) {
     bf16_matmul = w.bf16_products && g_bf16_dot_hardware && bf16_gemm_available();
     if (bf16_matmul) {
-      // [n_rows, width] (row stride ld) as bfloat16 bits, dense.
-      const auto bits = [&](const float* src, int64_t n_rows, int64_t width, int64_t ld, std::vector<uint16_t>& dst) {
-        dst.resize(static_cast<size_t>(n_rows * width));
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (n_rows * width >= kParallelMinElements)
-        for (int64_t r = 0; r < n_rows; ++r)
-          for (int64_t i = 0; i < width; ++i) dst[r * width + i] = bfloat16_bits(src[r * ld + i]);
-      };
-      bits(w.w_ih, GH, I, I, w_ih16);
-      bits(w.w_hh, GH, Hout, Hout, w_hh16);
-      bits(x, rows, I, ldx, act16);
-      prod.resize(static_cast<size_t>(std::max(rows, d.batch) * GH));
+      to_bf16_bits(w.w_ih, GH, I, I, w_ih16, nthreads);
+      to_bf16_bits(w.w_hh, GH, Hout, Hout, w_hh16, nthreads);
+      to_bf16_bits(x, rows, I, ldx, act16, nthreads);
+      prod.resize(static_cast<size_t>(rows * GH));
       bf16_matmul = bf16_gemm(rows, GH, I, act16.data(), I, w_ih16.data(), I, prod.data(), GH);
-      act16.resize(static_cast<size_t>(std::max(rows * I, d.batch * Hout)));  // then a step's h rows
     }
     if (bf16_matmul) {
       // prod's gate blocks to their gates columns (the GRU's n-part to [3H, 4H),
@@ -984,9 +986,7 @@ void forward_impl(const RnnLayerDims& d, const RnnWeights<T>& w, const T* x, int
   auto recurrent_term = [&](int64_t m, const T* h_rows, int64_t ld_h, T* g_rows) {
     if constexpr (std::is_same_v<T, float>) {
       if (bf16_matmul) {
-#pragma omp parallel for schedule(static) num_threads(nthreads) if (m * Hout >= kParallelMinElements)
-        for (int64_t b = 0; b < m; ++b)
-          for (int64_t j = 0; j < Hout; ++j) act16[b * Hout + j] = bfloat16_bits(h_rows[b * ld_h + j]);
+        to_bf16_bits(h_rows, m, Hout, ld_h, act16, nthreads);
         if (bf16_gemm(m, GH, Hout, act16.data(), Hout, w_hh16.data(), Hout, prod.data(), GH)) {
 #pragma omp parallel for schedule(static) num_threads(nthreads) if (m * GH >= kParallelMinElements)
           for (int64_t b = 0; b < m; ++b) add_to_row(GH, prod.data() + b * GH, g_rows + b * ldg);
